@@ -1,0 +1,1 @@
+"""TensorFlow image ops shared by the tasks (usable eagerly and inside tf.data)."""

@@ -1,0 +1,31 @@
+"""Shared test setup.
+
+Two logical CPU devices are configured before TensorFlow initialises its
+devices, so that tests can run ``MirroredStrategy(["/cpu:0", "/cpu:1"])`` and
+compare 2 replicas against 1 on the same global batch.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+CPU_DEVICES = ["/cpu:0", "/cpu:1"]
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)
+
+
+@pytest.fixture
+def two_cpu_devices():
+  """The two logical CPU devices' names, for a 2-replica MirroredStrategy."""
+  return list(CPU_DEVICES)
