@@ -1,3 +1,15 @@
 """mtssl_tf: Multi-task Self-Supervised Visual Learning (Doersch & Zisserman,
-ICCV 2017) in TensorFlow / Keras 3."""
+ICCV 2017) in TensorFlow / Keras 3.
+
+Importing the package registers its Keras objects (trunk, UnitMixer, heads of
+already-imported tasks) so that ``keras.models.load_model`` can open the
+package's ``.keras`` files.
+"""
 __version__ = "0.1.0"
+
+from mtssl_tf import layers, models  # noqa: E402  (registers Keras objects)
+from mtssl_tf.layers import UnitMixer  # noqa: E402
+from mtssl_tf.models import Trunk, TrunkConfig, build_trunk  # noqa: E402
+
+__all__ = ["layers", "models", "Trunk", "TrunkConfig", "UnitMixer",
+           "build_trunk", "__version__"]

@@ -1,0 +1,193 @@
+"""UnitMixer: the paper's "lasso" over the block-3 units.
+
+Doersch & Zisserman (ICCV 2017, Sec. 4.2): each task t reads a linear
+combination of the N block-3 unit outputs,
+
+    mixed_t = sum_m alpha[t, m] * unit_m,
+
+with sum_m alpha[t, m]^2 = 1 (so the output variance is kept and the L1
+penalty cannot be met by shrinking alpha and growing the head) and an L1
+penalty lambda * sum_m |alpha[t, m]| that makes alpha sparse.
+
+Implementation choices (the paper leaves them open):
+
+* Each task row is its own variable ``alpha_<task>`` [N]; a row can be added
+  later for an evaluation task ("eval lasso") without touching the others.
+* The unit-norm constraint is a projection: the variable carries a Keras
+  constraint that re-normalises it after every optimizer update (Keras 3
+  optimizers apply variable constraints in ``apply_gradients``), and the
+  forward pass also divides by the norm, so the mix is unit-norm even between
+  an update and its projection. Together this is projected (Riemannian)
+  gradient descent on the sphere.
+* Initial alpha (``init="last"``, default): all weight on the last unit, so
+  training with lasso starts from exactly the plain network that feeds the
+  last unit to every head. ``init="uniform"`` gives 1/sqrt(N) everywhere.
+* The L1 penalty of the task being run is added with ``add_loss``; the
+  trainer adds ``model.losses`` to the task loss.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+INITS = ("last", "uniform")
+
+
+@keras.saving.register_keras_serializable(package="mtssl_tf")
+class UnitNorm(keras.constraints.Constraint):
+  """Projects a vector onto the unit L2 sphere (the mixer's constraint)."""
+
+  def __call__(self, w):
+    norm = ops.sqrt(ops.sum(ops.square(w)))
+    return w / ops.maximum(norm, 1e-12)
+
+  def get_config(self):
+    return {}
+
+
+@keras.saving.register_keras_serializable(package="mtssl_tf")
+class UnitMixer(keras.layers.Layer):
+  """Per-task unit-norm, L1-penalised mixing of the block-3 unit outputs.
+
+  Reference: Doersch & Zisserman, "Multi-task Self-Supervised Visual
+  Learning", ICCV 2017, Sec. 4.2 and Fig. 5.
+
+  Args:
+    task_names: one alpha row per name.
+    num_units: N, the number of block-3 units mixed.
+    l1: lambda of the penalty lambda * sum |alpha_t| (0 disables it).
+    init: ``"last"`` (all weight on the last unit) or ``"uniform"``.
+
+  Call:
+    ``mixer(units, task=name)``: ``units`` is a list of N tensors of one
+    shape; returns the mixed tensor of that shape. ``task=None`` returns a
+    dict with every task's mix.
+
+  Example:
+    >>> mixer = UnitMixer(["relative_position", "colorization"], num_units=23)
+    >>> mixed = mixer([trunk_out[n] for n in trunk.unit_names],
+    ...               task="colorization")
+  """
+
+  def __init__(self, task_names: Sequence[str], num_units: int,
+               l1: float = 1e-3, init: str = "last", **kwargs):
+    super().__init__(**kwargs)
+    task_names = list(task_names)
+    if not task_names:
+      raise ValueError("UnitMixer.task_names must name at least one task")
+    if len(set(task_names)) != len(task_names):
+      raise ValueError(f"UnitMixer.task_names has duplicates: {task_names}")
+    if not isinstance(num_units, (int, np.integer)) or num_units < 1:
+      raise ValueError(
+          f"UnitMixer.num_units={num_units!r} must be an integer >= 1")
+    if init not in INITS:
+      raise ValueError(
+          f"UnitMixer.init={init!r}; allowed: {', '.join(INITS)}")
+    if not l1 >= 0:
+      raise ValueError(f"UnitMixer.l1={l1!r} must be >= 0")
+    self.num_units = int(num_units)
+    self.l1 = float(l1)
+    self.init = init
+    self._task_names: list = []
+    self._alphas: Dict[str, keras.Variable] = {}
+    for name in task_names:
+      self.add_task(name)
+
+  @property
+  def task_names(self):
+    return list(self._task_names)
+
+  def _initial_alpha(self, init: str) -> np.ndarray:
+    if init == "last":
+      value = np.zeros([self.num_units], np.float32)
+      value[-1] = 1.0
+    else:
+      value = np.full([self.num_units], 1.0 / np.sqrt(self.num_units),
+                      np.float32)
+    return value
+
+  def add_task(self, name: str, init: Optional[str] = None) -> keras.Variable:
+    """Adds a fresh alpha row for task ``name`` (e.g. an evaluation task)."""
+    if name in self._alphas:
+      raise ValueError(f"UnitMixer already has a row for task {name!r}")
+    init = init or self.init
+    if init not in INITS:
+      raise ValueError(f"init={init!r}; allowed: {', '.join(INITS)}")
+    value = self._initial_alpha(init)
+    # Keras locks a built layer's state; an eval-lasso row is added on
+    # purpose after pre-training, so unlock for this one variable.
+    locked = self.built
+    if locked:
+      self._tracker.unlock()
+    try:
+      variable = self.add_weight(
+          name=f"alpha_{name}", shape=(self.num_units,),
+          initializer=keras.initializers.Constant(value),
+          constraint=UnitNorm(), trainable=True)
+    finally:
+      if locked:
+        self._tracker.lock()
+    self._alphas[name] = variable
+    self._task_names.append(name)
+    return variable
+
+  def alpha(self, task: str):
+    """The unit-norm alpha row of ``task`` (a tensor [N])."""
+    if task not in self._alphas:
+      raise ValueError(
+          f"UnitMixer has no row for task {task!r}; rows: "
+          f"{', '.join(self._task_names)}")
+    return UnitNorm()(self._alphas[task])
+
+  def alphas(self) -> Dict[str, np.ndarray]:
+    """Every task's alpha row as NumPy, for plots and summaries."""
+    return {t: np.asarray(ops.convert_to_numpy(self.alpha(t)))
+            for t in self._task_names}
+
+  def penalty(self, task: str):
+    """lambda * sum |alpha_task|."""
+    return self.l1 * ops.sum(ops.abs(self.alpha(task)))
+
+  def build(self, input_shape):
+    # Variables are made in __init__ (rows can be added at any time).
+    self.built = True
+
+  def _check_units(self, units):
+    if not isinstance(units, (list, tuple)):
+      raise ValueError(
+          "UnitMixer expects a list of unit tensors, got "
+          f"{type(units).__name__}")
+    if len(units) != self.num_units:
+      raise ValueError(
+          f"UnitMixer was fed {len(units)} unit tensors; it mixes "
+          f"num_units={self.num_units}")
+    shapes = {tuple(u.shape[1:]) for u in units}
+    if len(shapes) > 1:
+      raise ValueError(
+          "UnitMixer units must share one shape (set the trunk's "
+          f"block3_last_stride=1); got {sorted(shapes, key=str)}")
+
+  def _mix(self, units, task):
+    alpha = ops.cast(self.alpha(task), units[0].dtype)
+    mixed = units[0] * alpha[0]
+    for m in range(1, self.num_units):
+      mixed = mixed + units[m] * alpha[m]
+    return mixed
+
+  def call(self, units, task: Optional[str] = None):
+    self._check_units(units)
+    if task is None:
+      return {t: self._mix(units, t) for t in self._task_names}
+    mixed = self._mix(units, task)
+    if self.l1 > 0:
+      self.add_loss(self.penalty(task))
+    return mixed
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(task_names=self.task_names, num_units=self.num_units,
+                  l1=self.l1, init=self.init)
+    return config

@@ -1,0 +1,335 @@
+"""ResNet-v2 (pre-activation) trunk through block 3.
+
+The paper (Doersch & Zisserman, ICCV 2017, Sec. 3) uses ResNet-101 v2 with
+block 4 removed: every self-supervised head, and every evaluation, reads the
+23 units of block 3 (1024 channels at full width).
+
+The graph follows TF-Slim ``resnet_v2`` and ``keras.applications.ResNet101V2``
+exactly, layer name for layer name (``conv4_block7_out`` is Slim's
+``block3/unit_7``), so that weights move across by name:
+
+* stride sits in the LAST unit of each block (Slim and Keras convention);
+* block 3's last-unit stride is a config value, default 1, so all block-3
+  units share output stride 16 and can be mixed by the ``UnitMixer``;
+* the stem's max-pool padding is a config value: ``"keras"`` (zero-pad by one,
+  as ``keras.applications``), ``"valid"`` (TF-Slim, the authors' checkpoint)
+  or ``"same"``.
+
+The builder takes the Keras module (``keras`` or ``tf_keras``) as an argument,
+so the same code builds the Keras 3 trunk and the ``tf_keras`` backbone of the
+Model Garden detection bridge.
+
+Example:
+  >>> import mtssl_tf
+  >>> trunk = mtssl_tf.models.Trunk(depth=26, width=0.25)
+  >>> outputs = trunk(images)            # images: float32 RGB in [0, 255]
+  >>> outputs["conv4_block2_out"].shape  # [N, H/16, W/16, 256]
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import keras
+
+# Units per block for blocks 1-3. 101 and 50 are the paper's and Keras's; the
+# small depths are named like ResNet-14/26/38 (a block 4 of the same count
+# would make 3 * units + 2 layers) and exist for CPU tests and demos.
+DEPTHS: Dict[int, Tuple[int, int, int]] = {
+    14: (1, 1, 1),
+    26: (2, 2, 2),
+    38: (3, 3, 3),
+    50: (3, 4, 6),
+    101: (3, 4, 23),
+    152: (3, 8, 36),
+}
+BASE_FILTERS = (64, 128, 256)  # bottleneck width of blocks 1-3 (out = 4x)
+STEM_FILTERS = 64
+POOL_PADDINGS = ("valid", "keras", "same")
+INPUT_NORMALIZATIONS = ("slim", "keras_v2", "none")
+# TF-Slim / VGG ImageNet mean, RGB in [0, 255]: the authors' input convention.
+SLIM_MEAN_RGB = (123.68, 116.779, 103.939)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrunkConfig:
+  """Hyper-parameters of the trunk. Every field is validated on creation.
+
+  Attributes:
+    depth: one of ``DEPTHS`` (101 = the paper).
+    width: channel multiplier (> 0); 0.25 for CPU tests.
+    block3_last_stride: stride of block 3's last unit: 1 (default, all units
+      mixable at output stride 16) or 2 (Slim / Keras).
+    pool_padding: stem max-pool padding, one of ``POOL_PADDINGS``.
+    bn_epsilon: batch-norm epsilon (Keras 1.001e-5, Slim 1e-5).
+    bn_momentum: batch-norm moving-average momentum (Slim 0.997).
+    sync_bn: synchronise batch-norm statistics across replicas.
+    input_normalization: ``"slim"`` (RGB [0,255] minus the ImageNet mean, the
+      authors' convention), ``"keras_v2"`` ([0,255] -> [-1,1]) or ``"none"``.
+  """
+  depth: int = 101
+  width: float = 1.0
+  block3_last_stride: int = 1
+  pool_padding: str = "valid"
+  bn_epsilon: float = 1.001e-5
+  bn_momentum: float = 0.997
+  sync_bn: bool = False
+  input_normalization: str = "slim"
+
+  def __post_init__(self):
+    if self.depth not in DEPTHS:
+      raise ValueError(
+          f"TrunkConfig.depth={self.depth!r} is not supported; allowed: "
+          f"{sorted(DEPTHS)}")
+    if not isinstance(self.width, (int, float)) or not self.width > 0:
+      raise ValueError(
+          f"TrunkConfig.width={self.width!r} must be a number > 0 "
+          "(1.0 = the paper's ResNet widths)")
+    if self.block3_last_stride not in (1, 2):
+      raise ValueError(
+          f"TrunkConfig.block3_last_stride={self.block3_last_stride!r}; "
+          "allowed: 1 or 2")
+    if self.pool_padding not in POOL_PADDINGS:
+      raise ValueError(
+          f"TrunkConfig.pool_padding={self.pool_padding!r}; allowed: "
+          f"{', '.join(POOL_PADDINGS)}")
+    if self.input_normalization not in INPUT_NORMALIZATIONS:
+      raise ValueError(
+          f"TrunkConfig.input_normalization={self.input_normalization!r}; "
+          f"allowed: {', '.join(INPUT_NORMALIZATIONS)}")
+    if not 0 < self.bn_epsilon < 1:
+      raise ValueError(
+          f"TrunkConfig.bn_epsilon={self.bn_epsilon!r} must be in (0, 1)")
+    if not 0 <= self.bn_momentum < 1:
+      raise ValueError(
+          f"TrunkConfig.bn_momentum={self.bn_momentum!r} must be in [0, 1)")
+
+  @property
+  def units(self) -> Tuple[int, int, int]:
+    return DEPTHS[self.depth]
+
+  @property
+  def filters(self) -> Tuple[int, int, int]:
+    return tuple(_scaled(f, self.width) for f in BASE_FILTERS)
+
+  @property
+  def stem_filters(self) -> int:
+    return _scaled(STEM_FILTERS, self.width)
+
+  @property
+  def num_block3_units(self) -> int:
+    return self.units[2]
+
+  @property
+  def output_channels(self) -> int:
+    return 4 * self.filters[2]
+
+  def unit_names(self) -> List[str]:
+    """Names of the block-3 unit outputs, shallow to deep."""
+    return [f"conv4_block{k}_out" for k in range(1, self.units[2] + 1)]
+
+  def unit_name(self, index: int) -> str:
+    """Name of block-3 unit ``index`` (1-based, as Slim's ``unit_k``)."""
+    n = self.units[2]
+    if not isinstance(index, int) or not 1 <= index <= n:
+      raise ValueError(
+          f"block-3 unit index {index!r} is out of range; depth {self.depth} "
+          f"has units 1..{n}")
+    return f"conv4_block{index}_out"
+
+  def output_names(self) -> List[str]:
+    """Keys of the trunk's output dict: the end of the stem and of blocks 1
+    and 2, then every block-3 unit."""
+    u = self.units
+    return (["pool1_pool", f"conv2_block{u[0]}_out", f"conv3_block{u[1]}_out"]
+            + self.unit_names())
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def _scaled(filters: int, width: float) -> int:
+  return max(1, int(round(filters * width)))
+
+
+def _bn(layers, x, name, config: TrunkConfig):
+  kwargs = dict(axis=-1, epsilon=config.bn_epsilon,
+                momentum=config.bn_momentum, name=name)
+  if config.sync_bn:
+    kwargs["synchronized"] = True
+  return layers.BatchNormalization(**kwargs)(x)
+
+
+def _unit(layers, x, filters, stride, conv_shortcut, name, config):
+  """One pre-activation bottleneck unit (Slim ``bottleneck_v2``)."""
+  preact = _bn(layers, x, name + "_preact_bn", config)
+  preact = layers.Activation("relu", name=name + "_preact_relu")(preact)
+  if conv_shortcut:
+    shortcut = layers.Conv2D(4 * filters, 1, strides=stride,
+                             name=name + "_0_conv")(preact)
+  elif stride > 1:
+    # Slim subsamples the identity with a 1x1 max-pool of stride s.
+    shortcut = layers.MaxPooling2D(1, strides=stride,
+                                   name=name + "_0_subsample")(x)
+  else:
+    shortcut = x
+  y = layers.Conv2D(filters, 1, use_bias=False, name=name + "_1_conv")(preact)
+  y = _bn(layers, y, name + "_1_bn", config)
+  y = layers.Activation("relu", name=name + "_1_relu")(y)
+  # Explicit symmetric padding = Slim's conv2d_same for stride 2 and 'SAME'
+  # for stride 1; TF's own 'SAME' pads asymmetrically at stride 2.
+  y = layers.ZeroPadding2D(((1, 1), (1, 1)), name=name + "_2_pad")(y)
+  y = layers.Conv2D(filters, 3, strides=stride, use_bias=False,
+                    name=name + "_2_conv")(y)
+  y = _bn(layers, y, name + "_2_bn", config)
+  y = layers.Activation("relu", name=name + "_2_relu")(y)
+  y = layers.Conv2D(4 * filters, 1, name=name + "_3_conv")(y)
+  return layers.Add(name=name + "_out")([shortcut, y])
+
+
+def trunk_graph(inputs, config: TrunkConfig,
+                keras_module: types.ModuleType = keras) -> Dict[str, object]:
+  """Applies the trunk to symbolic ``inputs``; returns the named outputs."""
+  layers = keras_module.layers
+  x = inputs
+  if config.input_normalization == "slim":
+    x = layers.Normalization(mean=list(SLIM_MEAN_RGB), variance=[1.0] * 3,
+                             name="input_norm")(x)
+  elif config.input_normalization == "keras_v2":
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="input_norm")(x)
+  x = layers.ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")(x)
+  x = layers.Conv2D(config.stem_filters, 7, strides=2, name="conv1_conv")(x)
+  if config.pool_padding == "keras":
+    x = layers.ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+  else:
+    x = layers.MaxPooling2D(3, strides=2, padding=config.pool_padding,
+                            name="pool1_pool")(x)
+  outputs = {"pool1_pool": x}
+  last_strides = (2, 2, config.block3_last_stride)
+  for b, (n, f, s) in enumerate(zip(config.units, config.filters,
+                                    last_strides)):
+    for k in range(1, n + 1):
+      name = f"conv{b + 2}_block{k}"
+      x = _unit(layers, x, f, s if k == n else 1, k == 1, name, config)
+      if b == 2 or k == n:
+        outputs[name + "_out"] = x
+  return outputs
+
+
+def build_trunk(config: TrunkConfig,
+                keras_module: types.ModuleType = keras,
+                input_shape: Sequence[Optional[int]] = (None, None, 3),
+                name: str = "trunk"):
+  """Builds the trunk as a functional model of ``keras_module``.
+
+  Args:
+    config: the trunk's hyper-parameters.
+    keras_module: ``keras`` (Keras 3) or ``tf_keras`` (Keras 2, for the
+      Model Garden bridge); anything with ``.layers``, ``.Input`` and
+      ``.Model``.
+    input_shape: [H, W, 3]; spatial sizes may be None.
+    name: the model's name.
+
+  Returns:
+    A model mapping images [N, H, W, 3] to a dict of the named outputs
+    listed by ``config.output_names()``.
+  """
+  inputs = keras_module.Input(shape=tuple(input_shape), name="images")
+  outputs = trunk_graph(inputs, config, keras_module)
+  return keras_module.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="mtssl_tf")
+class Trunk(keras.Model):
+  """ResNet-v2 trunk through block 3 (Keras 3), configured by hyper-parameters.
+
+  A functional model whose ``get_config()`` returns exactly its constructor
+  arguments (the keras-hub Backbone pattern), so ``.keras`` files hold the
+  architecture as a few numbers plus the weights.
+
+  Reference: Doersch & Zisserman, "Multi-task Self-Supervised Visual
+  Learning", ICCV 2017 (trunk: ResNet-101 v2 through block 3).
+
+  Args: the fields of :class:`TrunkConfig`, plus Keras ``name``.
+
+  Example:
+    >>> trunk = Trunk(depth=26, width=0.25)
+    >>> feats = trunk(tf.zeros([2, 64, 64, 3]))
+    >>> sorted(feats)[:2]
+    ['conv2_block2_out', 'conv3_block2_out']
+  """
+
+  def __init__(self, depth: int = 101, width: float = 1.0,
+               block3_last_stride: int = 1, pool_padding: str = "valid",
+               bn_epsilon: float = 1.001e-5, bn_momentum: float = 0.997,
+               sync_bn: bool = False, input_normalization: str = "slim",
+               name: str = "trunk", **kwargs):
+    config = TrunkConfig(depth=depth, width=width,
+                         block3_last_stride=block3_last_stride,
+                         pool_padding=pool_padding, bn_epsilon=bn_epsilon,
+                         bn_momentum=bn_momentum, sync_bn=sync_bn,
+                         input_normalization=input_normalization)
+    inputs = keras.Input(shape=(None, None, 3), name="images")
+    outputs = trunk_graph(inputs, config, keras)
+    super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+    self.config = config
+
+  @property
+  def unit_names(self) -> List[str]:
+    return self.config.unit_names()
+
+  @property
+  def output_channels(self) -> int:
+    return self.config.output_channels
+
+  def get_config(self):
+    return dict(self.config.to_dict(), name=self.name)
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    config.pop("trainable", None)
+    config.pop("dtype", None)
+    return cls(**config)
+
+
+def copy_weights_by_name(source, target, *, allow_missing: Sequence[str] = (),
+                         allow_unused: bool = True) -> List[str]:
+  """Copies weights layer by layer where the layer names match.
+
+  Works across Keras 3 and ``tf_keras`` models. Every weighted layer of
+  ``target`` must be filled (unless named in ``allow_missing``); a shape
+  mismatch raises ``ValueError``.
+
+  Returns:
+    The names of the source's weighted layers that were not used.
+  """
+  src = {l.name: l for l in source.layers if l.get_weights()}
+  used = set()
+  missing = []
+  for layer in target.layers:
+    if not layer.weights:
+      continue
+    if layer.name not in src:
+      if layer.name not in allow_missing:
+        missing.append(layer.name)
+      continue
+    values = src[layer.name].get_weights()
+    expected = [tuple(w.shape) for w in layer.get_weights()]
+    got = [tuple(v.shape) for v in values]
+    if expected != got:
+      raise ValueError(
+          f"layer {layer.name!r}: shapes {got} in the source do not match "
+          f"{expected} in the target")
+    layer.set_weights(values)
+    used.add(layer.name)
+  if missing:
+    raise ValueError(
+        f"{len(missing)} weighted layers of {target.name!r} have no "
+        f"same-named layer in {source.name!r}: {missing[:10]}")
+  unused = sorted(set(src) - used)
+  if unused and not allow_unused:
+    raise ValueError(f"unused source layers: {unused[:10]}")
+  return unused

@@ -1,0 +1,180 @@
+"""UnitMixer (the paper's lasso): mixing, constraint, penalty, saving, Fig. 5."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mtssl_tf
+from mtssl_tf.layers import UnitMixer
+from mtssl_tf.models import Trunk
+from mtssl_tf.visualization import alpha_matrix, plot_alphas
+
+TASKS = ["relative_position", "colorization"]
+
+
+def _units(rng, n=4, shape=(2, 3, 3, 5)):
+  return [tf.constant(rng.normal(size=shape), tf.float32) for _ in range(n)]
+
+
+def test_mix_matches_numpy(rng):
+  mixer = UnitMixer(TASKS, num_units=4, l1=0.0)
+  units = _units(rng)
+  raw = rng.normal(size=4).astype(np.float32)
+  mixer._alphas["colorization"].assign(raw)
+  alpha = raw / np.linalg.norm(raw)
+  want = sum(a * u.numpy() for a, u in zip(alpha, units))
+  np.testing.assert_allclose(mixer(units, task="colorization"), want,
+                             rtol=1e-5, atol=1e-5)
+  # The other row is untouched: still all weight on the last unit.
+  np.testing.assert_allclose(mixer(units, task="relative_position"),
+                             units[-1].numpy(), rtol=0, atol=0)
+
+
+def test_initial_alpha_choices(rng):
+  units = _units(rng)
+  last = UnitMixer(TASKS, 4, init="last")
+  np.testing.assert_array_equal(last.alphas()["colorization"], [0, 0, 0, 1])
+  uniform = UnitMixer(TASKS, 4, init="uniform")
+  np.testing.assert_allclose(uniform(units, task="colorization"),
+                             sum(u.numpy() for u in units) / 2.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.SGD(learning_rate=0.5),
+    lambda: keras.optimizers.RMSprop(learning_rate=0.05),
+    lambda: keras.optimizers.Adam(learning_rate=0.1)])
+def test_unit_norm_holds_after_real_optimizer_steps(rng, optimizer):
+  mixer = UnitMixer(TASKS, num_units=4, l1=0.1, init="uniform")
+  units = _units(rng)
+  target = tf.constant(rng.normal(size=(2, 3, 3, 5)), tf.float32)
+  opt = optimizer()
+  opt.build(mixer.trainable_variables)
+  start = mixer.alphas()["colorization"]
+  for _ in range(20):
+    with tf.GradientTape() as tape:
+      out = mixer(units, task="colorization")
+      loss = tf.reduce_mean((out - target) ** 2) + tf.add_n(mixer.losses)
+    grads = tape.gradient(loss, mixer.trainable_variables)
+    opt.apply_gradients(zip(grads, mixer.trainable_variables))
+    for name in TASKS:
+      stored = mixer._alphas[name].numpy()
+      assert abs(np.sum(stored ** 2) - 1.0) < 1e-6, (name, stored)
+  assert not np.allclose(mixer.alphas()["colorization"], start)
+  # Rows without gradient did not move.
+  np.testing.assert_allclose(mixer.alphas()["relative_position"], [0.5] * 4,
+                             atol=1e-7)
+
+
+def test_l1_penalty_through_add_loss(rng):
+  mixer = UnitMixer(TASKS, num_units=4, l1=0.25, init="uniform")
+  units = _units(rng)
+  mixer(units, task="colorization")
+  assert len(mixer.losses) == 1
+  np.testing.assert_allclose(float(mixer.losses[0]), 0.25 * 4 * 0.5,
+                             rtol=1e-6)
+  # The penalty pulls alpha towards sparsity: with only the L1 loss, one
+  # unit ends up dominating. (Uniform is a stationary point, the maximum of
+  # L1 on the sphere, so start from a generic row.)
+  mixer._alphas["colorization"].assign([0.6, 0.5, 0.45, 0.43])
+  opt = keras.optimizers.SGD(learning_rate=0.05)
+  for _ in range(200):
+    with tf.GradientTape() as tape:
+      mixer(units, task="colorization")
+      loss = tf.add_n(mixer.losses)
+    grads = tape.gradient(loss, mixer.trainable_variables)
+    opt.apply_gradients(zip(grads, mixer.trainable_variables))
+  alpha = np.abs(mixer.alphas()["colorization"])
+  assert np.sum(alpha) < 1.5 and alpha.max() > 0.9
+  assert UnitMixer(TASKS, 4, l1=0.0)(units, task="colorization") is not None
+
+
+def test_eval_lasso_row_can_be_added(rng):
+  mixer = UnitMixer(TASKS, num_units=4)
+  units = _units(rng)
+  mixer(units, task="colorization")
+  row = mixer.add_task("linear_probe", init="uniform")
+  assert row.trainable and mixer.task_names[-1] == "linear_probe"
+  np.testing.assert_allclose(mixer(units, task="linear_probe"),
+                             sum(u.numpy() for u in units) / 2.0, atol=1e-5)
+  with pytest.raises(ValueError, match="already has a row"):
+    mixer.add_task("linear_probe")
+  all_mixes = mixer(units)
+  assert sorted(all_mixes) == sorted(TASKS + ["linear_probe"])
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(task_names=[], num_units=3), "at least one task"),
+    (dict(task_names=["a", "a"], num_units=3), "duplicates"),
+    (dict(task_names=["a"], num_units=0), "num_units=0"),
+    (dict(task_names=["a"], num_units=3, init="zeros"), "allowed: last, uniform"),
+    (dict(task_names=["a"], num_units=3, l1=-1.0), "l1=-1.0"),
+])
+def test_bad_mixer_arguments(kwargs, words):
+  with pytest.raises(ValueError, match=words):
+    UnitMixer(**kwargs)
+
+
+def test_wrong_number_of_units_and_unknown_task(rng):
+  mixer = UnitMixer(TASKS, num_units=4)
+  with pytest.raises(ValueError, match=r"fed 3 unit tensors.*num_units=4"):
+    mixer(_units(rng, n=3), task="colorization")
+  with pytest.raises(ValueError, match="no row for task 'exemplar'"):
+    mixer(_units(rng), task="exemplar")
+  mixed_shapes = _units(rng, n=3) + [tf.zeros([2, 6, 6, 5])]
+  with pytest.raises(ValueError, match="share one shape"):
+    mixer(mixed_shapes, task="colorization")
+
+
+def _trunk_and_mixer_model():
+  trunk = Trunk(depth=38, width=0.25)
+  mixer = UnitMixer(TASKS, num_units=3, l1=1e-3, init="uniform",
+                    name="unit_mixer")
+  images = keras.Input((None, None, 3), name="images")
+  feats = trunk(images)
+  units = [feats[n] for n in trunk.unit_names]
+  outputs = {t: mixer(units, task=t) for t in TASKS}
+  return keras.Model(images, outputs, name="trunk_and_mixer")
+
+
+def test_keras_file_reloads_in_fresh_process(tmp_path):
+  model = _trunk_and_mixer_model()
+  mixer = model.get_layer("unit_mixer")
+  mixer._alphas["colorization"].assign([0.2, -0.3, 0.9])
+  x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("f4")
+  want = {k: v.numpy() for k, v in model(x).items()}
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  np.save(tmp_path / "x.npy", x)
+  script = textwrap.dedent(f"""
+      import numpy as np, keras
+      import mtssl_tf
+      model = keras.models.load_model({path!r})
+      out = model(np.load({str(tmp_path / 'x.npy')!r}))
+      for k, v in out.items():
+        np.save({str(tmp_path)!r} + '/out_' + k + '.npy', np.asarray(v))
+  """)
+  subprocess.run([sys.executable, "-c", script], check=True,
+                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  for k, v in want.items():
+    np.testing.assert_array_equal(np.load(tmp_path / f"out_{k}.npy"), v)
+
+
+def test_figure5_png(tmp_path):
+  mixer = UnitMixer(["relative_position", "colorization", "exemplar"], 5)
+  mixer._alphas["exemplar"].assign([0.0, 0.6, 0.0, 0.8, 0.0])
+  mixer.add_task("imagenet", init="uniform")
+  names, matrix = alpha_matrix(mixer)
+  assert names == ["relative_position", "colorization", "exemplar", "imagenet"]
+  np.testing.assert_allclose(matrix[2], [0, 0.6, 0, 0.8, 0], atol=1e-6)
+  path = plot_alphas(mixer, str(tmp_path / "fig5" / "alphas.png"),
+                     evaluation_tasks=["imagenet"])
+  png = tf.io.decode_png(tf.io.read_file(path)).numpy()
+  assert png.ndim == 3 and png.shape[0] > 50 and png.shape[1] > 100
+  assert png.std() > 10  # not a blank image
+  with pytest.raises(ValueError, match="differ in length"):
+    plot_alphas({"a": [1.0], "b": [0.5, 0.5]}, str(tmp_path / "x.png"))
