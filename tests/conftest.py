@@ -29,3 +29,18 @@ def rng():
 def two_cpu_devices():
   """The two logical CPU devices' names, for a 2-replica MirroredStrategy."""
   return list(CPU_DEVICES)
+
+
+@pytest.fixture
+def mirrored():
+  """Factory of MirroredStrategy over logical CPU devices.
+
+  Every MirroredStrategy numbers its collective keys from the same base and
+  TensorFlow caches each key's shape, so a second strategy in one process
+  clashes with the first ("Shape mismatch in the collective instance"); a
+  fresh key base per strategy keeps them apart.
+  """
+  def make(devices=tuple(CPU_DEVICES)):
+    tf.distribute.MirroredStrategy._collective_key_base += 1000
+    return tf.distribute.MirroredStrategy(list(devices))
+  return make

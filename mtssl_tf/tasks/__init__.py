@@ -40,10 +40,17 @@ def get_task_class(name: str) -> type:
   return getattr(importlib.import_module(module), cls)
 
 
+def import_all() -> None:
+  """Imports every task module, registering their Keras heads (needed by
+  ``keras.models.load_model`` for files that hold heads)."""
+  for module, _ in _REGISTRY.values():
+    importlib.import_module(module)
+
+
 def get_task(name: str, **params: Any) -> Task:
   """Builds the task ``name`` with ``params`` (paper defaults otherwise)."""
   return get_task_class(name)(**params)
 
 
-__all__ = ["Task", "TASK_NAMES", "ABBREVIATIONS", "check_task_name",
+__all__ = ["import_all", "Task", "TASK_NAMES", "ABBREVIATIONS", "check_task_name",
            "get_task_class", "get_task"]
