@@ -1,0 +1,258 @@
+"""One frozen, validated configuration object for training (and export).
+
+Flags become a :class:`TrainConfig` at the entry point
+(:func:`mtssl_tf.flags.config_from_flags`); library code receives the config
+and never reads ``FLAGS``. Every check that can fail is made here, before any
+work starts, with a message that names the field, the value and what is
+allowed.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import types
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from mtssl_tf import tasks as tasks_lib
+from mtssl_tf.models.trunk import TrunkConfig
+
+STRATEGIES = ("mirrored", "multi_worker_mirrored", "one_device", "tpu")
+SCHEDULES = ("round_robin", "weighted")
+UPDATES = ("cycle", "every_step")
+OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adam")
+DATA_SOURCES = ("offline", "tfds", "folder")
+
+
+class ConfigError(ValueError):
+  """A configuration value is missing, unknown, out of range or contradicts
+  another one."""
+
+
+def _freeze(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+  return types.MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """The optimizer. The paper trained with RMSProp [DETAILS: R]; rho, momentum
+  and epsilon=1.0 are the TF-Slim ImageNet RMSProp settings [I]."""
+  name: str = "rmsprop"
+  learning_rate: float = 1e-3
+  momentum: float = 0.9
+  rho: float = 0.9
+  epsilon: float = 1.0
+  clipnorm: Optional[float] = None
+  per_task: bool = False
+
+  def __post_init__(self):
+    if self.name not in OPTIMIZERS:
+      raise ConfigError(f"optimizer={self.name!r}; allowed: "
+                        f"{', '.join(OPTIMIZERS)}")
+    if not self.learning_rate > 0:
+      raise ConfigError(f"learning_rate={self.learning_rate!r} must be > 0")
+    if self.clipnorm is not None and not self.clipnorm > 0:
+      raise ConfigError(f"clipnorm={self.clipnorm!r} must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where training images come from (see :mod:`mtssl_tf.data`)."""
+  source: str = "offline"
+  tfds_name: str = "imagenet2012"
+  data_dir: Optional[str] = None
+  image_folder: Optional[str] = None
+  motion_records: Optional[str] = None
+  deterministic: bool = False
+  shuffle_buffer: int = 1000
+
+  def __post_init__(self):
+    if self.source not in DATA_SOURCES:
+      raise ConfigError(f"data={self.source!r}; allowed: "
+                        f"{', '.join(DATA_SOURCES)}")
+    if self.source == "folder" and not self.image_folder:
+      raise ConfigError("data=folder needs --image_folder")
+    if self.shuffle_buffer < 1:
+      raise ConfigError(f"shuffle_buffer={self.shuffle_buffer} must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything one training run needs."""
+  run_dir: str
+  tasks: Tuple[str, ...]
+  task_params: Mapping[str, Mapping[str, Any]]
+  trunk: TrunkConfig = TrunkConfig()
+  lasso: bool = False
+  lasso_l1: float = 1e-3
+  lasso_init: str = "last"
+  schedule: str = "round_robin"
+  task_weights: Optional[Tuple[float, ...]] = None
+  update: str = "cycle"
+  optimizer: OptimizerConfig = OptimizerConfig()
+  data: DataConfig = DataConfig()
+  steps: int = 1000
+  batch_size: int = 32
+  seed: int = 0
+  strategy: str = "mirrored"
+  devices: Tuple[str, ...] = ()
+  tpu: Optional[str] = None
+  log_every: int = 10
+  summary_every: int = 10
+  checkpoint_every: int = 100
+  max_to_keep: int = 3
+  export_dir: Optional[str] = None
+  model_name: str = "mtssl"
+  plots: bool = True
+
+  def __post_init__(self):
+    if not self.tasks:
+      raise ConfigError("tasks: name at least one task; known tasks: "
+                        + ", ".join(tasks_lib.TASK_NAMES))
+    for name in self.tasks:
+      try:
+        tasks_lib.check_task_name(name)
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if len(set(self.tasks)) != len(self.tasks):
+      raise ConfigError(f"tasks lists a task twice: {list(self.tasks)}")
+    for name in self.task_params:
+      if name not in self.tasks:
+        raise ConfigError(
+            f"task_param given for {name!r}, which is not in tasks="
+            f"{','.join(self.tasks)}")
+    object.__setattr__(self, "task_params", _freeze(
+        {n: _freeze(self.task_params.get(n, {})) for n in self.tasks}))
+    for name in self.tasks:
+      _check_task_params(name, self.task_params[name])
+    if self.schedule not in SCHEDULES:
+      raise ConfigError(f"schedule={self.schedule!r}; allowed: "
+                        f"{', '.join(SCHEDULES)}")
+    if self.task_weights is not None:
+      if self.schedule != "weighted":
+        raise ConfigError(
+            "task_weights only apply to schedule=weighted (contradicting "
+            f"flags: schedule={self.schedule})")
+      if len(self.task_weights) != len(self.tasks) or any(
+          not w > 0 for w in self.task_weights):
+        raise ConfigError(
+            f"task_weights={list(self.task_weights)} must be one positive "
+            f"weight per task ({len(self.tasks)} tasks)")
+    if self.update not in UPDATES:
+      raise ConfigError(f"update={self.update!r}; allowed: "
+                        f"{', '.join(UPDATES)}")
+    if self.optimizer.per_task and self.update != "every_step":
+      raise ConfigError(
+          "optimizer_per_task applies each task's gradients with its own "
+          "optimizer at every step: it contradicts update=cycle; use "
+          "--update=every_step")
+    if self.lasso:
+      if self.trunk.block3_last_stride != 1:
+        raise ConfigError(
+            "lasso mixes all block-3 units, which needs one resolution: "
+            "block3_last_stride must be 1 (contradicting flags)")
+      if not self.lasso_l1 >= 0:
+        raise ConfigError(f"lasso_l1={self.lasso_l1} must be >= 0")
+    if self.lasso_init not in ("last", "uniform"):
+      raise ConfigError(f"lasso_init={self.lasso_init!r}; allowed: last, "
+                        "uniform")
+    if self.strategy not in STRATEGIES:
+      raise ConfigError(f"strategy={self.strategy!r}; allowed: "
+                        f"{', '.join(STRATEGIES)}")
+    if self.strategy == "one_device" and len(self.devices) > 1:
+      raise ConfigError(
+          f"strategy=one_device with {len(self.devices)} devices "
+          f"({','.join(self.devices)}): contradicting flags")
+    if self.devices and self.strategy in ("tpu", "multi_worker_mirrored"):
+      raise ConfigError(f"devices cannot be listed for strategy="
+                        f"{self.strategy} (contradicting flags)")
+    for field in ("steps", "batch_size", "log_every", "summary_every",
+                  "checkpoint_every", "max_to_keep"):
+      value = getattr(self, field)
+      if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{field}={value!r} must be an integer >= 1")
+    if "motion_segmentation" in self.tasks and self.data.source != "offline" \
+        and not self.data.motion_records:
+      raise ConfigError(
+          "task motion_segmentation needs --motion_records (TFRecords made by "
+          "`python -m mtssl_tf.make_motion_masks`) unless data=offline")
+
+  # -- derived values -------------------------------------------------------
+  @property
+  def cycle_length(self) -> int:
+    return len(self.tasks)
+
+  def task_kwargs(self, name: str) -> Dict[str, Any]:
+    return dict(self.task_params[name])
+
+  def model_kwargs(self) -> Dict[str, Any]:
+    """Keyword arguments of :class:`~mtssl_tf.models.MultiTaskModel`."""
+    return {
+        "trunk": self.trunk.to_dict(),
+        "tasks": {n: self.task_kwargs(n) for n in self.tasks},
+        "mixer": ({"l1": self.lasso_l1, "init": self.lasso_init}
+                  if self.lasso else None),
+    }
+
+  def check_replicas(self, num_replicas: int) -> int:
+    """Per-replica batch size; raises if the batch does not divide."""
+    if self.batch_size % num_replicas:
+      raise ConfigError(
+          f"batch_size={self.batch_size} does not divide across "
+          f"{num_replicas} replicas")
+    return self.batch_size // num_replicas
+
+  def to_dict(self) -> Dict[str, Any]:
+    def plain(v):
+      if isinstance(v, (types.MappingProxyType, dict)):
+        return {k: plain(x) for k, x in v.items()}
+      if dataclasses.is_dataclass(v):
+        return {f.name: plain(getattr(v, f.name))
+                for f in dataclasses.fields(v)}
+      if isinstance(v, tuple):
+        return [plain(x) for x in v]
+      return v
+    return plain(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _check_task_params(name: str, params: Mapping[str, Any]) -> None:
+  cls = tasks_lib.get_task_class(name)
+  allowed = [p for p in inspect.signature(cls.__init__).parameters
+             if p != "self"]
+  for key in params:
+    if key not in allowed:
+      raise ConfigError(
+          f"task_param {name}.{key} is unknown; {name} takes: "
+          f"{', '.join(allowed)}")
+  try:
+    cls(**params)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"task_param for {name}: {e}") from None
+
+
+def parse_task_params(entries) -> Dict[str, Dict[str, Any]]:
+  """``["relative_position.patch_size=96", ...]`` -> nested dict.
+
+  Values are Python literals where they parse (``96``, ``0.5``, ``(1, 2)``,
+  ``None``, ``True``) and strings otherwise.
+  """
+  result: Dict[str, Dict[str, Any]] = {}
+  for entry in entries or ():
+    if "=" not in entry or "." not in entry.split("=", 1)[0]:
+      raise ConfigError(
+          f"task_param {entry!r} must look like task.name=value, e.g. "
+          "relative_position.patch_size=96")
+    key, value = entry.split("=", 1)
+    task, param = key.split(".", 1)
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parsed = value
+    if isinstance(parsed, list):
+      parsed = tuple(parsed)
+    result.setdefault(task.strip(), {})[param.strip()] = parsed
+  return result

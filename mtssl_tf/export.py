@@ -1,0 +1,162 @@
+"""Exports a trained run: a ``.keras`` file and a TF Serving SavedModel.
+
+    python -m mtssl_tf.export --flagfile=configs/demo.cfg
+    python -m mtssl_tf.export --run_dir=runs/demo --export_dir=exports \
+        --model_name=mtssl_demo --export_version=1
+
+Writes, atomically (into a temporary folder, then renamed):
+
+* ``<export_dir>/<model_name>.keras``: the whole multi-task model (trunk,
+  UnitMixer, heads); ``keras.models.load_model`` opens it after
+  ``import mtssl_tf``.
+* ``<export_dir>/<model_name>/<version>/``: a SavedModel in TF Serving's
+  layout whose ``serving_default`` signature takes uint8 images
+  ``[N, H, W, 3]`` of any size and returns ``pooled`` [N, C] (global average
+  of block 3's last unit), ``block3`` [N, h, w, C], and, when the model has a
+  UnitMixer, ``mixed_<task>`` [N, h, w, C] for each task.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from mtssl_tf.models.multitask import MultiTaskModel
+
+DEFAULT_IMAGE_SIZE = 224
+
+
+def load_run_model(run_dir: str,
+                   checkpoint: Optional[str] = None) -> MultiTaskModel:
+  """Rebuilds a run's model from ``config.json`` and restores its weights."""
+  config_path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(
+        f"{config_path} does not exist: is {run_dir!r} a training run "
+        "folder (made by `python -m mtssl_tf.train`)?")
+  with open(config_path) as f:
+    config = json.load(f)
+  trunk = dict(config["trunk"])
+  model = MultiTaskModel(
+      trunk=trunk,
+      tasks={n: config["task_params"].get(n, {}) for n in config["tasks"]},
+      mixer=({"l1": config["lasso_l1"], "init": config["lasso_init"]}
+             if config["lasso"] else None),
+      name="mtssl")
+  checkpoint = checkpoint or tf.train.latest_checkpoint(
+      os.path.join(run_dir, "checkpoints"))
+  if not checkpoint:
+    raise FileNotFoundError(
+        f"no checkpoint under {os.path.join(run_dir, 'checkpoints')}: train "
+        "first (python -m mtssl_tf.train ...)")
+  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  status.expect_partial()  # optimizer slots and data iterators are not needed
+  status.assert_existing_objects_matched()
+  return model
+
+
+class FeatureExtractor(tf.Module):
+  """The serving module: uint8 images of any size -> features."""
+
+  def __init__(self, model: MultiTaskModel,
+               image_size: int = DEFAULT_IMAGE_SIZE):
+    super().__init__(name="feature_extractor")
+    self.model = model
+    self.image_size = int(image_size)
+
+  def features(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    x = tf.image.resize(tf.cast(images, tf.float32),
+                        [self.image_size, self.image_size],
+                        method="bilinear", antialias=True)
+    outputs = self.model.trunk(x, training=False)
+    units = [outputs[n] for n in self.model.trunk.unit_names]
+    block3 = units[-1]
+    result = {"block3": block3,
+              "pooled": tf.reduce_mean(block3, axis=[1, 2])}
+    if self.model.mixer is not None:
+      for task, mixed in self.model.mixer(units).items():
+        result[f"mixed_{task}"] = mixed
+    return result
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+  def serve(self, images):
+    return self.features(images)
+
+
+def _atomic_replace(tmp_path: str, final_path: str) -> None:
+  if os.path.isdir(final_path):
+    old = final_path + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(final_path, old)
+    os.rename(tmp_path, final_path)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(tmp_path, final_path)
+
+
+def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
+                 version: int = 1,
+                 image_size: int = DEFAULT_IMAGE_SIZE) -> Dict[str, str]:
+  """Writes the ``.keras`` file and the SavedModel; returns their paths."""
+  os.makedirs(export_dir, exist_ok=True)
+  keras_path = os.path.join(export_dir, f"{model_name}.keras")
+  fd, tmp_keras = tempfile.mkstemp(suffix=".keras", dir=export_dir,
+                                   prefix=".tmp_")
+  os.close(fd)
+  try:
+    model.save(tmp_keras)
+    os.replace(tmp_keras, keras_path)
+  finally:
+    if os.path.exists(tmp_keras):
+      os.remove(tmp_keras)
+  serving_path = os.path.join(export_dir, model_name, str(int(version)))
+  os.makedirs(os.path.dirname(serving_path), exist_ok=True)
+  tmp_dir = tempfile.mkdtemp(prefix=".tmp_", dir=os.path.dirname(serving_path))
+  try:
+    module = FeatureExtractor(model, image_size)
+    tf.saved_model.save(module, tmp_dir,
+                        signatures={"serving_default": module.serve})
+    _atomic_replace(tmp_dir, serving_path)
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+  return {"keras": keras_path, "saved_model": serving_path}
+
+
+def main(argv):
+  from absl import flags
+
+  f = flags.FLAGS
+  if len(argv) > 1:
+    raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
+  export_dir = f.export_dir or os.path.join(f.run_dir, "export")
+  try:
+    model = load_run_model(f.run_dir)
+  except FileNotFoundError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  paths = export_model(model, export_dir, f.model_name, f.export_version,
+                       f.serving_image_size)
+  print(f"wrote {paths['keras']}")
+  print(f"wrote {paths['saved_model']} (serving_default: uint8 images -> "
+        "pooled, block3" + (", mixed_<task>" if model.mixer else "") + ")")
+  return 0
+
+
+if __name__ == "__main__":
+  from absl import app
+  from absl import flags as absl_flags
+
+  from mtssl_tf import flags as mt_flags
+
+  mt_flags.define_train_flags()
+  absl_flags.DEFINE_integer("export_version", 1, "SavedModel version folder.")
+  absl_flags.DEFINE_integer("serving_image_size", DEFAULT_IMAGE_SIZE,
+                            "Images are resized to this size in serving.")
+  app.run(main)

@@ -1,0 +1,51 @@
+"""Multi-task self-supervised pre-training: the package's main job.
+
+    python -m mtssl_tf.train --flagfile=configs/demo.cfg
+    python -m mtssl_tf.train --flagfile=configs/paper_4task_lasso.cfg \
+        --data=tfds --data_dir=/data/tfds
+
+Re-running the same command resumes from the run folder's last checkpoint.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+
+from mtssl_tf import flags as mt_flags
+
+mt_flags.define_train_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from mtssl_tf.config import ConfigError
+  try:
+    config = mt_flags.config_from_flags(FLAGS)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from mtssl_tf.training import distribute
+  distribute.setup_cpu_replicas(FLAGS.cpu_replicas)
+  from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
+  try:
+    trainer = Trainer(config, log=lambda s: print(s, flush=True))
+    trainer.train(flags_text=mt_flags.flags_as_text(FLAGS))
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except NonFiniteLossError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 3
+  return 0
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
