@@ -1,0 +1,196 @@
+"""The evaluate command: registry, flags -> config, checkpoint loading, bad
+input, and the command end to end in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+import mtssl_tf
+from mtssl_tf import evaluate
+from mtssl_tf import evaluation
+from mtssl_tf.config import ConfigError, TrainConfig
+from mtssl_tf.evaluation import checkpoints
+from mtssl_tf.models.multitask import MultiTaskModel
+from mtssl_tf.models.trunk import TrunkConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CFG = os.path.join(ROOT, "configs", "eval_demo.cfg")
+TINY = TrunkConfig(depth=14, width=0.25)
+RP = {"patch_size": 16, "gap": 4, "jitter": 2, "rescale_pixels": None,
+      "embedding_units": 8, "hidden_units": [8]}
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  evaluate.define_eval_flags(fv)
+  fv(["evaluate"] + list(argv))
+  return evaluate.config_from_flags(fv)
+
+
+def _make_run(run_dir, trunk: TrunkConfig, saved_trunk: TrunkConfig = None):
+  """A training run folder: config.json describing ``trunk``, and a
+  checkpoint of a model whose trunk is ``saved_trunk`` (default: the same)."""
+  config = TrainConfig(run_dir=str(run_dir), tasks=("relative_position",),
+                       task_params={"relative_position": RP}, trunk=trunk)
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    f.write(config.to_json())
+  kwargs = config.model_kwargs()
+  kwargs["trunk"] = (saved_trunk or trunk).to_dict()
+  model = MultiTaskModel(**kwargs)
+  tf.train.Checkpoint(model=model).save(
+      os.path.join(run_dir, "checkpoints", "ckpt"))
+  return model
+
+
+# -- registry and config ---------------------------------------------------------
+def test_unknown_evaluator_lists_the_known_ones():
+  with pytest.raises(ValueError, match="linear_probe, detection, depth"):
+    evaluation.get_evaluator("jigsaw")
+  with pytest.raises(ConfigError, match="unknown evaluator 'jigsaw'; known"):
+    _parse(["--checkpoint=random", "--evaluators=linear_probe,jigsaw"])
+
+
+def test_eval_params_are_checked_against_the_evaluator():
+  with pytest.raises(ConfigError, match="no parameter stepz.*takes:.*steps"):
+    _parse(["--checkpoint=random", "--eval_param=linear_probe.stepz=3"])
+  with pytest.raises(ConfigError, match="evaluator.name=value"):
+    _parse(["--checkpoint=random", "--eval_param=steps=3"])
+  with pytest.raises(ConfigError, match="image_size"):
+    _parse(["--checkpoint=random", "--eval_param=linear_probe.image_size=4"])
+  with pytest.raises(ConfigError, match="--checkpoint is required"):
+    _parse([])
+
+
+def test_demo_flagfile_parses_into_a_frozen_config():
+  config = _parse([f"--flagfile={DEMO_CFG}", "--eval_param=linear_probe.steps=7"])
+  assert config.checkpoint == "random"
+  assert config.evaluators == ("linear_probe",)
+  assert config.trunk == TrunkConfig(depth=26, width=0.25)
+  params = config.eval_params["linear_probe"]
+  assert params["data"] == "digits" and params["steps"] == 7  # later wins
+  with pytest.raises(TypeError):
+    params["steps"] = 1
+  with pytest.raises(Exception):
+    config.checkpoint = "x"
+
+
+def test_trunk_flags_only_constrain_a_checkpoint_when_given():
+  assert _parse(["--checkpoint=runs/x"]).trunk is None
+  assert _parse(["--checkpoint=runs/x", "--trunk_depth=14",
+                 "--trunk_width=0.25"]).trunk == TINY
+  assert _parse(["--checkpoint=random"]).trunk == TrunkConfig()
+
+
+def test_eval_lasso_with_last_stride_2_is_a_clear_error(tmp_path):
+  with pytest.raises(ConfigError, match="block3_last_stride=1"):
+    _parse(["--checkpoint=random", "--eval_lasso",
+            "--trunk_block3_last_stride=2"])
+  # A checkpoint that turns out to have stride 2: found once it is loaded.
+  path = str(tmp_path / "stride2.keras")
+  mtssl_tf.Trunk(depth=14, width=0.25, block3_last_stride=2).save(path)
+  config = evaluate.EvalConfig(checkpoint=path, eval_lasso=True)
+  with pytest.raises(ValueError,
+                     match=r"stride2\.keras.*block3_last_stride=2"):
+    evaluate.run_evaluation(config, log=lambda s: None)
+
+
+# -- checkpoints -------------------------------------------------------------------
+def test_missing_checkpoint_path_is_named(tmp_path):
+  missing = str(tmp_path / "no_such_run")
+  with pytest.raises(FileNotFoundError, match="no_such_run.*does not exist"):
+    checkpoints.load_trunk(missing)
+  config = evaluate.EvalConfig(checkpoint=missing)
+  with pytest.raises(FileNotFoundError, match="no_such_run"):
+    evaluate.run_evaluation(config, log=lambda s: None)
+  # A folder that is not a run.
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    checkpoints.load_trunk(str(tmp_path))
+
+
+def test_keras_file_round_trip_and_wrong_architecture(tmp_path):
+  trunk = mtssl_tf.Trunk(**TINY.to_dict())
+  path = str(tmp_path / "trunk.keras")
+  trunk.save(path)
+  loaded = checkpoints.load_trunk(path)
+  assert loaded.config == TINY
+  for a, b in zip(trunk.get_weights(), loaded.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  assert checkpoints.load_trunk(path, TINY).config == TINY
+  with pytest.raises(ValueError, match=r"wrong architecture.*trunk\.keras.*"
+                     r"depth: 14 \(checkpoint\) != 26 \(requested\)"):
+    checkpoints.load_trunk(path, TrunkConfig(depth=26, width=0.25))
+  # Training-only fields do not make a different network.
+  checkpoints.load_trunk(path, TrunkConfig(depth=14, width=0.25,
+                                           bn_momentum=0.9, sync_bn=True))
+  bad = tmp_path / "corrupt.keras"
+  bad.write_bytes(b"not a zip file")
+  with pytest.raises(ValueError, match="corrupt.keras"):
+    checkpoints.load_trunk(str(bad))
+
+
+def test_run_folder_loads_the_trained_trunk_and_rejects_a_mismatch(tmp_path):
+  run = tmp_path / "run"
+  model = _make_run(str(run), TINY)
+  trunk = checkpoints.load_trunk(str(run))
+  assert trunk.config == TINY
+  for a, b in zip(model.trunk.get_weights(), trunk.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  # config.json says width 0.5, the checkpoint holds a width-0.25 model.
+  other = tmp_path / "edited"
+  _make_run(str(other), TrunkConfig(depth=14, width=0.5), saved_trunk=TINY)
+  with pytest.raises(ValueError, match=r"wrong architecture.*edited"):
+    checkpoints.load_trunk(str(other))
+  # A requested architecture that differs from the run's.
+  with pytest.raises(ValueError, match=r"wrong architecture.*width: 0\.25"):
+    checkpoints.load_trunk(str(run), TrunkConfig(depth=14, width=0.5))
+
+
+def test_random_trunk_is_seeded_by_the_config():
+  config = evaluate.EvalConfig(checkpoint="random", trunk=TINY,
+                               evaluators=("linear_probe",), eval_params={
+                                   "linear_probe": {
+                                       "data": "digits", "image_size": 32,
+                                       "steps": 5, "batch_size": 32,
+                                       "max_train_examples": 64,
+                                       "max_test_examples": 50}})
+  first = evaluate.run_evaluation(config, log=lambda s: None)
+  second = evaluate.run_evaluation(config, log=lambda s: None)
+  assert set(first) == {"linear_probe/top1", "linear_probe/recall_at_5"}
+  assert first == second
+
+
+# -- the command ------------------------------------------------------------------
+def _command(args, cwd):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+  return subprocess.run([sys.executable, "-m", "mtssl_tf.evaluate"] + args,
+                        cwd=cwd, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+@pytest.mark.slow
+def test_command_end_to_end_writes_results_json(tmp_path):
+  output = tmp_path / "out" / "results.json"
+  result = _command([f"--flagfile={DEMO_CFG}", f"--output={output}",
+                     "--eval_param=linear_probe.steps=60"], cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads(output.read_text())
+  metrics = results["metrics"]
+  assert set(metrics) == {"linear_probe/top1", "linear_probe/recall_at_5"}
+  assert all(0.0 <= v <= 1.0 for v in metrics.values())
+  assert metrics["linear_probe/top1"] > 0.5  # chance: 0.1 (see test_linear_probe)
+  assert results["config"]["eval_params"]["linear_probe"]["steps"] == 60
+  assert "| linear_probe/top1 |" in result.stdout
+
+
+def test_command_reports_an_unknown_evaluator(tmp_path):
+  result = _command(["--checkpoint=random", "--evaluators=jigsaw"],
+                    cwd=str(tmp_path))
+  assert result.returncode == 2
+  assert "unknown evaluator 'jigsaw'" in result.stderr
+  assert "linear_probe, detection, depth" in result.stderr
