@@ -7,6 +7,16 @@ package's ``.keras`` files.
 """
 __version__ = "0.1.0"
 
+import os as _os
+import sys as _sys
+
+if "tensorflow" not in _sys.modules:
+  # When this package is the first to load TensorFlow (the command-line
+  # entry points), keep TF's C++ INFO/WARNING lines (libpng iCCP notices on
+  # some sample PNGs, oneDNN banners) out of the progress output. A value the
+  # user set wins.
+  _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from mtssl_tf import layers, models  # noqa: E402  (registers Keras objects)
 from mtssl_tf.layers import UnitMixer  # noqa: E402
 from mtssl_tf.models import Trunk, TrunkConfig, build_trunk  # noqa: E402

