@@ -131,10 +131,14 @@ class TrainConfig:
     if len(set(self.tasks)) != len(self.tasks):
       raise ConfigError(f"tasks lists a task twice: {list(self.tasks)}")
     for name in self.task_params:
+      # Parameters of known tasks that this run does not train are allowed
+      # (configs share one flagfile of task parameters) and checked anyway.
+      try:
+        tasks_lib.check_task_name(name)
+      except ValueError as e:
+        raise ConfigError(f"task_param: {e}") from None
       if name not in self.tasks:
-        raise ConfigError(
-            f"task_param given for {name!r}, which is not in tasks="
-            f"{','.join(self.tasks)}")
+        _check_task_params(name, self.task_params[name])
     object.__setattr__(self, "task_params", _freeze(
         {n: _freeze(self.task_params.get(n, {})) for n in self.tasks}))
     for name in self.tasks:

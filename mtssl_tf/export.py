@@ -24,7 +24,6 @@ import sys
 import tempfile
 from typing import Dict, Optional
 
-import keras
 import tensorflow as tf
 
 from mtssl_tf.models.multitask import MultiTaskModel
@@ -64,7 +63,24 @@ def load_run_model(run_dir: str,
 
 
 class FeatureExtractor(tf.Module):
-  """The serving module: uint8 images of any size -> features."""
+  """The serving module: uint8 images of any size -> trunk features.
+
+  Reference: Doersch & Zisserman, "Multi-task Self-Supervised Visual
+  Learning", ICCV 2017: the features are the shared trunk's block 3 (the
+  representation every evaluation reads) and, with the lasso, each task's
+  mix of the block-3 units.
+
+  Args:
+    model: the multi-task model whose trunk (and UnitMixer) is served.
+    image_size: every image is resized (bilinear, antialiased) to this square
+      size before the trunk, so requests may hold images of any size.
+
+  Example:
+    >>> module = FeatureExtractor(model, image_size=224)
+    >>> out = module.serve(tf.zeros([2, 300, 400, 3], tf.uint8))
+    >>> sorted(out)  # without a UnitMixer
+    ['block3', 'pooled']
+  """
 
   def __init__(self, model: MultiTaskModel,
                image_size: int = DEFAULT_IMAGE_SIZE):

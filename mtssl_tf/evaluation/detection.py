@@ -596,6 +596,8 @@ class DetectionEvaluator(Evaluator):
     train_dataset, eval_dataset: datasets overriding the sources above.
     class_names: object classes (VOC's 20).
     detector: a :class:`DetectorConfig`.
+    image_size, anchor_sizes: when given, replace those fields of
+      ``detector`` (e.g. 256 and (32, 64, 128, 256) on a CPU).
     steps, batch_size, learning_rate, lr_drop_steps, momentum,
     weight_decay, clip_norm: fine-tuning (py-faster-rcnn VOC07: 70k steps,
       lr 1e-3 dropped at 50k, [R]).
@@ -619,6 +621,8 @@ class DetectionEvaluator(Evaluator):
                eval_dataset: Optional[tf.data.Dataset] = None,
                class_names: Sequence[str] = voc_data.VOC_CLASSES,
                detector: DetectorConfig = DetectorConfig(),
+               image_size: Optional[int] = None,
+               anchor_sizes: Optional[Sequence[float]] = None,
                steps: int = 70000, batch_size: int = 2,
                learning_rate: float = 1e-3,
                lr_drop_steps: Sequence[int] = (50000,),
@@ -635,6 +639,12 @@ class DetectionEvaluator(Evaluator):
     self.train_dataset = train_dataset
     self.eval_dataset = eval_dataset
     self.class_names = tuple(class_names)
+    # Flag-friendly overrides of the two settings a CPU run changes first.
+    if image_size is not None:
+      detector = dataclasses.replace(detector, image_size=int(image_size))
+    if anchor_sizes is not None:
+      detector = dataclasses.replace(
+          detector, anchor_sizes=tuple(float(a) for a in anchor_sizes))
     self.detector = detector
     self.steps = int(steps)
     self.batch_size = int(batch_size)

@@ -1,0 +1,373 @@
+"""Export (model-zoo issue, item 1): the ``.keras`` file reloads in a fresh
+process, the SavedModel's ``serving_default`` signature matches the eager
+Keras model, ``saved_model_cli`` lists it, an interrupted export leaves no
+half model, and ``python -m mtssl_tf.export`` exports a training run."""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
+from mtssl_tf import export
+from mtssl_tf.config import TrainConfig
+from mtssl_tf.models.multitask import MultiTaskModel
+from mtssl_tf.models.trunk import TrunkConfig
+from mtssl_tf.training.trainer import model_weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRUNK = {"depth": 26, "width": 0.25}
+TASKS = {
+    "colorization": {"crop_size": 32, "hidden_channels": 8},
+    "relative_position": {"patch_size": 16, "gap": 4, "jitter": 2,
+                          "rescale_pixels": None, "embedding_units": 16,
+                          "hidden_units": [16]},
+}
+IMAGE_SIZE = 32  # serving resize; block 3 is then 2x2 (output stride 16)
+MIXER = {"l1": 1e-3, "init": "uniform"}
+
+
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
+              CUDA_VISIBLE_DEVICES="")
+
+
+def _tree_digest(path):
+  """Hash of every file's relative path and bytes under ``path``."""
+  digest = hashlib.sha256()
+  for root, _, files in sorted(os.walk(path)):
+    for name in sorted(files):
+      full = os.path.join(root, name)
+      digest.update(os.path.relpath(full, path).encode())
+      with open(full, "rb") as f:
+        digest.update(f.read())
+  return digest.hexdigest()
+
+
+def _make_model(mixer, seed=0):
+  keras.utils.set_random_seed(seed)
+  model = MultiTaskModel(trunk=TRUNK, tasks=TASKS, mixer=mixer, name="mtssl")
+  if mixer:
+    # Unequal alphas, so each task's mix differs from the others and from
+    # the last unit.
+    rng = np.random.default_rng(seed)
+    for alpha in model.mixer._alphas.values():
+      alpha.assign(rng.normal(size=alpha.shape).astype(np.float32))
+  return model
+
+
+def _reference(model, images, image_size=IMAGE_SIZE):
+  """Features by the package's public Keras path, independent of the
+  SavedModel's graph: the same resize, ``model.features`` per task."""
+  x = tf.image.resize(tf.cast(images, tf.float32), [image_size, image_size],
+                      method="bilinear", antialias=True)
+  block3 = model.features(x).numpy()
+  result = {"block3": block3, "pooled": block3.mean(axis=(1, 2))}
+  if model.mixer is not None:
+    for task in model.task_names:
+      result[f"mixed_{task}"] = model.features(x, task=task).numpy()
+  return result
+
+
+def _images(rng, n, h, w):
+  return rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module", params=[None, MIXER], ids=["plain", "lasso"])
+def exported(request, tmp_path_factory):
+  model = _make_model(request.param)
+  export_dir = str(tmp_path_factory.mktemp("export"))
+  paths = export.export_model(model, export_dir, "mtssl_demo", version=1,
+                              image_size=IMAGE_SIZE)
+  return model, paths, tf.saved_model.load(paths["saved_model"])
+
+
+def test_export_writes_tf_serving_layout(exported):
+  model, paths, _ = exported
+  export_dir = os.path.dirname(paths["keras"])
+  assert paths["keras"] == os.path.join(export_dir, "mtssl_demo.keras")
+  assert paths["saved_model"] == os.path.join(export_dir, "mtssl_demo", "1")
+  assert os.path.isfile(os.path.join(paths["saved_model"], "saved_model.pb"))
+  assert os.path.isdir(os.path.join(paths["saved_model"], "variables"))
+  # Nothing but the two products is left in the export folders.
+  assert sorted(os.listdir(export_dir)) == ["mtssl_demo", "mtssl_demo.keras"]
+  assert os.listdir(os.path.join(export_dir, "mtssl_demo")) == ["1"]
+
+
+def test_signature_inputs_and_outputs(exported):
+  model, _, loaded = exported
+  assert list(loaded.signatures) == ["serving_default"]
+  fn = loaded.signatures["serving_default"]
+  args, kwargs = fn.structured_input_signature
+  assert args == ()
+  assert list(kwargs) == ["images"]
+  spec = kwargs["images"]
+  assert spec.dtype == tf.uint8
+  assert spec.shape.as_list() == [None, None, None, 3]
+  c = model.trunk.output_channels
+  h = IMAGE_SIZE // 16
+  expected = {"pooled": [None, c], "block3": [None, h, h, c]}
+  if model.mixer is not None:
+    # mixed_<task> exactly when the model has the UnitMixer.
+    expected.update({f"mixed_{t}": [None, h, h, c] for t in TASKS})
+  outputs = fn.structured_outputs
+  assert set(outputs) == set(expected)
+  for name, shape in expected.items():
+    assert outputs[name].dtype == tf.float32, name
+    assert outputs[name].shape.as_list() == shape, name
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("size", [(32, 32), (45, 61)])
+def test_saved_model_equals_eager_keras(exported, batch, size):
+  model, _, loaded = exported
+  images = _images(np.random.default_rng(batch * 100 + size[1]), batch, *size)
+  got = loaded.signatures["serving_default"](images=tf.constant(images))
+  want = _reference(model, images)
+  assert set(got) == set(want)
+  for name, value in want.items():
+    assert got[name].shape == value.shape, name
+    np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-4,
+                               atol=1e-4 * np.abs(value).max(), err_msg=name)
+  if model.mixer is not None:
+    # The mixes are real mixes: not the last unit, not each other.
+    assert not np.allclose(want["mixed_colorization"], want["block3"])
+    assert not np.allclose(want["mixed_colorization"],
+                           want["mixed_relative_position"])
+
+
+def test_saved_model_refuses_wrong_dtype_and_shape(exported):
+  _, _, loaded = exported
+  # The restored tf.function checks its input spec on the Python side.
+  with pytest.raises((TypeError, ValueError)):
+    loaded.serve(tf.zeros([1, 32, 32, 3], tf.float32))
+  with pytest.raises((TypeError, ValueError)):
+    loaded.serve(tf.zeros([1, 32, 32, 4], tf.uint8))
+  with pytest.raises((TypeError, ValueError)):
+    loaded.serve(tf.zeros([32, 32, 3], tf.uint8))
+  # The signature (what TF Serving runs) checks inside the graph.
+  fn = loaded.signatures["serving_default"]
+  cases = [(tf.zeros([1, 32, 32, 3], tf.float32), "uint8"),
+           (tf.zeros([1, 32, 32, 4], tf.uint8), r"3 \(RGB\) channels"),
+           (tf.zeros([1, 32, 32, 1], tf.uint8), r"3 \(RGB\) channels"),
+           (tf.zeros([0, 32, 32, 3], tf.uint8), "non-empty batch"),
+           (tf.zeros([1, 0, 32, 3], tf.uint8), "non-empty batch"),
+           (tf.zeros([32, 32, 3], tf.uint8), "4-dimensional")]
+  for images, message in cases:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      fn(images=images)
+
+
+def test_saved_model_cli_lists_the_signature(exported):
+  model, paths, _ = exported
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  result = subprocess.run(
+      [cli, "show", "--dir", paths["saved_model"], "--tag_set", "serve",
+       "--signature_def", "serving_default"],
+      capture_output=True, text=True, env=_env(), timeout=120)
+  assert result.returncode == 0, result.stderr
+  out = result.stdout
+  listed = {(kind, name): (dtype, shape) for kind, name, dtype, shape in
+            re.findall(r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+"
+                       r"dtype: (\w+)\s+shape: \(([^)]*)\)", out)}
+  c = model.trunk.output_channels
+  expected = {("inputs", "images"): ("DT_UINT8", "-1, -1, -1, 3"),
+              ("outputs", "pooled"): ("DT_FLOAT", f"-1, {c}"),
+              ("outputs", "block3"): ("DT_FLOAT", f"-1, 2, 2, {c}")}
+  if model.mixer is not None:
+    expected.update({("outputs", f"mixed_{t}"): ("DT_FLOAT", f"-1, 2, 2, {c}")
+                     for t in TASKS})
+  assert listed == expected, out
+  assert "Method name is: tensorflow/serving/predict" in out
+
+
+def test_keras_file_reloads_in_a_fresh_process(tmp_path):
+  model = _make_model(MIXER, seed=3)
+  paths = export.export_model(model, str(tmp_path), "m", image_size=IMAGE_SIZE)
+  rng = np.random.default_rng(7)
+  inputs = {
+      "colorization": rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
+      "relative_position": rng.uniform(
+          0, 255, (2, 2, 16, 16, 3)).astype(np.float32),
+      "features": rng.uniform(0, 255, (2, 48, 48, 3)).astype(np.float32),
+  }
+  np.savez(tmp_path / "inputs.npz", **inputs)
+  script = f"""
+import numpy as np, keras
+import mtssl_tf
+model = keras.models.load_model({paths['keras']!r})
+x = np.load({str(tmp_path / 'inputs.npz')!r})
+out = {{
+    "colorization": model(x["colorization"], task="colorization"),
+    "relative_position": model(x["relative_position"],
+                               task="relative_position"),
+    "features": model.features(x["features"]),
+    "mixed": model.features(x["features"], task="relative_position"),
+}}
+np.savez({str(tmp_path / 'outputs.npz')!r},
+         **{{k: keras.ops.convert_to_numpy(v) for k, v in out.items()}},
+         config=np.array(type(model).__name__ + " " + model.name))
+"""
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, env=_env(), cwd=str(tmp_path),
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  got = np.load(tmp_path / "outputs.npz")
+  assert str(got["config"]) == "MultiTaskModel mtssl"
+  want = {
+      "colorization": model(inputs["colorization"], task="colorization"),
+      "relative_position": model(inputs["relative_position"],
+                                 task="relative_position"),
+      "features": model.features(inputs["features"]),
+      "mixed": model.features(inputs["features"], task="relative_position"),
+  }
+  for name, value in want.items():
+    np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-5,
+                               atol=1e-5, err_msg=name)
+
+
+class _Interrupted(KeyboardInterrupt):
+  pass
+
+
+def _interrupting_save(real_save):
+  """tf.saved_model.save that writes most of the model, then is stopped."""
+  def save(obj, export_dir, signatures=None, **kwargs):
+    real_save(obj, export_dir, signatures=signatures, **kwargs)
+    os.remove(os.path.join(export_dir, "saved_model.pb"))  # half written
+    raise _Interrupted()
+  return save
+
+
+def test_interrupted_export_leaves_no_half_model(tmp_path, monkeypatch):
+  export_dir = str(tmp_path)
+  good = export.export_model(_make_model(None, seed=1), export_dir, "m",
+                             version=1, image_size=IMAGE_SIZE)
+  all_digest = _tree_digest(export_dir)
+  saved_digest = _tree_digest(good["saved_model"])
+  with open(good["keras"], "rb") as f:
+    keras_bytes = hashlib.sha256(f.read()).hexdigest()
+  other = _make_model(None, seed=2)
+  monkeypatch.setattr(tf.saved_model, "save",
+                      _interrupting_save(tf.saved_model.save))
+  # A new version: no version folder appears.
+  with pytest.raises(_Interrupted):
+    export.export_model(other, export_dir, "m", version=2,
+                        image_size=IMAGE_SIZE)
+  assert sorted(os.listdir(os.path.join(export_dir, "m"))) == ["1"]
+  # The same version: the good export survives byte for byte.
+  with pytest.raises(_Interrupted):
+    export.export_model(other, export_dir, "m", version=1,
+                        image_size=IMAGE_SIZE)
+  assert sorted(os.listdir(export_dir)) == ["m", "m.keras"]
+  assert sorted(os.listdir(os.path.join(export_dir, "m"))) == ["1"]
+  assert _tree_digest(good["saved_model"]) == saved_digest
+  with open(good["keras"], "rb") as f:
+    assert hashlib.sha256(f.read()).hexdigest() == keras_bytes
+  # No temporary file or folder is left anywhere either.
+  assert _tree_digest(export_dir) == all_digest
+  loaded = tf.saved_model.load(good["saved_model"])
+  assert "pooled" in loaded.signatures["serving_default"](
+      images=tf.zeros([1, 32, 32, 3], tf.uint8))
+
+
+def test_failed_rename_puts_the_old_version_back(tmp_path, monkeypatch):
+  export_dir = str(tmp_path)
+  good = export.export_model(_make_model(None, seed=1), export_dir, "m",
+                             version=1, image_size=IMAGE_SIZE)
+  saved_digest = _tree_digest(good["saved_model"])
+  real_rename = os.rename
+
+  def rename(src, dst):
+    if os.path.basename(src).startswith(".tmp_"):
+      raise OSError("disk pulled")
+    real_rename(src, dst)
+
+  monkeypatch.setattr(os, "rename", rename)
+  with pytest.raises(OSError, match="disk pulled"):
+    export.export_model(_make_model(None, seed=2), export_dir, "m",
+                        version=1, image_size=IMAGE_SIZE)
+  assert sorted(os.listdir(os.path.join(export_dir, "m"))) == ["1"]
+  assert _tree_digest(good["saved_model"]) == saved_digest
+
+
+def test_export_rejects_bad_names(tmp_path):
+  model = _make_model(None)
+  with pytest.raises(ValueError, match="version"):
+    export.export_model(model, str(tmp_path), "m", version=0)
+  with pytest.raises(ValueError, match="model_name"):
+    export.export_model(model, str(tmp_path), "a/b")
+  assert os.listdir(tmp_path) == []
+
+
+def _write_run(run_dir, lasso):
+  config = TrainConfig(run_dir=str(run_dir), tasks=tuple(TASKS),
+                       task_params=TASKS, trunk=TrunkConfig(**TRUNK),
+                       lasso=lasso, lasso_init="uniform")
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    f.write(config.to_json())
+  model = _make_model(MIXER if lasso else None, seed=5)
+  # The trainer's checkpoint layout: the weights as one list (Keras 3 models
+  # are only partly visible to tf.train.Checkpoint's object graph).
+  tf.train.Checkpoint(model_weights=model_weights(model)).save(
+      os.path.join(run_dir, "checkpoints", "ckpt"))
+  return model
+
+
+def test_export_command_exports_a_training_run(tmp_path):
+  run_dir = tmp_path / "run"
+  model = _write_run(run_dir, lasso=True)
+  flagfile = tmp_path / "export.cfg"
+  flagfile.write_text("\n".join([
+      f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'exports'}",
+      "--model_name=mtssl_demo", "--export_version=3",
+      f"--serving_image_size={IMAGE_SIZE}"]) + "\n")
+  result = subprocess.run(
+      [sys.executable, "-m", "mtssl_tf.export", f"--flagfile={flagfile}"],
+      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  saved = tmp_path / "exports" / "mtssl_demo" / "3"
+  assert f"wrote {saved}" in result.stdout
+  # The exported weights are the checkpoint's, not a fresh initialisation.
+  images = _images(np.random.default_rng(0), 2, 40, 40)
+  got = tf.saved_model.load(str(saved)).signatures["serving_default"](
+      images=tf.constant(images))
+  want = _reference(model, images)
+  assert set(got) == set(want)
+  for name, value in want.items():
+    np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-4,
+                               atol=1e-4 * np.abs(value).max(), err_msg=name)
+  reloaded = keras.models.load_model(
+      str(tmp_path / "exports" / "mtssl_demo.keras"))
+  x = tf.random.stateless_uniform([1, 32, 32, 3], [1, 2], maxval=255.0)
+  np.testing.assert_allclose(
+      reloaded.features(x, task="colorization").numpy(),
+      model.features(x, task="colorization").numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_export_command_reports_a_missing_run(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "mtssl_tf.export", f"--run_dir={tmp_path}",
+       "--model_name=m"],
+      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+  assert result.returncode == 2
+  assert "config.json does not exist" in result.stderr
+  assert not os.path.exists(tmp_path / "export")
+
+
+def test_load_run_model_restores_the_checkpoint(tmp_path):
+  model = _write_run(tmp_path, lasso=False)
+  restored = export.load_run_model(str(tmp_path))
+  assert restored.mixer is None
+  assert restored.task_names == list(TASKS)
+  for a, b in zip(model.weights, restored.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["trunk"]["depth"] == TRUNK["depth"]
