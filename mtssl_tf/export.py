@@ -185,6 +185,12 @@ def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
     module = FeatureExtractor(model, image_size)
     tf.saved_model.save(module, tmp_dir,
                         signatures={"serving_default": module.serve})
+    # mkstemp/mkdtemp create owner-only files; an export is meant to be
+    # read by others (a serving container, colleagues): use the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_keras, 0o666 & ~umask)
+    os.chmod(tmp_dir, 0o777 & ~umask)
     _atomic_replace(tmp_dir, serving_path)
     os.replace(tmp_keras, keras_path)
   finally:
@@ -197,9 +203,13 @@ def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
 def main(argv):
   from absl import flags
 
+  from absl import logging
+
   f = flags.FLAGS
   if len(argv) > 1:
     raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  tf.get_logger().setLevel("WARNING")
   export_dir = f.export_dir or os.path.join(f.run_dir, "export")
   try:
     model = load_run_model(f.run_dir)

@@ -349,3 +349,53 @@ def predict_grpc(images: Any, model_name: str,
     if own:
       channel.close()
   return parse_predict_response(response)
+
+
+# ---------------------------------------------------------------------------
+# What the two command-line clients (serving/rest_client.py,
+# serving/grpc_client.py) share: their common arguments and their run.
+
+
+def client_arg_parser(description: str):
+  """An ``argparse`` parser with the arguments both clients take."""
+  import argparse
+
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("images", nargs="*", help="image files (JPEG, PNG, ...)")
+  parser.add_argument("--npy", help="a .npy file of uint8 images [N, H, W, 3]")
+  parser.add_argument("--model_name", default="mtssl_demo")
+  parser.add_argument("--version", type=int, default=None,
+                      help="model version (default: the latest)")
+  parser.add_argument("--signature_name", default=SIGNATURE_NAME)
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--timeout", type=float, default=60.0)
+  parser.add_argument("--output", default="features.npz")
+  return parser
+
+
+def parse_client_args(parser, argv=None):
+  args = parser.parse_args(argv)
+  if bool(args.images) == bool(args.npy):
+    parser.error("give image files or --npy (one of the two)")
+  return args
+
+
+def run_client(args, predict, log=print) -> int:
+  """Reads the images named by ``args``, sends them through ``predict`` in
+  batches, writes the features to ``args.output``; returns the exit code."""
+  import sys
+
+  try:
+    if args.npy:
+      images = list(check_images(np.load(args.npy)))
+    else:
+      images = load_images(args.images)
+    features = batched_predict(predict, images, args.batch_size)
+  except (OSError, ValueError, ServingError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  np.savez(args.output, **features)
+  for name, value in sorted(features.items()):
+    log(f"{name}: {value.shape} {value.dtype}")
+  log(f"wrote {args.output}")
+  return 0

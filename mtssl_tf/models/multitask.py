@@ -13,7 +13,7 @@ import keras
 
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.layers.unit_mixer import UnitMixer
-from mtssl_tf.models.trunk import Trunk
+from mtssl_tf.models.trunk import Trunk, constructor_kwargs
 
 
 def _synchronize_batch_norm(layer: keras.layers.Layer) -> None:
@@ -116,7 +116,4 @@ class MultiTaskModel(keras.Model):
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    config.pop("trainable", None)
-    config.pop("dtype", None)
-    return cls(**config)
+    return cls(**constructor_kwargs(config))

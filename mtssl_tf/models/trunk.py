@@ -289,10 +289,16 @@ class Trunk(keras.Model):
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    config.pop("trainable", None)
-    config.pop("dtype", None)
-    return cls(**config)
+    return cls(**constructor_kwargs(config))
+
+
+def constructor_kwargs(config) -> dict:
+  """A saved ``get_config()`` without the keys Keras adds to a Model's
+  config on its own (``trainable``, ``dtype``): the constructor's kwargs."""
+  config = dict(config)
+  config.pop("trainable", None)
+  config.pop("dtype", None)
+  return config
 
 
 def copy_weights_by_name(source, target, *, allow_missing: Sequence[str] = (),
