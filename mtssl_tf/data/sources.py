@@ -359,7 +359,15 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   items = offline.offline_image_files(packages)
   if repeats < 1:
     raise ValueError(f"repeats must be >= 1, got {repeats}")
-  dataset = files_dataset([f.path for f in items], counter, **kw)
+  shuffle, seed = kw.pop("shuffle", False), kw.pop("seed", 0)
+  # The sample set is a dozen photos: decode them once and keep them in
+  # memory (about 1 MB at a 160 px size limit). Decoding them again on every
+  # pass, in every task's pipeline, made the input pipelines slower than the
+  # trainer (benchmarks/train_step.py).
+  dataset = files_dataset([f.path for f in items], counter, **kw).cache()
+  if shuffle:
+    dataset = dataset.shuffle(len(items), seed=seed,
+                              reshuffle_each_iteration=True)
   if repeats > 1:
     dataset = dataset.repeat(repeats)
   description = offline.describe_offline(items)
