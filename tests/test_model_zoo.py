@@ -1,0 +1,308 @@
+"""Model zoo (model-zoo issue, item 2): the preset registry, tests generated
+from it (each preset builds at a tiny size; its paper and demo recipes
+validate), the committed weights (sha256 and parameter count match their
+metadata), tampered weights refused, the build command end to end, and the
+``.keras`` round trip."""
+import hashlib
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
+from mtssl_tf import model_zoo
+from mtssl_tf.model_zoo.__main__ import main as zoo_main
+
+# The paper's rows (Tables 2-4), spelled out independently of the registry.
+EXPECTED = {
+    "rp": (("relative_position",), False, False, "RP"),
+    "rp_h": (("relative_position",), True, False, "RP / H"),
+    "rp_col": (("relative_position", "colorization"), False, False,
+               "RP+Col"),
+    "rp_col_h": (("relative_position", "colorization"), True, False,
+                 "RP+Col / H"),
+    "rp_ex": (("relative_position", "exemplar"), False, False, "RP+Ex"),
+    "rp_ms": (("relative_position", "motion_segmentation"), False, False,
+              "RP+MS"),
+    "rp_col_ex": (("relative_position", "colorization", "exemplar"), False,
+                  False, "RP+Col+Ex"),
+    "rp_col_ex_ms": (("relative_position", "colorization", "exemplar",
+                      "motion_segmentation"), False, False, "RP+Col+Ex+MS"),
+    "rp_col_ex_ms_lasso": (("relative_position", "colorization", "exemplar",
+                            "motion_segmentation"), False, True,
+                           "RP+Col+Ex+MS"),
+}
+MAX_WEIGHTS_BYTES = 4_000_000
+
+
+def _sha256(path):
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _h5_arrays(path):
+  import h5py
+  arrays = []
+  with h5py.File(path, "r") as f:
+    f.visititems(lambda _, obj: arrays.append(obj[()])
+                 if isinstance(obj, h5py.Dataset) else None)
+  return arrays
+
+
+def _fingerprint(array):
+  array = np.asarray(array)
+  return (array.shape, array.dtype.str,
+          hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
+
+
+def _check_settings(model, name):
+  tasks, harmonize, lasso, _ = EXPECTED[name]
+  assert tuple(model.task_names) == tasks
+  assert (model.mixer is not None) == lasso
+  if lasso:
+    assert model.mixer.task_names == list(tasks)
+  color_mode = model.task_objects["relative_position"].color_mode
+  assert color_mode == ("harmonize" if harmonize else "drop")
+
+
+def test_list_presets_has_the_nine_paper_rows():
+  assert model_zoo.list_presets() == list(EXPECTED)
+  for name, (tasks, harmonize, lasso, display) in EXPECTED.items():
+    preset = model_zoo.get_preset(name)
+    assert (preset.tasks, preset.harmonize, preset.lasso) == (
+        tasks, harmonize, lasso)
+    assert preset.display_name.startswith(display)
+    assert preset.paper_results  # every row carries the paper's numbers
+
+
+@pytest.mark.parametrize("call", [
+    lambda: model_zoo.get_preset("rp_jigsaw"),
+    lambda: model_zoo.load("rp_jigsaw"),
+    lambda: model_zoo.build_preset_model("rp_jigsaw"),
+])
+def test_unknown_name_lists_the_known_ones(call):
+  with pytest.raises(ValueError) as info:
+    call()
+  message = str(info.value)
+  assert "'rp_jigsaw'" in message
+  for name in EXPECTED:
+    assert name in message
+
+
+@pytest.mark.parametrize("name", model_zoo.list_presets())
+def test_every_preset_builds_at_a_tiny_size(name):
+  model = model_zoo.build_preset_model(name, tiny=True)
+  _check_settings(model, name)
+  assert model.trunk.config.depth == 14 and model.trunk.config.width == 0.25
+  # Output stride 16 at 32 px: every head reads a 2x2 block-3 map.
+  images = tf.zeros([1, 32, 32, 3])
+  for task in model.task_names:
+    features = model.features(images, task=task)
+    assert tuple(features.shape) == (1, 2, 2, model.trunk.output_channels)
+
+
+@pytest.mark.parametrize("name", model_zoo.list_presets())
+def test_paper_and_demo_recipes_validate(name):
+  tasks, harmonize, lasso, _ = EXPECTED[name]
+  for scale, depth, width in (("paper", 101, 1.0), ("demo", 26, 0.25)):
+    config = model_zoo.preset_config(name, scale)
+    assert config.tasks == tasks and config.lasso == lasso, scale
+    assert (config.trunk.depth, config.trunk.width) == (depth, width), scale
+    color_mode = config.task_params["relative_position"].get("color_mode",
+                                                             "drop")
+    assert color_mode == ("harmonize" if harmonize else "drop"), scale
+  assert model_zoo.preset_config(name, "paper").data.source == "tfds"
+  demo = model_zoo.preset_config(name, "demo")
+  assert demo.data.source == "offline" and demo.data.deterministic
+
+
+def test_bad_scale_and_bad_extra_flag_are_clear_errors():
+  from mtssl_tf.config import ConfigError
+  with pytest.raises(ValueError, match="unknown scale 'huge'; known scales: "
+                     "paper, demo, tiny"):
+    model_zoo.get_preset("rp").train_flags("huge")
+  with pytest.raises(ConfigError, match="no_such_flag"):
+    model_zoo.preset_config("rp", "tiny", ["--no_such_flag=1"])
+
+
+# -- committed weights ----------------------------------------------------------
+@pytest.mark.parametrize("name", model_zoo.COMMITTED)
+def test_committed_preset_loads_with_matching_hash_and_params(name):
+  assert model_zoo.is_built(name), (
+      f"{name} is listed as committed but its files are missing")
+  path = model_zoo.weights_path(name)
+  meta = model_zoo.load_metadata(name)
+  assert os.path.getsize(path) == meta["weights_bytes"] < MAX_WEIGHTS_BYTES
+  assert _sha256(path) == meta["sha256"]
+  model = model_zoo.load(name)
+  _check_settings(model, name)
+  assert model.count_params() == meta["params"]
+  # Every variable was loaded (none left at its random init): the model's
+  # arrays are exactly the arrays stored in the file, read with h5py.
+  assert sorted(_fingerprint(v.numpy()) for v in model.weights) == sorted(
+      _fingerprint(a) for a in _h5_arrays(path))
+  # The metadata still describes what the registry's demo flags build.
+  demo = model_zoo.preset_config(name, "demo")
+  assert meta["steps"] == demo.steps and meta["seed"] == demo.seed
+  assert meta["model"]["trunk"] == dict(demo.trunk.to_dict())
+  assert meta["data"]["images"] and meta["scale"] == "demo"
+  assert meta["paper_recipe"]["flags"] == list(
+      model_zoo.get_preset(name).paper_flags)
+
+
+@pytest.fixture
+def copied_preset(tmp_path):
+  """The smallest committed preset, copied to a private folder."""
+  name = "rp"
+  for filename in (f"{name}.weights.h5", f"{name}.json"):
+    shutil.copy(os.path.join(model_zoo.WEIGHTS_DIR, filename), tmp_path)
+  return name, str(tmp_path)
+
+
+def test_tampered_weights_are_refused(copied_preset):
+  name, folder = copied_preset
+  path = os.path.join(folder, f"{name}.weights.h5")
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0x01
+  open(path, "wb").write(bytes(data))
+  expected = model_zoo.load_metadata(name, folder)["sha256"]
+  actual = hashlib.sha256(bytes(data)).hexdigest()
+  with pytest.raises(model_zoo.WeightsIntegrityError) as info:
+    model_zoo.load(name, weights_dir=folder)
+  message = str(info.value)
+  assert path in message and expected in message and actual in message
+  assert isinstance(info.value, ValueError)
+  # Architecture only needs no weights, so it still works.
+  assert model_zoo.load(name, weights=False, weights_dir=folder)
+
+
+def test_missing_weights_say_how_to_build_them(tmp_path, copied_preset):
+  with pytest.raises(FileNotFoundError,
+                     match="python -m mtssl_tf.model_zoo build rp_ex"):
+    model_zoo.load("rp_ex", weights_dir=str(tmp_path))
+  name, folder = copied_preset
+  os.remove(os.path.join(folder, f"{name}.weights.h5"))
+  with pytest.raises(FileNotFoundError,
+                     match=f"python -m mtssl_tf.model_zoo build {name}"):
+    model_zoo.load(name, weights_dir=folder)
+
+
+def test_metadata_of_another_preset_is_refused(copied_preset):
+  name, folder = copied_preset
+  meta = json.load(open(os.path.join(folder, f"{name}.json")))
+  meta["lasso"] = True
+  json.dump(meta, open(os.path.join(folder, f"{name}.json"), "w"))
+  with pytest.raises(ValueError, match="belongs to another preset"):
+    model_zoo.load(name, weights_dir=folder)
+  open(os.path.join(folder, f"{name}.json"), "w").write("{")
+  with pytest.raises(ValueError, match="is not valid JSON"):
+    model_zoo.load(name, weights_dir=folder)
+
+
+def test_update_evaluations_keeps_the_weights_and_the_hash(copied_preset):
+  name, folder = copied_preset
+  before = model_zoo.load_metadata(name, folder)
+  model_zoo.update_evaluations(name, {"linear_probe/digits": {"top1": 0.5}},
+                               weights_dir=folder)
+  model_zoo.update_evaluations(name, {"depth/middlebury": {"delta1": 0.25}},
+                               weights_dir=folder)
+  after = json.load(open(os.path.join(folder, f"{name}.json")))
+  assert after["evaluations"] == {"linear_probe/digits": {"top1": 0.5},
+                                  "depth/middlebury": {"delta1": 0.25}}
+  assert after["sha256"] == before["sha256"]
+  assert {k: v for k, v in after.items() if k != "evaluations"} == {
+      k: v for k, v in before.items() if k != "evaluations"}
+  with pytest.raises(ValueError, match="finite JSON"):
+    model_zoo.update_evaluations(name, {"x": float("nan")},
+                                 weights_dir=folder)
+  model_zoo.load(name, weights_dir=folder)  # still passes the hash check
+
+
+# -- .keras round trip and the build command -------------------------------------
+def test_tiny_preset_round_trips_through_a_keras_file(tmp_path):
+  keras.utils.set_random_seed(1)
+  model = model_zoo.build_preset_model("rp_col_ex_ms_lasso", tiny=True)
+  rng = np.random.default_rng(0)
+  for alpha in model.mixer._alphas.values():
+    alpha.assign(rng.normal(size=alpha.shape).astype(np.float32))
+  path = str(tmp_path / "tiny.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  images = tf.constant(rng.uniform(0, 255, (2, 32, 32, 3)), tf.float32)
+  for task in model.task_names:
+    np.testing.assert_allclose(loaded.features(images, task=task).numpy(),
+                               model.features(images, task=task).numpy(),
+                               rtol=1e-5, atol=1e-5)
+  _check_settings(loaded, "rp_col_ex_ms_lasso")
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+  """``python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2`` into a
+  temporary weights folder (the training itself runs in a subprocess)."""
+  folder = str(tmp_path_factory.mktemp("zoo_weights"))
+  code = zoo_main(["build", "rp_h", "--tiny", "--steps=2",
+                   f"--weights_dir={folder}"])
+  assert code == 0
+  return folder
+
+
+@pytest.mark.slow
+def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
+  folder = tiny_build
+  assert sorted(os.listdir(folder)) == ["rp_h.json", "rp_h.weights.h5"]
+  meta = json.load(open(os.path.join(folder, "rp_h.json")))
+  path = os.path.join(folder, "rp_h.weights.h5")
+  assert meta["sha256"] == _sha256(path)
+  assert meta["weights_bytes"] == os.path.getsize(path)
+  assert (meta["scale"], meta["steps"], meta["seed"]) == ("tiny", 2, 0)
+  assert meta["tasks"] == ["relative_position"] and meta["harmonize"]
+  assert not meta["lasso"] and meta["evaluations"] == {}
+  assert "--harmonize" in meta["train_flags"]
+  assert "--steps=2" in meta["train_flags"]
+  assert meta["build_command"] == (
+      "python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2")
+  assert meta["data"]["source"] == "offline" and meta["data"]["images"]
+  assert set(meta["final_losses"]) == {"relative_position"}
+  assert np.isfinite(meta["final_losses"]["relative_position"])
+  assert "--run_dir=<run_dir>" in meta["train_flags"]  # no machine paths
+  model = model_zoo.load("rp_h", weights_dir=folder)
+  _check_settings(model, "rp_h")
+  assert model.count_params() == meta["params"]
+  assert model.trunk.config.depth == 14
+  # `list` shows it as built, with its hash prefix.
+  capsys.readouterr()
+  assert zoo_main(["list", f"--weights_dir={folder}"]) == 0
+  row = [l for l in capsys.readouterr().out.splitlines()
+         if l.startswith("rp_h ")][0]
+  assert "yes" in row and meta["sha256"][:12] in row
+
+
+@pytest.mark.slow
+def test_export_command_writes_a_keras_file_load_model_opens(tiny_build,
+                                                             tmp_path):
+  output = str(tmp_path / "rp_h.keras")
+  assert zoo_main(["export", "rp_h", f"--output={output}",
+                   f"--weights_dir={tiny_build}"]) == 0
+  loaded = keras.models.load_model(output)
+  reference = model_zoo.load("rp_h", weights_dir=tiny_build)
+  images = tf.constant(np.random.default_rng(0).uniform(0, 255,
+                                                        (2, 32, 32, 3)),
+                       tf.float32)
+  np.testing.assert_allclose(loaded.features(images).numpy(),
+                             reference.features(images).numpy(),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_command_errors_name_the_problem(capsys):
+  assert zoo_main(["build", "rp", "nope"]) == 2
+  err = capsys.readouterr().err
+  assert "unknown model-zoo preset 'nope'" in err and "rp_col_ex_ms" in err
+  assert zoo_main(["build"]) == 2
+  assert "--all" in capsys.readouterr().err
+  assert zoo_main(["export", "rp", "--output=x.h5"]) == 2
+  assert "must end with .keras" in capsys.readouterr().err
