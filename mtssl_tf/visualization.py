@@ -57,8 +57,8 @@ def plot_alphas(alphas, path: str, *, evaluation_tasks: Sequence[str] = (),
   matrix = matrix[[names.index(n) for n in order]]
   plt = _pyplot()
   num_tasks, num_units = matrix.shape
-  fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * num_units + 2.5),
-                                  0.45 * num_tasks + 1.2))
+  fig, ax = plt.subplots(figsize=(max(5.5, 0.35 * num_units + 3.0),
+                                  0.45 * num_tasks + 1.6))
   image = ax.imshow(matrix ** gamma, cmap="gray", vmin=0.0, vmax=1.0,
                     aspect="equal", interpolation="nearest")
   ax.set_yticks(range(num_tasks), order)
@@ -70,7 +70,7 @@ def plot_alphas(alphas, path: str, *, evaluation_tasks: Sequence[str] = (),
     ax.axhline(n_self - 0.5, color="red", linewidth=1.5)
   bar = fig.colorbar(image, ax=ax, fraction=0.03)
   bar.set_label(f"|alpha|^{gamma:g}")
-  ax.set_title(title or "UnitMixer |alpha| (Doersch & Zisserman 2017, Fig. 5)",
+  ax.set_title(title or "UnitMixer |alpha|\n(Doersch & Zisserman 2017, Fig. 5)",
                fontsize=9)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
