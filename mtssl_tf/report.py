@@ -416,17 +416,14 @@ def evaluation_pairs(checkpoints: Sequence[Checkpoint]
 
 def resolve_params(name: str, params: Mapping[str, Any]) -> Dict[str, Any]:
   """Turns the JSON-able demo parameters into evaluator arguments:
-  ``voc_folder="labelme"`` fetches the labelme VOC images (cached), and a
-  ``detector`` dict becomes a ``DetectorConfig``."""
+  ``voc_folder="labelme"`` is the labelme VOC images that the set-up step
+  fetched, and a ``detector`` dict becomes a ``DetectorConfig``."""
   params = dict(params)
   if name == "detection":
-    from mtssl_tf.evaluation import detection, voc_data  # pylint: disable=g-import-not-at-top
+    from mtssl_tf.data import assets  # pylint: disable=g-import-not-at-top
+    from mtssl_tf.evaluation import detection  # pylint: disable=g-import-not-at-top
     if params.get("voc_folder") == "labelme":
-      import tempfile  # pylint: disable=g-import-not-at-top
-      root = os.environ.get("MTSSL_TF_CACHE", os.path.join(
-          tempfile.gettempdir(), "mtssl_tf_cache"))
-      params["voc_folder"] = str(voc_data.fetch_labelme_voc_examples(
-          os.path.join(root, f"labelme-voc-{voc_data.LABELME_VERSION}")))
+      params["voc_folder"] = str(assets.labelme_voc_dir())
     if isinstance(params.get("detector"), Mapping):
       params["detector"] = detection.DetectorConfig(**params["detector"])
   return params

@@ -313,13 +313,28 @@ def test_motorcycle_depth_from_calibration():
 
 
 def test_aloe_relative_depth_and_missing_files(tmp_path):
-  pair = depth_data.load_middlebury_pair("aloe")
-  valid = pair["depth"] > 0
+  # The aloe pair (Middlebury 2006) ships in Debian's opencv-doc, which the
+  # set-up does not install: the loader is tested on files written here in
+  # the same formats (colour JPEG, 8-bit disparity PNG with 0 = unknown).
+  import cv2
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+  disparity = rng.integers(20, 120, (24, 32)).astype(np.uint8)
+  disparity[:3] = 0
+  assert cv2.imwrite(str(tmp_path / "aloeL.png"), image)
+  (tmp_path / "aloeL.jpg").write_bytes((tmp_path / "aloeL.png").read_bytes())
+  assert cv2.imwrite(str(tmp_path / "aloeGT.png"), disparity)
+  pair = depth_data.load_middlebury_pair("aloe", opencv_doc_dir=str(tmp_path))
+  valid = disparity > 0
   assert pair["units"] == "relative"
-  assert pair["image"].shape[:2] == pair["depth"].shape
+  np.testing.assert_array_equal(pair["image"], image[..., ::-1])  # BGR->RGB
+  np.testing.assert_array_equal(pair["depth"] > 0, valid)
+  expected = np.median(disparity[valid].astype(np.float64)) / disparity[valid]
+  np.testing.assert_allclose(pair["depth"][valid], expected, rtol=1e-6)
   assert np.median(pair["depth"][valid]) == pytest.approx(1.0, rel=0.05)
   with pytest.raises(FileNotFoundError, match="aloeL.jpg.*opencv-doc"):
-    depth_data.load_middlebury_pair("aloe", opencv_doc_dir=str(tmp_path))
+    depth_data.load_middlebury_pair("aloe",
+                                    opencv_doc_dir=str(tmp_path / "absent"))
   with pytest.raises(ValueError, match="unknown Middlebury pair"):
     depth_data.load_middlebury_pair("teddy")
 

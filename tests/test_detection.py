@@ -1,20 +1,22 @@
 """VOC data sources, the Model Garden Faster R-CNN bridge and the detection
 evaluator.
 
-The overfit test fetches the ``labelme`` source archive from PyPI with
-``pip download`` (3 real PASCAL VOC images with VOC XML): it is the one test
-of the suite that needs the package registry. It fails (never skips) with
-pip's message when the registry cannot be reached.
+The overfit test reads the 3 real PASCAL VOC images of the ``labelme``
+source archive that the set-up step (``make venv``) fetched into the data
+home; no test touches the network. Without them it fails (never skips) with
+the message that names the set-up command.
 """
-import os
+import io
 import pathlib
-import tempfile
+import sys
+import tarfile
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtssl_tf.data import assets
 from mtssl_tf.evaluation import detection, voc_data
 from mtssl_tf.models.trunk import SLIM_MEAN_RGB, Trunk
 
@@ -38,12 +40,6 @@ XML = """<annotation>
     </bndbox>
   </object>
 </annotation>"""
-
-
-def _labelme_cache() -> pathlib.Path:
-  root = os.environ.get("MTSSL_TF_CACHE",
-                        os.path.join(tempfile.gettempdir(), "mtssl_tf_cache"))
-  return pathlib.Path(root) / f"labelme-voc-{voc_data.LABELME_VERSION}"
 
 
 def _write_voc_folder(root: pathlib.Path, n: int = 2):
@@ -327,16 +323,51 @@ def test_evaluator_errors(tmp_path):
       image_size=256, anchor_sizes=[32, 64]).detector.anchor_sizes == (32, 64)
 
 
-def test_fetch_failure_is_a_clear_error(tmp_path):
-  with pytest.raises(RuntimeError, match="labelme"):
-    voc_data.fetch_labelme_voc_examples(tmp_path / "x",
-                                        version="0.0.0.dev999999")
+def _fake_sdist(path: pathlib.Path, members) -> pathlib.Path:
+  with tarfile.open(path, "w:gz") as tar:
+    for name, data in members.items():
+      info = tarfile.TarInfo(name)
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  return path
+
+
+def test_labelme_extraction_and_setup_errors(tmp_path, monkeypatch):
+  # The set-up step's extraction, on an archive laid out as labelme's sdist.
+  base = "labelme-6.3.1/examples/bbox_detection/data_dataset_voc/"
+  members = {base + "README.md": b"x", "labelme-6.3.1/setup.py": b"x"}
+  for i in range(3):
+    members[base + f"JPEGImages/im{i}.jpg"] = b"jpeg%d" % i
+    members[base + f"Annotations/im{i}.xml"] = b"<annotation/>"
+  archive = _fake_sdist(tmp_path / "labelme-6.3.1.tar.gz", members)
+  dest = assets.extract_labelme_voc(archive, tmp_path / "voc")
+  assert sorted(p.name for p in (dest / "JPEGImages").iterdir()) == [
+      "im0.jpg", "im1.jpg", "im2.jpg"]
+  assert (dest / "JPEGImages" / "im1.jpg").read_bytes() == b"jpeg1"
+  assert not (dest / "README.md").exists()
+  # An archive without the VOC example is refused by name.
+  bad = _fake_sdist(tmp_path / "labelme-0.tar.gz", {"labelme-0/a.py": b"x"})
+  with pytest.raises(RuntimeError, match="expected 3 labelme VOC images"):
+    assets.extract_labelme_voc(bad, tmp_path / "voc2")
+  # pip failing is an error with pip's words (a stand-in pip, no network).
+  fake_pip = [sys.executable, "-c",
+              "import sys; print('no such version'); sys.exit(1)"]
+  with pytest.raises(RuntimeError, match="no such version"):
+    assets.fetch_labelme_voc(tmp_path / "x", pip=fake_pip)
+  # Code that needs the files names the set-up command when they are absent.
+  monkeypatch.setenv(assets.ENV_VAR, str(tmp_path / "empty_home"))
+  with pytest.raises(assets.MissingAssetError, match="make venv"):
+    assets.labelme_voc_dir()
+  monkeypatch.setenv(assets.ENV_VAR, str(tmp_path))
+  (tmp_path / f"labelme-voc-{assets.LABELME_VERSION}").symlink_to(dest)
+  assert assets.labelme_voc_dir() == tmp_path / (
+      f"labelme-voc-{assets.LABELME_VERSION}")
 
 
 @pytest.mark.slow
 def test_overfit_labelme_voc_images_reaches_map_above_half():
-  # Needs the PyPI registry (pip download of the labelme sdist), cached.
-  folder = voc_data.fetch_labelme_voc_examples(_labelme_cache())
+  # The 3 images the set-up step fetched (no network here).
+  folder = assets.labelme_voc_dir()
   assert len(list(voc_data.voc_folder_dataset(folder))) == 3
   keras.utils.set_random_seed(0)
   trunk = Trunk(depth=14, width=0.25)

@@ -20,20 +20,15 @@ Sources:
   beforehand (``download=False``: nothing is downloaded at run time). TFDS
   stores ``xmin / width`` etc. from the XML without the devkit's -1, so
   multiplying back by the image size gives the XML numbers again.
-* :func:`fetch_labelme_voc_examples`: three real PASCAL VOC 2012 images with
-  VOC XML boxes, taken from the ``labelme`` source archive on PyPI (a package
-  registry) with ``pip download``. They are fetched into a folder the caller
-  names and never copied into this repository (their licence is not ours).
+* :func:`mtssl_tf.data.assets.labelme_voc_dir`: three real PASCAL VOC 2012
+  images with VOC XML boxes from the ``labelme`` source archive, fetched by
+  the set-up step (never at run time); a VOC folder for
+  :func:`voc_folder_dataset`.
 """
 from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
 import xml.etree.ElementTree as ElementTree
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -51,8 +46,6 @@ _CLASS_ALIASES = {"potted plant": "pottedplant", "tv/monitor": "tvmonitor",
                   "tv monitor": "tvmonitor", "dining table": "diningtable",
                   "motor bike": "motorbike", "aero plane": "aeroplane"}
 
-LABELME_VERSION = "6.3.1"
-_LABELME_VOC_DIR = "examples/bbox_detection/data_dataset_voc/"
 
 ELEMENT_SPEC = {
     "image": tf.TensorSpec([None, None, 3], tf.uint8),
@@ -265,66 +258,3 @@ def tfds_voc_dataset(split: str, data_dir: Optional[str] = None,
         f"(`tfds build {name} --data_dir=...`) or pass --voc_folder; "
         "nothing is downloaded at run time.") from None
   return ds.map(from_tfds_example, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def fetch_labelme_voc_examples(dest: Union[str, os.PathLike],
-                               version: str = LABELME_VERSION,
-                               timeout: float = 600.0) -> pathlib.Path:
-  """Fetches the 3 VOC 2012 images with VOC XML from the labelme sdist.
-
-  Runs ``python -m pip download --no-deps --no-binary :all: labelme==VERSION``
-  (PyPI, a package registry) and extracts
-  ``examples/bbox_detection/data_dataset_voc/{JPEGImages,Annotations}`` into
-  ``dest``. Cached: when ``dest`` already holds them nothing is fetched.
-
-  Returns:
-    ``dest`` as a VOC folder (pass it as ``--voc_folder``).
-
-  Raises:
-    RuntimeError: ``pip download`` failed (its output is in the message) or
-      the archive does not hold the expected files.
-  """
-  dest = pathlib.Path(dest)
-  if (len(list((dest / "Annotations").glob("*.xml"))) >= 3
-      and len(list((dest / "JPEGImages").glob("*.jpg"))) >= 3):
-    return dest
-  with tempfile.TemporaryDirectory() as tmp:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-           "--no-binary", ":all:", "--disable-pip-version-check",
-           f"labelme=={version}", "-d", tmp]
-    try:
-      proc = subprocess.run(cmd, capture_output=True, text=True,
-                            timeout=timeout)
-    except subprocess.TimeoutExpired:
-      raise RuntimeError(f"`{' '.join(cmd)}` timed out after {timeout} s; "
-                         "the labelme VOC examples need the PyPI "
-                         "registry") from None
-    archives = sorted(pathlib.Path(tmp).glob("labelme-*.tar.gz"))
-    if proc.returncode != 0 or not archives:
-      raise RuntimeError(
-          f"could not fetch the labelme source archive with `{' '.join(cmd)}`"
-          f" (exit {proc.returncode}); the labelme VOC examples need the PyPI "
-          f"registry. pip said:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    staging = pathlib.Path(tmp) / "extract"
-    count = 0
-    with tarfile.open(archives[0]) as tar:
-      for member in tar.getmembers():
-        parts = member.name.split("/", 1)
-        if len(parts) < 2 or not parts[1].startswith(_LABELME_VOC_DIR):
-          continue
-        rel = parts[1][len(_LABELME_VOC_DIR):]
-        if not member.isfile() or rel.split("/")[0] not in ("JPEGImages",
-                                                           "Annotations"):
-          continue
-        target = staging / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tar.extractfile(member) as src, open(target, "wb") as dst:
-          shutil.copyfileobj(src, dst)
-        count += 1
-    if count < 6:
-      raise RuntimeError(f"{archives[0].name} holds {count} files under "
-                         f"{_LABELME_VOC_DIR}; expected 3 images + 3 XML")
-    dest.mkdir(parents=True, exist_ok=True)
-    for sub in ("JPEGImages", "Annotations"):
-      shutil.copytree(staging / sub, dest / sub, dirs_exist_ok=True)
-  return dest
