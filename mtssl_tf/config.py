@@ -12,8 +12,9 @@ import ast
 import dataclasses
 import inspect
 import json
+import os
 import types
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.models.trunk import TrunkConfig
@@ -234,6 +235,70 @@ class TrainConfig:
 
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# Fields that may change when a run folder is resumed: how long and how often
+# to log and save, where exports go, and the hardware. Everything else (tasks
+# and their order, trunk, lasso, task parameters, batch size, optimizer,
+# data) defines the model, the data or the optimizer state in the
+# checkpoint.
+RESUMABLE_FIELDS = ("run_dir", "steps", "log_every", "summary_every",
+                    "checkpoint_every", "max_to_keep", "export_dir",
+                    "model_name", "plots", "strategy", "devices", "tpu")
+
+
+def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
+  if isinstance(value, Mapping):
+    out = {}
+    for key, item in value.items():
+      out.update(_flatten(item, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: value}
+
+
+def resume_differences(old: Mapping[str, Any],
+                       new: Mapping[str, Any]) -> List[str]:
+  """``["tasks: [...] -> [...]", ...]``: every field of two configs (as
+  :meth:`TrainConfig.to_dict` gives them) that differs and may not change
+  on resume. Fields the old config does not have (written by an older
+  version) are not compared."""
+  old_flat, new_flat = _flatten(old), _flatten(new)
+  out = []
+  for key in sorted(set(old_flat) | set(new_flat)):
+    if key.split(".")[0] in RESUMABLE_FIELDS or key not in old_flat:
+      continue
+    before, after = old_flat[key], new_flat.get(key, "<absent>")
+    if isinstance(before, list) and isinstance(after, (list, tuple)):
+      after = list(after)
+    if before != after:
+      out.append(f"{key}: {before!r} -> {after!r}")
+  return out
+
+
+def check_resume(config: "TrainConfig") -> None:
+  """Refuses to resume a run folder whose checkpoint was written under a
+  config that differs from ``config`` in the model, data or optimizer.
+
+  Raises:
+    ConfigError: listing each differing field as old -> new, and the ways
+      out.
+  """
+  path = os.path.join(config.run_dir, "config.json")
+  checkpoint = os.path.join(config.run_dir, "checkpoints", "checkpoint")
+  if not (os.path.isfile(path) and os.path.isfile(checkpoint)):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  diffs = resume_differences(old, config.to_dict())
+  if diffs:
+    raise ConfigError(
+        f"run folder {config.run_dir} holds a checkpoint trained with "
+        "another configuration; resuming it would load the wrong weights "
+        "or fail. Differences (old -> new):\n  " + "\n  ".join(diffs)
+        + f"\nUse another --run_dir for the new configuration, or resume "
+        f"with the old one (its flags are in "
+        f"{os.path.join(config.run_dir, 'flags.txt')}). Only "
+        f"{', '.join(RESUMABLE_FIELDS[1:])} may change on resume.")
 
 
 def _check_task_params(name: str, params: Mapping[str, Any]) -> None:

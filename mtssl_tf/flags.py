@@ -131,26 +131,76 @@ def _define(before) -> None:
   _TRAIN_FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
-def config_from_flags(f=FLAGS) -> config_lib.TrainConfig:
-  """Turns parsed flags into a validated :class:`TrainConfig`."""
+# Options that apply to one mode only: (flag, whether its mode is selected,
+# the mode in words). A flagfile may set them; a later flag that switches the
+# mode off makes them inapplicable: they are then ignored with one warning
+# line, never an error ("later flags win").
+def _mode_options(f):
+  tasks = [x.strip() for x in f.tasks if x.strip()]
+  return [
+      ("lasso_l1", f.lasso, "--nolasso"),
+      ("lasso_init", f.lasso, "--nolasso"),
+      ("offline_packages", f.data == "offline", f"--data={f.data}"),
+      ("tfds_name", f.data == "tfds", f"--data={f.data}"),
+      ("data_dir", f.data == "tfds", f"--data={f.data}"),
+      ("image_folder", f.data == "folder", f"--data={f.data}"),
+      ("task_weights", f.schedule == "weighted",
+       f"--schedule={f.schedule}"),
+      ("optimizer_per_task", f.update == "every_step",
+       f"--update={f.update}"),
+      ("harmonize", "relative_position" in tasks,
+       "relative_position not in --tasks"),
+      ("tpu", f.strategy == "tpu", f"--strategy={f.strategy}"),
+      ("devices", f.strategy in ("mirrored", "one_device"),
+       f"--strategy={f.strategy}"),
+  ]
+
+
+def inapplicable_options(f=FLAGS):
+  """``[(flag, why)]``: options set (on the command line or in a flagfile)
+  for a mode that the other flags do not select."""
+  out = []
+  for name, selected, why in _mode_options(f):
+    flag = f[name]
+    if selected or not flag.present or flag.value == flag.default:
+      continue
+    out.append((name, why))
+  return out
+
+
+def config_from_flags(f=FLAGS, warn=None) -> config_lib.TrainConfig:
+  """Turns parsed flags into a validated :class:`TrainConfig`.
+
+  Options of an unselected mode (e.g. ``--lasso_l1`` under ``--nolasso``,
+  ``--image_folder`` under ``--data=tfds``) are ignored and named in one
+  line passed to ``warn`` (default: standard error); settings that
+  contradict each other within the selected mode raise ``ConfigError``.
+  """
+  ignored = inapplicable_options(f)
+  if ignored:
+    line = ("warning: ignoring options of unselected modes: " + ", ".join(
+        f"--{name} ({why})" for name, why in ignored))
+    if warn is None:
+      import sys  # pylint: disable=g-import-not-at-top
+      print(line, file=sys.stderr, flush=True)
+    else:
+      warn(line)
+  skip = {name for name, _ in ignored}
+
+  def value(name):
+    return f[name].default if name in skip else f[name].value
+
   task_params = config_lib.parse_task_params(f.task_param)
   tasks = tuple(x.strip() for x in f.tasks if x.strip())
-  if f.harmonize:
-    if "relative_position" not in tasks:
-      raise config_lib.ConfigError(
-          "--harmonize changes relative position's input, but "
-          "relative_position is not in --tasks")
+  if value("harmonize"):
     rp = task_params.setdefault("relative_position", {})
     if rp.get("color_mode", "harmonize") != "harmonize":
       raise config_lib.ConfigError(
           "--harmonize contradicts task_param relative_position.color_mode="
           f"{rp['color_mode']}")
     rp["color_mode"] = "harmonize"
-  if not f.lasso and f["lasso_l1"].present:
-    raise config_lib.ConfigError(
-        "--lasso_l1 is set but --lasso is off (contradicting flags)")
   weights = None
-  if f.task_weights:
+  if value("task_weights"):
     try:
       weights = tuple(float(w) for w in f.task_weights)
     except ValueError:
@@ -165,21 +215,24 @@ def config_from_flags(f=FLAGS) -> config_lib.TrainConfig:
     raise config_lib.ConfigError(str(e)) from None
   return config_lib.TrainConfig(
       run_dir=f.run_dir, tasks=tasks, task_params=task_params, trunk=trunk,
-      lasso=f.lasso, lasso_l1=f.lasso_l1, lasso_init=f.lasso_init,
+      lasso=f.lasso, lasso_l1=value("lasso_l1"),
+      lasso_init=value("lasso_init"),
       schedule=f.schedule, task_weights=weights, update=f.update,
       optimizer=config_lib.OptimizerConfig(
           name=f.optimizer, learning_rate=f.learning_rate,
           momentum=f.momentum, rho=f.rmsprop_rho,
           epsilon=f.optimizer_epsilon, clipnorm=f.clipnorm,
-          per_task=f.optimizer_per_task),
+          per_task=value("optimizer_per_task")),
       data=config_lib.DataConfig(
-          source=f.data, tfds_name=f.tfds_name, data_dir=f.data_dir,
-          image_folder=f.image_folder, motion_records=f.motion_records,
+          source=f.data, tfds_name=value("tfds_name"),
+          data_dir=value("data_dir"), image_folder=value("image_folder"),
+          motion_records=f.motion_records,
           deterministic=f.deterministic, shuffle_buffer=f.shuffle_buffer,
           image_size_limit=f.image_size_limit,
-          offline_packages=tuple(f.offline_packages)),
+          offline_packages=tuple(value("offline_packages"))),
       steps=f.steps, batch_size=f.batch_size, seed=f.seed,
-      strategy=f.strategy, devices=tuple(f.devices), tpu=f.tpu,
+      strategy=f.strategy, devices=tuple(value("devices")),
+      tpu=value("tpu"),
       log_every=f.log_every, summary_every=f.summary_every,
       checkpoint_every=f.checkpoint_every, max_to_keep=f.max_to_keep,
       export_dir=f.export_dir, model_name=f.model_name, plots=f.plots)

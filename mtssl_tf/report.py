@@ -45,6 +45,8 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
 
 from absl import flags
 
+from mtssl_tf.evaluation import protocols
+
 RANDOM_LABEL = "Random init"
 MISSING = "\u2014"  # an em dash marks a value we do not have
 # The paper's three evaluation columns.
@@ -135,31 +137,8 @@ PRESET_LABELS = {"rp": "RP", "rp_col": "RP+Col", "rp_ex": "RP+Ex",
                  "rp_col_ex_ms_lasso": "RP+Col+Ex+MS/Lasso",
                  "rp_h": "RP/H", "rp_col_h": "RP+Col/H"}
 
-# The CPU demo protocol: same for every row. Detection overfits the 3
-# labelme VOC images (train = test); depth fine-tunes on Middlebury tiles.
-DEMO_EVAL_PARAMS: Dict[str, Dict[str, Any]] = {
-    # 100 labelled digits: with all 1,347, random conv features already
-    # reach ~95% top-1 and leave no room to tell trunks apart.
-    "linear_probe": dict(data="digits", image_size=64, pool_size=2,
-                         batch_size=64, steps=300, learning_rate=0.1,
-                         max_train_examples=100),
-    "detection": dict(voc_folder="labelme", image_size=128,
-                      anchor_sizes=(16.0, 32.0, 64.0, 128.0), steps=50,
-                      batch_size=3, learning_rate=0.02, lr_drop_steps=(),
-                      weight_decay=0.0, log_every=20,
-                      detector=dict(rpn_num_filters=64, head_fc_dims=256,
-                                    num_sampled_rois=64, pre_nms_top_k=1000,
-                                    num_proposals=300,
-                                    test_pre_nms_top_k=1000,
-                                    test_num_proposals=100,
-                                    horizontal_flip=False,
-                                    head_norm_momentum=0.9)),
-    "depth": dict(source="middlebury", input_size=(64, 64), steps=150,
-                  batch_size=8, learning_rate=0.01,
-                  decoder_filters=(64, 32, 16, 16),
-                  middlebury=dict(names=("motorcycle",), scale=0.25),
-                  log_every=50),
-}
+# The CPU demo protocol (the same for every row) lives with the evaluators.
+DEMO_EVAL_PARAMS = protocols.DEMO_EVAL_PARAMS
 
 
 def canonical_label(label: str) -> str:
@@ -213,19 +192,39 @@ def cell(results: Results, row: PaperRow, column: str) -> str:
   return f"{ours} ({_paper(paper)})"
 
 
+def rows_table(title: str, first: str, rows: Sequence[PaperRow],
+               results: Results,
+               titles: Optional[Mapping[str, str]] = None) -> str:
+  """A Markdown table in the paper's layout: one line per row, columns =
+  the three evaluations, each cell "ours (paper)"."""
+  titles = titles or COLUMN_TITLES
+  lines = [f"### {title}", "",
+           "| " + " | ".join([first] + [titles[c] for c in COLUMNS]) + " |",
+           "|" + "---|" * (1 + len(COLUMNS))]
+  for row in rows:
+    lines.append("| " + " | ".join(
+        [row.name] + [cell(results, row, c) for c in COLUMNS]) + " |")
+  return "\n".join(lines)
+
+
 def markdown_table(number: int, results: Results) -> str:
   """Table ``number`` in Markdown: rows = the paper's rows plus random init,
   columns = the three evaluations, each cell "ours (paper)"."""
   table = PAPER_TABLES[number]
   first = "Net structure" if number == 4 else "Pre-training"
-  lines = [f"### Table {number}: {table.title}", "",
-           "| " + " | ".join([first] + [COLUMN_TITLES[c] for c in COLUMNS])
-           + " |",
-           "|" + "---|" * (1 + len(COLUMNS))]
-  for row in table_rows(number):
-    lines.append("| " + " | ".join(
-        [row.name] + [cell(results, row, c) for c in COLUMNS]) + " |")
-  return "\n".join(lines)
+  return rows_table(f"Table {number}: {table.title}", first,
+                    table_rows(number), results)
+
+
+def paper_row(label: str, eval_lasso: bool = False) -> Optional[PaperRow]:
+  """The paper's row for checkpoint ``label`` (e.g. ``"RP+Col"``,
+  ``"RP+Col+Ex+MS/Lasso"``) evaluated with or without eval lasso, from
+  Tables 2, 3 or 4; None when the paper has no such row."""
+  for number in (2, 3, 4):
+    for row in PAPER_TABLES[number].rows:
+      if row.checkpoint == label and row.eval_lasso == eval_lasso:
+        return row
+  return None
 
 
 # -- analysis ------------------------------------------------------------------
@@ -414,19 +413,7 @@ def evaluation_pairs(checkpoints: Sequence[Checkpoint]
   return pairs
 
 
-def resolve_params(name: str, params: Mapping[str, Any]) -> Dict[str, Any]:
-  """Turns the JSON-able demo parameters into evaluator arguments:
-  ``voc_folder="labelme"`` is the labelme VOC images that the set-up step
-  fetched, and a ``detector`` dict becomes a ``DetectorConfig``."""
-  params = dict(params)
-  if name == "detection":
-    from mtssl_tf.data import assets  # pylint: disable=g-import-not-at-top
-    from mtssl_tf.evaluation import detection  # pylint: disable=g-import-not-at-top
-    if params.get("voc_folder") == "labelme":
-      params["voc_folder"] = str(assets.labelme_voc_dir())
-    if isinstance(params.get("detector"), Mapping):
-      params["detector"] = detection.DetectorConfig(**params["detector"])
-  return params
+resolve_params = protocols.resolve_params
 
 
 def load_checkpoint_trunk(checkpoint: Checkpoint, random_config=None):
@@ -470,20 +457,24 @@ def evaluate_all(checkpoints: Sequence[Checkpoint],
                  evaluators: Sequence[str], *, seed: int = 0,
                  work_dir: Optional[str] = None,
                  log: Callable[[str], None] = print,
+                 failures: Optional[Dict[str, str]] = None,
                  ) -> Dict[Tuple[str, bool], Dict[str, float]]:
   """Runs ``evaluators`` on every checkpoint (Table 4's also with eval
-  lasso), each evaluation seeded with ``seed``.
+  lasso), each evaluation seeded with ``seed``, through the one runner
+  (:func:`mtssl_tf.evaluation.runner.evaluate_trunk`).
 
   The random trunk (kind "random") takes the architecture of the first
   other checkpoint, so that it is the same network without training.
   Results are cached in ``work_dir`` when given. Detection has no eval
-  lasso: it is left out of the eval-lasso rows.
+  lasso: it is left out of the eval-lasso rows. An evaluator that fails is
+  logged and added to ``failures`` (``{"<row>: <evaluator>": message}``);
+  the other evaluations still run, and a partial row is not cached.
 
   Returns:
     ``{(label, eval_lasso): {metric: value}}``.
   """
   import keras  # pylint: disable=g-import-not-at-top
-  from mtssl_tf import evaluation  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.evaluation import runner  # pylint: disable=g-import-not-at-top
   from mtssl_tf.models.trunk import TrunkConfig  # pylint: disable=g-import-not-at-top
 
   results: Dict[Tuple[str, bool], Dict[str, float]] = {}
@@ -517,23 +508,22 @@ def evaluate_all(checkpoints: Sequence[Checkpoint],
         random_config = trunk.config
     log(f"report: evaluating {what} ({checkpoint.kind} {checkpoint.source}, "
         f"depth {trunk.config.depth}, width {trunk.config.width})")
-    metrics: Dict[str, float] = {}
-    for name in names:
-      # Each evaluator starts from the same seed whatever ran before it.
-      keras.utils.set_random_seed(seed)
-      evaluator = evaluation.get_evaluator(
-          name, **resolve_params(name, params[name]))
-      for metric, value in evaluator.run(trunk, eval_lasso=eval_lasso,
-                                         log=log):
-        metrics[metric] = float(value)
-    results[(checkpoint.label, eval_lasso)] = metrics
+    outcome = runner.evaluate_trunk(trunk, names, params,
+                                    eval_lasso=eval_lasso, seed=seed, log=log)
+    results[(checkpoint.label, eval_lasso)] = outcome.metrics
+    if outcome.failures:
+      if failures is not None:
+        failures.update({f"{what}: {name}": message
+                         for name, message in outcome.failures.items()})
+      continue  # a partial evaluation is not cached
     if path:
       os.makedirs(work_dir, exist_ok=True)
       with open(path + ".tmp", "w") as f:
         json.dump({"label": checkpoint.label, "kind": checkpoint.kind,
                    "source": checkpoint.source, "eval_lasso": eval_lasso,
                    "params": params, "seed": seed,
-                   "trunk": trunk.config.to_dict(), "metrics": metrics},
+                   "trunk": trunk.config.to_dict(),
+                   "metrics": outcome.metrics},
                   f, indent=2, sort_keys=True, default=str)
       os.replace(path + ".tmp", path)
   return results
@@ -622,6 +612,16 @@ def zoo_evaluations(results: Results, label: str,
 
 
 # -- the command ---------------------------------------------------------------------
+class EvaluationFailed(RuntimeError):
+  """Some evaluations failed; the others' results were written."""
+
+  def __init__(self, failures: Mapping[str, str]):
+    self.failures = dict(failures)
+    super().__init__("evaluation(s) failed (the other results were "
+                     "written): " + "; ".join(
+                         f"{k}: {v}" for k, v in self.failures.items()))
+
+
 def define_report_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   if "runs" in flag_values:
     return
@@ -694,8 +694,10 @@ def run_report(f: flags.FlagValues = flags.FLAGS,
   if unknown:
     raise ValueError(f"eval_param for unknown evaluator(s) "
                      f"{', '.join(unknown)}")
+  failures: Dict[str, str] = {}
   results = evaluate_all(checkpoints, eval_params, evaluators, seed=f.seed,
-                         work_dir=f.work_dir or None, log=log)
+                         work_dir=f.work_dir or None, log=log,
+                         failures=failures)
   preamble = None
   if f.preamble:
     with open(f.preamble) as fh:
@@ -719,6 +721,8 @@ def run_report(f: flags.FlagValues = flags.FLAGS,
       model_zoo.update_evaluations(
           c.source, zoo_evaluations(results, c.label, eval_params))
       log(f"report: stored the evaluations in preset {c.source}")
+  if failures:
+    raise EvaluationFailed(failures)
   return text
 
 
@@ -736,6 +740,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     text = run_report(flags.FLAGS, log=lambda s: print(s, flush=True))
+  except EvaluationFailed as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

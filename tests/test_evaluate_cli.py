@@ -2,6 +2,7 @@
 input, and the command end to end in a subprocess."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -162,8 +163,9 @@ def test_random_trunk_is_seeded_by_the_config():
                                        "max_test_examples": 50}})
   first = evaluate.run_evaluation(config, log=lambda s: None)
   second = evaluate.run_evaluation(config, log=lambda s: None)
-  assert set(first) == {"linear_probe/top1", "linear_probe/recall_at_5"}
-  assert first == second
+  assert set(first.metrics) == {"linear_probe/top1",
+                                "linear_probe/recall_at_5"}
+  assert first.metrics == second.metrics and not first.failures
 
 
 # -- the command ------------------------------------------------------------------
@@ -187,6 +189,58 @@ def test_command_end_to_end_writes_results_json(tmp_path):
   assert metrics["linear_probe/top1"] > 0.5  # chance: 0.1 (see test_linear_probe)
   assert results["config"]["eval_params"]["linear_probe"]["steps"] == 60
   assert "| linear_probe/top1 |" in result.stdout
+
+
+PROBE_TINY = ["--eval_param=linear_probe.image_size=32",
+              "--eval_param=linear_probe.steps=20",
+              "--eval_param=linear_probe.batch_size=32",
+              "--eval_param=linear_probe.max_test_examples=50"]
+
+
+def test_protocols_and_default_outputs_of_a_run_folder(tmp_path):
+  run = tmp_path / "run"
+  _make_run(str(run), TINY)
+  config = _parse([f"--checkpoint={run}"])
+  # Defaults: every evaluator, the offline demo protocol, the random
+  # baseline, results written into the run folder.
+  assert config.evaluators == ("linear_probe", "detection", "depth")
+  assert config.protocol == "demo" and config.baseline
+  assert config.output == str(run / "results.json")
+  assert config.markdown == str(run / "results.md")
+  assert config.params("linear_probe")["data"] == "digits"
+  assert config.params("depth")["source"] == "middlebury"
+  # The paper protocol is each evaluator's own defaults (prepared data).
+  paper = _parse([f"--checkpoint={run}", "--protocol=paper",
+                  "--eval_param=depth.steps=5"])
+  assert paper.params("linear_probe") == {}
+  assert paper.params("depth") == {"steps": 5}
+  with pytest.raises(Exception, match="protocol"):
+    _parse(["--checkpoint=random", "--protocol=fast"])
+  assert evaluate.checkpoint_label(str(run)) == "RP"
+
+
+def test_one_failing_evaluator_does_not_lose_the_others(tmp_path):
+  # depth reads an unprepared TFDS folder and fails; the probe still runs,
+  # both rows are written, the failure is named and the exit code is 1.
+  run = tmp_path / "run"
+  _make_run(str(run), TINY)
+  result = _command([f"--checkpoint={run}", "--evaluators=linear_probe,depth",
+                     "--eval_param=depth.source=nyu_depth_v2",
+                     f"--eval_param=depth.data_dir={tmp_path / 'no_tfds'}"]
+                    + PROBE_TINY, cwd=str(tmp_path))
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "depth" in result.stderr and "failed" in result.stderr
+  results = json.loads((run / "results.json").read_text())
+  assert set(results["rows"]) == {"RP", "Random init"}
+  for row in results["rows"].values():
+    assert set(row["metrics"]) == {"linear_probe/top1",
+                                   "linear_probe/recall_at_5"}
+    assert "depth" in row["failures"]
+  table = (run / "results.md").read_text()
+  assert "| RP | " in table and "| Random init | " in table
+  assert "Failed evaluations" in table
+  # The progress lines carry an ETA.
+  assert re.search(r"linear_probe: step \d+/20 .*ETA \d+m\d+s", result.stdout)
 
 
 def test_command_reports_an_unknown_evaluator(tmp_path):

@@ -72,13 +72,11 @@ def test_flags_written_to_the_run_folder_reparse_to_the_same_config(
 @pytest.mark.parametrize("argv,words", [
     (["--tasks=relative_position,jigsaw"], "unknown task 'jigsaw'; known "
      "tasks: relative_position, colorization, exemplar, motion_segmentation"),
-    (["--optimizer_per_task"], "contradicts update=cycle"),
-    (["--nolasso", "--lasso_l1=0.1"], "--lasso is off"),
     (["--block3_last_stride=2"], "block3_last_stride must be 1"),
-    (["--task_weights=1,2,3,4"], "only apply to schedule=weighted"),
     (["--schedule=weighted", "--task_weights=1,2"], "one positive weight"),
     (["--task_param=colorization.crop=3"], "colorization.crop is unknown"),
-    (["--tasks=colorization", "--harmonize"], "relative_position is not in"),
+    (["--harmonize", "--task_param=relative_position.color_mode=drop"],
+     "--harmonize contradicts"),
     (["--strategy=one_device", "--devices=/cpu:0,/cpu:1"], "contradicting"),
     (["--depth=34"], "TrunkConfig.depth=34"),
     (["--batch_size=0"], "batch_size=0"),
@@ -87,6 +85,79 @@ def test_bad_flags_raise_a_clear_config_error(argv, words, monkeypatch):
   with pytest.raises(ConfigError) as info:
     _parse(["--flagfile=configs/smoke.cfg"] + argv, monkeypatch)
   assert words in str(info.value)
+
+
+# Every documented flagfile x one flag that switches a mode: "later flags
+# win", and options of the mode switched off are ignored with one warning.
+MODE_SWITCHES = {
+    "nolasso": ["--nolasso"],
+    "lasso": ["--lasso"],
+    "folder": ["--data=folder", "--image_folder=/data/images",
+               "--motion_records=/data/motion/*.tfrecord"],
+    "tfds": ["--data=tfds", "--data_dir=/data/tfds",
+             "--motion_records=/data/motion/*.tfrecord"],
+    "offline": ["--data=offline"],
+    "tasks_rp": ["--tasks=relative_position"],
+    "tasks_reordered": ["--tasks=colorization,relative_position"],
+    "harmonize": ["--harmonize"],
+}
+
+
+@pytest.mark.parametrize("switch", sorted(MODE_SWITCHES))
+@pytest.mark.parametrize("path", TRAIN_CONFIGS,
+                         ids=[os.path.basename(p) for p in TRAIN_CONFIGS])
+def test_every_config_accepts_every_mode_switch(path, switch, monkeypatch):
+  argv = MODE_SWITCHES[switch]
+  config = _parse([f"--flagfile={path}"] + argv, monkeypatch)
+  if switch == "nolasso":
+    assert not config.lasso
+  if switch == "lasso":
+    assert config.lasso
+  if switch in ("folder", "tfds", "offline"):
+    assert config.data.source == argv[0].split("=")[1]
+    if switch != "offline":
+      assert config.data.offline_packages == ()
+  if switch == "folder":
+    assert config.data.image_folder == "/data/images"
+  if switch.startswith("tasks"):
+    assert ",".join(config.tasks) == argv[0].split("=")[1]
+  if switch == "harmonize":
+    assert (config.task_params["relative_position"]["color_mode"]
+            == "harmonize")
+
+
+@pytest.mark.parametrize("argv,ignored", [
+    (["--nolasso", "--lasso_l1=0.1"], ["--lasso_l1 (--nolasso)"]),
+    (["--tasks=colorization", "--harmonize"],
+     ["--harmonize (relative_position not in --tasks)"]),
+    (["--task_weights=1,2,3,4"], ["--task_weights (--schedule=round_robin)"]),
+    (["--optimizer_per_task"], ["--optimizer_per_task (--update=cycle)"]),
+    (["--data=tfds", "--motion_records=/m/*.tfrecord", "--image_folder=/x",
+      "--offline_packages=scikit-image"],
+     ["--offline_packages (--data=tfds)", "--image_folder (--data=tfds)"]),
+])
+def test_options_of_unselected_modes_are_ignored_with_one_warning(
+    argv, ignored, monkeypatch):
+  monkeypatch.chdir(REPO)
+  FLAGS.unparse_flags()
+  FLAGS(["train", "--flagfile=configs/smoke.cfg"] + argv)
+  lines = []
+  try:
+    config = mt_flags.config_from_flags(FLAGS, warn=lines.append)
+  finally:
+    FLAGS.unparse_flags()
+  assert len(lines) == 1 and lines[0].startswith("warning: ignoring")
+  for words in ignored:
+    assert words in lines[0]
+  assert config.data.image_folder is None and not config.task_weights
+  assert not config.optimizer.per_task
+  # Nothing to ignore: no warning.
+  FLAGS(["train", "--flagfile=configs/smoke.cfg"])
+  try:
+    mt_flags.config_from_flags(FLAGS, warn=lines.append)
+  finally:
+    FLAGS.unparse_flags()
+  assert len(lines) == 1
 
 
 def test_batch_that_does_not_divide_fails_before_any_work(mirrored,

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from mtssl_tf import tasks as tasks_lib
-from mtssl_tf.config import OptimizerConfig, TrainConfig
+from mtssl_tf.config import ConfigError, OptimizerConfig, TrainConfig
 from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training import schedules
 from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
@@ -205,3 +205,39 @@ def test_rerun_resumes_from_the_checkpoint(tmp_path, mirrored):
   assert int(second.task_steps["colorization"].numpy()) == 3
   for a, b in zip(_weights(full), _weights(second)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_resume_with_another_config_is_refused_before_building(tmp_path,
+                                                               mirrored):
+  names = ("relative_position", "colorization")
+  Trainer(_config(tmp_path, names, steps=2), strategy=mirrored(("/cpu:0",)),
+          datasets=_datasets(names, 4), log=lambda s: None).train()
+  # Tasks in another order, another width and batch: refused, each field
+  # named old -> new, with the way out; the datasets are never touched.
+  changed = _config(tmp_path, names[::-1], steps=4, batch_size=2,
+                    trunk=TrunkConfig(depth=14, width=0.5, sync_bn=True))
+  with pytest.raises(ConfigError) as info:
+    Trainer(changed, strategy=mirrored(("/cpu:0",)), datasets=None,
+            log=lambda s: None)
+  text = str(info.value)
+  assert ("tasks: ['relative_position', 'colorization'] -> "
+          "['colorization', 'relative_position']") in text
+  assert "trunk.width: 0.25 -> 0.5" in text and "batch_size: 4 -> 2" in text
+  assert "another --run_dir" in text and "steps" not in text.split(
+      "Differences")[1].split("Use another")[0]
+  # Steps and intervals may change: resuming with them works.
+  more = _config(tmp_path, names, steps=4, log_every=1, checkpoint_every=1)
+  out = Trainer(more, strategy=mirrored(("/cpu:0",)),
+                datasets=_datasets(names, 4), log=lambda s: None).train()
+  assert out["steps_run"] == 2
+
+
+def test_resume_differences_lists_nested_fields():
+  from mtssl_tf.config import resume_differences
+  old = {"tasks": ["a", "b"], "steps": 5, "trunk": {"depth": 14},
+         "task_params": {"a": {"x": 1}}}
+  new = {"tasks": ("b", "a"), "steps": 9, "trunk": {"depth": 26},
+         "task_params": {"a": {"x": 2}}, "new_field": 3}
+  assert resume_differences(old, new) == [
+      "task_params.a.x: 1 -> 2", "tasks: ['a', 'b'] -> ['b', 'a']",
+      "trunk.depth: 14 -> 26"]

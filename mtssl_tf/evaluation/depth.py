@@ -42,6 +42,7 @@ import tensorflow as tf
 from mtssl_tf.evaluation.base import (EvalBackbone, Evaluator,
                                       check_not_empty, clone_trunk)
 from mtssl_tf.models.trunk import Trunk
+from mtssl_tf.progress import Progress
 
 LOSSES = ("berhu", "l1")
 METRIC_NAMES = ("delta1", "delta2", "delta3", "abs_rel", "rmse")
@@ -569,14 +570,14 @@ class DepthEvaluator(Evaluator):
       optimizer.apply_gradients(zip(grads, variables))
       return loss
 
+    progress = Progress("depth", self.steps, log, self.log_every)
     for step, (images, depth) in enumerate(train_ds.take(self.steps)):
       loss = train_step(images, depth)
       if not np.isfinite(loss.numpy()):
         raise FloatingPointError(
             f"depth evaluation: the training loss is {loss.numpy()} at step "
             f"{step}; lower learning_rate={self.learning_rate}")
-      if self.log_every and (step + 1) % self.log_every == 0:
-        log(f"depth step {step + 1}/{self.steps}: loss {loss.numpy():.4f}")
+      progress.update(step + 1, f"loss {loss.numpy():.4f}")
 
     @tf.function
     def eval_step(images, depth):

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -58,6 +57,7 @@ from mtssl_tf.evaluation.voc_eval import VocResult, per_class_ap, voc07_map
 from mtssl_tf.models.trunk import (SLIM_MEAN_RGB, Trunk, TrunkConfig,
                                    build_trunk, copy_weights_by_name)
 from mtssl_tf.ops.image import ensure_rgb
+from mtssl_tf.progress import Progress
 
 
 def _tf_keras():
@@ -517,7 +517,8 @@ class FasterRCNN:
       return losses
 
     history = []
-    start = time.time()
+    progress = Progress("detection", steps, log or (lambda _: None),
+                        log_every if log else 0)
     for i, (images, labels) in enumerate(dataset.take(steps)):
       losses = step(images, labels)
       total = float(losses["total_loss"])
@@ -526,10 +527,9 @@ class FasterRCNN:
             f"detection fine-tuning: non-finite loss at step {i}: "
             f"{ {k: float(v) for k, v in losses.items()} }")
       history.append(total)
-      if log and (i % log_every == 0 or i == steps - 1):
-        log(f"detection step {i}: " + ", ".join(
-            f"{k}={float(v):.4f}" for k, v in sorted(losses.items()))
-            + f" ({time.time() - start:.1f} s)")
+      if log and ((i + 1) % log_every == 0 or i + 1 == steps):
+        progress.update(i + 1, ", ".join(
+            f"{k}={float(v):.4f}" for k, v in sorted(losses.items())))
     return history
 
   def detect(self, dataset: tf.data.Dataset, batch_size: int = 1

@@ -69,6 +69,7 @@ import tensorflow as tf
 from mtssl_tf.evaluation.base import EvalBackbone, Evaluator, check_not_empty
 from mtssl_tf.models.trunk import Trunk
 from mtssl_tf.ops.image import ensure_rgb
+from mtssl_tf.progress import Progress
 
 DATA_SOURCES = ("tfds", "digits", "fashion_mnist")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -558,6 +559,7 @@ class LinearProbe(Evaluator):
       return loss
 
     every = max(1, steps // 5)
+    progress = Progress("linear_probe:", steps, log, every)
     for i, (x, y) in enumerate(dataset.take(steps), start=1):
       loss = step(x, y)
       if i % every == 0 or i == steps:
@@ -566,7 +568,7 @@ class LinearProbe(Evaluator):
           raise FloatingPointError(
               f"linear_probe: the loss became {value} at step {i}; lower "
               "linear_probe.learning_rate")
-        log(f"linear_probe: step {i}/{steps} loss {value:.4f}")
+        progress.update(i, f"loss {value:.4f}")
     return dims
 
   def _scores(self, backbone, features) -> np.ndarray:

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.config import TrainConfig
+from mtssl_tf.config import TrainConfig, check_resume
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.training import schedules
 from mtssl_tf.training.distribute import is_chief, make_strategy
@@ -96,6 +96,9 @@ class Trainer:
   def __init__(self, config: TrainConfig, strategy=None,
                datasets: Optional[Dict[str, tf.data.Dataset]] = None,
                log=print):
+    # Before anything is built: a run folder trained under another config
+    # must not be resumed with this one.
+    check_resume(config)
     self.config = config
     self.log = log
     if config.data.deterministic:
