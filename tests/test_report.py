@@ -305,3 +305,29 @@ def test_command_errors_name_the_problem(tmp_path):
     report.run_report(_flags(["--eval_param=steps=3"]))
   with pytest.raises(ValueError, match="nothing to evaluate"):
     report.run_report(_flags(["--norandom"]))
+
+
+def test_evaluate_and_report_give_identical_numbers(tmp_path):
+  # One runner behind both commands: the same checkpoint, protocol
+  # parameters and seed give the same metrics, for the run and the random
+  # baseline alike.
+  from mtssl_tf import evaluate
+  from mtssl_tf.evaluation import protocols
+  run_dir = tmp_path / "run"
+  _make_run(str(run_dir))
+  overrides = {"linear_probe": {"image_size": 32, "steps": 5,
+                                "max_train_examples": 60,
+                                "max_test_examples": 40}}
+  config = evaluate.EvalConfig(checkpoint=str(run_dir),
+                               evaluators=("linear_probe",),
+                               eval_params=overrides, baseline=True, seed=3)
+  ours = evaluate.run_evaluation(config, log=lambda s: None)
+  params = protocols.protocol_params("demo", ["linear_probe"], overrides)
+  theirs = report.evaluate_all(
+      [report.Checkpoint("RP", "run", str(run_dir)),
+       report.Checkpoint(report.RANDOM_LABEL, "random", "random")],
+      params, ["linear_probe"], seed=3, log=lambda s: None)
+  assert ours.rows["RP"].metrics == theirs[("RP", False)]
+  assert (ours.rows[report.RANDOM_LABEL].metrics
+          == theirs[(report.RANDOM_LABEL, False)])
+  assert set(ours.metrics) == {"linear_probe/top1", "linear_probe/recall_at_5"}
