@@ -451,7 +451,7 @@ class LinearProbe(Evaluator):
     train = self._batched(data.train)
     test = self._batched(data.test)
     if self.cache_features:
-      train_x, train_y = _collect(train, extract)
+      train_x, train_y = _collect(train, extract, log, "training features")
       n = len(train_y)
       log(f"linear_probe: cached features of {n} training images, "
           f"{train_x.shape[1:]} each ({train_x.nbytes / 2**20:.1f} MiB)")
@@ -474,7 +474,7 @@ class LinearProbe(Evaluator):
     dims = self._train(backbone, train_steps, featurize, data.num_classes,
                        steps, log)
     if self.cache_features:
-      test_x, test_y = _collect(test, extract)
+      test_x, test_y = _collect(test, extract, log, "test features")
       scores = self._scores(backbone, test_x)
     else:
       outputs = [(self._scores(backbone, extract(x)), y.numpy())
@@ -579,12 +579,20 @@ class LinearProbe(Evaluator):
     return np.concatenate(scores)
 
 
-def _collect(dataset: tf.data.Dataset, extract) -> Tuple[np.ndarray,
-                                                         np.ndarray]:
+def _collect(dataset: tf.data.Dataset, extract, log=None,
+             what: str = "features") -> Tuple[np.ndarray, np.ndarray]:
+  # Extracting ImageNet's features takes hours: progress with an ETA when the
+  # number of batches is known.
+  total = int(dataset.cardinality())
+  progress = (Progress(f"linear_probe: {what}", total, log,
+                       every=max(1, total // 5))
+              if log is not None and total > 0 else None)
   xs, ys = [], []
-  for images, labels in dataset:
+  for i, (images, labels) in enumerate(dataset, start=1):
     xs.append(extract(images).numpy())
     ys.append(labels.numpy())
+    if progress:
+      progress.update(i)
   return np.concatenate(xs), np.concatenate(ys)
 
 
