@@ -98,6 +98,12 @@ def _check_images(images: tf.Tensor) -> tf.Tensor:
     return tf.identity(images)
 
 
+def _regularization_loss(variable) -> tf.types.experimental.PolymorphicFunction:
+  """A zero-argument function: ``variable``'s regularization penalty."""
+  regularizer = variable.regularizer
+  return tf.function(lambda: regularizer(variable), input_signature=[])
+
+
 class FeatureExtractor(tf.Module):
   """The serving module: uint8 images of any size -> trunk features; also a
   reusable (fine-tunable) SavedModel of the trunk.
@@ -152,8 +158,8 @@ class FeatureExtractor(tf.Module):
     # them into the fine-tuning loss). Today's trunk has none: weight decay,
     # where a config asks for it, is the optimizer's, so the list is empty.
     self.regularization_losses = [
-        tf.function(lambda v=v: v.regularizer(v), input_signature=[])
-        for v in trunk.weights if getattr(v, "regularizer", None)]
+        _regularization_loss(v) for v in trunk.weights
+        if getattr(v, "regularizer", None) is not None]
 
   def features(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
     """uint8 images [N, H, W, 3] -> ``pooled``, ``block3``, ``mixed_<task>``."""

@@ -22,6 +22,7 @@ from mtssl_tf.models.multitask import MultiTaskModel
 
 SIZE = 32
 EPOCHS = 6
+REG = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,19 @@ def exported(tmp_path_factory):
       trunk={"depth": 14, "width": 0.25},
       tasks={"colorization": {"crop_size": SIZE, "hidden_channels": 8}},
       name="mtssl")
+  # The trunk has no regularizers by default; one on the stem's kernel
+  # shows how they are exported (regularization_losses).
+  model.trunk.get_layer("conv1_conv").kernel.regularizer = (
+      keras.regularizers.L2(REG))
   paths = export.export_model(model, str(tmp_path_factory.mktemp("hub")),
                               "tiny", image_size=SIZE)
   return model, paths["saved_model"]
+
+
+def _l2(model, scale=1.0):
+  """NumPy reference of the stem kernel's L2 penalty."""
+  kernel = model.trunk.get_layer("conv1_conv").kernel.numpy()
+  return REG * np.sum((scale * kernel.astype(np.float64)) ** 2)
 
 
 def _toy_set(n=8):
@@ -76,7 +87,6 @@ def test_saved_model_has_the_reusable_interface(exported):
   # Only the batch-norm moving statistics are not trainable.
   frozen = [v for v in loaded.variables if not v.trainable]
   assert frozen and all(_is_moving(v) for v in frozen)
-  assert list(loaded.regularization_losses) == []  # the trunk has none
   images, _ = _toy_set(2)
   reference = _eager_pooled(model, images)
   for out in (loaded(images), loaded(images, training=False),
@@ -89,6 +99,16 @@ def test_saved_model_has_the_reusable_interface(exported):
                                                      tf.uint8)):
     with pytest.raises((TypeError, ValueError)):
       loaded.call_inference(bad)
+  # A zero-argument function of the restored variable, not a constant.
+  assert len(loaded.regularization_losses) == 1
+  penalty = loaded.regularization_losses[0]
+  np.testing.assert_allclose(penalty().numpy(), _l2(model), rtol=1e-5)
+  kernel = model.trunk.get_layer("conv1_conv").kernel.numpy()
+  restored = [v for v in loaded.trainable_variables
+              if np.array_equal(v.numpy(), kernel)]
+  assert len(restored) == 1
+  restored[0].assign(2 * kernel)
+  np.testing.assert_allclose(penalty().numpy(), _l2(model, 2.0), rtol=1e-5)
 
 
 def _fine_tune_checks(layer_trainable, layer_frozen, predict, fit,
@@ -114,7 +134,7 @@ def _fine_tune_checks(layer_trainable, layer_frozen, predict, fit,
 
 
 def test_tf_hub_keras_layer_fine_tunes(exported):
-  hub = pytest.importorskip("tensorflow_hub")  # pinned in requirements.txt
+  import tensorflow_hub as hub  # pinned in requirements.txt
   import tf_keras
   model, path = exported
   tf_keras.utils.set_random_seed(0)
@@ -125,6 +145,8 @@ def test_tf_hub_keras_layer_fine_tunes(exported):
   net.compile(tf_keras.optimizers.Adam(1e-3),
               tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   assert len(layer.trainable_weights) == len(model.trunk.trainable_variables)
+  # TF Hub adds the exported regularization losses to the layer's losses.
+  np.testing.assert_allclose(float(sum(layer.losses)), _l2(model), rtol=1e-5)
 
   def fit():
     return net.fit(images, labels, batch_size=4, epochs=EPOCHS,
