@@ -217,6 +217,15 @@ def test_register_url_and_path_then_from_preset(server, cache, tmp_path,
   assert (entry["kind"], entry["sha256"], entry["weights_url"]) == (
       "multitask", _sha(data), url)
   assert entry["params"] == model.count_params()
+  # Without --sha256 the hash of what was downloaded is recorded (and the
+  # user told to compare it with the publisher's).
+  capsys.readouterr()
+  assert zoo_main(["register", "tiny_tofu", f"--weights={url}",
+                   f"--weights_dir={zoo}"]) == 0
+  assert "compare it with the publisher's" in capsys.readouterr().out
+  assert json.load(open(os.path.join(zoo, "tiny_tofu.json")))["sha256"] == (
+      _sha(data))
+  os.remove(os.path.join(zoo, "tiny_tofu.json"))
   # A trunk-only .keras (what convert_slim writes), registered by path.
   keras.utils.set_random_seed(1)
   trunk = mtssl_tf.Trunk(depth=14, width=0.25)
@@ -232,8 +241,9 @@ def test_register_url_and_path_then_from_preset(server, cache, tmp_path,
   out = capsys.readouterr().out
   assert "tiny_mt" in out and "authors_trunk" in out
 
-  # register, given the hash, fetched the file once into the cache.
-  assert server.requests == ["/authors/tiny.keras"]
+  # register, given the hash, fetched the file into the cache; without
+  # the hash it fetched it into a temporary folder, removed afterwards.
+  assert server.requests == ["/authors/tiny.keras"] * 2
   assert _cached(cache) == [f"tiny_mt-{_sha(data)[:12]}.keras"]
   shutil.rmtree(cache)  # so that the first load has to fetch it
   images = tf.constant(np.random.default_rng(0).uniform(0, 255,
@@ -242,7 +252,7 @@ def test_register_url_and_path_then_from_preset(server, cache, tmp_path,
   loaded = mtssl_tf.MultiTaskModel.from_preset("tiny_mt", weights_dir=zoo)
   np.testing.assert_allclose(loaded.features(images).numpy(),
                              model.features(images).numpy(), atol=1e-5)
-  assert server.requests == ["/authors/tiny.keras"] * 2
+  assert server.requests == ["/authors/tiny.keras"] * 3
   server.stop()  # from now on only the cache can answer
   again = mtssl_tf.Trunk.from_preset("tiny_mt", weights_dir=zoo)
   _same_weights(again, model.trunk)
