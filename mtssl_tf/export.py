@@ -133,8 +133,7 @@ class FeatureExtractor(tf.Module):
     >>> out = module.serve(tf.zeros([2, 300, 400, 3], tf.uint8))
     >>> sorted(out)  # without a UnitMixer
     ['block3', 'pooled']
-    >>> module(tf.zeros([2, 64, 64, 3]), training=False).shape
-    TensorShape([2, 256])
+    >>> module(tf.zeros([2, 64, 64, 3]), training=False).shape  # [2, C]
   """
 
   # The reusable-SavedModel convention stores these three lists under these
@@ -155,8 +154,8 @@ class FeatureExtractor(tf.Module):
     self.variables = list(trunk.variables)
     self.trainable_variables = list(trunk.trainable_variables)
     # One zero-argument function per regularized trunk weight (TF Hub sums
-    # them into the fine-tuning loss). Today's trunk has none: weight decay,
-    # where a config asks for it, is the optimizer's, so the list is empty.
+    # them into the fine-tuning loss). The package's trunks are built
+    # without regularizers (no config sets one), so for them it is empty.
     self.regularization_losses = [
         _regularization_loss(v) for v in trunk.weights
         if getattr(v, "regularizer", None) is not None]
