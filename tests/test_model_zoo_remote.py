@@ -139,6 +139,8 @@ def test_load_by_url_is_checked_cached_and_reused_offline(server, cache):
   assert server.requests == ["/zoo/rp.weights.h5"]  # no second request
   with pytest.raises(ValueError, match="needs sha256="):
     model_zoo.load("rp", weights=url)
+  with pytest.raises(ValueError, match="sha256= applies to weights="):
+    model_zoo.load("rp", sha256=_sha(data))
 
 
 def test_registry_entry_with_weights_url(server, cache, tmp_path,
@@ -186,7 +188,8 @@ def test_cut_off_transfer_is_refused_and_not_cached(server, cache):
   data = _rp_bytes()
   url = server.add("/rp.weights.h5", data[:1000], length=len(data))
   with pytest.raises(model_zoo.WeightsDownloadError,
-                     match="truncated.*" + _sha(data)):
+                     match=f"truncated.*got only 1000 out of {len(data)} "
+                     f"bytes.*{_sha(data)}"):
     model_zoo.load("rp", weights=url, sha256=_sha(data))
   assert _cached(cache) == []
   with pytest.raises(model_zoo.WeightsDownloadError, match="404"):

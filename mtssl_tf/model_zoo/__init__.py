@@ -237,15 +237,17 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
       expected one (a ``ValueError`` naming the file and both hashes).
     WeightsDownloadError: a weights URL could not be fetched.
   """
+  if sha256 is not None and not isinstance(weights, (str, os.PathLike)):
+    raise ValueError("sha256= applies to weights=<URL or path> only; a "
+                     "preset's own weights are checked against its metadata")
   registered = registered_metadata(name, weights_dir)
   if registered is not None:
-    model = _load_registered(registered, weights, weights_dir)
     if registered["kind"] != "multitask":
       raise ValueError(
           f"registered preset {name!r} is a trunk without task heads; load "
           f"it with model_zoo.load_trunk({name!r}) or "
           f"mtssl_tf.Trunk.from_preset({name!r})")
-    return model
+    return _load_registered(registered, weights, weights_dir)
   preset = get_preset(name)
   if weights is False and not os.path.exists(metadata_path(name,
                                                            weights_dir)):

@@ -144,7 +144,9 @@ def fetch(url: str, sha256: str, *, stem: Optional[str] = None,
     cause = e.__cause__ or e.__context__ or e
     truncated = isinstance(cause, urllib.error.ContentTooShortError) or (
         "retrieval incomplete" in str(e))
-    what = ("the transfer was cut short (truncated)" if truncated
+    # get_file removed the partial file before re-raising, so its hash
+    # cannot be named; the message says how many bytes arrived.
+    what = (f"the transfer was cut short (truncated: {e})" if truncated
             else f"the download failed ({e})")
     raise WeightsDownloadError(
         f"could not fetch weights from {url}: {what}; expected sha256 "
