@@ -182,3 +182,21 @@ def test_keras3_tfsm_layer_fine_tunes(exported):
   _fine_tune_checks(layer.trainable_weights, layer.non_trainable_weights,
                     lambda x: layer(x, training=False).numpy(), fit, model,
                     images)
+
+
+def test_keras3_tfsm_layer_with_adam_fails_as_documented(exported):
+  """serving/README.md documents that Keras 3.15's TFSMLayer cannot be
+  trained with an optimizer that has slot variables; this fails once Keras
+  fixes it, so that the README is updated."""
+  _, path = exported
+  images, labels = _toy_set(4)
+  layer = keras.layers.TFSMLayer(path, call_endpoint="call_inference",
+                                 call_training_endpoint="call_training")
+  assert any(":" in w.name for w in layer.trainable_weights)
+  net = keras.Sequential([
+      keras.Input((SIZE, SIZE, 3)), layer, keras.layers.Dense(2)])
+  net.compile(keras.optimizers.Adam(1e-3),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              jit_compile=False)
+  with pytest.raises(ValueError, match="not a valid scope name"):
+    net.fit(images, labels, batch_size=4, epochs=1, verbose=0)
