@@ -78,7 +78,11 @@ class MtsslMotionConfig(tfds.core.BuilderConfig):
   max_frames: Any = None
 
 
-class MtsslMotion(tfds.core.GeneratorBasedBuilder):
+# Run as `python -m mtssl_tf.data.mtssl_motion`, this file is `__main__`:
+# its class is not registered (TFDS would then look for resources of a
+# package called `__main__`); the command imports the module by its name.
+class MtsslMotion(tfds.core.GeneratorBasedBuilder,
+                  skip_registration=__name__ == "__main__"):
   """Frames and motion masks computed from a folder of videos.
 
   Reference: Doersch & Zisserman, "Multi-task Self-Supervised Visual
@@ -230,4 +234,5 @@ __all__ = ["MtsslMotion", "MtsslMotionConfig", "SPLITS", "VIDEO_EXTENSIONS",
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from mtssl_tf.data import mtssl_motion as _registered  # pylint: disable=g-import-not-at-top
+  sys.exit(_registered.main())
