@@ -65,6 +65,7 @@ class DataConfig:
   data_dir: Optional[str] = None
   image_folder: Optional[str] = None
   motion_records: Optional[str] = None
+  motion_tfds_name: str = "mtssl_motion"
   deterministic: bool = False
   shuffle_buffer: int = 1000
   image_size_limit: Optional[int] = None
@@ -190,11 +191,12 @@ class TrainConfig:
       value = getattr(self, field)
       if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{field}={value!r} must be an integer >= 1")
-    if "motion_segmentation" in self.tasks and self.data.source != "offline" \
-        and not self.data.motion_records:
+    if "motion_segmentation" in self.tasks and self.data.source not in (
+        "offline", "tfds") and not self.data.motion_records:
       raise ConfigError(
           "task motion_segmentation needs --motion_records (TFRecords made by "
-          "`python -m mtssl_tf.make_motion_masks`) unless data=offline")
+          "`python -m mtssl_tf.make_motion_masks`) unless data=offline or "
+          "data=tfds (which reads the TFDS dataset --motion_tfds_name)")
 
   # -- derived values -------------------------------------------------------
   @property

@@ -95,6 +95,9 @@ def _define(before) -> None:
   flags.DEFINE_string("image_folder", None, "Folder of images (data=folder).")
   flags.DEFINE_string("motion_records", None,
                       "Glob of motion-mask TFRecords (make_motion_masks).")
+  flags.DEFINE_string("motion_tfds_name", dc.motion_tfds_name,
+                      "data=tfds without --motion_records: the prepared "
+                      "TFDS motion dataset motion segmentation reads.")
   flags.DEFINE_bool("deterministic", dc.deterministic,
                     "Deterministic input order and ops (repeatable runs).")
   flags.DEFINE_integer("shuffle_buffer", dc.shuffle_buffer,
@@ -143,6 +146,7 @@ def _mode_options(f):
       ("offline_packages", f.data == "offline", f"--data={f.data}"),
       ("tfds_name", f.data == "tfds", f"--data={f.data}"),
       ("data_dir", f.data == "tfds", f"--data={f.data}"),
+      ("motion_tfds_name", f.data == "tfds", f"--data={f.data}"),
       ("image_folder", f.data == "folder", f"--data={f.data}"),
       ("task_weights", f.schedule == "weighted",
        f"--schedule={f.schedule}"),
@@ -227,6 +231,7 @@ def config_from_flags(f=FLAGS, warn=None) -> config_lib.TrainConfig:
           source=f.data, tfds_name=value("tfds_name"),
           data_dir=value("data_dir"), image_folder=value("image_folder"),
           motion_records=f.motion_records,
+          motion_tfds_name=value("motion_tfds_name"),
           deterministic=f.deterministic, shuffle_buffer=f.shuffle_buffer,
           image_size_limit=f.image_size_limit,
           offline_packages=tuple(value("offline_packages"))),

@@ -261,9 +261,11 @@ def offline_motion_records(cache_dir: str, packages=None, log=print) -> str:
 def training_datasets(config, tasks, log=print) -> TrainingData:
   """One dataset of global batches per task, from ``config.data``.
 
-  Motion segmentation reads ``config.data.motion_records``; with
-  ``data=offline`` and no records given, masks are made from the offline
-  sample videos into ``<run_dir>/motion_masks`` (once).
+  Motion segmentation reads ``config.data.motion_records``; without them,
+  ``data=tfds`` reads the prepared TFDS dataset
+  ``config.data.motion_tfds_name`` (:mod:`mtssl_tf.data.mtssl_motion`) and
+  ``data=offline`` makes masks from the offline sample videos into
+  ``<run_dir>/motion_masks`` (once).
   """
   import os
 
@@ -274,7 +276,13 @@ def training_datasets(config, tasks, log=print) -> TrainingData:
   datasets, sources = {}, {}
   for name in config.tasks:
     task = tasks[name]
-    if name == MOTION_TASK:
+    if name == MOTION_TASK and not data.motion_records \
+        and data.source == "tfds":
+      source = make_source("tfds_motion", name=data.motion_tfds_name,
+                           data_dir=data.data_dir, split="train",
+                           shuffle=True, seed=config.seed,
+                           image_size_limit=data.image_size_limit)
+    elif name == MOTION_TASK:
       records = data.motion_records or offline_motion_records(
           os.path.join(config.run_dir, "motion_masks"), packages, log)
       source = make_source("motion", path=records, shuffle=True,

@@ -6,7 +6,7 @@ the same shape, a :class:`Source` whose ``dataset`` yields one pass over the
 examples as dicts::
 
     {"image": uint8 [H, W, 3], "id": int64 []}
-    # kind "motion" adds "mask": uint8 [H, W]
+    # kinds "motion" and "tfds_motion" add "mask": uint8 [H, W]
 
 ``id`` is a stable per-example integer, unique within the source; the
 exemplar task uses it as the pseudo-class label.
@@ -21,6 +21,9 @@ Kinds:
   * ``"motion"``: the TFRecords of :mod:`mtssl_tf.motion` (``path`` is a
     glob, a list of globs or a folder of ``*.tfrecord`` files).
   * ``"offline"``: the built-in sample set of :mod:`mtssl_tf.data.offline`.
+  * ``"tfds_motion"``: frames and masks of a prepared TFDS motion dataset
+    (``name``, default builder :mod:`mtssl_tf.data.mtssl_motion`), with
+    ``"mask"`` like ``"motion"``.
 
 Bad input never stops a run: images that fail to decode (corrupt, empty,
 truncated, unreadable) and images whose shorter side is below ``min_size``
@@ -39,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
 
-KINDS = ("tfds", "folder", "motion", "offline")
+KINDS = ("tfds", "folder", "motion", "offline", "tfds_motion")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 # Status of one example on its way through the pipeline.
@@ -453,15 +456,14 @@ def _image_feature_key(builder, image_key: Optional[str]) -> str:
   return images[0]
 
 
-def _tfds_source(name, data_dir, split, counter, *, image_key=None,
-                 min_size: int = 1, image_size_limit: Optional[int] = None,
-                 shuffle: bool = False, seed: int = 0,
-                 num_parallel_calls: int = tf.data.AUTOTUNE,
-                 deterministic: Optional[bool] = None) -> Source:
+def _open_tfds(name, data_dir, split, shuffle, seed, decoders_for):
+  """``(builder, raw dataset, where)`` of a prepared TFDS dataset; clear
+  errors for an unknown or unprepared one. ``decoders_for(builder)`` gives
+  the features to leave encoded (decoded later, where a corrupt record is
+  a counted skip instead of an error that ends the run)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  if not name:
-    raise ValueError("kind 'tfds' needs name=<TFDS dataset>, e.g. "
-                     "'imagenet2012'")
+  # The package's own builders register on import.
+  from mtssl_tf.data import mtssl_motion  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -469,23 +471,47 @@ def _tfds_source(name, data_dir, split, counter, *, image_key=None,
     first_line = str(e).strip().splitlines()[0]
     raise ValueError(f"unknown TFDS dataset {name!r} ({first_line}); see "
                      "`tfds.list_builders()`") from None
-  key = _image_feature_key(builder, image_key)
+  decoders = decoders_for(builder)
   read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=seed,
                                 try_autocache=False)
   where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
   try:
     raw = builder.as_dataset(
         split=split, shuffle_files=shuffle, read_config=read_config,
-        # Decoding here rather than in TFDS: a corrupt record then becomes a
-        # counted skip instead of an error that ends the run.
-        decoders={key: tfds.decode.SkipDecoding()})
+        decoders={k: tfds.decode.SkipDecoding() for k in decoders})
   except AssertionError as e:  # TFDS's "could not find data" check.
+    how = f"`tfds build {name} --data_dir=<dir>`"
+    if name == "imagenet2012":
+      how += (" (imagenet2012 needs the ImageNet tar files in "
+              "<dir>/downloads/manual/ first)")
+    elif name == "mtssl_motion":
+      how = ("`python -m mtssl_tf.data.mtssl_motion "
+             "--manual_dir=<folder of videos> --data_dir=<dir>`")
     raise FileNotFoundError(
         f"TFDS dataset {name!r} is not prepared in {where}. Prepare it once "
-        f"with `tfds build {name} --data_dir=<dir>` (imagenet2012 needs the "
-        "ImageNet tar files in <dir>/downloads/manual/ first), then pass "
-        f"data_dir=<dir>. Nothing is downloaded at training time. ({e})"
+        f"with {how}, then pass data_dir=<dir>. Nothing is downloaded at "
+        f"training time. ({e})"
     ) from None
+  return builder, raw, where
+
+
+def _tfds_source(name, data_dir, split, counter, *, image_key=None,
+                 min_size: int = 1, image_size_limit: Optional[int] = None,
+                 shuffle: bool = False, seed: int = 0,
+                 num_parallel_calls: int = tf.data.AUTOTUNE,
+                 deterministic: Optional[bool] = None) -> Source:
+  if not name:
+    raise ValueError("kind 'tfds' needs name=<TFDS dataset>, e.g. "
+                     "'imagenet2012'")
+  keys = []
+
+  def decoders_for(builder):
+    keys.append(_image_feature_key(builder, image_key))
+    return keys
+
+  _, raw, where = _open_tfds(name, data_dir, split, shuffle, seed,
+                             decoders_for)
+  key = keys[0]
 
   def load(example):
     return {"image": decode_image(example[key]),
@@ -494,6 +520,48 @@ def _tfds_source(name, data_dir, split, counter, *, image_key=None,
   decoded = try_map(raw, load, num_parallel_calls, deterministic)
   return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
                 "tfds", f"TFDS {name}[{split}] from {where}", None)
+
+
+MOTION_TFDS_FEATURES = ("frame", "mask", "video_id", "frame_index")
+
+
+def _tfds_motion_source(name, data_dir, split, counter, *,
+                        min_size: int = 1,
+                        image_size_limit: Optional[int] = None,
+                        shuffle: bool = False, seed: int = 0,
+                        num_parallel_calls: int = tf.data.AUTOTUNE,
+                        deterministic: Optional[bool] = None) -> Source:
+  name = name or "mtssl_motion"
+
+  def decoders_for(builder):
+    missing = [k for k in MOTION_TFDS_FEATURES
+               if k not in builder.info.features]
+    if missing:
+      raise ValueError(
+          f"TFDS dataset {name!r} is not a motion dataset: it lacks "
+          f"{', '.join(missing)} (features: "
+          f"{', '.join(builder.info.features.keys())})")
+    return ["frame", "mask"]
+
+  _, raw, where = _open_tfds(name, data_dir, split, shuffle, seed,
+                             decoders_for)
+
+  def load(example):
+    image = decode_image(example["frame"])
+    mask = tf.io.decode_png(example["mask"], channels=1)[..., 0]
+    check = tf.debugging.assert_equal(
+        tf.shape(image)[:2], tf.shape(mask),
+        message="motion example: mask and frame differ in size")
+    with tf.control_dependencies([check]):
+      image = tf.identity(image)
+    # The same id as the TFRecord path's: (video, frame index).
+    key = tf.strings.join([example["video_id"], "#",
+                           tf.strings.as_string(example["frame_index"])])
+    return {"image": image, "mask": mask, "id": _hash_id(key)}
+
+  decoded = try_map(raw, load, num_parallel_calls, deterministic)
+  return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
+                "tfds_motion", f"TFDS {name}[{split}] from {where}", None)
 
 
 def make_source(kind: str, *, data_dir: Optional[str] = None,
@@ -515,12 +583,14 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
     >>> print(source.counter.summary())  # skipped 1 corrupt images (of 9 read)
 
   Args:
-    kind: ``"tfds"``, ``"folder"``, ``"motion"`` or ``"offline"``.
-    data_dir: TFDS data folder (kind ``"tfds"``).
+    kind: ``"tfds"``, ``"folder"``, ``"motion"``, ``"offline"`` or
+      ``"tfds_motion"``.
+    data_dir: TFDS data folder (kinds ``"tfds"``, ``"tfds_motion"``).
     path: image folder (``"folder"``); TFRecord glob, list of globs or folder
       (``"motion"``).
     split: TFDS split (``"train"``, ``"validation"``, ``"train[:1%]"``...).
-    name: TFDS dataset name, e.g. ``"imagenet2012"``.
+    name: TFDS dataset name, e.g. ``"imagenet2012"`` (``"tfds_motion"``:
+      default ``"mtssl_motion"``).
     image_size_limit: downscale images (and masks, nearest) whose shorter
       side exceeds this many pixels, keeping the aspect ratio; bounds the
       memory of shuffle buffers. ``None`` keeps the stored size.
@@ -571,6 +641,8 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
     return _folder_source(path, counter, **common)
   if kind == "motion":
     return _motion_source(path, counter, **common)
+  if kind == "tfds_motion":
+    return _tfds_motion_source(name, data_dir, split, counter, **common)
   return _offline_source(counter, repeats=repeats, packages=packages, **common)
 
 

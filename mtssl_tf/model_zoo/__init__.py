@@ -17,21 +17,35 @@ parameter count, the weights file's sha256, the measured evaluations).
 :func:`load` refuses a weights file whose sha256 differs from its metadata.
 The committed weights are demo weights made by
 ``python -m mtssl_tf.model_zoo build NAME``; see ``model_zoo/README.md``.
+
+Weights may also live elsewhere, fetched by URL with
+``keras.utils.get_file``, sha256-checked and cached
+(:mod:`mtssl_tf.model_zoo.download`): ``load(name, weights=URL,
+sha256=HEX)``, a registry entry's ``weights_url`` / ``weights_sha256``, or
+a *registered* preset: ``python -m mtssl_tf.model_zoo register NAME
+--weights=URL_OR_PATH`` records a ``.keras`` file (for example the
+authors' checkpoint converted by ``python -m mtssl_tf.convert_slim``) with
+its sha256 as ``<name>.json`` beside the built presets' metadata.
 """
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import (Any, Callable, Dict, List, Mapping, Optional,
+                    Sequence)
 
+from mtssl_tf.model_zoo.download import (WeightsDownloadError,
+                                         WeightsIntegrityError, cache_dir,
+                                         check_sha256, fetch, is_url,
+                                         sha256_file)
 from mtssl_tf.model_zoo.presets import (PRESETS, SCALES, Preset, get_preset,
                                         list_presets, parse_train_flags,
                                         preset_config, repo_root)
@@ -49,25 +63,12 @@ _REQUIRED_KEYS = ("tasks", "harmonize", "lasso", "sha256", "model",
                   "params", "evaluations")
 
 
-class WeightsIntegrityError(ValueError):
-  """A weights file's sha256 differs from the one in its metadata."""
-
-
 def _build_hint(name: str) -> str:
   return f"build them with `python -m mtssl_tf.model_zoo build {name}`"
 
 
 def _dir(weights_dir: Optional[str]) -> str:
   return WEIGHTS_DIR if weights_dir is None else weights_dir
-
-
-def sha256_file(path: str) -> str:
-  """Hex sha256 of a file's bytes."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def weights_path(name: str, weights_dir: Optional[str] = None) -> str:
@@ -155,15 +156,72 @@ def build_preset_model(name: str, tiny: bool = True,
   return _make_model(config.model_kwargs())
 
 
-def load(name: str, *, weights: bool = True,
-         weights_dir: Optional[str] = None):
-  """The preset's model, with its committed weights checked and loaded.
+def _checked_local(path: str, expected: str, name: str,
+                   metadata: str) -> str:
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"model-zoo preset {name!r}: weights file {path} does not exist")
+  actual = sha256_file(path)
+  if actual != expected:
+    raise WeightsIntegrityError(
+        f"refusing to load {path}: its sha256 is {actual} but {metadata} "
+        f"expects {expected}; the file is corrupt or was replaced")
+  return path
+
+
+def _weights_file(name: str, meta: Mapping[str, Any], weights,
+                  sha256: Optional[str], weights_dir: Optional[str]) -> str:
+  """The local, sha256-checked weights file of a built-in preset."""
+  preset = get_preset(name)
+  if isinstance(weights, (str, os.PathLike)):
+    weights = os.fspath(weights)
+    if is_url(weights):
+      if sha256 is None:
+        raise ValueError(f"load({name!r}, weights={weights!r}) needs "
+                         "sha256=<hex digest of the file>: downloaded "
+                         "weights are always checked")
+      return fetch(weights, sha256, stem=name)
+    if sha256 is None:
+      if not os.path.exists(weights):
+        raise FileNotFoundError(f"weights file {weights} does not exist")
+      return weights  # the caller's own file: checked only when asked
+    return _checked_local(weights, check_sha256(sha256, weights), name,
+                          "sha256=")
+  path = os.path.join(_dir(weights_dir), preset.weights_filename)
+  if os.path.exists(path):
+    try:
+      return _checked_local(path, meta["sha256"], name,
+                            f"the metadata {metadata_path(name, weights_dir)}")
+    except WeightsIntegrityError as e:
+      raise WeightsIntegrityError(f"{e}; {_build_hint(name)}") from None
+  if preset.weights_url:
+    if preset.weights_sha256 != meta["sha256"]:
+      raise WeightsIntegrityError(
+          f"model-zoo preset {name!r}: the registry's weights_sha256 "
+          f"{preset.weights_sha256} differs from the metadata's "
+          f"{meta['sha256']} ({metadata_path(name, weights_dir)}): they "
+          "describe different weights files")
+    return fetch(preset.weights_url, preset.weights_sha256, stem=name)
+  raise FileNotFoundError(
+      f"model-zoo preset {name!r}: weights file {path} does not exist; "
+      f"{_build_hint(name)}")
+
+
+def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
+         sha256: Optional[str] = None):
+  """The preset's model, with its weights checked and loaded.
 
   Args:
-    name: a preset name (:func:`list_presets`).
-    weights: ``False`` builds the architecture only (fresh weights).
+    name: a preset name (:func:`list_presets`) or a registered preset
+      (:func:`list_registered`).
+    weights: ``True``: the preset's weights (the package's file, else its
+      registry ``weights_url``, fetched and cached); ``False``: the
+      architecture only (fresh weights); a URL or a path: a
+      ``.weights.h5`` file of the preset's architecture (a URL needs
+      ``sha256``).
     weights_dir: folder of ``<name>.weights.h5`` and ``<name>.json``
       (default: the package's ``weights/``).
+    sha256: expected sha256 of ``weights`` when it is a URL or a path.
 
   Returns:
     A :class:`~mtssl_tf.models.multitask.MultiTaskModel`; ``.save(x.keras)``
@@ -171,32 +229,258 @@ def load(name: str, *, weights: bool = True,
     ``import mtssl_tf``.
 
   Raises:
-    ValueError: unknown name (the message lists the known ones).
+    ValueError: unknown name (the message lists the known ones); a
+      trunk-only registered preset (use :func:`load_trunk`).
     FileNotFoundError: the preset is not built (the message gives the build
       command).
     WeightsIntegrityError: the weights file's sha256 differs from the
-      metadata (a ``ValueError`` naming the file and both hashes).
+      expected one (a ``ValueError`` naming the file and both hashes).
+    WeightsDownloadError: a weights URL could not be fetched.
   """
+  if sha256 is not None and not isinstance(weights, (str, os.PathLike)):
+    raise ValueError("sha256= applies to weights=<URL or path> only; a "
+                     "preset's own weights are checked against its metadata")
+  registered = registered_metadata(name, weights_dir)
+  if registered is not None:
+    if registered["kind"] != "multitask":
+      raise ValueError(
+          f"registered preset {name!r} is a trunk without task heads; load "
+          f"it with model_zoo.load_trunk({name!r}) or "
+          f"mtssl_tf.Trunk.from_preset({name!r})")
+    return _load_registered(registered, weights, weights_dir)
   preset = get_preset(name)
-  if not weights and not os.path.exists(metadata_path(name, weights_dir)):
+  if weights is False and not os.path.exists(metadata_path(name,
+                                                           weights_dir)):
     return build_preset_model(name, tiny=False)
   meta = load_metadata(name, weights_dir)
   model = _make_model(_model_kwargs(meta))
-  if not weights:
+  if weights is False:
     return model
-  path = os.path.join(_dir(weights_dir), preset.weights_filename)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"model-zoo preset {name!r}: weights file {path} does not exist; "
-        f"{_build_hint(name)}")
-  actual = sha256_file(path)
-  if actual != meta["sha256"]:
-    raise WeightsIntegrityError(
-        f"refusing to load {path}: its sha256 is {actual} but the metadata "
-        f"{metadata_path(name, weights_dir)} expects {meta['sha256']}; the "
-        f"file is corrupt or was replaced; {_build_hint(name)}")
-  model.load_weights(path)
+  if weights is not True and not isinstance(weights, (str, os.PathLike)):
+    raise ValueError(f"weights={weights!r} must be True, False, a URL or "
+                     "a path")
+  model.load_weights(_weights_file(preset.name, meta, weights, sha256,
+                                   weights_dir))
   return model
+
+
+def load_trunk(name: str, *, weights=True, weights_dir: Optional[str] = None,
+               sha256: Optional[str] = None):
+  """The preset's trunk (:class:`~mtssl_tf.models.Trunk`), weights checked
+  as by :func:`load`; a registered trunk-only preset (a converted authors'
+  checkpoint) is returned as it is."""
+  registered = registered_metadata(name, weights_dir)
+  if registered is not None:
+    model = _load_registered(registered, weights, weights_dir)
+    return model if registered["kind"] == "trunk" else model.trunk
+  return load(name, weights=weights, weights_dir=weights_dir,
+              sha256=sha256).trunk
+
+
+# -- registered presets ---------------------------------------------------------
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_KINDS = ("multitask", "trunk")
+
+
+def registered_metadata(name: str, weights_dir: Optional[str] = None
+                        ) -> Optional[Dict[str, Any]]:
+  """The entry of registered preset ``name`` (``None`` for a built-in or
+  unknown name)."""
+  if name in PRESETS or not isinstance(name, str) or not _NAME.match(name):
+    return None
+  path = os.path.join(_dir(weights_dir), f"{name}.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    try:
+      meta = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not valid JSON ({e})") from None
+  if not meta.get("registered"):
+    return None
+  missing = [k for k in ("kind", "sha256", "model_config") if k not in meta]
+  if missing or meta["kind"] not in _KINDS:
+    raise ValueError(f"{path}: a registered preset needs kind (one of "
+                     f"{_KINDS}), sha256 and model_config; lacks "
+                     f"{', '.join(missing) or 'a valid kind'}")
+  if not (meta.get("weights_file") or meta.get("weights_url")):
+    raise ValueError(f"{path}: a registered preset needs weights_file or "
+                     "weights_url")
+  return meta
+
+
+def list_registered(weights_dir: Optional[str] = None) -> List[str]:
+  """Names of the presets registered in ``weights_dir`` (sorted)."""
+  folder = _dir(weights_dir)
+  if not os.path.isdir(folder):
+    return []
+  names = [f[:-len(".json")] for f in os.listdir(folder)
+           if f.endswith(".json")]
+  return sorted(n for n in names if registered_metadata(n, weights_dir))
+
+
+def _load_registered(meta: Mapping[str, Any], weights,
+                     weights_dir: Optional[str]):
+  import keras  # pylint: disable=g-import-not-at-top
+
+  import mtssl_tf  # noqa: F401  (registers the classes load_model needs)
+  name = meta["name"]
+  if weights is False:
+    return keras.saving.deserialize_keras_object(meta["model_config"])
+  if weights is not True:
+    raise ValueError(f"registered preset {name!r} carries its own weights "
+                     "file; weights= may only be True or False")
+  where = os.path.join(_dir(weights_dir), f"{name}.json")
+  local = meta.get("weights_file") and os.path.join(_dir(weights_dir),
+                                                    meta["weights_file"])
+  if local and os.path.exists(local):
+    path = _checked_local(local, meta["sha256"], name, where)
+  elif meta.get("weights_url"):
+    path = fetch(meta["weights_url"], meta["sha256"], stem=name)
+  else:
+    raise FileNotFoundError(f"registered preset {name!r}: weights file "
+                            f"{local} does not exist (see {where})")
+  return keras.models.load_model(path)
+
+
+def register(name: str, weights: str, *, sha256: Optional[str] = None,
+             weights_dir: Optional[str] = None, description: str = "",
+             overwrite: bool = False,
+             log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Registers a ``.keras`` file as preset ``name``, with its sha256.
+
+  The file is a whole :class:`~mtssl_tf.models.multitask.MultiTaskModel`
+  (``python -m mtssl_tf.model_zoo export``, ``mtssl_tf.export``) or a
+  :class:`~mtssl_tf.models.Trunk` (``python -m mtssl_tf.convert_slim``
+  writes the authors' checkpoint as one). A URL stays a URL (fetched and
+  cached by :func:`load`); a local file is copied into ``weights_dir``
+  as ``<name>.keras`` (package data, offline).
+
+  Args:
+    name: new preset name (lowercase letters, digits, ``_``; not a
+      built-in preset).
+    weights: URL or path of the ``.keras`` file.
+    sha256: its expected sha256; required to trust a URL's content beyond
+      this one download (without it the hash of what was downloaded now is
+      recorded, and printed).
+    weights_dir: where ``<name>.json`` goes (default: the package's
+      ``weights/``).
+    description: one line for listings.
+    overwrite: replace an existing registration of ``name``.
+    log: receives progress lines.
+
+  Returns:
+    The entry written to ``<weights_dir>/<name>.json``.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+
+  import mtssl_tf  # noqa: F401
+  from mtssl_tf.models.multitask import MultiTaskModel
+  from mtssl_tf.models.trunk import Trunk
+  if not isinstance(name, str) or not _NAME.match(name):
+    raise ValueError(f"preset name {name!r} must be lowercase letters, "
+                     "digits and '_'")
+  if name in PRESETS:
+    raise ValueError(f"{name!r} is a built-in preset; choose another name "
+                     f"(built-in: {', '.join(PRESETS)})")
+  folder = _dir(weights_dir)
+  entry_path = os.path.join(folder, f"{name}.json")
+  if os.path.exists(entry_path) and not overwrite:
+    raise ValueError(f"{entry_path} exists: preset {name!r} is already "
+                     "registered (pass overwrite=True / --overwrite)")
+  weights = os.fspath(weights)
+  remote = is_url(weights)
+  source_name = os.path.basename(
+      weights.split("?")[0] if remote else weights)
+  if not source_name.endswith(".keras"):
+    raise ValueError(
+        f"register needs a .keras file (architecture and weights), got "
+        f"{weights!r}; `python -m mtssl_tf.convert_slim` writes the authors' "
+        "checkpoint as one. For a .weights.h5 of a built-in preset use "
+        "model_zoo.load(name, weights=URL, sha256=...)")
+  expected = None if sha256 is None else check_sha256(sha256, weights)
+  tmp_dir = tempfile.mkdtemp(prefix=".tmp_register_")
+  try:
+    if remote and expected is not None:
+      path = fetch(weights, expected, stem=name)
+    elif remote:
+      import keras.utils  # pylint: disable=g-import-not-at-top
+      try:
+        path = keras.utils.get_file(f"{name}.keras", origin=weights,
+                                    cache_dir=tmp_dir, cache_subdir="")
+      except Exception as e:  # get_file raises bare Exception
+        raise WeightsDownloadError(
+            f"could not fetch {weights}: {e}") from None
+    else:
+      if not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file {weights} does not exist")
+      path = weights
+    digest = sha256_file(path)
+    if expected is not None and digest != expected:
+      raise WeightsIntegrityError(
+          f"refusing to register {weights}: its sha256 is {digest} but "
+          f"{expected} was given")
+    model = keras.models.load_model(path)
+    if isinstance(model, MultiTaskModel):
+      kind = "multitask"
+      tasks = list(model.task_names)
+      harmonize = (model.task_objects["relative_position"].color_mode ==
+                   "harmonize") if "relative_position" in tasks else False
+      lasso = model.mixer is not None
+    elif isinstance(model, Trunk):
+      kind, tasks, harmonize, lasso = "trunk", [], False, False
+    else:
+      raise ValueError(
+          f"{weights} holds a {type(model).__name__}, not an "
+          "mtssl_tf MultiTaskModel or Trunk")
+    trunk = model if kind == "trunk" else model.trunk
+    meta = {
+        "metadata_version": METADATA_VERSION,
+        "registered": True,
+        "name": name,
+        "kind": kind,
+        "display_name": name,
+        "description": description,
+        "tasks": tasks,
+        "harmonize": harmonize,
+        "lasso": lasso,
+        "sha256": digest,
+        "weights_bytes": os.path.getsize(path),
+        "params": int(model.count_params()),
+        "trunk": dict(trunk.config.to_dict()),
+        "model_config": keras.saving.serialize_keras_object(model),
+        "source": weights,
+        "evaluations": {},
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"),
+    }
+    meta = json.loads(json.dumps(meta))
+    os.makedirs(folder, exist_ok=True)
+    if remote:
+      meta["weights_url"] = weights
+    else:
+      meta["weights_file"] = f"{name}.keras"
+      target = os.path.join(folder, meta["weights_file"])
+      if os.path.realpath(target) != os.path.realpath(path):
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".keras",
+                                   dir=folder)
+        os.close(fd)
+        try:
+          shutil.copyfile(path, tmp)
+          os.chmod(tmp, 0o644)
+          os.replace(tmp, target)
+        finally:
+          if os.path.exists(tmp):
+            os.remove(tmp)
+    _write_json(entry_path, meta)
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+  log(f"registered {name!r} ({kind}, {meta['params']:,} parameters, "
+      f"sha256 {digest}) in {entry_path}")
+  if remote and expected is None:
+    log("note: no --sha256 was given, so the hash above is that of the "
+        "file downloaded now; compare it with the publisher's")
+  return meta
 
 
 def update_evaluations(name: str, metrics: Mapping[str, Any], *,
@@ -475,8 +759,10 @@ def export_keras(name: str, output: str, *,
 
 
 __all__ = ["COMMITTED", "PRESETS", "Preset", "SCALES", "WEIGHTS_DIR",
-           "WeightsIntegrityError", "build_command", "build_preset",
-           "build_preset_model", "export_keras", "get_preset", "is_built",
-           "list_presets", "load", "load_metadata", "metadata_path",
-           "parse_train_flags", "preset_config", "sha256_file",
-           "update_evaluations", "weights_path"]
+           "WeightsDownloadError", "WeightsIntegrityError", "build_command",
+           "build_preset", "build_preset_model", "cache_dir", "export_keras",
+           "fetch", "get_preset", "is_built", "list_presets",
+           "list_registered", "load", "load_metadata", "load_trunk",
+           "metadata_path", "parse_train_flags", "preset_config", "register",
+           "registered_metadata", "sha256_file", "update_evaluations",
+           "weights_path"]

@@ -4,6 +4,8 @@
     python -m mtssl_tf.model_zoo show rp_col
     python -m mtssl_tf.model_zoo build rp rp_col [--steps=N] [--all]
     python -m mtssl_tf.model_zoo export rp_col --output=rp_col.keras
+    python -m mtssl_tf.model_zoo register authors_4task \
+        --weights=https://host/authors_4task.keras --sha256=<hex>
 
 ``build`` trains each preset at demo scale on the offline sample set (one
 ``python -m mtssl_tf.train`` run per preset, from the repository root) and
@@ -26,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m mtssl_tf.model_zoo",
       description="Model-zoo presets of Doersch & Zisserman (ICCV 2017): "
-                  "list, show, build (train demo weights), export.")
+                  "list, show, build (train demo weights), export, "
+                  "register (weights by URL or path).")
   sub = parser.add_subparsers(dest="command", required=True)
 
   p = sub.add_parser("list", help="table of the presets")
@@ -60,6 +63,24 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("name")
   p.add_argument("--output", required=True, help="path ending in .keras")
   p.add_argument("--weights_dir", default=None)
+
+  p = sub.add_parser(
+      "register", help="add a .keras file (URL or path) as a preset with "
+                       "its sha256, e.g. the authors' checkpoint converted "
+                       "by `python -m mtssl_tf.convert_slim`")
+  p.add_argument("name", help="new preset name (lowercase, digits, _)")
+  p.add_argument("--weights", required=True, metavar="URL_OR_PATH",
+                 help="the .keras file; a URL is fetched by load() and "
+                      "cached, a path is copied into --weights_dir")
+  p.add_argument("--sha256", default=None,
+                 help="expected sha256 of the file (checked now and at "
+                      "every load)")
+  p.add_argument("--description", default="")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace an existing registration")
+  p.add_argument("--weights_dir", default=None,
+                 help="where <name>.json goes (default: the package's "
+                      "weights/)")
   return parser
 
 
@@ -80,6 +101,15 @@ def _list(weights_dir: Optional[str]) -> int:
                  "yes" if preset.lasso else "no",
                  "yes" if preset.harmonize else "no",
                  "yes" if built else "no", sha, params, size))
+  for name in model_zoo.list_registered(weights_dir):
+    meta = model_zoo.registered_metadata(name, weights_dir)
+    abbreviations = ",".join(ABBREVIATIONS[t] for t in meta["tasks"])
+    rows.append((name, f"registered {meta['kind']}", abbreviations or "-",
+                 "yes" if meta["lasso"] else "no",
+                 "yes" if meta["harmonize"] else "no",
+                 "url" if meta.get("weights_url") else "yes",
+                 meta["sha256"][:12], f"{meta['params']:,}",
+                 f"{meta['weights_bytes'] / 1e6:.2f}"))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   for row in rows:
     print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -87,6 +117,11 @@ def _list(weights_dir: Optional[str]) -> int:
 
 
 def _show(name: str, weights_dir: Optional[str]) -> int:
+  registered = model_zoo.registered_metadata(name, weights_dir)
+  if registered is not None:
+    print(json.dumps({k: v for k, v in registered.items()
+                      if k != "model_config"}, indent=2))
+    return 0
   preset = model_zoo.get_preset(name)
   print(f"{preset.name}: {preset.display_name} ({preset.description})")
   print("demo build:  " + model_zoo.build_command(name))
@@ -141,11 +176,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return _show(args.name, args.weights_dir)
     if args.command == "build":
       return _build(args)
+    if args.command == "register":
+      model_zoo.register(args.name, args.weights, sha256=args.sha256,
+                         weights_dir=args.weights_dir,
+                         description=args.description,
+                         overwrite=args.overwrite)
+      return 0
     path = model_zoo.export_keras(args.name, args.output,
                                   weights_dir=args.weights_dir)
     print(f"wrote {path}")
     return 0
-  except (ValueError, FileNotFoundError, ConfigError, RuntimeError) as e:
+  except (ValueError, FileNotFoundError, ConfigError, RuntimeError,
+          model_zoo.WeightsDownloadError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
 

@@ -89,6 +89,11 @@ class Preset:
     paper_results: the paper's numbers for this row (ImageNet Recall@5,
       VOC07 mAP, NYU % pixels below 1.25), keyed by table.
     description: one line for listings.
+    weights_url: where the weights file lives when it is not shipped in
+      the package (``http(s)://``, ``file://``): ``load`` fetches it with
+      ``keras.utils.get_file`` into the cache
+      (:mod:`mtssl_tf.model_zoo.download`). ``None``: package data only.
+    weights_sha256: the sha256 of that file (required with ``weights_url``).
 
   Example:
     >>> preset = get_preset("rp_col")
@@ -104,6 +109,17 @@ class Preset:
   paper_results: Mapping[str, Mapping[str, float]] = dataclasses.field(
       default_factory=dict)
   description: str = ""
+  weights_url: Optional[str] = None
+  weights_sha256: Optional[str] = None
+
+  def __post_init__(self):
+    if self.weights_url is not None:
+      from mtssl_tf.model_zoo.download import check_sha256
+      object.__setattr__(self, "weights_sha256", check_sha256(
+          self.weights_sha256, f"preset {self.name!r} weights_url"))
+    elif self.weights_sha256 is not None:
+      raise ValueError(f"preset {self.name!r}: weights_sha256 without "
+                       "weights_url")
 
   @property
   def weights_filename(self) -> str:

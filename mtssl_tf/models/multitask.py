@@ -117,3 +117,18 @@ class MultiTaskModel(keras.Model):
   @classmethod
   def from_config(cls, config, custom_objects=None):
     return cls(**constructor_kwargs(config))
+
+  @classmethod
+  def from_preset(cls, name: str, **kwargs) -> "MultiTaskModel":
+    """A model-zoo preset with its weights, sha256-checked (keras-hub's
+    ``from_preset`` convention).
+
+    The same as :func:`mtssl_tf.model_zoo.load`, with the same checks and
+    keyword arguments (``weights``, ``weights_dir``, ``sha256``).
+
+    Example:
+      >>> model = MultiTaskModel.from_preset("rp_col")
+      >>> model.features(images, task="colorization")
+    """
+    from mtssl_tf import model_zoo  # pylint: disable=g-import-not-at-top
+    return model_zoo.load(name, **kwargs)

@@ -291,6 +291,23 @@ class Trunk(keras.Model):
   def from_config(cls, config, custom_objects=None):
     return cls(**constructor_kwargs(config))
 
+  @classmethod
+  def from_preset(cls, name: str, **kwargs) -> "Trunk":
+    """A model-zoo preset's trunk, weights sha256-checked (keras-hub's
+    ``from_preset`` convention).
+
+    The same as :func:`mtssl_tf.model_zoo.load_trunk`: a built-in preset's
+    trunk, or a registered trunk-only preset such as a converted authors'
+    checkpoint; keyword arguments (``weights``, ``weights_dir``,
+    ``sha256``) are passed on.
+
+    Example:
+      >>> trunk = Trunk.from_preset("rp_col")
+      >>> trunk(images)["conv4_block2_out"]
+    """
+    from mtssl_tf import model_zoo  # pylint: disable=g-import-not-at-top
+    return model_zoo.load_trunk(name, **kwargs)
+
 
 def constructor_kwargs(config) -> dict:
   """A saved ``get_config()`` without the keys Keras adds to a Model's
