@@ -22,7 +22,7 @@ def _units(rng, n=4, shape=(2, 3, 3, 5)):
 
 
 def test_mix_matches_numpy(rng):
-  mixer = UnitMixer(TASKS, num_units=4, l1=0.0)
+  mixer = UnitMixer(TASKS, num_units=4, l1=0.0, init="last")
   units = _units(rng)
   raw = rng.normal(size=4).astype(np.float32)
   mixer._alphas["colorization"].assign(raw)
@@ -37,6 +37,9 @@ def test_mix_matches_numpy(rng):
 
 def test_initial_alpha_choices(rng):
   units = _units(rng)
+  ramp = UnitMixer(TASKS, 4)  # the default
+  np.testing.assert_allclose(ramp.alphas()["colorization"],
+                             np.arange(1, 5) / np.sqrt(30), rtol=1e-6)
   last = UnitMixer(TASKS, 4, init="last")
   np.testing.assert_array_equal(last.alphas()["colorization"], [0, 0, 0, 1])
   uniform = UnitMixer(TASKS, 4, init="uniform")
@@ -93,6 +96,43 @@ def test_l1_penalty_through_add_loss(rng):
   assert UnitMixer(TASKS, 4, l1=0.0)(units, task="colorization") is not None
 
 
+def _numpy_l1_sphere_gradient(raw, lam):
+  """d/dw of lam * |w / |w||_1: the tangent part of sign(a), over |w|."""
+  norm = np.linalg.norm(raw)
+  a = raw / norm
+  s = np.sign(a)
+  return lam / norm * (s - np.dot(s, a) * a)
+
+
+@pytest.mark.parametrize("num_units", [2, 6, 23])
+def test_l1_gradient_on_the_sphere_is_nonzero_from_the_default_init(
+    rng, num_units):
+  # With init "last" or "uniform" the L1 term has exactly zero gradient on
+  # the sphere (both are stationary points of |a|_1 there), so it could not
+  # move alpha; the default init must not be such a point.
+  mixer = UnitMixer(TASKS, num_units=num_units)
+  assert mixer.init == "ramp" and mixer.l1 == 1e-2
+  units = _units(rng, n=num_units, shape=(1, 2, 2, 3))
+  variable = mixer._alphas["colorization"]
+  with tf.GradientTape() as tape:
+    mixer(units, task="colorization")
+    penalty = tf.add_n(mixer.losses)
+  grad = tape.gradient(penalty, variable).numpy()
+  want = _numpy_l1_sphere_gradient(variable.numpy().astype(np.float64),
+                                   mixer.l1)
+  np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-9)
+  # Non-zero, and a descent step moves weight from shallow to deep units.
+  assert np.linalg.norm(want) > 0.05 * mixer.l1
+  assert grad[0] > 0 > grad[-1]
+  for init in ("last", "uniform"):
+    other = UnitMixer(TASKS, num_units=num_units, init=init)
+    with tf.GradientTape() as tape:
+      other(units, task="colorization")
+      penalty = tf.add_n(other.losses)
+    grad = tape.gradient(penalty, other._alphas["colorization"]).numpy()
+    np.testing.assert_allclose(grad, 0.0, atol=1e-7)
+
+
 def test_eval_lasso_row_can_be_added(rng):
   mixer = UnitMixer(TASKS, num_units=4)
   units = _units(rng)
@@ -111,7 +151,8 @@ def test_eval_lasso_row_can_be_added(rng):
     (dict(task_names=[], num_units=3), "at least one task"),
     (dict(task_names=["a", "a"], num_units=3), "duplicates"),
     (dict(task_names=["a"], num_units=0), "num_units=0"),
-    (dict(task_names=["a"], num_units=3, init="zeros"), "allowed: last, uniform"),
+    (dict(task_names=["a"], num_units=3, init="zeros"),
+     "allowed: ramp, last, uniform"),
     (dict(task_names=["a"], num_units=3, l1=-1.0), "l1=-1.0"),
 ])
 def test_bad_mixer_arguments(kwargs, words):

@@ -19,9 +19,27 @@ Implementation choices (the paper leaves them open):
   forward pass also divides by the norm, so the mix is unit-norm even between
   an update and its projection. Together this is projected (Riemannian)
   gradient descent on the sphere.
-* Initial alpha (``init="last"``, default): all weight on the last unit, so
-  training with lasso starts from exactly the plain network that feeds the
-  last unit to every head. ``init="uniform"`` gives 1/sqrt(N) everywhere.
+* Initial alpha (our choice; the paper does not say): ``init="ramp"``
+  (default) sets alpha_m proportional to m, m = 1..N shallow to deep, on the
+  unit sphere: every unit contributes, deeper units more. ``"last"`` (all
+  weight on the last unit, the plain network) and ``"uniform"`` (1/sqrt(N)
+  everywhere) are kept as options, but the L1 term cannot move either: with
+  a = w / |w| the penalty's gradient with respect to the variable w is
+
+      d(lambda |a|_1)/dw = lambda / |w| * (I - a a^T) sign(a),
+
+  the component of sign(a) tangent to the sphere, which is zero exactly when
+  all non-zero entries of a have one magnitude. "last" (the minimum of |a|_1
+  on the sphere) and "uniform" (its maximum) are both such points, so from
+  them only the task losses move alpha. From "ramp" the L1 gradient is
+  non-zero and pushes weight from shallow to deep units until the task
+  gradients balance it (tests/test_unit_mixer.py checks this against NumPy).
+* L1 weight lambda (our choice; default 1e-2): on the sphere |a|_1 ranges
+  from 1 to sqrt(N), so the whole penalty range is lambda * (sqrt(N) - 1):
+  at the old 1e-3 that is 0.004 for N = 23 and 0.0004 for N = 2, far below
+  the run-to-run noise of the task losses (about 2 for RP), and alpha did not
+  move measurably at demo scale. docs/lasso.md has the runs behind the
+  choice.
 * The L1 penalty of the task being run is added with ``add_loss``; the
   trainer adds ``model.losses`` to the task loss.
 """
@@ -33,7 +51,7 @@ import keras
 import numpy as np
 from keras import ops
 
-INITS = ("last", "uniform")
+INITS = ("ramp", "last", "uniform")
 
 
 @keras.saving.register_keras_serializable(package="mtssl_tf")
@@ -59,7 +77,9 @@ class UnitMixer(keras.layers.Layer):
     task_names: one alpha row per name.
     num_units: N, the number of block-3 units mixed.
     l1: lambda of the penalty lambda * sum |alpha_t| (0 disables it).
-    init: ``"last"`` (all weight on the last unit) or ``"uniform"``.
+    init: ``"ramp"`` (alpha_m proportional to m; the L1 gradient on the
+      sphere is non-zero), ``"last"`` (all weight on the last unit) or
+      ``"uniform"`` (both stationary points of the L1 term; see above).
 
   Call:
     ``mixer(units, task=name)``: ``units`` is a list of N tensors of one
@@ -73,7 +93,7 @@ class UnitMixer(keras.layers.Layer):
   """
 
   def __init__(self, task_names: Sequence[str], num_units: int,
-               l1: float = 1e-3, init: str = "last", **kwargs):
+               l1: float = 1e-2, init: str = "ramp", **kwargs):
     super().__init__(**kwargs)
     task_names = list(task_names)
     if not task_names:
@@ -101,7 +121,13 @@ class UnitMixer(keras.layers.Layer):
     return list(self._task_names)
 
   def _initial_alpha(self, init: str) -> np.ndarray:
-    if init == "last":
+    if init == "ramp":
+      # alpha_m proportional to m (1-based): deeper units weigh more, and no
+      # two units weigh the same, so the L1 term has a non-zero gradient on
+      # the sphere from the first step (see the module docstring).
+      value = np.arange(1, self.num_units + 1, dtype=np.float64)
+      value = (value / np.linalg.norm(value)).astype(np.float32)
+    elif init == "last":
       value = np.zeros([self.num_units], np.float32)
       value[-1] = 1.0
     else:
