@@ -100,8 +100,8 @@ class TrainConfig:
   task_params: Mapping[str, Mapping[str, Any]]
   trunk: TrunkConfig = TrunkConfig()
   lasso: bool = False
-  lasso_l1: float = 1e-3
-  lasso_init: str = "last"
+  lasso_l1: float = 1e-2
+  lasso_init: str = "ramp"
   schedule: str = "round_robin"
   task_weights: Optional[Tuple[float, ...]] = None
   update: str = "cycle"
@@ -173,9 +173,9 @@ class TrainConfig:
             "block3_last_stride must be 1 (contradicting flags)")
       if not self.lasso_l1 >= 0:
         raise ConfigError(f"lasso_l1={self.lasso_l1} must be >= 0")
-    if self.lasso_init not in ("last", "uniform"):
-      raise ConfigError(f"lasso_init={self.lasso_init!r}; allowed: last, "
-                        "uniform")
+    if self.lasso_init not in ("ramp", "last", "uniform"):
+      raise ConfigError(f"lasso_init={self.lasso_init!r}; allowed: ramp, "
+                        "last, uniform")
     if self.strategy not in STRATEGIES:
       raise ConfigError(f"strategy={self.strategy!r}; allowed: "
                         f"{', '.join(STRATEGIES)}")

@@ -67,7 +67,8 @@ def _define(before) -> None:
   flags.DEFINE_float("lasso_l1", d["lasso_l1"].default,
                      "L1 weight lambda of the lasso.")
   flags.DEFINE_string("lasso_init", d["lasso_init"].default,
-                      "Initial alpha: last (plain network) or uniform.")
+                      "Initial alpha: ramp (alpha_m ~ m, shallow to deep), last "
+                      "(plain network) or uniform; see UnitMixer.")
   # Schedule and optimisation.
   flags.DEFINE_string("schedule", d["schedule"].default,
                       "round_robin or weighted (seeded by the step).")
