@@ -354,6 +354,96 @@ def test_head_matches_numpy_reference():
     head(tf.zeros([3, 2, 3, 7]))
 
 
+def _randomize_batch_norms(head, rng):
+  for layer in [head.norm_in, head.norm_embedding] + head.norm_hidden:
+    if layer is not None:
+      layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+                         if i in (0, 3) else
+                         rng.normal(size=w.shape).astype(np.float32)
+                         for i, w in enumerate(layer.get_weights())])
+
+
+def numpy_head_variant(head, features):
+  """NumPy forward pass (inference mode) of every head option."""
+  relu = lambda v: np.maximum(v, 0)
+
+  def bn(layer, x):
+    gamma, beta, mean, var = [w.numpy() for w in layer.weights]
+    return (x - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+
+  def dense(layer, norm, x):
+    weights = [w.numpy() for w in layer.weights]
+    y = x @ weights[0] + (weights[1] if len(weights) > 1 else 0.0)
+    return relu(bn(norm, y) if norm is not None else y)
+
+  if head.input_norm:
+    features = relu(bn(head.norm_in, features))
+  if head.pooling == "flatten":
+    pooled = features.reshape(features.shape[0], -1)
+  else:
+    pooled = features.mean(axis=(1, 2))
+  x = dense(head.embedding, head.norm_embedding, pooled)
+  x = np.concatenate([x[0::2], x[1::2]], axis=1)
+  for i, layer in enumerate(head.hidden):
+    x = dense(layer, head.norm_hidden[i] if head.fc_norm else None, x)
+  kernel, bias = [w.numpy() for w in head.logits.weights]
+  return x @ kernel + bias
+
+
+@pytest.mark.parametrize("pooling,input_norm,fc_norm", [
+    ("flatten", False, False), ("mean", True, False), ("mean", False, True),
+    ("flatten", True, True)])
+def test_head_options_match_numpy_reference(pooling, input_norm, fc_norm):
+  rng = np.random.default_rng(4)
+  head = RelativePositionHead(embedding_units=6, hidden_units=[5, 4],
+                              pooling=pooling, input_norm=input_norm,
+                              fc_norm=fc_norm)
+  head.build((None, 2, 3, 7))
+  _randomize_batch_norms(head, rng)
+  features = rng.normal(size=(6, 2, 3, 7)).astype(np.float32)
+  out = head(tf.constant(features), training=False).numpy()
+  np.testing.assert_allclose(out, numpy_head_variant(head, features),
+                             rtol=1e-4, atol=1e-4)
+  if pooling == "flatten":
+    # The embedding reads every position: h * w * C inputs, and moving one
+    # position's features (same mean) changes the output.
+    assert head.embedding.kernel.shape == (2 * 3 * 7, 6)
+    rolled = np.roll(features, 1, axis=2)
+    assert not np.allclose(head(tf.constant(rolled), training=False), out)
+  if fc_norm:
+    # Batch norm before each ReLU: the dense layers carry no bias.
+    assert len(head.embedding.weights) == 1
+  config = head.get_config()
+  assert (config["pooling"], config["input_norm"], config["fc_norm"]) == (
+      pooling, input_norm, fc_norm)
+
+
+def test_flatten_head_needs_static_spatial_size_and_bad_pooling_is_clear():
+  head = RelativePositionHead(embedding_units=6, hidden_units=[5],
+                              pooling="flatten")
+  with pytest.raises(ValueError, match="spatial size at build time"):
+    head.build((None, None, None, 7))
+  with pytest.raises(ValueError, match="unknown pooling 'max'"):
+    RelativePositionHead(embedding_units=6, hidden_units=[5], pooling="max")
+  with pytest.raises(ValueError, match="allowed values: 'mean', 'flatten'"):
+    small_task(pooling="sum")
+
+
+def test_multitask_model_builds_a_flatten_head_from_the_patch_size():
+  from mtssl_tf.models.multitask import MultiTaskModel  # pylint: disable=g-import-not-at-top
+  model = MultiTaskModel(
+      trunk={"depth": 14, "width": 0.25},
+      tasks={"relative_position": small_task(
+          patch_size=32, pooling="flatten", fc_norm=True,
+          input_norm=True).get_config()})
+  head = model.heads["relative_position"]
+  channels = model.trunk.output_channels
+  # Output stride 16 at 32 px: a 2x2 map per patch.
+  assert head.embedding.kernel.shape == (2 * 2 * channels, 8)
+  inputs = tf.zeros([2, 2, 32, 32, 3])
+  assert model(inputs, task="relative_position").shape == (2, 8)
+
+
 def test_head_model_saves_and_reloads(tmp_path):
   head = small_task(embedding_units=6, hidden_units=[5]).build_head()
   inputs = keras.Input(shape=(2, 2, 7), batch_size=4)

@@ -75,11 +75,22 @@ class MultiTaskModel(keras.Model):
     self.heads = {}
     for name, task in self.task_objects.items():
       head = task.build_head()
-      head.build((None, None, None, channels))
+      head.build(self._head_input_shape(task, channels))
       if self.trunk.config.sync_bn:
         _synchronize_batch_norm(head)
       self.heads[name] = head
     self.built = True
+
+  def _head_input_shape(self, task, channels: int):
+    """[N, h, w, C] of the features the task's head reads. h and w are known
+    only for tasks with a fixed input size (``trunk_image_shape``); heads
+    that need them (RP's ``pooling="flatten"``) are built with them."""
+    shape_fn = getattr(task, "trunk_image_shape", None)
+    if shape_fn is None:
+      return (None, None, None, channels)
+    outputs = self.trunk.compute_output_shape((None,) + tuple(shape_fn()))
+    h, w = outputs[self.trunk.unit_names[-1]][1:3]
+    return (None, h, w, channels)
 
   @property
   def tasks(self) -> Dict[str, tasks_lib.Task]:

@@ -30,6 +30,7 @@ from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks.base import Task
 
 COLOR_MODES = ("drop", "harmonize", "none")
+POOLINGS = ("mean", "flatten")
 NUM_CLASSES = 8
 
 # (row, column) of each label's patch in the 3x3 grid; the centre is (1, 1).
@@ -110,6 +111,22 @@ class RelativePosition(Task):
       fc6: 4096).
     hidden_units: widths of the fully connected layers after the
       concatenation (2015 paper's fc7, fc8: 4096, 4096).
+    pooling: how the head reads each patch's feature map [h, w, C] before
+      the embedding: ``"mean"`` (global average pooling: our choice, keeps
+      the head independent of the patch size) or ``"flatten"`` (the 2015
+      paper's fc6 read the whole spatial map; needs a fixed patch size, which
+      :class:`~mtssl_tf.models.MultiTaskModel` passes to the head). See
+      docs/relative_position.md for why this matters.
+    input_norm: start the head with batch norm + ReLU on the block-3 map
+      (our choice: the ResNet-v2 "postnorm" that Slim puts after the last
+      block, and what the colorization and motion heads do), because the
+      trunk's block-3 output is an un-normalised residual sum. Off by
+      default so that heads saved before it existed load unchanged.
+    fc_norm: batch norm between each dense layer of the head and its ReLU
+      (embedding and ``hidden_units``). Without it the wide embedding's ReLUs
+      all die within a few hundred steps at demo scale and the output
+      collapses to uniform (docs/relative_position.md). [R] The 2015 method
+      trained its network with batch norm; off by default, as above.
 
   Inputs/targets of :meth:`preprocess`: ``inputs`` float32 [2, P, P, 3] in
   [0, 255], centre patch first; ``targets`` int32 label in 0..7.
@@ -128,11 +145,18 @@ class RelativePosition(Task):
                rescale_pixels: Optional[Sequence[int]] = (150000, 450000),
                noise_std: float = 0.01,
                embedding_units: int = 4096,
-               hidden_units: Sequence[int] = (4096, 4096)):
+               hidden_units: Sequence[int] = (4096, 4096),
+               pooling: str = "mean",
+               input_norm: bool = False,
+               fc_norm: bool = False):
     if color_mode not in COLOR_MODES:
       raise ValueError(
           f"unknown color_mode {color_mode!r}; allowed values: "
           f"{', '.join(repr(m) for m in COLOR_MODES)}")
+    if pooling not in POOLINGS:
+      raise ValueError(
+          f"unknown pooling {pooling!r}; allowed values: "
+          f"{', '.join(repr(m) for m in POOLINGS)}")
     if int(patch_size) < 1:
       raise ValueError(f"patch_size must be >= 1, got {patch_size}")
     if int(gap) < 0 or int(jitter) < 0:
@@ -168,6 +192,9 @@ class RelativePosition(Task):
     self.noise_std = float(noise_std)
     self.embedding_units = int(embedding_units)
     self.hidden_units = tuple(int(u) for u in hidden_units)
+    self.pooling = pooling
+    self.input_norm = bool(input_norm)
+    self.fc_norm = bool(fc_norm)
 
   def get_config(self) -> Dict[str, Any]:
     return {
@@ -183,6 +210,9 @@ class RelativePosition(Task):
         "noise_std": self.noise_std,
         "embedding_units": self.embedding_units,
         "hidden_units": list(self.hidden_units),
+        "pooling": self.pooling,
+        "input_norm": self.input_norm,
+        "fc_norm": self.fc_norm,
     }
 
   # --- geometry -------------------------------------------------------------
@@ -321,7 +351,15 @@ class RelativePosition(Task):
   def build_head(self) -> "RelativePositionHead":
     return RelativePositionHead(embedding_units=self.embedding_units,
                                 hidden_units=list(self.hidden_units),
-                                num_classes=NUM_CLASSES)
+                                num_classes=NUM_CLASSES,
+                                pooling=self.pooling,
+                                input_norm=self.input_norm,
+                                fc_norm=self.fc_norm)
+
+  def trunk_image_shape(self) -> Tuple[int, int, int]:
+    """The shape of one image the trunk sees, [P, P, 3] (fixed for RP), so
+    that a ``"flatten"`` head can be built before the first batch."""
+    return (self.patch_size, self.patch_size, 3)
 
   def loss(self, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy per example, [B]."""
@@ -346,8 +384,11 @@ class RelativePositionHead(keras.layers.Layer):
 
   Takes the trunk features of both patches of every pair, example-major as
   :meth:`RelativePosition.trunk_images` orders them: [2B, h, w, C], row ``2i``
-  the centre patch of pair ``i`` and row ``2i + 1`` its neighbour. Each patch
-  is global-average-pooled and embedded by one shared ReLU dense layer; the
+  the centre patch of pair ``i`` and row ``2i + 1`` its neighbour. With
+  ``input_norm`` the map first goes through batch norm and ReLU. Each patch
+  is read as a vector (``pooling="mean"``: global average pooling, our
+  choice; ``"flatten"``: the whole [h, w, C] map, as the 2015 paper's fc6
+  read pool5) and embedded by one shared ReLU dense layer; the
   pair's embeddings are concatenated (centre, neighbour) into [B, 2E] and
   pass through ReLU dense layers of ``hidden_units`` and a final linear layer
   giving ``num_classes`` logits [B, num_classes].
@@ -361,18 +402,48 @@ class RelativePositionHead(keras.layers.Layer):
     embedding_units: width of the per-patch embedding.
     hidden_units: widths of the dense layers after the concatenation.
     num_classes: number of logits (8 relative positions).
+    pooling: ``"mean"`` or ``"flatten"`` (above). A ``"flatten"`` head must
+      be built with static h and w (``build((None, h, w, C))``), which fix
+      the embedding's input width h * w * C.
+    input_norm: batch norm + ReLU on the features before anything else (the
+      trunk's block-3 output is not normalised; see the task's docstring).
+    fc_norm: batch norm between every dense layer and its ReLU (see the
+      task's docstring).
   """
 
   def __init__(self, embedding_units: int, hidden_units: Sequence[int],
-               num_classes: int = NUM_CLASSES, **kwargs):
+               num_classes: int = NUM_CLASSES, pooling: str = "mean",
+               input_norm: bool = False, fc_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
+    if pooling not in POOLINGS:
+      raise ValueError(
+          f"unknown pooling {pooling!r}; allowed values: "
+          f"{', '.join(repr(m) for m in POOLINGS)}")
+    self.pooling = pooling
+    self.input_norm = bool(input_norm)
+    self.fc_norm = bool(fc_norm)
     self.embedding_units = int(embedding_units)
     self.hidden_units = [int(u) for u in hidden_units]
     self.num_classes = int(num_classes)
-    self.embedding = keras.layers.Dense(self.embedding_units,
-                                        activation="relu", name="embedding")
-    self.hidden = [keras.layers.Dense(u, activation="relu", name=f"fc_{i}")
+    # Slim's BN epsilon, as the other heads.
+    self.norm_in = (keras.layers.BatchNormalization(epsilon=1e-5,
+                                                    name="norm_in")
+                    if self.input_norm else None)
+    # With fc_norm the ReLU comes after the batch norm, and the dense layer
+    # needs no bias (the norm's beta is one).
+    act = None if self.fc_norm else "relu"
+    self.embedding = keras.layers.Dense(
+        self.embedding_units, activation=act, use_bias=not self.fc_norm,
+        name="embedding")
+    self.hidden = [keras.layers.Dense(u, activation=act,
+                                      use_bias=not self.fc_norm,
+                                      name=f"fc_{i}")
                    for i, u in enumerate(self.hidden_units)]
+    self.norm_embedding = (keras.layers.BatchNormalization(
+        epsilon=1e-5, name="norm_embedding") if self.fc_norm else None)
+    self.norm_hidden = [
+        keras.layers.BatchNormalization(epsilon=1e-5, name=f"norm_fc_{i}")
+        for i in range(len(self.hidden_units))] if self.fc_norm else []
     self.logits = keras.layers.Dense(self.num_classes, name="logits")
 
   def build(self, input_shape):
@@ -380,26 +451,57 @@ class RelativePositionHead(keras.layers.Layer):
       raise ValueError(
           f"RelativePositionHead expects features [2B, h, w, C], got "
           f"{input_shape}")
-    self.embedding.build((None, input_shape[-1]))
+    if self.norm_in is not None:
+      self.norm_in.build(input_shape)
+    width = input_shape[-1]
+    if self.pooling == "flatten":
+      if input_shape[1] is None or input_shape[2] is None:
+        raise ValueError(
+            "RelativePositionHead(pooling='flatten') needs the feature map's "
+            f"spatial size at build time, got {input_shape}; build it with "
+            "(None, h, w, C) or use pooling='mean'")
+      width = input_shape[1] * input_shape[2] * input_shape[-1]
+    self._flat_width = int(width)
+    self.embedding.build((None, width))
+    if self.fc_norm:
+      self.norm_embedding.build((None, self.embedding_units))
+      for norm, units in zip(self.norm_hidden, self.hidden_units):
+        norm.build((None, units))
     width = 2 * self.embedding_units
     for layer in self.hidden:
       layer.build((None, width))
       width = layer.units
     self.logits.build((None, width))
 
-  def call(self, features):
+  def embed(self, features, training=None):
+    """Per-patch embeddings [2B, E] (after the ReLU), for the pair layers
+    and for diagnostics (e.g. counting dead units)."""
+    if self.norm_in is not None:
+      features = keras.ops.relu(self.norm_in(features, training=training))
+    if self.pooling == "flatten":
+      pooled = keras.ops.reshape(features, (-1, self._flat_width))
+    else:
+      pooled = keras.ops.mean(features, axis=(1, 2))
+    embedded = self.embedding(pooled)
+    if self.fc_norm:
+      embedded = keras.ops.relu(
+          self.norm_embedding(embedded, training=training))
+    return embedded
+
+  def call(self, features, training=None):
     rows = features.shape[0]
     if rows is not None and rows % 2:
       raise ValueError(
           f"RelativePositionHead needs an even number of feature rows "
           f"(centre, neighbour pairs), got {rows}")
-    pooled = keras.ops.mean(features, axis=(1, 2))
-    embedded = self.embedding(pooled)
+    embedded = self.embed(features, training=training)
     # Example-major rows: consecutive (centre, neighbour) rows become one
     # row [centre | neighbour].
     x = keras.ops.reshape(embedded, (-1, 2 * self.embedding_units))
-    for layer in self.hidden:
+    for i, layer in enumerate(self.hidden):
       x = layer(x)
+      if self.fc_norm:
+        x = keras.ops.relu(self.norm_hidden[i](x, training=training))
     return self.logits(x)
 
   def compute_output_shape(self, input_shape):
@@ -410,5 +512,8 @@ class RelativePositionHead(keras.layers.Layer):
     config = super().get_config()
     config.update({"embedding_units": self.embedding_units,
                    "hidden_units": list(self.hidden_units),
-                   "num_classes": self.num_classes})
+                   "num_classes": self.num_classes,
+                   "pooling": self.pooling,
+                   "input_norm": self.input_norm,
+                   "fc_norm": self.fc_norm})
     return config
