@@ -24,6 +24,7 @@ SCHEDULES = ("round_robin", "weighted")
 UPDATES = ("cycle", "every_step")
 OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adam")
 DATA_SOURCES = ("offline", "tfds", "folder")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 class ConfigError(ValueError):
@@ -120,6 +121,11 @@ class TrainConfig:
   export_dir: Optional[str] = None
   model_name: str = "mtssl"
   plots: bool = True
+  # Scale-out and accelerators (issue 13): steps per host round trip, Keras
+  # dtype policy of the model, XLA-compiled step computations.
+  steps_per_loop: int = 1
+  mixed_precision: str = "float32"
+  jit_compile: bool = False
 
   def __post_init__(self):
     if not self.tasks:
@@ -187,10 +193,21 @@ class TrainConfig:
       raise ConfigError(f"devices cannot be listed for strategy="
                         f"{self.strategy} (contradicting flags)")
     for field in ("steps", "batch_size", "log_every", "summary_every",
-                  "checkpoint_every", "max_to_keep"):
+                  "checkpoint_every", "max_to_keep", "steps_per_loop"):
       value = getattr(self, field)
       if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{field}={value!r} must be an integer >= 1")
+    if self.mixed_precision not in PRECISIONS:
+      raise ConfigError(f"mixed_precision={self.mixed_precision!r}; allowed: "
+                        f"{', '.join(PRECISIONS)}")
+    if self.mixed_precision == "mixed_float16" and self.update != "cycle":
+      # Loss scaling skips a whole update when a gradient overflows; the
+      # trainer implements that on the cycle accumulators only.
+      raise ConfigError(
+          "mixed_precision=mixed_float16 needs update=cycle (loss scaling is "
+          "implemented on the cycle's gradient accumulators; contradicting "
+          f"flags: update={self.update}); use mixed_bfloat16, which needs no "
+          "loss scaling")
     if "motion_segmentation" in self.tasks and self.data.source not in (
         "offline", "tfds") and not self.data.motion_records:
       raise ConfigError(

@@ -118,6 +118,16 @@ def _define(before) -> None:
                        "Split the CPU into this many logical devices "
                        "(tests of several replicas without GPUs).")
   flags.DEFINE_string("tpu", None, "TPU address (strategy=tpu).")
+  # Scale-out and accelerators (one block: issue 13).
+  flags.DEFINE_integer("steps_per_loop", d["steps_per_loop"].default,
+                       "Training steps run inside one tf.function call; the "
+                       "host reads the losses once per call (loops end at "
+                       "checkpoint intervals).")
+  flags.DEFINE_string("mixed_precision", d["mixed_precision"].default,
+                      "float32, mixed_bfloat16 or mixed_float16 (Keras dtype "
+                      "policy; float16 adds dynamic loss scaling).")
+  flags.DEFINE_bool("jit_compile", d["jit_compile"].default,
+                    "XLA-compile each task's forward/backward computation.")
   # Logging, checkpoints, export.
   flags.DEFINE_integer("log_every", d["log_every"].default,
                        "Progress line every N steps.")
@@ -241,7 +251,9 @@ def config_from_flags(f=FLAGS, warn=None) -> config_lib.TrainConfig:
       tpu=value("tpu"),
       log_every=f.log_every, summary_every=f.summary_every,
       checkpoint_every=f.checkpoint_every, max_to_keep=f.max_to_keep,
-      export_dir=f.export_dir, model_name=f.model_name, plots=f.plots)
+      export_dir=f.export_dir, model_name=f.model_name, plots=f.plots,
+      steps_per_loop=f.steps_per_loop, mixed_precision=f.mixed_precision,
+      jit_compile=f.jit_compile)
 
 
 def flags_as_text(f=FLAGS) -> str:

@@ -17,9 +17,14 @@ and ``deterministic=True`` the batches are identical on every run, on any
 number of cores; without it the parallel stages may hand examples on in a
 different order (faster), each still with its own seed.
 
-Distribution: the batches are global; give the dataset to
-``strategy.experimental_distribute_dataset``, which splits each batch over
-the replicas (:func:`per_replica_batch` checks it divides).
+Distribution: with ``input_context`` (a ``tf.distribute.InputContext``) the
+dataset is one input pipeline's: a plain dataset is split record by record
+(``shard``; sources are split when they are opened, see
+:func:`training_input_fns`), the seed of every random op has the pipeline id
+folded in, and the batches are PER-REPLICA. Without it the batches are
+global; give the dataset to ``strategy.experimental_distribute_dataset``,
+which splits each batch over the replicas (:func:`per_replica_batch` checks
+it divides).
 """
 from __future__ import annotations
 
@@ -100,7 +105,8 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
                  min_image_size: Optional[int] = None,
                  skip_errors: bool = True,
                  counter: Optional[SkipCounter] = None,
-                 prefetch: Optional[int] = tf.data.AUTOTUNE
+                 prefetch: Optional[int] = tf.data.AUTOTUNE,
+                 input_context: Optional[tf.distribute.InputContext] = None
                  ) -> tf.data.Dataset:
   """Batched ``(inputs, targets)`` of ``task`` from ``source``.
 
@@ -139,9 +145,14 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
     counter: counter of skipped examples (default: the source's, or a new
       one for a plain dataset; read it back from ``source.counter``).
     prefetch: batches to prefetch (``AUTOTUNE``); ``None`` or 0 disables.
+    input_context: one input pipeline of several (``input_pipeline_id`` of
+      ``num_input_pipelines``): batches of the per-replica size, seeds
+      ``[seed, pipeline id]``; a plain dataset ``source`` is sharded here
+      (a :class:`Source` must have been opened on its shard).
 
   Returns:
-    A ``tf.data.Dataset`` of ``(inputs, targets)`` batches of ``batch_size``.
+    A ``tf.data.Dataset`` of ``(inputs, targets)`` batches of ``batch_size``
+    (per replica with ``input_context``).
   """
   if isinstance(source, Source):
     dataset = source.dataset
@@ -163,6 +174,18 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   need = task_min_image_size(task) if min_image_size is None else int(
       min_image_size)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+    pipeline = input_context.input_pipeline_id
+    if input_context.num_input_pipelines > 1:
+      if isinstance(seed, int) or getattr(seed, "shape", None) == ():
+        # Pipeline 0 keeps the one-pipeline stream ([seed, 0] == seed).
+        seed = [int(seed), pipeline]
+      else:
+        raise ValueError("with several input pipelines the seed must be an "
+                         "int (the pipeline id is folded in as its 2nd half)")
+      if count_read:
+        dataset = dataset.shard(input_context.num_input_pipelines, pipeline)
   base_seed = _base_seed(seed, task)
   shuffle_seed = int(tf.random.experimental.stateless_fold_in(
       base_seed, 1).numpy()[0] & 0x7FFFFFFF)
@@ -256,6 +279,99 @@ def offline_motion_records(cache_dir: str, packages=None, log=print) -> str:
         f"no motion-mask records could be made from the offline videos "
         f"{videos} in {cache_dir}")
   return pattern
+
+
+def _open_source(config, name, log, input_context=None, counter=None):
+  """The source of task ``name``; with ``input_context``, only that input
+  pipeline's shard of the files (or records) is opened."""
+  import os
+
+  from mtssl_tf.data.sources import make_source
+
+  data = config.data
+  packages = list(data.offline_packages) or None
+  shard = {}
+  seed = config.seed
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    shard = dict(num_shards=input_context.num_input_pipelines,
+                 shard_index=input_context.input_pipeline_id)
+    # Each pipeline shuffles its own files in its own order.
+    seed = config.seed + 7919 * input_context.input_pipeline_id
+  if name == MOTION_TASK and not data.motion_records \
+      and data.source == "tfds":
+    return make_source("tfds_motion", name=data.motion_tfds_name,
+                       data_dir=data.data_dir, split="train", shuffle=True,
+                       seed=seed, image_size_limit=data.image_size_limit,
+                       counter=counter, **shard)
+  if name == MOTION_TASK:
+    records = data.motion_records or offline_motion_records(
+        os.path.join(config.run_dir, "motion_masks"), packages, log)
+    return make_source("motion", path=records, shuffle=True, seed=seed,
+                       image_size_limit=data.image_size_limit,
+                       counter=counter, **shard)
+  if data.source == "offline":
+    image_packages = None if packages is None else [
+        p for p in packages if p in ("scikit-image", "scikit-learn",
+                                     "opencv-doc")]
+    return make_source("offline", image_size_limit=data.image_size_limit,
+                       shuffle=True, seed=seed, packages=image_packages,
+                       counter=counter, **shard)
+  if data.source == "tfds":
+    return make_source("tfds", name=data.tfds_name, data_dir=data.data_dir,
+                       split="train", shuffle=True, seed=seed,
+                       image_size_limit=data.image_size_limit,
+                       counter=counter, **shard)
+  return make_source("folder", path=data.image_folder, shuffle=True,
+                     seed=seed, image_size_limit=data.image_size_limit,
+                     counter=counter, **shard)
+
+
+def _for_checkpoints(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  # The trainer checkpoints the iterators (exact resume). The skip counters'
+  # variable updates are external state that tf.data refuses to serialise by
+  # default; the counters are checkpointed separately.
+  options = tf.data.Options()
+  options.experimental_external_state_policy = (
+      tf.data.experimental.ExternalStatePolicy.IGNORE)
+  return dataset.with_options(options)
+
+
+def training_input_fns(config, tasks, log=print) -> TrainingData:
+  """One input function per task: ``fn(input_context)`` opens that input
+  pipeline's shard of the task's source and returns its dataset of
+  PER-REPLICA batches (see :class:`~mtssl_tf.training.trainer.Trainer`).
+
+  With N workers each reads 1/N of the files (or TFDS file shards, or
+  records), so input work per worker shrinks as the cluster grows. The skip
+  counters (``.sources[task].counter``) are made up front, one per task, so
+  the trainer can checkpoint them; each pipeline counts into its task's.
+  """
+  from mtssl_tf.data.sources import SkipCounter
+
+  counters = {name: SkipCounter(name=f"skips_{name}")
+              for name in config.tasks}
+  sources = {}
+  fns = {}
+  for name in config.tasks:
+    def fn(ctx, name=name):
+      source = _open_source(config, name, log, ctx, counters[name])
+      log(f"data for {name} (input pipeline {ctx.input_pipeline_id} of "
+          f"{ctx.num_input_pipelines}): {source.description}")
+      return _for_checkpoints(task_dataset(
+          tasks[name], source, batch_size=config.batch_size,
+          seed=config.seed, deterministic=config.data.deterministic,
+          shuffle_buffer=min(config.data.shuffle_buffer, 10_000),
+          input_context=ctx))
+    fns[name] = fn
+    sources[name] = _CounterOnly(counters[name])
+  return TrainingData(fns, sources)
+
+
+class _CounterOnly:
+  """What the trainer reads from a source: its skip counter."""
+
+  def __init__(self, counter):
+    self.counter = counter
 
 
 def training_datasets(config, tasks, log=print) -> TrainingData:

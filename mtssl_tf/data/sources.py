@@ -348,18 +348,39 @@ def files_dataset(files: Sequence[str], counter: SkipCounter, *,
   return _finish(decoded, counter, min_size, image_size_limit)
 
 
-def _folder_source(path, counter, **kw) -> Source:
+def _shard_list(items, num_shards: int, shard_index: int, what: str):
+  """Every ``num_shards``-th item from ``shard_index``: one input pipeline's
+  share of a file list."""
+  if num_shards == 1:
+    return list(items)
+  mine = list(items)[shard_index::num_shards]
+  if not mine:
+    raise ValueError(
+        f"{len(items)} {what} cannot be split over {num_shards} input "
+        f"pipelines: pipeline {shard_index} would get none")
+  return mine
+
+
+def _shard_note(num_shards: int, shard_index: int) -> str:
+  return f" (shard {shard_index} of {num_shards})" if num_shards > 1 else ""
+
+
+def _folder_source(path, counter, num_shards=1, shard_index=0,
+                   **kw) -> Source:
   if path is None:
     raise ValueError("kind 'folder' needs path=<folder of images>")
-  files = list_image_files(path)
+  files = _shard_list(list_image_files(path), num_shards, shard_index,
+                      "image files")
   return Source(files_dataset(files, counter, **kw), counter, "folder",
-                f"{len(files)} image files under {path}", len(files))
+                f"{len(files)} image files under {path}"
+                + _shard_note(num_shards, shard_index), len(files))
 
 
 def _offline_source(counter, *, repeats: int = 1, packages=None,
-                    **kw) -> Source:
+                    num_shards=1, shard_index=0, **kw) -> Source:
   from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
-  items = offline.offline_image_files(packages)
+  items = _shard_list(offline.offline_image_files(packages), num_shards,
+                      shard_index, "offline sample images")
   if repeats < 1:
     raise ValueError(f"repeats must be >= 1, got {repeats}")
   shuffle, seed = kw.pop("shuffle", False), kw.pop("seed", 0)
@@ -373,7 +394,8 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
                               reshuffle_each_iteration=True)
   if repeats > 1:
     dataset = dataset.repeat(repeats)
-  description = offline.describe_offline(items)
+  description = offline.describe_offline(items) + _shard_note(num_shards,
+                                                              shard_index)
   if repeats > 1:
     description += f", repeated {repeats} times"
   return Source(dataset, counter, "offline", description, len(items))
@@ -399,9 +421,14 @@ def _motion_source(path, counter, *, min_size: int = 1,
                    image_size_limit: Optional[int] = None,
                    shuffle: bool = False, seed: int = 0,
                    num_parallel_calls: int = tf.data.AUTOTUNE,
-                   deterministic: Optional[bool] = None) -> Source:
+                   deterministic: Optional[bool] = None,
+                   num_shards: int = 1, shard_index: int = 0) -> Source:
   from mtssl_tf import motion  # pylint: disable=g-import-not-at-top
   files = _motion_files(path)
+  # Whole files per pipeline when there are enough of them, else records.
+  by_file = len(files) >= num_shards
+  if by_file:
+    files = _shard_list(files, num_shards, shard_index, "motion files")
   file_ds = tf.data.Dataset.from_tensor_slices(files)
   if shuffle:
     file_ds = file_ds.shuffle(len(files), seed=seed,
@@ -411,6 +438,8 @@ def _motion_source(path, counter, *, min_size: int = 1,
                                  deterministic=deterministic)
   else:
     records = tf.data.TFRecordDataset(files)
+  if not by_file:
+    records = records.shard(num_shards, shard_index)
 
   def load(serialized):
     example = motion.parse_example(serialized, with_metadata=True)
@@ -428,7 +457,8 @@ def _motion_source(path, counter, *, min_size: int = 1,
 
   decoded = try_map(records, load, num_parallel_calls, deterministic)
   return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
-                "motion", f"{len(files)} motion TFRecord files", None)
+                "motion", f"{len(files)} motion TFRecord files"
+                + _shard_note(num_shards, shard_index), None)
 
 
 def _hash_id(key: tf.Tensor) -> tf.Tensor:
@@ -456,11 +486,14 @@ def _image_feature_key(builder, image_key: Optional[str]) -> str:
   return images[0]
 
 
-def _open_tfds(name, data_dir, split, shuffle, seed, decoders_for):
+def _open_tfds(name, data_dir, split, shuffle, seed, decoders_for,
+               num_shards: int = 1, shard_index: int = 0):
   """``(builder, raw dataset, where)`` of a prepared TFDS dataset; clear
   errors for an unknown or unprepared one. ``decoders_for(builder)`` gives
   the features to leave encoded (decoded later, where a corrupt record is
-  a counted skip instead of an error that ends the run)."""
+  a counted skip instead of an error that ends the run). With
+  ``num_shards`` > 1 only the file shards of input pipeline
+  ``shard_index`` are read."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   # The package's own builders register on import.
   from mtssl_tf.data import mtssl_motion  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
@@ -474,6 +507,10 @@ def _open_tfds(name, data_dir, split, shuffle, seed, decoders_for):
   decoders = decoders_for(builder)
   read_config = tfds.ReadConfig(add_tfds_id=True, shuffle_seed=seed,
                                 try_autocache=False)
+  if num_shards > 1:
+    # TFDS gives each input pipeline its own file shards.
+    read_config.input_context = tf.distribute.InputContext(
+        num_input_pipelines=num_shards, input_pipeline_id=shard_index)
   where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
   try:
     raw = builder.as_dataset(
@@ -499,7 +536,8 @@ def _tfds_source(name, data_dir, split, counter, *, image_key=None,
                  min_size: int = 1, image_size_limit: Optional[int] = None,
                  shuffle: bool = False, seed: int = 0,
                  num_parallel_calls: int = tf.data.AUTOTUNE,
-                 deterministic: Optional[bool] = None) -> Source:
+                 deterministic: Optional[bool] = None,
+                 num_shards: int = 1, shard_index: int = 0) -> Source:
   if not name:
     raise ValueError("kind 'tfds' needs name=<TFDS dataset>, e.g. "
                      "'imagenet2012'")
@@ -510,7 +548,7 @@ def _tfds_source(name, data_dir, split, counter, *, image_key=None,
     return keys
 
   _, raw, where = _open_tfds(name, data_dir, split, shuffle, seed,
-                             decoders_for)
+                             decoders_for, num_shards, shard_index)
   key = keys[0]
 
   def load(example):
@@ -519,7 +557,8 @@ def _tfds_source(name, data_dir, split, counter, *, image_key=None,
 
   decoded = try_map(raw, load, num_parallel_calls, deterministic)
   return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
-                "tfds", f"TFDS {name}[{split}] from {where}", None)
+                "tfds", f"TFDS {name}[{split}] from {where}"
+                + _shard_note(num_shards, shard_index), None)
 
 
 MOTION_TFDS_FEATURES = ("frame", "mask", "video_id", "frame_index")
@@ -530,7 +569,8 @@ def _tfds_motion_source(name, data_dir, split, counter, *,
                         image_size_limit: Optional[int] = None,
                         shuffle: bool = False, seed: int = 0,
                         num_parallel_calls: int = tf.data.AUTOTUNE,
-                        deterministic: Optional[bool] = None) -> Source:
+                        deterministic: Optional[bool] = None,
+                        num_shards: int = 1, shard_index: int = 0) -> Source:
   name = name or "mtssl_motion"
 
   def decoders_for(builder):
@@ -544,7 +584,7 @@ def _tfds_motion_source(name, data_dir, split, counter, *,
     return ["frame", "mask"]
 
   _, raw, where = _open_tfds(name, data_dir, split, shuffle, seed,
-                             decoders_for)
+                             decoders_for, num_shards, shard_index)
 
   def load(example):
     image = decode_image(example["frame"])
@@ -561,7 +601,8 @@ def _tfds_motion_source(name, data_dir, split, counter, *,
 
   decoded = try_map(raw, load, num_parallel_calls, deterministic)
   return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
-                "tfds_motion", f"TFDS {name}[{split}] from {where}", None)
+                "tfds_motion", f"TFDS {name}[{split}] from {where}"
+                + _shard_note(num_shards, shard_index), None)
 
 
 def make_source(kind: str, *, data_dir: Optional[str] = None,
@@ -573,7 +614,8 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
                 deterministic: Optional[bool] = None,
                 image_key: Optional[str] = None, repeats: int = 1,
                 packages: Optional[Sequence[str]] = None,
-                counter: Optional[SkipCounter] = None) -> Source:
+                counter: Optional[SkipCounter] = None,
+                num_shards: int = 1, shard_index: int = 0) -> Source:
   """Opens a training data source (see the module docstring for the kinds).
 
   Example:
@@ -609,6 +651,10 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
       the source.
     packages: kind ``"offline"`` only: restrict to these packages.
     counter: count skips into this counter (default: a new one).
+    num_shards, shard_index: open only this input pipeline's share: every
+      ``num_shards``-th file (folder, offline, motion), TFDS file shards
+      (``ReadConfig.input_context``), or records (motion with fewer files
+      than shards).
 
   Returns:
     A :class:`Source`.
@@ -629,11 +675,16 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
                      f"{image_size_limit}")
   if kind != "offline" and (repeats != 1 or packages is not None):
     raise ValueError("repeats and packages apply to kind 'offline' only")
+  if not (isinstance(num_shards, int) and num_shards >= 1
+          and isinstance(shard_index, int) and 0 <= shard_index < num_shards):
+    raise ValueError(f"shard_index={shard_index!r} of num_shards="
+                     f"{num_shards!r}: need 0 <= shard_index < num_shards")
   counter = SkipCounter() if counter is None else counter
   common = dict(min_size=min_size, image_size_limit=image_size_limit,
                 shuffle=shuffle, seed=seed,
                 num_parallel_calls=num_parallel_calls,
-                deterministic=deterministic)
+                deterministic=deterministic, num_shards=num_shards,
+                shard_index=shard_index)
   if kind == "tfds":
     return _tfds_source(name, data_dir, split, counter, image_key=image_key,
                         **common)

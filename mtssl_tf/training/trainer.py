@@ -16,14 +16,36 @@ are active". Here:
   command resumes exactly where the last checkpoint was written;
 * a non-finite loss stops the run with :class:`NonFiniteLossError` naming the
   task and the step; no checkpoint is written after it.
+
+Scale-out and accelerators:
+
+* input per pipeline: each worker builds its own input pipeline from an
+  ``InputContext`` (``num_input_pipelines`` = workers, its
+  ``input_pipeline_id``) at the per-replica batch size, as
+  ``strategy.distribute_datasets_from_function`` would; the trainer keeps a
+  plain ``tf.data`` iterator per pipeline because the strategy's distributed
+  iterators cannot be checkpointed (``tf.train.Checkpoint`` rejects them in
+  TF 2.20), and exact resume needs the iterator state;
+* ``steps_per_loop=K``: K steps (each one task, the cycle's apply where a
+  cycle ends) run inside one ``tf.function``; the host reads the K losses
+  once; a loop never crosses a checkpoint interval;
+* ``mixed_precision``: the model is built under a Keras dtype policy; the
+  outputs are cast to float32 before every loss (softmax, soft-encoding,
+  triplet distances), batch norm computes its statistics in float32 (Keras)
+  and the UnitMixer keeps float32 alphas; ``mixed_float16`` adds dynamic
+  loss scaling: a cycle with an overflowing gradient is not applied and the
+  scale halves; it doubles after ``loss_scale_growth_interval`` good steps;
+* ``jit_compile``: each task's forward/loss/backward is an XLA-compiled
+  function; the all-reduce, accumulation and optimizer stay outside it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -65,11 +87,25 @@ def make_optimizer(config) -> keras.optimizers.Optimizer:
   return keras.optimizers.Adam(epsilon=min(config.epsilon, 1e-3), **kwargs)
 
 
-def _images_per_step(inputs) -> int:
-  """How many images one batch sends through the trunk (leading dims of
-  the [..., H, W, 3] inputs)."""
-  first = tf.nest.flatten(inputs)[0]
-  return int(np.prod(first.shape[:-3]))
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+  """Layers made inside take the Keras dtype policy ``name`` (captured at
+  construction); the global policy is restored afterwards so that nothing
+  else in the process changes."""
+  before = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(before)
+
+
+def _float32(outputs):
+  """Floating outputs in float32: losses (softmax, soft-encoding, triplet
+  distances) are computed in full precision under any dtype policy."""
+  def cast(t):
+    return tf.cast(t, tf.float32) if t.dtype.is_floating else t
+  return tf.nest.map_structure(cast, outputs)
 
 
 def _format_time(seconds: float) -> str:
@@ -87,15 +123,23 @@ class Trainer:
   Args:
     config: the validated configuration.
     strategy: a ``tf.distribute.Strategy``; made from the config if None.
-    datasets: task -> ``tf.data.Dataset`` of GLOBAL batches
-      ``(inputs, targets)``; made from ``config.data`` if None (tests pass
-      their own).
+    datasets: task -> either a ``tf.data.Dataset`` of GLOBAL batches
+      ``(inputs, targets)`` (every worker reads it whole and keeps its
+      replicas' slices: simple, for tests and one host), or an input function
+      ``fn(input_context) -> tf.data.Dataset`` of PER-REPLICA batches from
+      that pipeline's own shard (what :func:`mtssl_tf.data.pipeline.
+      training_input_fns` makes; each example is read by one worker only).
+      Made from ``config.data`` (input functions) if None.
     log: a callable taking one line of progress text.
+    loss_scale_growth_interval: ``mixed_float16`` only: good steps after
+      which the loss scale doubles.
   """
 
+  LOSS_SCALE_INITIAL = 2.0 ** 15
+
   def __init__(self, config: TrainConfig, strategy=None,
-               datasets: Optional[Dict[str, tf.data.Dataset]] = None,
-               log=print):
+               datasets: Optional[Dict[str, Any]] = None,
+               log=print, loss_scale_growth_interval: int = 2000):
     # Before anything is built: a run folder trained under another config
     # must not be resumed with this one.
     check_resume(config)
@@ -110,7 +154,8 @@ class Trainer:
     self.schedule = schedules.make_schedule(config)
     keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
-      self.model = MultiTaskModel(**config.model_kwargs(), name="mtssl")
+      with _dtype_policy(config.mixed_precision):
+        self.model = MultiTaskModel(**config.model_kwargs(), name="mtssl")
       if config.optimizer.per_task:
         self.optimizers = {t: make_optimizer(config.optimizer)
                            for t in config.tasks}
@@ -136,21 +181,38 @@ class Trainer:
             for i, v in enumerate(self.variables)]
       else:
         self.accumulators = []
+      self.loss_scale = None
+      if config.mixed_precision == "mixed_float16":
+        # Same value on every replica (updated from all-reduced gradients).
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.loss_scale = tf.Variable(self.LOSS_SCALE_INITIAL, trainable=False,
+                                      aggregation=first, name="loss_scale")
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                      aggregation=first, name="good_steps")
+        # 1 while every step of the current cycle had finite gradients.
+        self.cycle_finite = tf.Variable(1, dtype=tf.int64, trainable=False,
+                                        aggregation=first,
+                                        name="cycle_finite")
+    self.loss_scale_growth_interval = int(loss_scale_growth_interval)
     if datasets is None:
       from mtssl_tf.data import pipeline  # heavy imports only when training
-      datasets = pipeline.training_datasets(config, self.model.tasks, log=log)
-    if getattr(self.strategy.extended, "_num_workers", 1) > 1:
-      # Every worker reads the same global batch and takes its replicas'
-      # slices, so all workers must see the batches in the same order.
-      options = tf.data.Options()
-      options.deterministic = True
-      datasets = type(datasets)(
-          {t: ds.with_options(options) for t, ds in datasets.items()},
-          **({"sources": datasets.sources}
-             if hasattr(datasets, "sources") else {}))
+      datasets = pipeline.training_input_fns(config, self.model.tasks,
+                                             log=log)
+    self.num_workers = max(1, int(getattr(self.strategy.extended,
+                                          "_num_workers", 1) or 1))
+    self.local_replicas = self.num_replicas // self.num_workers
+    self.input_context = tf.distribute.InputContext(
+        num_input_pipelines=self.num_workers,
+        input_pipeline_id=self._worker_index(),
+        num_replicas_in_sync=self.num_replicas)
     self.datasets = datasets
-    self.iterators = {t: iter(datasets[t]) for t in config.tasks}
-    self._step_fns = {t: self._make_step_fn(t) for t in config.tasks}
+    self.local_datasets = {t: self._local_dataset(datasets[t])
+                           for t in config.tasks}
+    self.iterators = {t: iter(self.local_datasets[t]) for t in config.tasks}
+    self._replica_steps = {t: self._make_replica_step(t)
+                           for t in config.tasks}
+    self._step_fns = {}
+    self._loop_fns = {}
     self._apply_fn = self._make_apply_fn() if self.accumulators else None
     unique_opts = {id(o): o for o in self.optimizers.values()}
     ckpt_items = dict(model_weights=model_weights(self.model), step=self.step,
@@ -166,6 +228,10 @@ class Trainer:
     ckpt_items.update({f"data_{t}": it for t, it in self.iterators.items()})
     for t, source in getattr(datasets, "sources", {}).items():
       ckpt_items[f"skips_{t}"] = source.counter
+    if self.loss_scale is not None:
+      ckpt_items.update(loss_scale=self.loss_scale,
+                        good_steps=self.good_steps,
+                        cycle_finite=self.cycle_finite)
     self.checkpoint = tf.train.Checkpoint(**ckpt_items)
     ckpt_dir = os.path.join(config.run_dir, "checkpoints")
     if not self.chief:
@@ -177,9 +243,81 @@ class Trainer:
     self.history: Dict[str, List[tuple]] = {t: [] for t in config.tasks}
     self.writer = None
 
+  # -- input --------------------------------------------------------------
+  def _worker_index(self) -> int:
+    """This worker's position among the input pipelines (0 on one host)."""
+    if self.num_workers == 1:
+      return 0
+    resolver = self.strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    # Replica ids run chief first, then workers in index order.
+    if resolver.task_type == "chief":
+      return 0
+    return int(resolver.task_id) + (1 if "chief" in cluster else 0)
+
+  def _local_dataset(self, source) -> tf.data.Dataset:
+    """This worker's dataset of ``[local_replicas, per_replica, ...]``
+    batches from a global-batch dataset or an input function."""
+    ctx, per, local = self.input_context, self.per_replica_batch, \
+        self.local_replicas
+    if callable(source) and not isinstance(source, tf.data.Dataset):
+      dataset = source(ctx)
+      if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f"an input function must return a tf.data.Dataset, "
+                        f"got {type(dataset).__name__}")
+      # Consecutive per-replica batches go to the local replicas in order,
+      # as distribute_datasets_from_function hands them out.
+      return dataset.batch(local, drop_remainder=True)
+    if not isinstance(source, tf.data.Dataset):
+      raise TypeError(f"datasets values must be tf.data.Dataset or input "
+                      f"functions, got {type(source).__name__}")
+    lo = ctx.input_pipeline_id * local * per
+
+    def mine(*batch):
+      batch = batch[0] if len(batch) == 1 else batch
+
+      def cut(t):
+        t = t[lo:lo + local * per]
+        inner = t.shape[1:]
+        shape = ([local, per] + inner.as_list() if inner.is_fully_defined()
+                 else tf.concat([[local, per], tf.shape(t)[1:]], 0))
+        return tf.reshape(t, shape)
+      return tf.nest.map_structure(cut, batch)
+
+    dataset = source.map(mine)
+    if self.num_workers > 1:
+      # Every worker reads the same global batch and keeps its replicas'
+      # slices, so all workers must see the batches in the same order.
+      options = tf.data.Options()
+      options.deterministic = True
+      dataset = dataset.with_options(options)
+    return dataset
+
+  def _distribute(self, local_batch):
+    """``[local_replicas, per_replica, ...]`` -> per-replica values."""
+    if self.num_replicas == 1:
+      return tf.nest.map_structure(lambda t: t[0], local_batch)
+    first = self.input_context.input_pipeline_id * self.local_replicas
+
+    def value_fn(ctx):
+      i = ctx.replica_id_in_sync_group - first
+      return tf.nest.map_structure(lambda t: t[i], local_batch)
+
+    return self.strategy.experimental_distribute_values_from_function(
+        value_fn)
+
+  def _split_global(self, batch):
+    """A global batch -> this worker's ``[local_replicas, per, ...]``."""
+    per, local = self.per_replica_batch, self.local_replicas
+    lo = self.input_context.input_pipeline_id * local * per
+    return tf.nest.map_structure(
+        lambda t: tf.reshape(t[lo:lo + local * per],
+                             [local, per] + list(t.shape[1:])), batch)
+
   # -- graph functions ------------------------------------------------------
-  def _task_variables(self, task: str) -> List[tf.Variable]:
-    """The variables that task ``task``'s loss depends on."""
+  def variables_of(self, task: str) -> List[tf.Variable]:
+    """The trainable variables that task ``task``'s loss depends on: the
+    trunk, the task's head and (with the lasso) its mixer alphas."""
     head = self.model.heads[task]
     variables = list(self.model.trunk.trainable_variables)
     variables += list(head.trainable_variables)
@@ -187,51 +325,108 @@ class Trainer:
       variables.append(self.model.mixer._alphas[task])
     return variables
 
-  def _make_step_fn(self, task_name: str):
+  _task_variables = variables_of  # the name used before issue 13
+
+  def _make_replica_step(self, task_name: str):
+    """The per-replica step of one task: loss, gradients, all-reduce and
+    accumulation (or the optimizer step for update=every_step)."""
     model = self.model
     task = model.task_objects[task_name]
     optimizer = self.optimizers[task_name]
-    variables = self._task_variables(task_name)
+    variables = self.variables_of(task_name)
     indices = [self._index[id(v)] for v in variables]
     global_batch = self.config.batch_size
     num_replicas = self.num_replicas
     accumulators = self.accumulators
+    loss_scale = self.loss_scale
 
-    def replica_step(inputs, targets):
+    def compute(inputs, targets, scale):
       with tf.GradientTape() as tape:
-        outputs = model(inputs, task=task_name, training=True)
-        per_example = task.loss(targets, outputs)
+        outputs = _float32(model(inputs, task=task_name, training=True))
+        per_example = tf.cast(task.loss(targets, outputs), tf.float32)
         # Each replica sums its own examples and divides by the GLOBAL batch;
         # the all-reduce (a sum over replicas) then yields the global mean,
         # the same value one replica computes on the whole batch.
         loss = tf.reduce_sum(per_example) / global_batch
         # Every replica adds the identical lasso penalty; dividing by the
         # number of replicas makes the summed penalty count once.
-        penalty = (tf.add_n(model.losses) / num_replicas
+        penalty = (tf.cast(tf.add_n(model.losses), tf.float32) / num_replicas
                    if model.losses else tf.constant(0.0))
         total = loss + penalty
-      grads = tape.gradient(total, variables)
-      grads = [tf.zeros_like(v) if g is None else g
+        # float16 gradients underflow to zero without a scale; the scale is
+        # divided out again in float32 below.
+        scaled = total * scale
+      grads = tape.gradient(scaled, variables)
+      grads = [tf.zeros_like(v) if g is None else tf.cast(g, v.dtype) / scale
                for g, v in zip(grads, variables)]
+      return loss, penalty, grads
+
+    if self.config.jit_compile:
+      compute = tf.function(compute, jit_compile=True)
+
+    def replica_step(inputs, targets):
+      scale = (loss_scale.read_value() if loss_scale is not None
+               else tf.constant(1.0))
+      loss, penalty, grads = compute(inputs, targets, scale)
       if accumulators:
         ctx = tf.distribute.get_replica_context()
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        for i, g in zip(indices, grads):
-          accumulators[i].assign_add(g)
+        if loss_scale is None:
+          for i, g in zip(indices, grads):
+            accumulators[i].assign_add(g)
+        else:
+          # After the all-reduce every replica holds the same gradients, so
+          # every replica takes the same decision.
+          finite = tf.reduce_all(
+              [tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+          for i, g in zip(indices, grads):
+            accumulators[i].assign_add(tf.where(finite, g, tf.zeros_like(g)))
+          self._update_loss_scale(finite)
       else:
         # apply_gradients all-reduces (sums) the per-replica gradients.
         optimizer.apply_gradients(zip(grads, variables))
       return loss, penalty
 
-    @tf.function
-    def step_fn(batch):
-      inputs, targets = batch
-      loss, penalty = self.strategy.run(replica_step, args=(inputs, targets))
-      reduce = self.strategy.reduce
-      return (reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-              reduce(tf.distribute.ReduceOp.SUM, penalty, axis=None))
+    return replica_step
 
-    return step_fn
+  def _update_loss_scale(self, finite):
+    """Dynamic loss scaling: halve on an overflow (and mark the cycle), double
+    after ``loss_scale_growth_interval`` good steps in a row."""
+    good = tf.where(finite, self.good_steps + 1, tf.constant(0, tf.int64))
+    grow = good >= self.loss_scale_growth_interval
+    scale = self.loss_scale.read_value()
+    self.loss_scale.assign(tf.where(
+        finite, tf.where(grow, scale * 2.0, scale), tf.maximum(scale / 2.0,
+                                                               1.0)))
+    self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
+    self.cycle_finite.assign(self.cycle_finite * tf.cast(finite, tf.int64))
+
+  def _run_replicas(self, task: str, local_batch):
+    """One step of ``task`` on this worker's batch; global (loss, penalty)."""
+    inputs, targets = self._distribute(local_batch)
+    loss, penalty = self.strategy.run(self._replica_steps[task],
+                                      args=(inputs, targets))
+    reduce = self.strategy.reduce
+    return (reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            reduce(tf.distribute.ReduceOp.SUM, penalty, axis=None))
+
+  def train_step(self, task: str, batch) -> Tuple[tf.Tensor, tf.Tensor]:
+    """One step of ``task`` on a GLOBAL batch ``(inputs, targets)``: the
+    gradient is accumulated (update=cycle; see :meth:`apply_update`) or
+    applied (every_step). Counters and the data iterators are not touched.
+
+    Returns:
+      ``(loss, penalty)``: the task's mean loss over the global batch and the
+      lasso penalty, scalar tensors.
+    """
+    if task not in self._replica_steps:
+      raise ValueError(f"task {task!r} is not trained here; tasks: "
+                       f"{', '.join(self.config.tasks)}")
+    fn = self._step_fns.get(task)
+    if fn is None:
+      fn = tf.function(lambda b, task=task: self._run_replicas(task, b))
+      self._step_fns[task] = fn
+    return fn(self._split_global(batch))
 
   def _make_apply_fn(self):
     optimizer = next(iter(self.optimizers.values()))
@@ -239,29 +434,69 @@ class Trainer:
     accumulators = self.accumulators
     cycle = float(self.config.cycle_length)
 
-    @tf.function
-    def apply_fn():
+    def apply():
       # Cross-replica context: the accumulators hold all-reduced sums, so the
       # optimizer applies the same mean gradient on every replica.
       grads = [a.read_value() / cycle for a in accumulators]
       optimizer.apply_gradients(zip(grads, variables))
+      return tf.constant(True)
+
+    def apply_fn():
+      if self.loss_scale is None:
+        apply()
+      else:
+        # A cycle with an overflowing gradient is dropped whole, as a loss
+        # scale optimizer drops the step.
+        tf.cond(self.cycle_finite > 0, apply, lambda: tf.constant(False))
+        self.cycle_finite.assign(1)
       for a in accumulators:
         a.assign(tf.zeros_like(a))
 
     return apply_fn
 
-  def _distribute(self, batch):
-    """Splits a global batch into the replicas' slices."""
-    per = self.per_replica_batch
-    if self.num_replicas == 1:
-      return batch
+  def apply_update(self) -> None:
+    """Applies the accumulated mean gradient of the cycle and clears the
+    accumulators (update=cycle; nothing to do for every_step)."""
+    if self._apply_fn is None:
+      return
+    if not hasattr(self, "_apply_tf_fn"):
+      self._apply_tf_fn = tf.function(self._apply_fn)
+    self._apply_tf_fn()
 
-    def value_fn(ctx):
-      i = ctx.replica_id_in_sync_group
-      return tf.nest.map_structure(lambda t: t[i * per:(i + 1) * per], batch)
+  def _loop_fn(self, plan: Tuple[Tuple[str, bool], ...]):
+    """The ``tf.function`` running the steps of ``plan`` ((task, apply the
+    cycle after it), ...) on the data iterators; returns their losses and
+    penalties. One function per distinct plan (round robin has few)."""
+    fn = self._loop_fns.get(plan)
+    if fn is not None:
+      return fn
 
-    return self.strategy.experimental_distribute_values_from_function(
-        value_fn)
+    def loop():
+      losses, penalties = [], []
+      for task, apply in plan:
+        loss, penalty = self._run_replicas(task, next(self.iterators[task]))
+        self.task_steps[task].assign_add(1)
+        if apply:
+          self._apply_fn()
+        losses.append(loss)
+        penalties.append(penalty)
+      self.step.assign_add(len(plan))
+      return tf.stack(losses), tf.stack(penalties)
+
+    fn = tf.function(loop)
+    self._loop_fns[plan] = fn
+    return fn
+
+  def _plan(self, step: int) -> Tuple[Tuple[str, bool], ...]:
+    """The steps of the loop starting at ``step``: at most steps_per_loop,
+    never past the next checkpoint or the end."""
+    cfg = self.config
+    end = min(step + cfg.steps_per_loop, cfg.steps,
+              (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
+    return tuple(
+        (self.schedule.task_at(s),
+         self._apply_fn is not None and (s + 1) % cfg.cycle_length == 0)
+        for s in range(step, end))
 
   # -- the loop ---------------------------------------------------------------
   def restore(self) -> int:
@@ -336,45 +571,43 @@ class Trainer:
     window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
     summary_window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
     t0 = time.time()
+    self.device_seconds = 0.0  # inside the loop functions, host read included
+    self._images = {t: self._images_per_step(t) for t in cfg.tasks}
     t_window, images_window, steps_window = time.time(), 0, 0
     step = start
     try:
       while step < cfg.steps:
-        task = self.schedule.task_at(step)
-        batch = next(self.iterators[task])
-        images_window += _images_per_step(batch[0])
-        loss, penalty = self._step_fns[task](self._distribute(batch))
-        loss = float(loss)
-        if not math.isfinite(loss) or not math.isfinite(float(penalty)):
-          raise NonFiniteLossError(
-              f"non-finite loss {loss} in task {task!r} at step {step}; "
-              f"stopping. The last good checkpoint is kept: "
-              f"{self.manager.latest_checkpoint}")
-        self.task_steps[task].assign_add(1)
-        step += 1
-        steps_window += 1
-        if self._apply_fn is not None and step % cfg.cycle_length == 0:
-          self._apply_fn()
-        self.step.assign(step)
-        window[task].append(loss)
-        summary_window[task].append(loss)
-        self.history[task].append((step, loss))
-        if hist_file:
-          hist_file.write(json.dumps({"step": step, "task": task,
-                                      "loss": loss}) + "\n")
-        if step % cfg.summary_every == 0:
-          self._summaries(step, summary_window)
-          summary_window = {t: [] for t in cfg.tasks}
-        if step % cfg.log_every == 0 or step == cfg.steps:
-          dt = max(time.time() - t_window, 1e-9)
-          rate = steps_window / dt
-          losses = " ".join(f"{t}={np.mean(v):.4f}"
+        plan = self._plan(step)
+        t_call = time.time()
+        losses, penalties = self._loop_fn(plan)()
+        # The one host read per loop.
+        losses, penalties = losses.numpy(), penalties.numpy()
+        self.device_seconds += time.time() - t_call
+        for i, (task, _) in enumerate(plan):
+          if not (math.isfinite(losses[i]) and math.isfinite(penalties[i])):
+            raise NonFiniteLossError(
+                f"non-finite loss {losses[i]} in task {task!r} at step "
+                f"{step + i}; stopping. The last good checkpoint is kept: "
+                f"{self.manager.latest_checkpoint}")
+        for i, (task, _) in enumerate(plan):
+          images_window += self._images[task]
+          loss = float(losses[i])
+          step += 1
+          steps_window += 1
+          self._after_step(step, task, loss, window, summary_window, hist_file)
+          if step % cfg.summary_every == 0:
+            self._summaries(step, summary_window)
+            summary_window = {t: [] for t in cfg.tasks}
+          if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = max(time.time() - t_window, 1e-9)
+            rate = steps_window / dt
+            text = " ".join(f"{t}={np.mean(v):.4f}"
                             for t, v in window.items() if v)
-          self.log(f"step {step}/{cfg.steps} | {rate:.2f} steps/s | "
-                   f"{images_window / dt:.1f} img/s | {losses} | "
-                   f"left {_format_time((cfg.steps - step) / rate)}")
-          window = {t: [] for t in cfg.tasks}
-          t_window, images_window, steps_window = time.time(), 0, 0
+            self.log(f"step {step}/{cfg.steps} | {rate:.2f} steps/s | "
+                     f"{images_window / dt:.1f} img/s | {text} | "
+                     f"left {_format_time((cfg.steps - step) / rate)}")
+            window = {t: [] for t in cfg.tasks}
+            t_window, images_window, steps_window = time.time(), 0, 0
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
           if hist_file:
             hist_file.flush()
@@ -386,9 +619,25 @@ class Trainer:
         self.writer.flush()
     return self._finish(step, time.time() - t0, step - start)
 
+  def _images_per_step(self, task: str) -> int:
+    """Images one global batch of ``task`` sends through the trunk."""
+    spec = tf.nest.flatten(self.local_datasets[task].element_spec[0])[0]
+    # [local_replicas, per_replica, (views,) H, W, 3]
+    return self.config.batch_size * int(np.prod(spec.shape[2:-3]))
+
+  def _after_step(self, step, task, loss, window, summary_window, hist_file):
+    """Host bookkeeping of one step whose loss has been read."""
+    window[task].append(loss)
+    summary_window[task].append(loss)
+    self.history[task].append((step, loss))
+    if hist_file:
+      hist_file.write(json.dumps({"step": step, "task": task,
+                                  "loss": loss}) + "\n")
+
   def _finish(self, step: int, seconds: float, steps_run: int):
     outputs = {"step": step, "seconds": seconds, "steps_run": steps_run,
-               "checkpoint": self.manager.latest_checkpoint}
+               "checkpoint": self.manager.latest_checkpoint,
+               "device_seconds": getattr(self, "device_seconds", 0.0)}
     if self.chief and self.config.plots:
       from mtssl_tf import visualization
       plots = os.path.join(self.config.run_dir, "plots")
