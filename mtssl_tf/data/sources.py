@@ -325,15 +325,20 @@ def files_dataset(files: Sequence[str], counter: SkipCounter, *,
                   min_size: int = 1, image_size_limit: Optional[int] = None,
                   shuffle: bool = False, seed: int = 0,
                   num_parallel_calls: int = tf.data.AUTOTUNE,
-                  deterministic: Optional[bool] = None) -> tf.data.Dataset:
-  """Examples from a list of image files; ``id`` is the index in ``files``.
+                  deterministic: Optional[bool] = None,
+                  ids: Optional[Sequence[int]] = None) -> tf.data.Dataset:
+  """Examples from a list of image files; ``id`` is the index in ``files``
+  (or ``ids[i]``: a shard keeps the ids of the whole list, so that ids stay
+  unique across input pipelines).
 
   With ``shuffle`` the (cheap) list of paths is shuffled, with ``seed``,
   anew on every pass, before anything is read.
   """
   paths = tf.constant([os.fspath(f) for f in files], tf.string)
   dataset = tf.data.Dataset.from_tensor_slices(
-      {"path": paths, "id": tf.range(len(files), dtype=tf.int64)})
+      {"path": paths,
+       "id": (tf.range(len(files), dtype=tf.int64) if ids is None
+              else tf.constant(list(ids), tf.int64))})
   if shuffle:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
@@ -350,15 +355,13 @@ def files_dataset(files: Sequence[str], counter: SkipCounter, *,
 
 def _shard_list(items, num_shards: int, shard_index: int, what: str):
   """Every ``num_shards``-th item from ``shard_index``: one input pipeline's
-  share of a file list."""
-  if num_shards == 1:
-    return list(items)
-  mine = list(items)[shard_index::num_shards]
-  if not mine:
+  share of a file list, and the items' indices in the whole list."""
+  indices = list(range(len(items)))[shard_index::num_shards]
+  if not indices:
     raise ValueError(
         f"{len(items)} {what} cannot be split over {num_shards} input "
         f"pipelines: pipeline {shard_index} would get none")
-  return mine
+  return [items[i] for i in indices], indices
 
 
 def _shard_note(num_shards: int, shard_index: int) -> str:
@@ -369,9 +372,10 @@ def _folder_source(path, counter, num_shards=1, shard_index=0,
                    **kw) -> Source:
   if path is None:
     raise ValueError("kind 'folder' needs path=<folder of images>")
-  files = _shard_list(list_image_files(path), num_shards, shard_index,
-                      "image files")
-  return Source(files_dataset(files, counter, **kw), counter, "folder",
+  files, ids = _shard_list(list_image_files(path), num_shards, shard_index,
+                           "image files")
+  return Source(files_dataset(files, counter, ids=ids, **kw), counter,
+                "folder",
                 f"{len(files)} image files under {path}"
                 + _shard_note(num_shards, shard_index), len(files))
 
@@ -379,8 +383,8 @@ def _folder_source(path, counter, num_shards=1, shard_index=0,
 def _offline_source(counter, *, repeats: int = 1, packages=None,
                     num_shards=1, shard_index=0, **kw) -> Source:
   from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
-  items = _shard_list(offline.offline_image_files(packages), num_shards,
-                      shard_index, "offline sample images")
+  items, ids = _shard_list(list(offline.offline_image_files(packages)),
+                           num_shards, shard_index, "offline sample images")
   if repeats < 1:
     raise ValueError(f"repeats must be >= 1, got {repeats}")
   shuffle, seed = kw.pop("shuffle", False), kw.pop("seed", 0)
@@ -388,7 +392,8 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   # memory (about 1 MB at a 160 px size limit). Decoding them again on every
   # pass, in every task's pipeline, made the input pipelines slower than the
   # trainer (benchmarks/train_step.py).
-  dataset = files_dataset([f.path for f in items], counter, **kw).cache()
+  dataset = files_dataset([f.path for f in items], counter, ids=ids,
+                          **kw).cache()
   if shuffle:
     dataset = dataset.shuffle(len(items), seed=seed,
                               reshuffle_each_iteration=True)
@@ -428,7 +433,7 @@ def _motion_source(path, counter, *, min_size: int = 1,
   # Whole files per pipeline when there are enough of them, else records.
   by_file = len(files) >= num_shards
   if by_file:
-    files = _shard_list(files, num_shards, shard_index, "motion files")
+    files, _ = _shard_list(files, num_shards, shard_index, "motion files")
   file_ds = tf.data.Dataset.from_tensor_slices(files)
   if shuffle:
     file_ds = file_ds.shuffle(len(files), seed=seed,

@@ -51,7 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.config import TrainConfig, check_resume
+from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.training import schedules
 from mtssl_tf.training.distribute import is_chief, make_strategy
@@ -106,6 +106,16 @@ def _float32(outputs):
   def cast(t):
     return tf.cast(t, tf.float32) if t.dtype.is_floating else t
   return tf.nest.map_structure(cast, outputs)
+
+
+# Tasks whose step cannot be XLA-compiled, and why; they run uncompiled under
+# --jit_compile (the run's log says so). tests/test_scale_out.py checks that
+# each listed reason still holds.
+XLA_UNSUPPORTED = {
+    "colorization": (
+        "its loss resizes the ab targets to the logits' size with "
+        "tf.image.resize(method='area'): ResizeArea has no XLA kernel"),
+}
 
 
 def _format_time(seconds: float) -> str:
@@ -209,6 +219,18 @@ class Trainer:
     self.local_datasets = {t: self._local_dataset(datasets[t])
                            for t in config.tasks}
     self.iterators = {t: iter(self.local_datasets[t]) for t in config.tasks}
+    if config.jit_compile:
+      if config.trunk.sync_bn:
+        raise ConfigError(
+            "jit_compile cannot compile synchronised batch norm: its "
+            "all-reduce inside the forward pass cannot sit in a compiled "
+            "function nested in strategy.run (contradicting flags: "
+            "--sync_bn); use --nosync_bn")
+      for t in config.tasks:
+        if not self._compiled(t):
+          why = XLA_UNSUPPORTED.get(
+              t, "the cross-replica gather of its triplet loss")
+          log(f"jit_compile: {t} runs uncompiled ({why})")
     self._replica_steps = {t: self._make_replica_step(t)
                            for t in config.tasks}
     self._step_fns = {}
@@ -361,7 +383,7 @@ class Trainer:
                for g, v in zip(grads, variables)]
       return loss, penalty, grads
 
-    if self.config.jit_compile:
+    if self._compiled(task_name):
       compute = tf.function(compute, jit_compile=True)
 
     def replica_step(inputs, targets):
@@ -400,6 +422,19 @@ class Trainer:
                                                                1.0)))
     self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
     self.cycle_finite.assign(self.cycle_finite * tf.cast(finite, tf.int64))
+
+  def _compiled(self, task: str) -> bool:
+    """Whether ``task``'s forward/loss/backward is XLA-compiled."""
+    if not self.config.jit_compile:
+      return False
+    if task in XLA_UNSUPPORTED:
+      return False
+    if task == "exemplar" and self.num_replicas > 1:
+      # The triplets are mined over embeddings all-gathered across replicas
+      # inside the loss; a cross-replica call cannot sit inside a compiled
+      # function nested in strategy.run.
+      return False
+    return True
 
   def _run_replicas(self, task: str, local_batch):
     """One step of ``task`` on this worker's batch; global (loss, penalty)."""
