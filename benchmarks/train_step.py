@@ -9,9 +9,10 @@ overrides, parsed as ``python -m mtssl_tf.train`` parses them) with its own
 datasets replaced by one fixed batch per task, made by the task's data op
 from a real photo. For each task the script times, on the same batch:
 
-* the trainer's own step function ``trainer._step_fns[task]`` (forward,
+* the trainer's own step ``trainer.train_step(task, batch)`` (forward,
   loss, backward, all-reduce, gradient accumulation) plus the per-cycle
-  ``trainer._apply_fn`` divided by the cycle length (its amortised share);
+  ``trainer.apply_update()`` divided by the cycle length (its amortised
+  share);
 * the baseline: a bare trunk forward+backward in a ``tf.function`` under the
   same strategy on the same trunk images (``task.trunk_images(inputs)``):
   the sum of the last block-3 unit, its gradient with respect to the trunk
@@ -83,6 +84,13 @@ flags.DEFINE_integer("input_warmup", 5,
                      "Batches per task read before timing (buffers fill).")
 flags.DEFINE_integer("loop_cycles", 6,
                      "Cycles of the real loop (data wait); 0 skips it.")
+flags.DEFINE_bool("scale_out", True,
+                  "Part 3: float32 vs mixed_bfloat16, XLA off vs on, K=1 vs "
+                  "K=cycle steps per loop, the matmul peak, every size.")
+flags.DEFINE_integer("scale_out_loops", 3,
+                     "Part 3: timed loops of one cycle (K=1: one step each) "
+                     "per variant, after one untimed pass.")
+flags.DEFINE_integer("matmul_size", 2048, "Part 3: n of the n^3 matmul peak.")
 FLAGS = flags.FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,7 +239,7 @@ def bench_step(size: str, args: str, run_dir: str):
 
   def make_accumulate_fn(name):
     # The step function's gradient accumulation alone (tiny gradients).
-    variables = trainer._task_variables(name)
+    variables = trainer.variables_of(name)
     indices = [trainer._index[id(v)] for v in variables]
     grads = [tf.fill(v.shape, 1e-9) for v in variables]
 
@@ -257,7 +265,6 @@ def bench_step(size: str, args: str, run_dir: str):
         [images[name].shape[0]] + list(shape[1:]), [config.seed, 1])
     head_fns[name] = make_head_fn(name)
 
-  dist = {n: trainer._distribute(batches[n]) for n in tasks}
   times = {n: {"step": [], "base": [], "head": [], "accumulate": []}
            for n in tasks}
   apply_times, base_apply_times = [], []
@@ -265,7 +272,7 @@ def bench_step(size: str, args: str, run_dir: str):
   for r in range(rounds):
     start = time.perf_counter()
     for name in tasks:
-      t_step = _time(lambda: trainer._step_fns[name](dist[name]))
+      t_step = _time(lambda: trainer.train_step(name, batches[name]))
       t_base = _time(lambda: baseline(images[name]))
       t_head = _time(lambda: head_fns[name](features[name],
                                             batches[name][1]))
@@ -275,8 +282,8 @@ def bench_step(size: str, args: str, run_dir: str):
         times[name]["step"].append(t_step)
         times[name]["base"].append(t_base)
         times[name]["head"].append(t_head)
-    if trainer._apply_fn is not None:
-      t_apply = _time(lambda: trainer._apply_fn())
+    if trainer.accumulators:
+      t_apply = _time(trainer.apply_update)
       if r >= FLAGS.warmup:
         apply_times.append(t_apply)
     t_base_apply = _time(base_apply)
@@ -372,10 +379,9 @@ def _loop(trainer, iterators, tasks, cycles: int):
       t0 = time.perf_counter()
       batch = next(iterators[t])
       wait += time.perf_counter() - t0
-      loss, _ = trainer._step_fns[t](trainer._distribute(batch))
+      loss, _ = trainer.train_step(t, batch)
       float(loss)
-    if trainer._apply_fn is not None:
-      trainer._apply_fn()
+    trainer.apply_update()
   return time.perf_counter() - start, wait
 
 
@@ -432,6 +438,141 @@ def bench_input(config, trainer, step_med):
   return list(variants), rows, loop
 
 
+# -- part 3: scale-out options ------------------------------------------------
+SCALE_OUT_VARIANTS = (
+    ("float32, XLA off, K=1", ()),
+    ("mixed_bfloat16", ("--mixed_precision=mixed_bfloat16",)),
+    ("XLA on", ("--jit_compile",)),
+    ("K=cycle", ("--steps_per_loop=CYCLE",)),
+)
+
+
+def matmul_peak(n: int, repeats: int = 5) -> float:
+  """float32 FLOP/s of an n^3 matmul on this machine (best of repeats)."""
+  import tensorflow as tf
+  a = tf.random.stateless_normal([n, n], [0, 1])
+  b = tf.random.stateless_normal([n, n], [0, 2])
+  mm = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+  mm(a, b).numpy()
+  best = min(_time(lambda: mm(a, b)) for _ in range(repeats))
+  return 2.0 * n ** 3 / best
+
+
+def trunk_flops(trunk, images) -> float:
+  """FLOPs of one trunk forward on ``images``: 2 * MACs of every Conv2D and
+  MatMul in the traced graph (element-wise ops left out). A training step
+  is taken as 3 forwards (backward = 2 forwards: input and weight
+  gradients)."""
+  import numpy as np
+  import tensorflow as tf
+  fn = tf.function(lambda x: trunk(x, training=True))
+  graph = fn.get_concrete_function(
+      tf.TensorSpec(images.shape, images.dtype)).graph
+  total = 0.0
+
+  def walk(g):
+    nonlocal total
+    for op in g.get_operations():
+      if op.type == "Conv2D":
+        out = op.outputs[0].shape
+        kernel = op.inputs[1].shape
+        total += 2.0 * np.prod(out.as_list()) * np.prod(kernel.as_list()[:3])
+      elif op.type == "MatMul":
+        a, b = op.inputs[0].shape, op.inputs[1].shape
+        total += 2.0 * a[0] * a[1] * b[1]
+    for f in getattr(g, "_functions", {}).values():
+      walk(f.graph) if hasattr(f, "graph") else None
+
+  walk(graph)
+  return total
+
+
+def bench_scale_out(size: str, args: str, run_dir: str, only):
+  """Part 3 for one size: one Trainer per variant on fixed batches; each
+  runs ``--scale_out_loops`` cycles through ``Trainer.run_loop`` (the train
+  loop's body) after one untimed cycle (tracing). Returns rows."""
+  import tensorflow as tf
+
+  from mtssl_tf import tasks as tasks_lib
+  from mtssl_tf.training.trainer import Trainer
+
+  rows = []
+  base = _config(args, run_dir)
+  tasks = [t for t in base.tasks if not only or t in only]
+  cycle = len(tasks)
+  # Synchronised BN cannot be compiled; one replica here, so it changes no
+  # number: every variant runs without it, alike.
+  common = f" --nosync_bn --tasks={','.join(tasks)} --checkpoint_every=100000"
+  batches = {}
+  for name in tasks:
+    task = tasks_lib.get_task(name, **base.task_kwargs(name))
+    batches[name] = _fixed_batch(task, base.batch_size, base.seed)
+  for label, extra in SCALE_OUT_VARIANTS:
+    extra = " ".join(extra).replace("CYCLE", str(max(cycle, 2)))
+    config = _config(args + common + " " + extra,
+                     os.path.join(run_dir, label.replace(" ", "_")))
+    datasets = {n: tf.data.Dataset.from_tensors(b).repeat()
+                for n, b in batches.items()}
+    trainer = Trainer(config, datasets=datasets, log=_log)
+    k = config.steps_per_loop
+    per_pass = max(cycle, k)  # steps of one pass: a cycle or one K loop
+    step = 0
+    start = time.perf_counter()
+    while step < per_pass:  # traces every plan of a pass
+      plan, _, _ = trainer.run_loop(step)
+      step += len(plan)
+    _log(f"[{size}] {label}: warm-up {time.perf_counter() - start:.0f}s")
+    trainer.device_seconds = 0.0
+    calls = 0
+    start = time.perf_counter()
+    for _ in range(FLAGS.scale_out_loops):
+      done = 0
+      while done < per_pass:
+        plan, _, _ = trainer.run_loop(step)
+        step += len(plan)
+        done += len(plan)
+        calls += 1
+    wall = time.perf_counter() - start
+    steps = FLAGS.scale_out_loops * per_pass
+    rows.append((size, label, k, steps / wall, 1e3 * wall / steps,
+                 1e3 * (wall - trainer.device_seconds) / steps, calls))
+    _log(f"[{size}] {label}: {steps / wall:.2f} steps/s")
+    del trainer
+  return rows, tasks, batches
+
+
+def bench_peak(size, args, run_dir, only, batches, step_rows):
+  """The bare trunk's forward+backward at this size against the matmul
+  peak measured now."""
+  import tensorflow as tf
+
+  from mtssl_tf.models.multitask import MultiTaskModel
+
+  config = _config(args + " --nosync_bn", run_dir)
+  model = MultiTaskModel(**config.model_kwargs())
+  task = [t for t in config.tasks if not only or t in only][0]
+  images = model.task_objects[task].trunk_images(batches[task][0])
+  trunk = model.trunk
+  variables = trunk.trainable_variables
+  last = trunk.unit_names[-1]
+
+  @tf.function
+  def step(x):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(trunk(x, training=True)[last])
+    return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss,
+                                                              variables)])
+
+  step(images).numpy()
+  best = min(_time(lambda: step(images)) for _ in range(3))
+  flops = 3.0 * trunk_flops(trunk, images)
+  peak = matmul_peak(FLAGS.matmul_size)
+  return dict(size=size, task=task, images=_images_desc(images),
+              step_ms=1e3 * best, gflop=flops / 1e9, peak=peak / 1e9,
+              achieved=flops / best / 1e9, fraction=flops / best / peak,
+              params=int(sum(int(tf.size(v)) for v in variables)))
+
+
 def _fmt(v, digits=1):
   if v is None or v == "":
     return ""
@@ -459,6 +600,7 @@ def main(argv):
   load = os.getloadavg()
   all_rows, infos = [], {}
   input_rows = None
+  scale_rows, peaks = [], []
   with tempfile.TemporaryDirectory(prefix="mtssl_bench_") as tmp:
     for size in FLAGS.sizes:
       args = FLAGS.demo_flags if size == "demo" else FLAGS.paper_flags
@@ -469,6 +611,14 @@ def main(argv):
       if size == "demo" and FLAGS.input_pipeline:
         input_rows = bench_input(info["config"], trainer, step_med)
       del trainer
+    for size in (FLAGS.sizes if FLAGS.scale_out else []):
+      args = FLAGS.demo_flags if size == "demo" else FLAGS.paper_flags
+      only = FLAGS.demo_tasks if size == "demo" else FLAGS.paper_tasks
+      rows, tasks, batches = bench_scale_out(
+          size, args, os.path.join(tmp, f"{size}_scale"), only)
+      scale_rows += rows
+      peaks.append(bench_peak(size, args, os.path.join(tmp, f"{size}_peak"),
+                              only, batches, rows))
   load_after = os.getloadavg()
 
   cpu = platform.processor() or platform.machine()
@@ -540,6 +690,33 @@ def main(argv):
       for name, (total, wait) in loop.items():
         print(f"| {name} | {steps / total:.2f} | "
               f"{100 * wait / total:.1f}% |")
+  if scale_rows:
+    print()
+    print(f"Scale-out options (part 3): one Trainer per variant on fixed "
+          f"batches (no input work), synchronised BN off in every variant "
+          f"(XLA cannot compile it; one replica, so no number changes), "
+          f"{FLAGS.scale_out_loops} passes of one cycle (or one K loop) "
+          f"through `Trainer.run_loop` after one untimed pass. host ms/step "
+          f"= wall time outside the loop function's call and host read, per "
+          f"step. Ratios against the first row of the same size.")
+    print()
+    print("| size | variant | K | steps/s | ms/step | x float32 K=1 | "
+          "host ms/step | host reads |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    base = {}
+    for size, label, k, rate, ms, host, calls in scale_rows:
+      base.setdefault(size, rate)
+      print(f"| {size} | {label} | {k} | {rate:.2f} | {ms:.0f} | "
+            f"{rate / base[size]:.2f} | {host:.2f} | {calls} |")
+  for p in peaks:
+    print()
+    print(f"Peak fraction, {p['size']} size: bare trunk forward+backward "
+          f"({p['params'] / 1e6:.2f}M parameters) on the {p['task']} trunk "
+          f"images ({p['images']}): {p['step_ms']:.0f} ms for "
+          f"{p['gflop']:.1f} GFLOP (3 x the Conv2D/MatMul FLOPs of a "
+          f"forward) = {p['achieved']:.1f} GFLOP/s; float32 "
+          f"{FLAGS.matmul_size}^3 matmul in the same run: {p['peak']:.1f} "
+          f"GFLOP/s; fraction {100 * p['fraction']:.1f}%.")
   return 0
 
 

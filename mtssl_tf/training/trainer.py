@@ -612,18 +612,7 @@ class Trainer:
     step = start
     try:
       while step < cfg.steps:
-        plan = self._plan(step)
-        t_call = time.time()
-        losses, penalties = self._loop_fn(plan)()
-        # The one host read per loop.
-        losses, penalties = losses.numpy(), penalties.numpy()
-        self.device_seconds += time.time() - t_call
-        for i, (task, _) in enumerate(plan):
-          if not (math.isfinite(losses[i]) and math.isfinite(penalties[i])):
-            raise NonFiniteLossError(
-                f"non-finite loss {losses[i]} in task {task!r} at step "
-                f"{step + i}; stopping. The last good checkpoint is kept: "
-                f"{self.manager.latest_checkpoint}")
+        plan, losses, _ = self.run_loop(step)
         for i, (task, _) in enumerate(plan):
           images_window += self._images[task]
           loss = float(losses[i])
@@ -659,6 +648,34 @@ class Trainer:
     spec = tf.nest.flatten(self.local_datasets[task].element_spec[0])[0]
     # [local_replicas, per_replica, (views,) H, W, 3]
     return self.config.batch_size * int(np.prod(spec.shape[2:-3]))
+
+  def run_loop(self, step: int):
+    """Runs the steps of one loop from ``step`` (up to ``steps_per_loop``,
+    ending at the next checkpoint interval or ``config.steps``) in one
+    ``tf.function`` call and reads their losses once.
+
+    Returns:
+      ``(plan, losses, penalties)``: the ``(task, cycle applied after it)``
+      of each step, and NumPy arrays of their losses and lasso penalties.
+
+    Raises:
+      NonFiniteLossError: a loss was NaN or infinite; names the first such
+        task and step.
+    """
+    plan = self._plan(step)
+    t_call = time.time()
+    losses, penalties = self._loop_fn(plan)()
+    # The one host read per loop.
+    losses, penalties = losses.numpy(), penalties.numpy()
+    self.device_seconds = getattr(self, "device_seconds", 0.0) + (
+        time.time() - t_call)
+    for i, (task, _) in enumerate(plan):
+      if not (math.isfinite(losses[i]) and math.isfinite(penalties[i])):
+        raise NonFiniteLossError(
+            f"non-finite loss {losses[i]} in task {task!r} at step "
+            f"{step + i}; stopping. The last good checkpoint is kept: "
+            f"{self.manager.latest_checkpoint}")
+    return plan, losses, penalties
 
   def _after_step(self, step, task, loss, window, summary_window, hist_file):
     """Host bookkeeping of one step whose loss has been read."""
