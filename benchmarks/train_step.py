@@ -84,6 +84,9 @@ flags.DEFINE_integer("input_warmup", 5,
                      "Batches per task read before timing (buffers fill).")
 flags.DEFINE_integer("loop_cycles", 6,
                      "Cycles of the real loop (data wait); 0 skips it.")
+flags.DEFINE_bool("step_table", True,
+                  "Part 1 (and part 2, which needs it); --nostep_table runs "
+                  "part 3 alone.")
 flags.DEFINE_bool("scale_out", True,
                   "Part 3: float32 vs mixed_bfloat16, XLA off vs on, K=1 vs "
                   "K=cycle steps per loop, the matmul peak, every size.")
@@ -602,7 +605,7 @@ def main(argv):
   input_rows = None
   scale_rows, peaks = [], []
   with tempfile.TemporaryDirectory(prefix="mtssl_bench_") as tmp:
-    for size in FLAGS.sizes:
+    for size in (FLAGS.sizes if FLAGS.step_table else []):
       args = FLAGS.demo_flags if size == "demo" else FLAGS.paper_flags
       rows, trainer, step_med, info = bench_step(
           size, args, os.path.join(tmp, size))
@@ -642,23 +645,24 @@ def main(argv):
           f"apply (all variables) {info['apply_ms']:.0f} ms; the bare "
           f"trunk's per-step apply alone {info['base_apply_ms']:.0f} ms.")
   print()
-  print("ms per step. multi-task step = the trainer's step function + the "
-        "per-cycle apply / cycle length (the last column). ratio = median "
-        "over rounds of (multi-task step / bare trunk), both timed back to "
-        "back; ratio of minima = fastest step / fastest bare trunk (the "
-        "least disturbed by other processes).")
-  print()
-  print("| size | task | trunk images | multi-task step | min - max | "
-        "bare trunk | min - max | ratio | ratio of minima | "
-        "head + loss alone | accumulate alone | apply share |")
-  print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-  for row in all_rows:
-    (size, name, imgs, step, srange, base, brange, ratio, ratio_min, head,
-     acc, apply) = row
-    print(f"| {size} | {name} | {imgs} | {_fmt(step)} | {srange} | "
-          f"{_fmt(base)} | {brange} | {_fmt(ratio, 2)} | "
-          f"{_fmt(ratio_min, 2)} | {_fmt(head)} | {_fmt(acc)} | "
-          f"{_fmt(apply)} |")
+  if all_rows:
+    print("ms per step. multi-task step = the trainer's step function + the "
+          "per-cycle apply / cycle length (the last column). ratio = median "
+          "over rounds of (multi-task step / bare trunk), both timed back to "
+          "back; ratio of minima = fastest step / fastest bare trunk (the "
+          "least disturbed by other processes).")
+    print()
+    print("| size | task | trunk images | multi-task step | min - max | "
+          "bare trunk | min - max | ratio | ratio of minima | "
+          "head + loss alone | accumulate alone | apply share |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in all_rows:
+      (size, name, imgs, step, srange, base, brange, ratio, ratio_min, head,
+       acc, apply) = row
+      print(f"| {size} | {name} | {imgs} | {_fmt(step)} | {srange} | "
+            f"{_fmt(base)} | {brange} | {_fmt(ratio, 2)} | "
+            f"{_fmt(ratio_min, 2)} | {_fmt(head)} | {_fmt(acc)} | "
+            f"{_fmt(apply)} |")
   if input_rows:
     variants, rows, loop = input_rows
     print()
@@ -713,7 +717,7 @@ def main(argv):
     print(f"Peak fraction, {p['size']} size: bare trunk forward+backward "
           f"({p['params'] / 1e6:.2f}M parameters) on the {p['task']} trunk "
           f"images ({p['images']}): {p['step_ms']:.0f} ms for "
-          f"{p['gflop']:.1f} GFLOP (3 x the Conv2D/MatMul FLOPs of a "
+          f"{p['gflop']:.2f} GFLOP (3 x the Conv2D/MatMul FLOPs of a "
           f"forward) = {p['achieved']:.1f} GFLOP/s; float32 "
           f"{FLAGS.matmul_size}^3 matmul in the same run: {p['peak']:.1f} "
           f"GFLOP/s; fraction {100 * p['fraction']:.1f}%.")

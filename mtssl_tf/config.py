@@ -208,6 +208,13 @@ class TrainConfig:
           "implemented on the cycle's gradient accumulators; contradicting "
           f"flags: update={self.update}); use mixed_bfloat16, which needs no "
           "loss scaling")
+    if self.jit_compile and self.data.deterministic:
+      # --deterministic turns on TF op determinism, and XLA has no
+      # deterministic kernel for the stem's max-pool gradient.
+      raise ConfigError(
+          "jit_compile contradicts deterministic: XLA has no deterministic "
+          "MaxPool gradient (the trunk's stem), and --deterministic turns "
+          "on op determinism; drop one of them")
     if "motion_segmentation" in self.tasks and self.data.source not in (
         "offline", "tfds") and not self.data.motion_records:
       raise ConfigError(
@@ -263,7 +270,8 @@ class TrainConfig:
 # checkpoint.
 RESUMABLE_FIELDS = ("run_dir", "steps", "log_every", "summary_every",
                     "checkpoint_every", "max_to_keep", "export_dir",
-                    "model_name", "plots", "strategy", "devices", "tpu")
+                    "model_name", "plots", "strategy", "devices", "tpu",
+                    "steps_per_loop", "jit_compile")
 
 
 def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtssl_tf.config import ConfigError, OptimizerConfig
+from mtssl_tf.config import ConfigError, DataConfig, OptimizerConfig
 from mtssl_tf.data.pipeline import task_dataset
 from mtssl_tf.data.sources import make_source
 from mtssl_tf.models.trunk import TrunkConfig
@@ -269,10 +269,14 @@ def test_mixed_float16_loss_scale_adapts_and_skips_overflowing_steps(
   assert sum(not np.array_equal(a, b) for a, b in zip(before, after)) > 20
 
 
-def test_mixed_float16_needs_the_cycle_update(tmp_path):
+def test_contradicting_precision_and_xla_flags_are_refused(tmp_path):
   with pytest.raises(ConfigError, match="mixed_float16 needs update=cycle"):
     _config(tmp_path, NAMES, update="every_step",
             mixed_precision="mixed_float16")
+  with pytest.raises(ConfigError, match="jit_compile contradicts "
+                     "deterministic"):
+    _config(tmp_path, NAMES, jit_compile=True,
+            data=DataConfig(deterministic=True))
   with pytest.raises(ConfigError, match="mixed_precision='float64'"):
     _config(tmp_path, NAMES, mixed_precision="float64")
 
