@@ -90,9 +90,11 @@ flags.DEFINE_bool("step_table", True,
 flags.DEFINE_bool("scale_out", True,
                   "Part 3: float32 vs mixed_bfloat16, XLA off vs on, K=1 vs "
                   "K=cycle steps per loop, the matmul peak, every size.")
-flags.DEFINE_integer("scale_out_loops", 3,
-                     "Part 3: timed loops of one cycle (K=1: one step each) "
-                     "per variant, after one untimed pass.")
+flags.DEFINE_integer("scale_out_loops", 20,
+                     "Part 3, demo size: timed passes of one cycle (or one "
+                     "K loop) per variant, after one untimed pass.")
+flags.DEFINE_integer("paper_scale_out_loops", 3,
+                     "Part 3, paper size: timed passes per variant.")
 flags.DEFINE_integer("matmul_size", 2048, "Part 3: n of the n^3 matmul peak.")
 FLAGS = flags.FLAGS
 
@@ -528,7 +530,9 @@ def bench_scale_out(size: str, args: str, run_dir: str, only):
     trainer.device_seconds = 0.0
     calls = 0
     start = time.perf_counter()
-    for _ in range(FLAGS.scale_out_loops):
+    loops = (FLAGS.scale_out_loops if size == "demo"
+             else FLAGS.paper_scale_out_loops)
+    for _ in range(loops):
       done = 0
       while done < per_pass:
         plan, _, _ = trainer.run_loop(step)
@@ -536,7 +540,7 @@ def bench_scale_out(size: str, args: str, run_dir: str, only):
         done += len(plan)
         calls += 1
     wall = time.perf_counter() - start
-    steps = FLAGS.scale_out_loops * per_pass
+    steps = loops * per_pass
     rows.append((size, label, k, steps / wall, 1e3 * wall / steps,
                  1e3 * (wall - trainer.device_seconds) / steps, calls))
     _log(f"[{size}] {label}: {steps / wall:.2f} steps/s")
@@ -699,7 +703,8 @@ def main(argv):
     print(f"Scale-out options (part 3): one Trainer per variant on fixed "
           f"batches (no input work), synchronised BN off in every variant "
           f"(XLA cannot compile it; one replica, so no number changes), "
-          f"{FLAGS.scale_out_loops} passes of one cycle (or one K loop) "
+          f"{FLAGS.scale_out_loops} (demo) or {FLAGS.paper_scale_out_loops} "
+          f"(paper) passes of one cycle (or one K loop) "
           f"through `Trainer.run_loop` after one untimed pass. host ms/step "
           f"= wall time outside the loop function's call and host read, per "
           f"step. Ratios against the first row of the same size.")
