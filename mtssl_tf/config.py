@@ -126,6 +126,10 @@ class TrainConfig:
   steps_per_loop: int = 1
   mixed_precision: str = "float32"
   jit_compile: bool = False
+  # Held-out pretext metrics (mtssl_tf.training.pretext_eval); 0: off.
+  pretext_eval_every: int = 0
+  pretext_eval_examples: int = 128
+  heldout_motion_records: Optional[str] = None
 
   def __post_init__(self):
     if not self.tasks:
@@ -215,6 +219,11 @@ class TrainConfig:
           "jit_compile contradicts deterministic: XLA has no deterministic "
           "MaxPool gradient (the trunk's stem), and --deterministic turns "
           "on op determinism; drop one of them")
+    if self.pretext_eval_every < 0 or self.pretext_eval_examples < 1:
+      raise ConfigError(
+          f"pretext_eval_every={self.pretext_eval_every} must be >= 0 (0: "
+          f"off) and pretext_eval_examples={self.pretext_eval_examples} "
+          ">= 1")
     if "motion_segmentation" in self.tasks and self.data.source not in (
         "offline", "tfds") and not self.data.motion_records:
       raise ConfigError(

@@ -142,6 +142,17 @@ def _define(before) -> None:
   flags.DEFINE_string("model_name", d["model_name"].default,
                       "Model name in the export folder.")
   flags.DEFINE_bool("plots", True, "Write loss-curve and alpha PNGs.")
+  # Held-out pretext metrics (mtssl_tf.training.pretext_eval).
+  flags.DEFINE_integer("pretext_eval_every", d["pretext_eval_every"].default,
+                       "Score every task on held-out images every N steps "
+                       "and at the end (0: off).")
+  flags.DEFINE_integer("pretext_eval_examples",
+                       d["pretext_eval_examples"].default,
+                       "Held-out examples per task (exemplar: every "
+                       "held-out image once).")
+  flags.DEFINE_string("heldout_motion_records", None,
+                      "Glob of held-out motion-mask TFRecords (default with "
+                      "data=offline: made from the held-out videos).")
   _TRAIN_FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -253,7 +264,10 @@ def config_from_flags(f=FLAGS, warn=None) -> config_lib.TrainConfig:
       checkpoint_every=f.checkpoint_every, max_to_keep=f.max_to_keep,
       export_dir=f.export_dir, model_name=f.model_name, plots=f.plots,
       steps_per_loop=f.steps_per_loop, mixed_precision=f.mixed_precision,
-      jit_compile=f.jit_compile)
+      jit_compile=f.jit_compile,
+      pretext_eval_every=f.pretext_eval_every,
+      pretext_eval_examples=f.pretext_eval_examples,
+      heldout_motion_records=f.heldout_motion_records)
 
 
 def flags_as_text(f=FLAGS) -> str:

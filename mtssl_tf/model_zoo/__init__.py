@@ -567,7 +567,8 @@ def _final_losses(run_dir: str, last: int = 50) -> Dict[str, float]:
     with open(path) as f:
       for line in f:
         rec = json.loads(line)
-        per_task.setdefault(rec["task"], []).append(rec["loss"])
+        if "loss" in rec:  # else a held-out metrics record
+          per_task.setdefault(rec["task"], []).append(rec["loss"])
   return {t: round(sum(v[-last:]) / len(v[-last:]), 5)
           for t, v in per_task.items() if v}
 

