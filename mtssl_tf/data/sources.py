@@ -436,7 +436,8 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   dataset = _finish(dataset.map(load), counter, min_size, None)
   video_names = sorted({f.source for f in frames})
   description = (f"{len(photos)} offline photos and {len(frames)} frames of "
-                 f"{len(video_names)} videos (every {stride}), split {split}"
+                 f"{len(video_names)} video{'s' * (len(video_names) != 1)} "
+                 f"(every {stride}), split {split}"
                  + _shard_note(num_shards, shard_index))
   if repeats > 1:
     description += f", repeated {repeats} times"

@@ -227,48 +227,35 @@ def materialize(task, source, *, examples: int, batch_size: int,
   """Fixed held-out ``(inputs, targets)`` NumPy batches of ``task``.
 
   Exemplar makes one pass (each held-out image once: N distinct images);
-  the other tasks make passes over the source (each with its own seed, so
-  new crops and pairs) until ``examples`` examples are made.
+  the other tasks make further passes over the source (new crops and
+  pairs) until ``examples`` examples are made.
 
   Raises:
-    ValueError: a pass yields no example (every image skipped).
+    ValueError: every held-out image is smaller than the task needs.
   """
   from mtssl_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-  batches, made, passes = [], 0, 0
-  while made < examples:
-    # One pass at a time, each with its own seed (new crops, pairs, views):
-    # a repeated dataset whose every image is filtered out (too small for
-    # the task) would never end.
-    dataset = pipeline.task_dataset(
-        task, source, batch_size=batch_size, seed=seed + passes,
-        deterministic=True, shuffle_buffer=1, repeat=False,
-        drop_remainder=False)
-    found = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in dataset]
-    passes += 1
-    if not found:
-      raise ValueError(
-          f"no held-out examples for {task.name}: every image of "
-          f"{getattr(source, 'description', source)} was skipped "
-          f"({source.counter.summary()}); are they smaller than the task "
-          "needs?")
-    batches.extend(found)
-    made += sum(len(tf.nest.flatten(b[1])[0]) for b in found)
-    if task.name == "exemplar":  # N distinct images: one pass only
-      break
-  return _trim(batches, examples) if task.name != "exemplar" else batches
 
+  def batches_of(dataset):
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in dataset]
 
-def _trim(batches: List[Batch], examples: int) -> List[Batch]:
-  """The first ``examples`` examples of ``batches``."""
-  out, left = [], examples
-  for batch in batches:
-    if left <= 0:
-      break
-    n = len(tf.nest.flatten(batch[1])[0])
-    out.append(batch if n <= left else tf.nest.map_structure(
-        lambda a, k=left: a[:k], batch))
-    left -= n
-  return out
+  one_pass = task.name == "exemplar"  # N distinct images, each once
+  # A repeated dataset whose every image is filtered out (too small for the
+  # task) would never end: check the (cheap, undecoded-crop) source first.
+  need = pipeline.task_min_image_size(task)
+  dataset = getattr(source, "dataset", source)
+  if not any(min(e["image"].shape[:2]) >= need for e in dataset):
+    raise ValueError(
+        f"no held-out examples for {task.name}: every image of "
+        f"{getattr(source, 'description', source)} is smaller than the "
+        f"{need} px the task needs")
+  batches = pipeline.task_dataset(
+      task, source, batch_size=batch_size, seed=seed, deterministic=True,
+      shuffle_buffer=1, repeat=not one_pass, drop_remainder=False)
+  if one_pass:
+    return batches_of(batches)
+  # Each example's seed folds in its index after repeat: every pass over the
+  # held-out images draws new crops and pairs.
+  return batches_of(batches.take(math.ceil(examples / batch_size)))
 
 
 class PretextEvaluator:
