@@ -280,7 +280,10 @@ class TrainConfig:
 RESUMABLE_FIELDS = ("run_dir", "steps", "log_every", "summary_every",
                     "checkpoint_every", "max_to_keep", "export_dir",
                     "model_name", "plots", "strategy", "devices", "tpu",
-                    "steps_per_loop", "jit_compile")
+                    "steps_per_loop", "jit_compile",
+                    # Held-out metrics only read the weights.
+                    "pretext_eval_every", "pretext_eval_examples",
+                    "heldout_motion_records")
 
 
 def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:

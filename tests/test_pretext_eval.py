@@ -265,3 +265,15 @@ def test_trainer_reports_heldout_metrics_everywhere(tmp_path):
   tag = "pretext/relative_position/accuracy"
   assert [e.step for e in acc.Tensors(tag)] == [4, 8]
   assert "pretext/colorization/chance_auc" in acc.Tags()["tensors"]
+
+
+def test_eval_flags_may_change_on_resume_and_are_validated():
+  import dataclasses
+  from mtssl_tf.config import ConfigError, resume_differences
+  old = TrainConfig(run_dir="r", tasks=("relative_position",), task_params={})
+  new = dataclasses.replace(old, pretext_eval_every=100,
+                            pretext_eval_examples=64,
+                            heldout_motion_records="/data/*.tfrecord")
+  assert resume_differences(old.to_dict(), new.to_dict()) == []
+  with pytest.raises(ConfigError, match="pretext_eval_every=-1"):
+    dataclasses.replace(old, pretext_eval_every=-1)
