@@ -4,7 +4,7 @@ Usage::
 
   python -m mtssl_tf.convert_slim --checkpoint=/ckpt/model.ckpt-1000 \
       --output=trunk.keras [--depth=101] [--width=1.0] [--scope=resnet_v2_101] \
-      [--block3_last_stride=1] [--pool_padding=valid]
+      [--block3_last_stride=1] [--pool_padding=same]
 
 Doersch & Zisserman, "Multi-task Self-Supervised Visual Learning", ICCV 2017,
 released their trunk as a TF-Slim ``resnet_v2_101`` checkpoint used through
@@ -12,8 +12,11 @@ released their trunk as a TF-Slim ``resnet_v2_101`` checkpoint used through
 :class:`mtssl_tf.models.Trunk` configured like Slim's graph:
 
 * BN epsilon 1e-5 (Slim ``resnet_arg_scope``; Keras uses 1.001e-5);
-* the stem's 3x3/2 max-pool with 'VALID' padding (``pool_padding="valid"``;
-  Slim versions from late 2017 on set 'SAME', hence the option);
+* the stem's 3x3/2 max-pool with TF 'SAME' padding (``pool_padding="same"``):
+  Slim's ``resnet_utils.resnet_arg_scope`` sets
+  ``slim.arg_scope([slim.max_pool2d], padding='SAME')`` (56x56 after pool1 at
+  224 px); ``"valid"`` (the original ResNet Caffe code's, 55x55) stays
+  available for checkpoints of graphs built outside that scope;
 * input = RGB in [0, 255] minus the mean [123.68, 116.779, 103.939]
   (``input_normalization="slim"``: the converted trunk takes RGB in [0, 255]
   and subtracts the mean itself);
@@ -47,7 +50,7 @@ import numpy as np
 from mtssl_tf.models.trunk import SLIM_MEAN_RGB, DEPTHS, Trunk, TrunkConfig
 
 SLIM_BN_EPSILON = 1e-5
-SLIM_POOL_PADDINGS = ("valid", "same")
+SLIM_POOL_PADDINGS = ("same", "valid")
 REPORT_SUFFIX = ".conversion.json"
 
 # Keras weight name -> Slim variable leaf name.
@@ -296,7 +299,7 @@ def load_slim_weights(trunk, checkpoint: str, scope: str) -> ConversionReport:
 def convert_checkpoint(checkpoint: str, *, depth: int = 101,
                        width: float = 1.0, scope: Optional[str] = None,
                        block3_last_stride: int = 1,
-                       pool_padding: str = "valid",
+                       pool_padding: str = "same",
                        name: str = "trunk") -> Tuple[Trunk, ConversionReport]:
   """Builds a Slim-equivalent :class:`Trunk` and fills it from a checkpoint.
 
@@ -310,8 +313,9 @@ def convert_checkpoint(checkpoint: str, *, depth: int = 101,
     scope: Slim network scope; default ``resnet_v2_<depth>``.
     block3_last_stride: 1 (default; all block-3 units at output stride 16) or
       2 (Slim's own ``block3`` end point, bit for bit).
-    pool_padding: ``"valid"`` (the release) or ``"same"`` (Slim's
-      ``resnet_arg_scope`` from late 2017 on).
+    pool_padding: ``"same"`` (default: TF 'SAME', as Slim's
+      ``resnet_arg_scope`` sets for ``slim.max_pool2d``, the authors'
+      network) or ``"valid"`` (a graph built outside that scope).
     name: the Keras model's name.
 
   Returns:
@@ -384,8 +388,9 @@ def build_flags():
       "block3_last_stride", 1,
       "1: all block-3 units at output stride 16 (mixable); 2: Slim's own "
       "block3 end point.", flag_values=fv)
-  flags.DEFINE_enum("pool_padding", "valid", list(SLIM_POOL_PADDINGS),
-                    "Stem max-pool padding of the Slim graph.",
+  flags.DEFINE_enum("pool_padding", "same", list(SLIM_POOL_PADDINGS),
+                    "Stem max-pool padding of the Slim graph (same: "
+                    "resnet_arg_scope's, the authors' network).",
                     flag_values=fv)
   return fv
 

@@ -101,7 +101,7 @@ def define_eval_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer("trunk_block3_last_stride", t.block3_last_stride,
                        "Stride of block 3's last unit (1 or 2).", **fv)
   flags.DEFINE_string("trunk_pool_padding", t.pool_padding,
-                      "Stem max-pool padding: valid, keras, same.", **fv)
+                      "Stem max-pool padding: same (Slim), keras, valid.", **fv)
   flags.DEFINE_string("trunk_input_normalization", t.input_normalization,
                       "slim (RGB minus mean), keras_v2 or none.", **fv)
 

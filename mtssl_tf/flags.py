@@ -56,7 +56,8 @@ def _define(before) -> None:
                        "Stride of block 3's last unit (1 keeps all units "
                        "mixable).")
   flags.DEFINE_string("pool_padding", t.pool_padding,
-                      "Stem max-pool padding: valid (Slim), keras, same.")
+                      "Stem max-pool padding: same (TF-Slim's resnet_arg_scope, "
+                      "the paper's network), keras, valid.")
   flags.DEFINE_bool("sync_bn", t.sync_bn,
                     "Synchronise batch norm across replicas.")
   flags.DEFINE_string("input_normalization", t.input_normalization,

@@ -1,4 +1,4 @@
-"""TF-Slim checkpoint converter: names, BN epsilon, 'VALID' pool, input mean.
+"""TF-Slim checkpoint converter: names, BN epsilon, 'SAME' pool, input mean.
 
 The checkpoints are written here with Slim's variable names, as the
 ``tf.compat.v1`` Saver that TF-Slim uses writes them. The reference is a
@@ -117,8 +117,12 @@ def _conv2d_same(x, w, stride):
 
 
 def _slim_forward(values, images, scope, units, block3_last_stride=2,
-                  pool_padding="VALID", epsilon=1e-5):
-  """Slim ``resnet_v2`` through block 3 in float64; returns end points."""
+                  pool_padding="SAME", epsilon=1e-5):
+  """Slim ``resnet_v2`` through block 3 in float64; returns end points.
+
+  ``pool_padding`` defaults to 'SAME': Slim's ``resnet_arg_scope`` sets
+  ``slim.arg_scope([slim.max_pool2d], padding='SAME')``.
+  """
   v = {n: tf.constant(a, tf.float64) for n, a in values.items()}
 
   def bn(x, prefix, relu=True):
@@ -208,7 +212,7 @@ def small_ckpt(tmp_path_factory):
 # Equality with Slim.
 
 @pytest.mark.parametrize("block3_last_stride,pool_padding",
-                         [(2, "valid"), (1, "valid"), (2, "same")])
+                         [(2, "same"), (1, "same"), (2, "valid")])
 def test_converted_trunk_matches_slim_reference(small_ckpt, block3_last_stride,
                                                 pool_padding):
   trunk, report = convert_slim.convert_checkpoint(
@@ -220,12 +224,28 @@ def test_converted_trunk_matches_slim_reference(small_ckpt, block3_last_stride,
                       pool_padding=pool_padding.upper())
   _assert_matches_reference(trunk(images), ref, SLIM_UNITS[26])
   assert len(report.mapped) == len(small_ckpt["values"])
-  # 64 x 48 input: conv1 -> 32 x 24; 'VALID' 3x3/2 pool -> 15 x 11 (SAME 16 x
-  # 12); blocks 1 and 2 halve, block 3 halves only with a last stride of 2.
+  # 64 x 48 input: conv1 -> 32 x 24; 'SAME' 3x3/2 pool -> 16 x 12 ('VALID'
+  # 15 x 11); blocks 1 and 2 halve, block 3 halves only with a last stride of 2.
   h, w = (15, 11) if pool_padding == "valid" else (16, 12)
   for _ in range(2 + (block3_last_stride == 2)):
     h, w = (h + 1) // 2, (w + 1) // 2
   assert ref["block3/unit_2"].shape == (2, h, w, 256)
+
+
+def test_default_conversion_pools_like_slim_to_56x56_at_224_px(small_ckpt):
+  """Slim's resnet_arg_scope pools with 'SAME': conv1 112x112 -> pool1
+  56x56 at 224 px (a 'VALID' pool would give 55x55, shifted by a pixel)."""
+  trunk, report = convert_slim.convert_checkpoint(small_ckpt["prefix"],
+                                                  depth=26, width=0.25)
+  assert report.trunk_config["pool_padding"] == "same"
+  images = _images((1, 224, 224, 3), seed=4)
+  ref = _slim_forward(small_ckpt["values"], images, small_ckpt["scope"],
+                      SLIM_UNITS[26], block3_last_stride=1)
+  assert ref["pool1"].shape == (1, 56, 56, 16)
+  _assert_matches_reference(trunk(images), ref, SLIM_UNITS[26])
+  valid = _slim_forward(small_ckpt["values"], images, small_ckpt["scope"],
+                        SLIM_UNITS[26], pool_padding="VALID")["pool1"]
+  assert valid.shape == (1, 55, 55, 16)
 
 
 def test_last_stride_one_is_slims_last_unit_computed_densely(small_ckpt):
@@ -252,8 +272,8 @@ def test_reference_is_sensitive_to_epsilon_pool_and_mean(small_ckpt):
   keras_eps = _slim_forward(*args, epsilon=1.001e-5)["block3/unit_2"]
   assert np.abs(got - keras_eps).max() > 5e-5 * np.abs(keras_eps).max()
   pool = np.asarray(trunk(images)["pool1_pool"])
-  same = _slim_forward(*args, pool_padding="SAME")["pool1"]
-  assert same.shape != pool.shape
+  valid = _slim_forward(*args, pool_padding="VALID")["pool1"]
+  assert valid.shape != pool.shape
   # Inputs that are already mean-subtracted are not the same network input.
   shifted = _slim_forward(small_ckpt["values"], images - MEAN_RGB,
                           small_ckpt["scope"], SLIM_UNITS[26])["block3/unit_2"]
@@ -286,7 +306,7 @@ def _keras_to_slim(trunk, scope, units):
 
 
 def test_random_trunk_round_trip_gives_identical_outputs(tmp_path):
-  source = Trunk(depth=26, width=0.25, pool_padding="valid", bn_epsilon=1e-5)
+  source = Trunk(depth=26, width=0.25, pool_padding="same", bn_epsilon=1e-5)
   rng = np.random.default_rng(3)
   for w in source.weights:
     if w.name == "moving_variance":
@@ -443,7 +463,7 @@ def test_command_writes_keras_file_and_report(tmp_path, small_ckpt, capsys):
   with open(str(tmp_path / "zoo" / "trunk.conversion.json")) as f:
     report = json.load(f)
   assert report["trunk_config"]["bn_epsilon"] == 1e-5
-  assert report["trunk_config"]["pool_padding"] == "valid"
+  assert report["trunk_config"]["pool_padding"] == "same"
   assert report["trunk_config"]["input_normalization"] == "slim"
   assert report["num_mapped"] == len(small_ckpt["values"])
   assert set(report["ignored"]) == set(small_ckpt["extras"])

@@ -115,7 +115,10 @@ def test_paper_and_demo_recipes_validate(name):
     color_mode = config.task_params["relative_position"].get("color_mode",
                                                              "drop")
     assert color_mode == ("harmonize" if harmonize else "drop"), scale
-  assert model_zoo.preset_config(name, "paper").data.source == "tfds"
+  paper = model_zoo.preset_config(name, "paper")
+  assert paper.data.source == "tfds"
+  # TF-Slim's resnet_arg_scope pools with 'SAME': the paper's network.
+  assert paper.trunk.pool_padding == "same"
   demo = model_zoo.preset_config(name, "demo")
   assert demo.data.source == "offline" and demo.data.deterministic
 

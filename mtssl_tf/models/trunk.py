@@ -11,9 +11,10 @@ exactly, layer name for layer name (``conv4_block7_out`` is Slim's
 * stride sits in the LAST unit of each block (Slim and Keras convention);
 * block 3's last-unit stride is a config value, default 1, so all block-3
   units share output stride 16 and can be mixed by the ``UnitMixer``;
-* the stem's max-pool padding is a config value: ``"keras"`` (zero-pad by one,
-  as ``keras.applications``), ``"valid"`` (TF-Slim, the authors' checkpoint)
-  or ``"same"``.
+* the stem's max-pool padding is a config value: ``"same"`` (default: TF
+  'SAME', as TF-Slim's ``resnet_arg_scope`` sets it, the authors' network),
+  ``"keras"`` (zero-pad by one, as ``keras.applications``) or ``"valid"``
+  (the original ResNet Caffe code).
 
 The builder takes the Keras module (``keras`` or ``tf_keras``) as an argument,
 so the same code builds the Keras 3 trunk and the ``tf_keras`` backbone of the
@@ -47,6 +48,10 @@ DEPTHS: Dict[int, Tuple[int, int, int]] = {
 BASE_FILTERS = (64, 128, 256)  # bottleneck width of blocks 1-3 (out = 4x)
 STEM_FILTERS = 64
 POOL_PADDINGS = ("valid", "keras", "same")
+# TF-Slim's resnet_arg_scope wraps the network in
+# slim.arg_scope([slim.max_pool2d], padding='SAME'), so the authors' network
+# pools to 56x56 at 224 px ('VALID' gives 55x55, shifted by a pixel).
+PAPER_POOL_PADDING = "same"
 INPUT_NORMALIZATIONS = ("slim", "keras_v2", "none")
 # TF-Slim / VGG ImageNet mean, RGB in [0, 255]: the authors' input convention.
 SLIM_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -61,7 +66,8 @@ class TrunkConfig:
     width: channel multiplier (> 0); 0.25 for CPU tests.
     block3_last_stride: stride of block 3's last unit: 1 (default, all units
       mixable at output stride 16) or 2 (Slim / Keras).
-    pool_padding: stem max-pool padding, one of ``POOL_PADDINGS``.
+    pool_padding: stem max-pool padding, one of ``POOL_PADDINGS``; ``"same"``
+      (the default) is TF-Slim's, the paper's network.
     bn_epsilon: batch-norm epsilon (Keras 1.001e-5, Slim 1e-5).
     bn_momentum: batch-norm moving-average momentum (Slim 0.997).
     sync_bn: synchronise batch-norm statistics across replicas.
@@ -71,7 +77,7 @@ class TrunkConfig:
   depth: int = 101
   width: float = 1.0
   block3_last_stride: int = 1
-  pool_padding: str = "valid"
+  pool_padding: str = PAPER_POOL_PADDING
   bn_epsilon: float = 1.001e-5
   bn_momentum: float = 0.997
   sync_bn: bool = False
@@ -262,7 +268,8 @@ class Trunk(keras.Model):
   """
 
   def __init__(self, depth: int = 101, width: float = 1.0,
-               block3_last_stride: int = 1, pool_padding: str = "valid",
+               block3_last_stride: int = 1,
+               pool_padding: str = PAPER_POOL_PADDING,
                bn_epsilon: float = 1.001e-5, bn_momentum: float = 0.997,
                sync_bn: bool = False, input_normalization: str = "slim",
                name: str = "trunk", **kwargs):
