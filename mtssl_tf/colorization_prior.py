@@ -8,6 +8,9 @@ holds everything about the bins and their statistics:
 
 * :func:`load_ab_bins_313` -- the authors' 313 bin centres, shipped as
   package data (``resources/ab_bins_313.npy``, provenance beside it).
+* :func:`load_imagenet_prior` -- Zhang et al.'s released ImageNet prior over
+  those bins (``resources/colorization_prior_imagenet_313.txt``, provenance
+  beside it); a task's ``prior="imagenet"``.
 * :func:`ab_histogram` -- the empirical ab histogram of a set of images, on a
   1-unit grid (grey images or pixels left out, as in the loss).
 * :func:`prior_from_histogram` / :func:`compute_prior` -- the empirical
@@ -21,6 +24,9 @@ holds everything about the bins and their statistics:
   writes and the task reads (keys ``bins`` [Q, 2] and ``prior`` [Q]; the
   command adds ``counts`` [Q], the unsmoothed pixel counts, and how the
   prior was made).
+* :func:`resolve_training_prior` -- what training uses when no prior is
+  given (``prior="auto"``): a prior computed from a bounded sample of the
+  run's own training images, cached in the run folder.
 
 Command::
 
@@ -45,6 +51,17 @@ import numpy as np
 
 BINS_313_PATH = os.path.join(os.path.dirname(__file__), "resources",
                              "ab_bins_313.npy")
+IMAGENET_PRIOR_PATH = os.path.join(os.path.dirname(__file__), "resources",
+                                   "colorization_prior_imagenet_313.txt")
+# Values of the colorization task's ``prior`` besides a path or an array.
+PRIOR_IMAGENET = "imagenet"   # Zhang et al.'s released ImageNet prior
+PRIOR_UNIFORM = "uniform"     # every rebalancing weight 1 (same as None)
+PRIOR_AUTO = "auto"           # training: computed from the training images
+PRIOR_NAMES = (PRIOR_IMAGENET, PRIOR_UNIFORM, PRIOR_AUTO)
+# The auto prior's cache in the run folder, and its bounded image sample.
+AUTO_PRIOR_FILE = "colorization_prior.npz"
+AUTO_PRIOR_MAX_IMAGES = 500
+AUTO_PRIOR_MAX_SIDE = 256
 GRID_STEP = 10.0
 GREY_MASK_MODES = ("image", "pixel", "none")
 
@@ -69,6 +86,29 @@ def load_ab_bins_313() -> np.ndarray:
   why they are not rebuilt from the sRGB gamut.
   """
   return np.array(_bins_313())
+
+
+def load_imagenet_prior() -> np.ndarray:
+  """Zhang et al.'s ImageNet prior over the 313 bins, float64 [313].
+
+  Reads ``resources/colorization_prior_imagenet_313.txt`` (``a b p`` per
+  line) and checks that its (a, b) columns are the 313 bins of
+  :func:`load_ab_bins_313` in order, so that value ``i`` belongs to class
+  ``i``. See the README beside the file for its provenance.
+
+  Raises:
+    ValueError: the file's bins differ from the shipped 313 (a corrupt or
+      foreign file).
+  """
+  table = np.loadtxt(IMAGENET_PRIOR_PATH, dtype=np.float64, ndmin=2)
+  bins = load_ab_bins_313()
+  if table.shape != (len(bins), 3) or not np.array_equal(
+      table[:, :2], bins.astype(np.float64)):
+    raise ValueError(
+        f"{IMAGENET_PRIOR_PATH}: its (a, b) columns are not the 313 bins of "
+        f"{BINS_313_PATH} in order (shape {table.shape}); the prior would "
+        "weight the wrong classes.")
+  return check_prior(table[:, 2], len(bins))
 
 
 def check_bins(bins: Any) -> np.ndarray:
@@ -362,6 +402,135 @@ def load_prior(path: str) -> Tuple[np.ndarray, np.ndarray]:
     bins = check_bins(data["bins"])
     prior = check_prior(data["prior"], len(bins))
   return bins, prior
+
+
+def describe_weights(prior: Any, gamma: float) -> str:
+  """``"rebalancing weights (gamma=0.5) from 0.53 to 8.5"``: the range of
+  :func:`rebalancing_weights` of ``prior``, for logs."""
+  weights = rebalancing_weights(prior, gamma)
+  return (f"rebalancing weights (gamma={gamma:g}) from {weights.min():.3g} to "
+          f"{weights.max():.3g}")
+
+
+def _training_images(data, max_images: int, max_side: int):
+  """A bounded, seeded sample of a run's training images (dicts with an
+  ``"image"`` entry), from the same source the training pipeline reads."""
+  from mtssl_tf.data import sources  # heavy imports only when needed
+  limit = max_side if data.image_size_limit is None else min(
+      max_side, data.image_size_limit)
+  kwargs = dict(image_size_limit=limit, shuffle=True, seed=0,
+                deterministic=True)
+  if data.source == "offline":
+    # As the training pipeline: only the packages that carry photos.
+    packages = [p for p in data.offline_packages
+                if p in ("scikit-image", "scikit-learn", "opencv-doc")]
+    source = sources.make_source(
+        "offline",
+        packages=packages if data.offline_packages else None, **kwargs)
+  elif data.source == "folder":
+    source = sources.make_source("folder", path=data.image_folder, **kwargs)
+  else:
+    source = sources.make_source("tfds", name=data.tfds_name,
+                                 data_dir=data.data_dir, **kwargs)
+  return source.dataset.take(max_images), source.description
+
+
+def resolve_training_prior(config, log=print, write: bool = True,
+                           max_images: int = AUTO_PRIOR_MAX_IMAGES,
+                           max_side: int = AUTO_PRIOR_MAX_SIDE):
+  """Makes a training config's colorization prior concrete, and logs it.
+
+  Zhang et al. rebalance the colorization loss with the empirical ab prior
+  of the training set. A run that gives no prior (no
+  ``colorization.prior`` task parameter, None or ``"auto"``) gets the prior
+  of its own training images: the first call computes it from a bounded,
+  seeded sample of the run's data source (``max_images`` images, shorter
+  side downscaled to ``max_side``, grey images left out as the task does)
+  with the code of ``python -m mtssl_tf.colorization_prior``, and caches it
+  in ``<run_dir>/colorization_prior.npz``; later calls (a resumed run) read
+  that file, so a run keeps one prior. A given prior (``"imagenet"``,
+  ``"uniform"``, a file or values) is used as it is.
+
+  Args:
+    config: a :class:`~mtssl_tf.config.TrainConfig`.
+    log: callable taking one line of text: which prior, and the range of
+      its rebalancing weights.
+    write: read and write the cache (False on non-chief workers, which
+      compute the same seeded sample instead).
+    max_images: bound of the sample.
+    max_side: the sample's images are downscaled to this shorter side.
+
+  Returns:
+    ``config`` itself when it has no colorization task; else a copy whose
+    colorization prior is the values (a [Q] list) for an auto prior, and
+    unchanged otherwise.
+
+  Raises:
+    ValueError: the cached file holds other bins than the task's, or the
+      sample holds no colour pixel (give a prior then).
+  """
+  # Imported here: the task module imports this one.
+  from mtssl_tf.tasks.colorization import Colorization  # pylint: disable=g-import-not-at-top
+  if "colorization" not in config.tasks:
+    return config
+  params = dict(config.task_params["colorization"])
+  given = params.get("prior")
+  if given is not None and not (isinstance(given, str)
+                                and given == PRIOR_AUTO):
+    task = Colorization(**params)
+    if isinstance(given, str):
+      what = {PRIOR_IMAGENET: "Zhang et al.'s ImageNet prior (package data "
+                              "resources/colorization_prior_imagenet_313.txt)",
+              PRIOR_UNIFORM: "uniform (no rebalancing)"}.get(
+                  given, f"from {given}")
+    else:
+      what = f"given as {len(task.bins)} values"
+    uniform = np.full(task.num_bins, 1.0 / task.num_bins)
+    log(f"colorization prior: {what}; " + describe_weights(
+        uniform if task.prior is None else task.prior, task.gamma))
+    return config
+  task = Colorization(**dict(params, prior=None))
+  path = os.path.join(config.run_dir, AUTO_PRIOR_FILE)
+  # Only the writer reads the cache: other workers compute the same seeded
+  # sample rather than read a file the chief may be writing.
+  if write and os.path.exists(path):
+    bins, prior = load_prior(path)
+    if bins.shape != task.bins.shape or not np.array_equal(bins, task.bins):
+      raise ValueError(
+          f"{path} (this run's cached colorization prior) holds "
+          f"{len(bins)} other ab bins than the task's {task.num_bins}; "
+          "delete it to recompute, or give the task a prior")
+    what = f"computed from the training images, cached in {path}"
+  else:
+    images, description = _training_images(config.data, max_images,
+                                           max_side)
+    hist = ab_histogram(images, grey_mask=task.grey_mask,
+                        grey_threshold=task.grey_threshold)
+    if hist.num_pixels == 0:
+      raise ValueError(
+          f"cannot compute the colorization prior: the {hist.num_images} "
+          f"sampled training images ({description}) hold no colour pixel; "
+          "give one with --task_param=colorization.prior=imagenet (or a "
+          "file of python -m mtssl_tf.colorization_prior)")
+    counts = bin_counts(hist, task.bins)
+    prior = smooth_prior(counts / counts.sum(), task.bins)
+    if write:
+      # Written aside, then renamed: a killed run leaves no half a file.
+      save_prior(path + ".tmp", task.bins, prior, counts=counts,
+                 num_images=hist.num_images,
+                 num_grey_images=hist.num_grey_images,
+                 num_pixels=hist.num_pixels, sigma=5.0,
+                 grey_mask=task.grey_mask,
+                 grey_threshold=task.grey_threshold, derived_bins=False)
+      os.replace(path + ".tmp", path)
+    what = (f"computed from {hist.num_images - hist.num_grey_images} colour "
+            f"training images of {hist.num_images} sampled ({description})"
+            + (f", cached in {path}" if write else ""))
+  log(f"colorization prior: {what}; "
+      + describe_weights(prior, task.gamma))
+  task_params = {n: dict(p) for n, p in config.task_params.items()}
+  task_params["colorization"]["prior"] = [float(x) for x in prior]
+  return dataclasses.replace(config, task_params=task_params)
 
 
 def list_images(pattern: str) -> list:

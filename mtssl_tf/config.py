@@ -103,6 +103,7 @@ class TrainConfig:
   lasso: bool = False
   lasso_l1: float = 1e-2
   lasso_init: str = "ramp"
+  weight_decay: float = 0.0
   schedule: str = "round_robin"
   task_weights: Optional[Tuple[float, ...]] = None
   update: str = "cycle"
@@ -183,6 +184,10 @@ class TrainConfig:
             "block3_last_stride must be 1 (contradicting flags)")
       if not self.lasso_l1 >= 0:
         raise ConfigError(f"lasso_l1={self.lasso_l1} must be >= 0")
+    if not (isinstance(self.weight_decay, (int, float))
+            and 0 <= self.weight_decay < float("inf")):
+      raise ConfigError(f"weight_decay={self.weight_decay!r} must be a "
+                        "finite number >= 0 (the paper configs: 1e-4)")
     if self.lasso_init not in ("ramp", "last", "uniform"):
       raise ConfigError(f"lasso_init={self.lasso_init!r}; allowed: ramp, "
                         "last, uniform")
@@ -342,6 +347,10 @@ def check_resume(config: "TrainConfig") -> None:
 
 def _check_task_params(name: str, params: Mapping[str, Any]) -> None:
   cls = tasks_lib.get_task_class(name)
+  if name == "colorization" and params.get("prior") == "auto":
+    # "auto" is made concrete by the trainer from the training images
+    # (colorization_prior.resolve_training_prior); check the rest here.
+    params = dict(params, prior=None)
   allowed = [p for p in inspect.signature(cls.__init__).parameters
              if p != "self"]
   for key in params:

@@ -154,6 +154,13 @@ def _define(before) -> None:
   flags.DEFINE_string("heldout_motion_records", None,
                       "Glob of held-out motion-mask TFRecords (default with "
                       "data=offline: made from the held-out videos).")
+  # Paper fidelity (weight decay; the colorization prior is the task_param
+  # colorization.prior: imagenet, uniform, auto or a file).
+  flags.DEFINE_float("weight_decay", d["weight_decay"].default,
+                     "L2 weight decay on conv and dense kernels (not BN, "
+                     "biases or lasso alphas), as Slim's resnet_arg_scope: "
+                     "penalty weight_decay * sum(w**2) / 2. Paper configs: "
+                     "1e-4.")
   _TRAIN_FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -244,6 +251,7 @@ def config_from_flags(f=FLAGS, warn=None) -> config_lib.TrainConfig:
       run_dir=f.run_dir, tasks=tasks, task_params=task_params, trunk=trunk,
       lasso=f.lasso, lasso_l1=value("lasso_l1"),
       lasso_init=value("lasso_init"),
+      weight_decay=f.weight_decay,
       schedule=f.schedule, task_weights=weights, update=f.update,
       optimizer=config_lib.OptimizerConfig(
           name=f.optimizer, learning_rate=f.learning_rate,

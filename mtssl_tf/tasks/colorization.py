@@ -274,7 +274,18 @@ def _resolve_bins_and_prior(bins: ArrayOrPath, prior: ArrayOrPath
                             ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
   """(bins [Q, 2], prior [Q] or None) from the task's ``bins``/``prior``."""
   file_bins = file_prior = None
-  if isinstance(prior, str):
+  if isinstance(prior, str) and prior == prior_lib.PRIOR_AUTO:
+    raise ValueError(
+        "prior='auto' (computed from the training images) is resolved by the "
+        "trainer (mtssl_tf.colorization_prior.resolve_training_prior); give "
+        "the task a prior file, 'imagenet', 'uniform' or [Q] values.")
+  if isinstance(prior, str) and prior == prior_lib.PRIOR_UNIFORM:
+    prior = None
+  elif isinstance(prior, str) and prior == prior_lib.PRIOR_IMAGENET:
+    # Zhang et al.'s released prior belongs to their 313 bins only.
+    file_bins = prior_lib.load_ab_bins_313()
+    file_prior = prior_lib.load_imagenet_prior()
+  elif isinstance(prior, str):
     file_bins, file_prior = prior_lib.load_prior(prior)
   if isinstance(bins, str):
     bins = prior_lib.load_prior(bins)[0]
@@ -324,10 +335,14 @@ class Colorization(Task):
     sigma: Gaussian width of the soft encoding in ab units (5, paper and
       code).
     gamma: class-rebalancing mix with the uniform distribution (0.5).
-    prior: the empirical bin prior: a path to an ``.npz`` written by
-      ``python -m mtssl_tf.colorization_prior`` (which also sets the bins
-      when ``bins`` is None), or [Q] probabilities; None means uniform, which
-      makes every rebalancing weight 1 (no rebalancing).
+    prior: the empirical bin prior: ``"imagenet"`` (Zhang et al.'s released
+      ImageNet prior over their 313 bins, the paper configs' setting), a
+      path to an ``.npz`` written by ``python -m mtssl_tf.colorization_prior``
+      (which also sets the bins when ``bins`` is None), or [Q]
+      probabilities; None or ``"uniform"`` means uniform, which makes every
+      rebalancing weight 1 (no rebalancing). In training, an unset prior
+      (or ``"auto"``) is computed from the training images by the trainer
+      (:func:`mtssl_tf.colorization_prior.resolve_training_prior`).
     bins: the ab bins: None for the 313 of Zhang et al. (or the prior file's),
       a path to a prior ``.npz``, or [Q, 2] centres.
     grey_mask: ``"image"`` (Zhang et al.: an image whose every pixel has

@@ -51,6 +51,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtssl_tf import colorization_prior
+from mtssl_tf import regularization
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.training import pretext_eval, schedules
@@ -150,9 +152,6 @@ class Trainer:
   def __init__(self, config: TrainConfig, strategy=None,
                datasets: Optional[Dict[str, Any]] = None,
                log=print, loss_scale_growth_interval: int = 2000):
-    # Before anything is built: a run folder trained under another config
-    # must not be resumed with this one.
-    check_resume(config)
     self.config = config
     self.log = log
     if config.data.deterministic:
@@ -161,6 +160,12 @@ class Trainer:
     self.num_replicas = self.strategy.num_replicas_in_sync
     self.per_replica_batch = config.check_replicas(self.num_replicas)
     self.chief = is_chief(self.strategy)
+    config = self.config = colorization_prior.resolve_training_prior(
+        config, log=log, write=self.chief)
+    # Before the model or the data are built: a run folder trained under
+    # another config must not be resumed with this one. (After the prior is
+    # resolved: a run's config.json holds its resolved colorization prior.)
+    check_resume(config)
     self.schedule = schedules.make_schedule(config)
     keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
@@ -376,6 +381,9 @@ class Trainer:
         # number of replicas makes the summed penalty count once.
         penalty = (tf.cast(tf.add_n(model.losses), tf.float32) / num_replicas
                    if model.losses else tf.constant(0.0))
+        # Weight decay of the task's kernels: identical on every replica too.
+        penalty += regularization.l2_penalty(
+            variables, self.config.weight_decay) / num_replicas
         total = loss + penalty
         # float16 gradients underflow to zero without a scale; the scale is
         # divided out again in float32 below.
