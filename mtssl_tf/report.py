@@ -465,8 +465,9 @@ def evaluate_all(checkpoints: Sequence[Checkpoint],
 
   The random trunk (kind "random") takes the architecture of the first
   other checkpoint, so that it is the same network without training.
-  Results are cached in ``work_dir`` when given. Detection has no eval
-  lasso: it is left out of the eval-lasso rows. An evaluator that fails is
+  Results are cached in ``work_dir`` when given. The eval-lasso rows run
+  every evaluator with a fresh mixer row, detection included (Table 4's
+  PASCAL cells). An evaluator that fails is
   logged and added to ``failures`` (``{"<row>: <evaluator>": message}``);
   the other evaluations still run, and a partial row is not cached.
 
@@ -481,7 +482,7 @@ def evaluate_all(checkpoints: Sequence[Checkpoint],
   random_config = None
   ordered = sorted(checkpoints, key=lambda c: c.kind == "random")
   for checkpoint, eval_lasso in evaluation_pairs(ordered):
-    names = [n for n in evaluators if not (eval_lasso and n == "detection")]
+    names = list(evaluators)
     params = {n: eval_params.get(n, {}) for n in names}
     trunk_json = (random_config.to_dict() if checkpoint.kind == "random"
                   and random_config is not None else None)
@@ -571,8 +572,7 @@ def build_report(results: Results, checkpoints: Sequence[Checkpoint],
       "", "Each cell is **ours (paper)**; ours in %, the paper's numbers are "
       "ResNet-101 after 16.8K GPU hours on ImageNet / VOC07 / NYU, ours a "
       "CPU demo: only the orderings can be compared, not the values. "
-      f"{MISSING} = not measured (no such checkpoint, or detection with eval "
-      "lasso, which the detection evaluator does not support). The "
+      f"{MISSING} = not measured (no such checkpoint). The "
       "linear-probe orderings use top-1: digits has 10 classes, so Recall@5 "
       "is near saturation. One seed, no error bars: differences of a point "
       "or two are within what another seed could change.", ""]

@@ -302,6 +302,36 @@ def test_one_training_step_and_detection(tiny):
                          trunk(images)[trunk.unit_names[-1]], atol=1e-6)
 
 
+def test_eval_lasso_row_mixes_every_unit():
+  """Table 4's eval lasso for detection: the backbone's level is a fresh
+  unit-norm row's mix of every block-3 unit (checked against the Keras-3
+  trunk's units mixed in NumPy) that starts at the last unit, with an L1
+  penalty and no weight decay (training it: the evaluator test below)."""
+  keras.utils.set_random_seed(1)
+  trunk = Trunk(depth=26, width=0.125)        # 2 block-3 units
+  det = detection.FasterRCNN(trunk.config, 20, SMALL, eval_lasso=True,
+                             lasso_l1=0.5)
+  det.load_trunk(trunk)
+  assert det.mixer is not None and det.mixer.num_units == 2
+  images = tf.random.stateless_uniform([2, 64, 64, 3], [3, 4], 0, 255)
+  units = [np.asarray(trunk(images)[n], np.float64) for n in trunk.unit_names]
+  np.testing.assert_allclose(det.alpha(), [0, 1])
+  np.testing.assert_allclose(det.backbone(images)["4"], units[-1],
+                             atol=1e-4, rtol=1e-4)
+  alpha = np.array([0.6, -0.8])                 # unit norm
+  det.mixer.alpha_variable.assign(alpha * 3.0)  # the forward pass normalises
+  want = alpha[0] * units[0] + alpha[1] * units[1]
+  np.testing.assert_allclose(det.backbone(images)["4"], want, atol=1e-4,
+                             rtol=1e-4)
+  assert float(det.mixer.penalty()) == pytest.approx(0.5 * 1.4, rel=1e-5)
+  # fit() decays variables named "kernel" only: not the row.
+  assert "kernel" not in det.mixer.alpha_variable.name
+  with pytest.raises(ValueError, match="block3_last_stride=1"):
+    detection.FasterRCNN(Trunk(depth=14, width=0.125,
+                               block3_last_stride=2).config, 20, SMALL,
+                         eval_lasso=True)
+
+
 # -- the evaluator -------------------------------------------------------------
 def test_evaluator_errors(tmp_path):
   trunk = Trunk(depth=14, width=0.125)
@@ -315,8 +345,9 @@ def test_evaluator_errors(tmp_path):
       detector=SMALL, steps=1)
   with pytest.raises(ValueError, match="evaluation set is empty"):
     list(empty.run(trunk))
-  with pytest.raises(ValueError, match="eval lasso is not supported"):
-    list(empty.run(trunk, eval_lasso=True))
+  with pytest.raises(ValueError, match="block3_last_stride=1"):
+    list(empty.run(Trunk(depth=14, width=0.125, block3_last_stride=2),
+                   eval_lasso=True))
   with pytest.raises(ValueError, match="multiple of 16"):
     detection.DetectionEvaluator(image_size=100)
   assert detection.DetectionEvaluator(
@@ -362,6 +393,31 @@ def test_labelme_extraction_and_setup_errors(tmp_path, monkeypatch):
   (tmp_path / f"labelme-voc-{assets.LABELME_VERSION}").symlink_to(dest)
   assert assets.labelme_voc_dir() == tmp_path / (
       f"labelme-voc-{assets.LABELME_VERSION}")
+
+
+def test_evaluator_with_eval_lasso_trains_the_row_and_reports_map():
+  keras.utils.set_random_seed(2)
+  trunk = Trunk(depth=26, width=0.125)
+  ds = tf.data.Dataset.from_tensors(_example())
+  evaluator = detection.DetectionEvaluator(
+      train_dataset=ds, eval_dataset=ds, detector=SMALL, steps=1,
+      batch_size=1, learning_rate=1e-2, lr_drop_steps=(), log_every=1)
+  lines = []
+  metrics = dict(evaluator.run(trunk, eval_lasso=True, log=lines.append))
+  assert 0.0 <= metrics["detection/map"] <= 1.0
+  alpha = evaluator.last_alpha
+  assert alpha.shape == (2,)
+  # Trained with the detector: it started at exactly [0, 1], and only a
+  # gradient reaching the row makes its first entry non-zero.
+  assert abs(alpha[0]) > 1e-7
+  assert np.sum(alpha ** 2) == pytest.approx(1.0, abs=1e-5)
+  assert any(l.startswith("detection eval-lasso alpha:") for l in lines)
+
+
+def test_fetch_failure_is_a_clear_error(tmp_path):
+  with pytest.raises(RuntimeError, match="labelme"):
+    voc_data.fetch_labelme_voc_examples(tmp_path / "x",
+                                        version="0.0.0.dev999999")
 
 
 @pytest.mark.slow

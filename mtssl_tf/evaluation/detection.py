@@ -13,7 +13,10 @@ Model Garden (``tf-models-official``), which is written in ``tf_keras``
    feature levels and ``output_specs``. The layout is the original Faster
    R-CNN ResNet "C4" one: a single level, the last block-3 unit (stride 16,
    level "4"; level "5" when block 3's last stride is 2), with RPN anchors of
-   several sizes on that level;
+   several sizes on that level. With eval lasso (the paper's Table 4) that
+   level is instead a fresh UnitMixer row's mix of every block-3 unit
+   (:class:`EvalUnitMixer`, the ``tf_keras`` twin of
+   :class:`mtssl_tf.layers.UnitMixer`), trained with the detector;
 3. ``official.vision.modeling.factory.build_maskrcnn`` builds the detector
    with ``include_mask=False`` (Model Garden's Faster R-CNN), an identity
    decoder, Model Garden's RPN head, RoI generator/sampler/aligner, a
@@ -45,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -63,6 +67,62 @@ from mtssl_tf.progress import Progress
 def _tf_keras():
   import tf_keras  # Keras 2: only inside the Model Garden bridge
   return tf_keras
+
+
+EVAL_TASK = "detection"   # the name of the detection task's mixer row
+
+
+@functools.lru_cache(maxsize=None)
+def _eval_unit_mixer_class():
+  """The ``tf_keras`` eval-lasso mixer class, made on first use so that
+  ``import mtssl_tf`` never imports Keras 2."""
+  tf_keras = _tf_keras()
+
+  def unit_norm(w):
+    return w / tf.maximum(tf.norm(w), 1e-12)
+
+  class EvalUnitMixer(tf_keras.layers.Layer):
+    """One fresh UnitMixer row for the detection task, in ``tf_keras``.
+
+    The same mix as :class:`mtssl_tf.layers.UnitMixer` (Doersch & Zisserman,
+    ICCV 2017, Sec. 4.2): ``sum_m alpha_m * unit_m`` with ``alpha``
+    projected onto the unit sphere (in the forward pass, and after each
+    update by :meth:`project`) and an L1 penalty ``l1 * sum |alpha|``
+    (:meth:`penalty`). Initial alpha: all weight on the last unit, so
+    training starts from the plain C4 detector.
+    """
+
+    def __init__(self, num_units: int, l1: float = 1e-3, **kwargs):
+      super().__init__(**kwargs)
+      self.num_units = int(num_units)
+      self.l1 = float(l1)
+      init = np.zeros([self.num_units], np.float32)
+      init[-1] = 1.0
+      self.alpha_variable = self.add_weight(
+          name=f"alpha_{EVAL_TASK}", shape=(self.num_units,),
+          initializer=tf_keras.initializers.Constant(init), trainable=True)
+
+    def alpha(self) -> tf.Tensor:
+      return unit_norm(self.alpha_variable)
+
+    def penalty(self) -> tf.Tensor:
+      return self.l1 * tf.reduce_sum(tf.abs(self.alpha()))
+
+    def project(self) -> None:
+      self.alpha_variable.assign(unit_norm(self.alpha_variable))
+
+    def call(self, units):
+      if len(units) != self.num_units:
+        raise ValueError(f"EvalUnitMixer mixes {self.num_units} units, got "
+                         f"{len(units)}")
+      alpha = tf.cast(self.alpha(), units[0].dtype)
+      return tf.add_n([u * alpha[m] for m, u in enumerate(units)])
+
+    def get_config(self):
+      return dict(super().get_config(), num_units=self.num_units,
+                  l1=self.l1)
+
+  return EvalUnitMixer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,16 +329,31 @@ class FasterRCNN:
       built from it).
     num_classes: object classes, background excluded (20 for VOC).
     config: a :class:`DetectorConfig`.
+    eval_lasso: the backbone's output is a fresh mixer row's mix of every
+      block-3 unit (needs ``block3_last_stride=1``), trained with the
+      detector, instead of the last unit (Table 4's eval lasso).
+    lasso_l1: the L1 penalty of that row.
 
   Attributes:
     model: the ``official.vision`` ``MaskRCNNModel`` (``tf_keras``).
     backbone: the ``tf_keras`` trunk wrapped as a Model Garden backbone.
+    mixer: the eval-lasso ``EvalUnitMixer`` layer of the backbone, or None.
   """
 
   def __init__(self, trunk_config: TrunkConfig, num_classes: int,
-               config: DetectorConfig = DetectorConfig()):
+               config: DetectorConfig = DetectorConfig(),
+               eval_lasso: bool = False, lasso_l1: float = 1e-3):
     if num_classes < 1:
       raise ValueError(f"num_classes={num_classes} must be >= 1")
+    if eval_lasso and trunk_config.block3_last_stride != 1:
+      raise ValueError(
+          "eval lasso mixes every block-3 unit, which needs the trunk's "
+          "block3_last_stride=1")
+    if not lasso_l1 >= 0:
+      raise ValueError(f"lasso_l1={lasso_l1!r} must be >= 0")
+    self.eval_lasso = bool(eval_lasso)
+    self.lasso_l1 = float(lasso_l1)
+    self.mixer = None
     self.trunk_config = trunk_config
     self.num_classes = int(num_classes)
     self.config = config
@@ -296,9 +371,15 @@ class FasterRCNN:
     s = self.config.image_size
     trunk = build_trunk(self.trunk_config, keras_module=tf_keras,
                         input_shape=(s, s, 3), name="trunk")
-    last = self.trunk_config.unit_names()[-1]
+    names = self.trunk_config.unit_names()
     level = str(self.level)
-    backbone = tf_keras.Model(trunk.input, {level: trunk.output[last]},
+    if self.eval_lasso:
+      self.mixer = _eval_unit_mixer_class()(len(names), self.lasso_l1,
+                                            name="eval_mixer")
+      features = self.mixer([trunk.output[n] for n in names])
+    else:
+      features = trunk.output[names[-1]]
+    backbone = tf_keras.Model(trunk.input, {level: features},
                               name="backbone")
     # What Model Garden's decoders and heads read from a backbone.
     backbone.output_specs = {level: backbone.output[level].shape}
@@ -376,7 +457,9 @@ class FasterRCNN:
         (another depth/width: a missing layer or a shape mismatch).
     """
     try:
-      copy_weights_by_name(trunk, self.backbone)
+      # The eval-lasso row is fresh: nothing to copy into it.
+      copy_weights_by_name(trunk, self.backbone,
+                           allow_missing=("eval_mixer",))
     except ValueError as e:
       raise ValueError(
           f"the trunk checkpoint does not fit the detector's backbone, "
@@ -499,6 +582,7 @@ class FasterRCNN:
     model = self.model
     variables = model.trainable_variables
     decayed = [v for v in variables if "kernel" in v.name]
+    mixer = self.mixer
 
     @tf.function
     def step(images, labels):
@@ -512,8 +596,13 @@ class FasterRCNN:
         if weight_decay and decayed:
           total += weight_decay * tf.add_n([tf.nn.l2_loss(v)
                                             for v in decayed])
+        if mixer is not None:
+          # The eval-lasso row's L1 penalty (its alpha is not a kernel).
+          total += mixer.penalty()
       grads = tape.gradient(total, variables)
       optimizer.apply_gradients(zip(grads, variables))
+      if mixer is not None:
+        mixer.project()   # back onto sum alpha^2 = 1
       return losses
 
     history = []
@@ -530,7 +619,14 @@ class FasterRCNN:
       if log and ((i + 1) % log_every == 0 or i + 1 == steps):
         progress.update(i + 1, ", ".join(
             f"{k}={float(v):.4f}" for k, v in sorted(losses.items())))
+    if log and mixer is not None:
+      log("detection eval-lasso alpha: " + " ".join(
+          f"{a:.3f}" for a in self.alpha()))
     return history
+
+  def alpha(self) -> Optional[np.ndarray]:
+    """The eval-lasso row's unit-norm alpha [N] (None without eval lasso)."""
+    return None if self.mixer is None else self.mixer.alpha().numpy()
 
   def detect(self, dataset: tf.data.Dataset, batch_size: int = 1
              ) -> Tuple[List[Dict], List[Dict]]:
@@ -605,10 +701,13 @@ class DetectionEvaluator(Evaluator):
     seed: data-order and flip seed.
     log_every: steps between loss lines.
 
+    lasso_l1: the L1 penalty of the eval-lasso row (``eval_lasso``).
+
   ``run`` yields ``("detection/map", mAP)`` then ``("detection/ap/<class>",
-  AP)`` for each class with ground truth. Eval lasso is not supported for
-  detection yet (``run(eval_lasso=True)`` raises ``ValueError``): it would
-  need a ``tf_keras`` UnitMixer inside the backbone.
+  AP)`` for each class with ground truth. ``run(trunk, eval_lasso=True)``
+  (Table 4) feeds the detector a fresh mixer row's mix of every block-3 unit,
+  trained with the detector; the learned row is logged and kept in
+  ``last_alpha``.
   """
 
   name = "detection"
@@ -628,9 +727,14 @@ class DetectionEvaluator(Evaluator):
                lr_drop_steps: Sequence[int] = (50000,),
                momentum: float = 0.9, weight_decay: float = 1e-4,
                clip_norm: Optional[float] = 10.0, eval_batch_size: int = 1,
-               seed: int = 0, log_every: int = 100):
+               seed: int = 0, log_every: int = 100,
+               lasso_l1: float = 1e-3):
     if steps < 0 or batch_size < 1 or eval_batch_size < 1:
       raise ValueError("steps must be >= 0 and batch sizes >= 1")
+    if not lasso_l1 >= 0:
+      raise ValueError(f"detection lasso_l1={lasso_l1!r} must be >= 0")
+    self.lasso_l1 = float(lasso_l1)
+    self.last_alpha: Optional[np.ndarray] = None
     self.voc_folder = voc_folder
     self.train_split = train_split
     self.eval_split = eval_split
@@ -684,15 +788,16 @@ class DetectionEvaluator(Evaluator):
 
   def run(self, trunk: Trunk, *, eval_lasso: bool = False,
           log=print) -> Iterator[Tuple[str, float]]:
-    if eval_lasso:
-      raise ValueError("eval lasso is not supported for detection yet (it "
-                       "needs a tf_keras UnitMixer in the Model Garden "
-                       "backbone); run detection with eval_lasso=False")
     if not isinstance(trunk, Trunk):
       raise TypeError(f"DetectionEvaluator.run needs a mtssl_tf Trunk, got "
                       f"{type(trunk).__name__}")
+    if eval_lasso and trunk.config.block3_last_stride != 1:
+      raise ValueError(
+          "eval lasso mixes every block-3 unit, which needs the trunk's "
+          "block3_last_stride=1")
     train, evals = self.datasets()
-    detector = FasterRCNN(trunk.config, len(self.class_names), self.detector)
+    detector = FasterRCNN(trunk.config, len(self.class_names), self.detector,
+                          eval_lasso=eval_lasso, lasso_l1=self.lasso_l1)
     # The Keras-3 trunk is only read: fine-tuning changes the tf_keras copy.
     detector.load_trunk(trunk)
     if self.steps:
@@ -701,6 +806,7 @@ class DetectionEvaluator(Evaluator):
                    lr_drop_steps=self.lr_drop_steps, momentum=self.momentum,
                    weight_decay=self.weight_decay, clip_norm=self.clip_norm,
                    log=log, log_every=self.log_every)
+    self.last_alpha = detector.alpha()
     detections, ground_truths = detector.detect(evals, self.eval_batch_size)
     result = voc07_map(detections, ground_truths, len(self.class_names))
     self.last_result = result
