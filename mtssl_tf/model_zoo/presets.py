@@ -41,7 +41,9 @@ DEMO_FLAGFILE = "configs/demo_common.cfg"
 # The zoo's demo variant of configs/demo_common.cfg: width 0.25 keeps the
 # four-task weights file at about 3.3 MB (width 0.5 would be 7.5 MB), and
 # deterministic ops make a rebuild on the same machine and stack reproduce
-# the committed file bit for bit.
+# the committed file bit for bit. (The committed colorization presets were
+# trained before runs computed their own colorization prior; a rebuild now
+# rebalances with the offline set's prior and gives other weights.)
 ZOO_DEMO_FLAGS: Tuple[str, ...] = ("--width=0.25", "--deterministic")
 # Tiny: the sizes of configs/smoke.cfg (depth-14 trunk, 32 px inputs, small
 # heads), written out so that non-lasso presets can use them too (smoke.cfg
