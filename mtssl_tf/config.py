@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 import os
 import types
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -38,8 +39,9 @@ def _freeze(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """The optimizer. The paper trained with RMSProp [DETAILS: R]; rho, momentum
-  and epsilon=1.0 are the TF-Slim ImageNet RMSProp settings [I]."""
+  """The optimizer. The paper trained with RMSProp (recalled, not
+  stated in its text); rho, momentum and epsilon=1.0 are the TF-Slim ImageNet
+  RMSProp settings (our choice)."""
   name: str = "rmsprop"
   learning_rate: float = 1e-3
   momentum: float = 0.9
@@ -314,9 +316,26 @@ def resume_differences(old: Mapping[str, Any],
     before, after = old_flat[key], new_flat.get(key, "<absent>")
     if isinstance(before, list) and isinstance(after, (list, tuple)):
       after = list(after)
-    if before != after:
-      out.append(f"{key}: {before!r} -> {after!r}")
+    if not _same_value(before, after):
+      out.append(f"{key}: {_short(before)} -> {_short(after)}")
   return out
+
+
+def _same_value(a: Any, b: Any) -> bool:
+  """Equality, with floats equal to 1e-9 relative: values that went through
+  JSON, .npz files or a renormalisation (a run's computed colorization
+  prior) are the same setting."""
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+  if (isinstance(a, float) or isinstance(b, float)) and all(
+      isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+  return a == b
+
+
+def _short(value: Any, limit: int = 200) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 def check_resume(config: "TrainConfig") -> None:

@@ -241,3 +241,10 @@ def test_resume_differences_lists_nested_fields():
   assert resume_differences(old, new) == [
       "task_params.a.x: 1 -> 2", "tasks: ['a', 'b'] -> ['b', 'a']",
       "trunk.depth: 14 -> 26"]
+  # Float round trips (JSON, .npz, renormalising a computed prior) are the
+  # same setting; a real change in a value list is not.
+  prior = [0.1 / 3, 1e-40, 0.5]
+  again = [x * (1 + 2e-16) for x in prior]
+  assert resume_differences({"p": prior}, {"p": again}) == []
+  changed = resume_differences({"p": prior}, {"p": [0.04, 1e-40, 0.5]})
+  assert len(changed) == 1 and changed[0].startswith("p: [0.0333")
