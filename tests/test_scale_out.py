@@ -3,7 +3,6 @@ pipeline, several steps per tf.function, mixed precision, XLA."""
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ports import free_ports
 from mtssl_tf.config import ConfigError, DataConfig, OptimizerConfig
 from mtssl_tf.data.pipeline import task_dataset
 from mtssl_tf.data.sources import make_source
@@ -69,21 +69,11 @@ def test_input_context_gives_per_replica_batches_and_per_pipeline_seeds():
   np.testing.assert_array_equal(next(iter(one))[1].numpy(), got[0][1])
 
 
-def _free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
-
-
 @pytest.mark.slow
 def test_two_workers_read_disjoint_examples_and_update_as_one_on_the_union(
     tmp_path, mirrored):
   from scale_out_common import config
-  ports = _free_ports(2)
+  ports = free_ports(2)
   cluster = {"worker": [f"localhost:{p}" for p in ports]}
   procs = []
   for index in range(2):

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+from ports import free_ports
 from mtssl_tf import flags as mt_flags
 from mtssl_tf.config import ConfigError
 
@@ -244,20 +244,10 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path,
   assert steps == list(range(1, 13))  # no step logged twice after resume
 
 
-def _free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
-
-
 @pytest.mark.slow
 def test_two_workers_on_loopback_finish_with_identical_weights(
     tmp_path, motion_records):
-  ports = _free_ports(2)
+  ports = free_ports(2)
   cluster = {"worker": [f"localhost:{p}" for p in ports]}
   run_dir = tmp_path / "mw"
   args = ["--flagfile=configs/smoke.cfg", "--steps=4", "--checkpoint_every=4",

@@ -55,6 +55,7 @@ from mtssl_tf import colorization_prior
 from mtssl_tf import regularization
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.multitask import MultiTaskModel
+from mtssl_tf.progress import format_duration
 from mtssl_tf.training import pretext_eval, schedules
 from mtssl_tf.training.distribute import is_chief, make_strategy
 
@@ -118,15 +119,6 @@ XLA_UNSUPPORTED = {
         "its loss resizes the ab targets to the logits' size with "
         "tf.image.resize(method='area'): ResizeArea has no XLA kernel"),
 }
-
-
-def _format_time(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
-  seconds = int(seconds)
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 class Trainer:
@@ -640,7 +632,7 @@ class Trainer:
                             for t, v in window.items() if v)
             self.log(f"step {step}/{cfg.steps} | {rate:.2f} steps/s | "
                      f"{images_window / dt:.1f} img/s | {text} | "
-                     f"left {_format_time((cfg.steps - step) / rate)}")
+                     f"left {format_duration((cfg.steps - step) / rate)}")
             window = {t: [] for t in cfg.tasks}
             t_window, images_window, steps_window = time.time(), 0, 0
         if (self.pretext_eval and step < cfg.steps  # the last: in _finish
