@@ -46,6 +46,9 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
 from absl import flags
 
 from mtssl_tf.evaluation import protocols
+from mtssl_tf.model_zoo import presets as zoo_presets
+from mtssl_tf.evaluation.paper_tables import (  # noqa: F401  (re-exported)
+    PAPER_TABLES, PaperRow, PaperTable)
 
 RANDOM_LABEL = "Random init"
 MISSING = "\u2014"  # an em dash marks a value we do not have
@@ -67,75 +70,13 @@ COLUMN_TITLES = {
 NOISE_POINTS = 1.0
 
 
-# -- the paper's numbers -------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class PaperRow:
-  """One row of a paper table.
-
-  Attributes:
-    name: the row's name in the paper.
-    checkpoint: the checkpoint label whose evaluation fills the row.
-    eval_lasso: whether the row's evaluation learns a fresh mixer row.
-    values: ImageNet Recall@5, PASCAL mAP, NYU % pixels delta < 1.25, in %.
-  """
-  name: str
-  checkpoint: str
-  eval_lasso: bool
-  values: Tuple[float, float, float]
-
-
-@dataclasses.dataclass(frozen=True)
-class PaperTable:
-  number: int
-  title: str
-  rows: Tuple[PaperRow, ...]
-
-
-def _rows(entries, eval_lasso=False) -> Tuple[PaperRow, ...]:
-  return tuple(PaperRow(name, name.replace(" ", ""), eval_lasso, values)
-               for name, values in entries)
-
-
-# Doersch & Zisserman, ICCV 2017, Tables 2-4 (ResNet-101, 16.8K GPU hours).
-# Table 3's RP row has NYU 80.23 where Table 2 has 80.54: both as printed.
-PAPER_TABLES: Dict[int, PaperTable] = {
-    2: PaperTable(2, "Combinations of self-supervised tasks", _rows((
-        ("RP", (59.21, 66.75, 80.54)),
-        ("RP+Col", (66.64, 68.75, 79.87)),
-        ("RP+Ex", (65.24, 69.44, 78.70)),
-        ("RP+MS", (63.73, 68.81, 78.72)),
-        ("RP+Col+Ex", (68.65, 69.48, 80.17)),
-        ("RP+Col+Ex+MS", (69.30, 70.53, 79.25)),
-        ("INet Labels", (85.10, 74.17, 80.06)),
-    ))),
-    3: PaperTable(3, "Harmonization (H: relative position sees Lab L "
-                  "copied to 3 channels)", _rows((
-                      ("RP", (59.21, 66.75, 80.23)),
-                      ("RP / H", (62.33, 66.15, 80.39)),
-                      ("RP+Col", (66.64, 68.75, 79.87)),
-                      ("RP+Col / H", (68.08, 68.26, 79.69)),
-                  ))),
-    4: PaperTable(4, "Lasso in pre-training and in evaluation "
-                  "(RP+Col+Ex+MS)", (
-                      PaperRow("No Lasso", "RP+Col+Ex+MS", False,
-                               (69.30, 70.53, 79.25)),
-                      PaperRow("Eval Only Lasso", "RP+Col+Ex+MS", True,
-                               (70.18, 68.86, 79.41)),
-                      PaperRow("Pre-train Only Lasso", "RP+Col+Ex+MS/Lasso",
-                               False, (68.09, 68.49, 78.96)),
-                      PaperRow("Pre-train & Eval Lasso", "RP+Col+Ex+MS/Lasso",
-                               True, (69.44, 68.98, 79.45)),
-                  )),
-}
+# -- the paper's numbers (one source: mtssl_tf.evaluation.paper_tables) --
 
 KNOWN_LABELS = tuple(dict.fromkeys(
     r.checkpoint for t in PAPER_TABLES.values() for r in t.rows))
 # Zoo preset name -> row label, for --presets without an explicit label.
-PRESET_LABELS = {"rp": "RP", "rp_col": "RP+Col", "rp_ex": "RP+Ex",
-                 "rp_ms": "RP+MS", "rp_col_ex": "RP+Col+Ex",
-                 "rp_col_ex_ms": "RP+Col+Ex+MS",
-                 "rp_col_ex_ms_lasso": "RP+Col+Ex+MS/Lasso",
-                 "rp_h": "RP/H", "rp_col_h": "RP+Col/H"}
+PRESET_LABELS = {name: preset.label
+                 for name, preset in zoo_presets.PRESETS.items()}
 
 # The CPU demo protocol (the same for every row) lives with the evaluators.
 DEMO_EVAL_PARAMS = protocols.DEMO_EVAL_PARAMS

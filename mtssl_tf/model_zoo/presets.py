@@ -31,6 +31,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from absl import flags as absl_flags
 
 from mtssl_tf import flags as mt_flags
+from mtssl_tf.evaluation import paper_tables
 from mtssl_tf.tasks import ABBREVIATIONS
 
 RP, COL, EX, MS = ("relative_position", "colorization", "exemplar",
@@ -124,6 +125,12 @@ class Preset:
                        "weights_url")
 
   @property
+  def label(self) -> str:
+    """The paper-table checkpoint label (``"RP+Col/H"``), see
+    :func:`paper_label`."""
+    return paper_label(self.tasks, self.harmonize, self.lasso)
+
+  @property
   def weights_filename(self) -> str:
     return f"{self.name}.weights.h5"
 
@@ -152,11 +159,6 @@ class Preset:
     return tuple(argv)
 
 
-def _table2(imagenet, voc, nyu):
-  return {"imagenet_recall5": imagenet, "voc07_map": voc,
-          "nyu_pct_below_1.25": nyu}
-
-
 def _paper(flagfile: str, *extra: str) -> Tuple[str, ...]:
   return (f"--flagfile=configs/{flagfile}",) + extra
 
@@ -166,65 +168,63 @@ def _display(tasks, harmonize) -> str:
   return name + (" / H" if harmonize else "")
 
 
-def _preset(name, tasks, paper_flags, results, harmonize=False, lasso=False,
+def paper_label(tasks, harmonize: bool = False, lasso: bool = False) -> str:
+  """The paper-table checkpoint label of a task combination (``"RP+Col/H"``,
+  ``"RP+Col+Ex+MS/Lasso"``), as :mod:`mtssl_tf.evaluation.paper_tables`
+  names its rows."""
+  label = "+".join(ABBREVIATIONS[t] for t in tasks)
+  return label + ("/H" if harmonize else "") + ("/Lasso" if lasso else "")
+
+
+def _preset(name, tasks, paper_flags, harmonize=False, lasso=False,
             description=""):
   display = _display(tasks, harmonize) + (" (lasso)" if lasso else "")
+  results = paper_tables.results_for(paper_label(tasks, harmonize, lasso))
+  if not results:
+    raise ValueError(f"preset {name!r}: no row of the paper's tables")
   return Preset(name=name, display_name=display, tasks=tuple(tasks),
                 harmonize=harmonize, lasso=lasso,
                 paper_flags=tuple(paper_flags), paper_results=results,
                 description=description)
 
 
-# Paper numbers: Tables 2-4 (ImageNet Recall@5, VOC07 mAP, NYU % < 1.25).
-# Table 3 repeats RP with NYU 80.23 where Table 2 has 80.54.
+# Paper numbers: looked up in mtssl_tf.evaluation.paper_tables by each
+# preset's paper_label (Tables 2-4: ImageNet Recall@5, VOC07 mAP, NYU % <
+# 1.25).
 _PRESETS: Tuple[Preset, ...] = (
     _preset("rp", [RP], _paper("paper_rp.cfg"),
-            {"table2": _table2(59.21, 66.75, 80.54),
-             "table3": _table2(59.21, 66.75, 80.23)},
             description="relative position, colour dropping"),
     _preset("rp_h", [RP],
             _paper("paper_rp.cfg", "--harmonize", "--run_dir=runs/paper_rp_h",
-                   "--model_name=mtssl_rp_h"),
-            {"table3": _table2(62.33, 66.15, 80.39)}, harmonize=True,
+                   "--model_name=mtssl_rp_h"), harmonize=True,
             description="relative position on the Lab L channel"),
     _preset("rp_col", [RP, COL], _paper("paper_rp_col.cfg"),
-            {"table2": _table2(66.64, 68.75, 79.87),
-             "table3": _table2(66.64, 68.75, 79.87)},
             description="relative position + colorization"),
     _preset("rp_col_h", [RP, COL],
             _paper("paper_rp_col.cfg", "--harmonize",
                    "--run_dir=runs/paper_rp_col_h",
-                   "--model_name=mtssl_rp_col_h"),
-            {"table3": _table2(68.08, 68.26, 79.69)}, harmonize=True,
+                   "--model_name=mtssl_rp_col_h"), harmonize=True,
             description="relative position + colorization, harmonized"),
     _preset("rp_ex", [RP, EX],
             _paper("paper_common.cfg", "--tasks=relative_position,exemplar",
                    "--run_dir=runs/paper_rp_ex", "--model_name=mtssl_rp_ex"),
-            {"table2": _table2(65.24, 69.44, 78.70)},
             description="relative position + exemplar"),
     _preset("rp_ms", [RP, MS],
             _paper("paper_common.cfg",
                    "--tasks=relative_position,motion_segmentation",
                    "--motion_records=data/motion/*.tfrecord",
                    "--run_dir=runs/paper_rp_ms", "--model_name=mtssl_rp_ms"),
-            {"table2": _table2(63.73, 68.81, 78.72)},
             description="relative position + motion segmentation"),
     _preset("rp_col_ex", [RP, COL, EX],
             _paper("paper_common.cfg",
                    "--tasks=relative_position,colorization,exemplar",
                    "--run_dir=runs/paper_rp_col_ex",
                    "--model_name=mtssl_rp_col_ex"),
-            {"table2": _table2(68.65, 69.48, 80.17)},
             description="three image tasks"),
     _preset("rp_col_ex_ms", [RP, COL, EX, MS], _paper("paper_4task.cfg"),
-            {"table2": _table2(69.30, 70.53, 79.25),
-             "table4_no_lasso": _table2(69.30, 70.53, 79.25),
-             "table4_eval_only_lasso": _table2(70.18, 68.86, 79.41)},
             description="all four tasks, no lasso"),
     _preset("rp_col_ex_ms_lasso", [RP, COL, EX, MS],
             _paper("paper_4task_lasso.cfg"),
-            {"table4_pretrain_only_lasso": _table2(68.09, 68.49, 78.96),
-             "table4_pretrain_and_eval_lasso": _table2(69.44, 68.98, 79.45)},
             lasso=True, description="all four tasks with the lasso"),
 )
 PRESETS: Dict[str, Preset] = {p.name: p for p in _PRESETS}
