@@ -16,6 +16,7 @@ from mtssl_tf import evaluate
 from mtssl_tf import evaluation
 from mtssl_tf.config import ConfigError, TrainConfig
 from mtssl_tf.evaluation import checkpoints
+from mtssl_tf.evaluation import driver
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
 
@@ -84,22 +85,22 @@ def test_demo_flagfile_parses_into_a_frozen_config():
 
 def test_trunk_flags_only_constrain_a_checkpoint_when_given():
   assert _parse(["--checkpoint=runs/x"]).trunk is None
-  assert _parse(["--checkpoint=runs/x", "--trunk_depth=14",
-                 "--trunk_width=0.25"]).trunk == TINY
+  assert _parse(["--checkpoint=runs/x", "--depth=14",
+                 "--width=0.25"]).trunk == TINY
   assert _parse(["--checkpoint=random"]).trunk == TrunkConfig()
 
 
 def test_eval_lasso_with_last_stride_2_is_a_clear_error(tmp_path):
   with pytest.raises(ConfigError, match="block3_last_stride=1"):
     _parse(["--checkpoint=random", "--eval_lasso",
-            "--trunk_block3_last_stride=2"])
+            "--block3_last_stride=2"])
   # A checkpoint that turns out to have stride 2: found once it is loaded.
   path = str(tmp_path / "stride2.keras")
   mtssl_tf.Trunk(depth=14, width=0.25, block3_last_stride=2).save(path)
-  config = evaluate.EvalConfig(checkpoint=path, eval_lasso=True)
+  config = driver.EvalConfig(checkpoint=path, eval_lasso=True)
   with pytest.raises(ValueError,
                      match=r"stride2\.keras.*block3_last_stride=2"):
-    evaluate.run_evaluation(config, log=lambda s: None)
+    driver.run_evaluation(config, log=lambda s: None)
 
 
 # -- checkpoints -------------------------------------------------------------------
@@ -107,9 +108,9 @@ def test_missing_checkpoint_path_is_named(tmp_path):
   missing = str(tmp_path / "no_such_run")
   with pytest.raises(FileNotFoundError, match="no_such_run.*does not exist"):
     checkpoints.load_trunk(missing)
-  config = evaluate.EvalConfig(checkpoint=missing)
+  config = driver.EvalConfig(checkpoint=missing)
   with pytest.raises(FileNotFoundError, match="no_such_run"):
-    evaluate.run_evaluation(config, log=lambda s: None)
+    driver.run_evaluation(config, log=lambda s: None)
   # A folder that is not a run.
   with pytest.raises(FileNotFoundError, match="config.json"):
     checkpoints.load_trunk(str(tmp_path))
@@ -154,15 +155,15 @@ def test_run_folder_loads_the_trained_trunk_and_rejects_a_mismatch(tmp_path):
 
 
 def test_random_trunk_is_seeded_by_the_config():
-  config = evaluate.EvalConfig(checkpoint="random", trunk=TINY,
+  config = driver.EvalConfig(checkpoint="random", trunk=TINY,
                                evaluators=("linear_probe",), eval_params={
                                    "linear_probe": {
                                        "data": "digits", "image_size": 32,
                                        "steps": 5, "batch_size": 32,
                                        "max_train_examples": 64,
                                        "max_test_examples": 50}})
-  first = evaluate.run_evaluation(config, log=lambda s: None)
-  second = evaluate.run_evaluation(config, log=lambda s: None)
+  first = driver.run_evaluation(config, log=lambda s: None)
+  second = driver.run_evaluation(config, log=lambda s: None)
   assert set(first.metrics) == {"linear_probe/top1",
                                 "linear_probe/recall_at_5"}
   assert first.metrics == second.metrics and not first.failures
@@ -216,7 +217,7 @@ def test_protocols_and_default_outputs_of_a_run_folder(tmp_path):
   assert paper.params("depth") == {"steps": 5}
   with pytest.raises(Exception, match="protocol"):
     _parse(["--checkpoint=random", "--protocol=fast"])
-  assert evaluate.checkpoint_label(str(run)) == "RP"
+  assert driver.checkpoint_label(str(run)) == "RP"
 
 
 def test_one_failing_evaluator_does_not_lose_the_others(tmp_path):

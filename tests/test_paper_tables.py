@@ -1,5 +1,5 @@
 """The paper's numbers have one source, and presets and the report read it."""
-from mtssl_tf import report
+from mtssl_tf import reporting
 from mtssl_tf.evaluation import paper_tables
 from mtssl_tf.model_zoo import presets
 
@@ -20,5 +20,5 @@ def test_results_for_known_rows():
 def test_presets_and_report_share_the_tables():
   for name, preset in presets.PRESETS.items():
     assert preset.paper_results == paper_tables.results_for(preset.label)
-    assert report.PRESET_LABELS[name] == preset.label
-  assert report.PAPER_TABLES is paper_tables.PAPER_TABLES
+    assert reporting.PRESET_LABELS[name] == preset.label
+  assert reporting.PAPER_TABLES is paper_tables.PAPER_TABLES

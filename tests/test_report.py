@@ -12,6 +12,8 @@ from absl import flags
 
 import mtssl_tf
 from mtssl_tf import report
+from mtssl_tf import reporting
+from mtssl_tf.evaluation import driver
 from mtssl_tf.config import TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
@@ -35,13 +37,13 @@ def _fake_results():
 
 # -- the paper's numbers -------------------------------------------------------------
 def test_paper_tables_hold_the_published_numbers():
-  t2 = {r.name: r.values for r in report.PAPER_TABLES[2].rows}
+  t2 = {r.name: r.values for r in reporting.PAPER_TABLES[2].rows}
   assert t2["RP+Col+Ex+MS"] == (69.30, 70.53, 79.25)
   assert t2["INet Labels"] == (85.10, 74.17, 80.06)
-  t3 = {r.name: r.values for r in report.PAPER_TABLES[3].rows}
+  t3 = {r.name: r.values for r in reporting.PAPER_TABLES[3].rows}
   assert t3["RP / H"] == (62.33, 66.15, 80.39)
   assert t3["RP"][2] == 80.23  # Table 3 prints 80.23 where Table 2 has 80.54
-  t4 = {r.name: r for r in report.PAPER_TABLES[4].rows}
+  t4 = {r.name: r for r in reporting.PAPER_TABLES[4].rows}
   assert t4["Eval Only Lasso"].values == (70.18, 68.86, 79.41)
   # Table 4's four rows = (pre-trained with/without lasso) x (eval lasso).
   assert {(r.checkpoint, r.eval_lasso) for r in t4.values()} == {
@@ -52,27 +54,27 @@ def test_paper_tables_hold_the_published_numbers():
 
 
 def test_labels_are_canonical_and_unknown_ones_listed():
-  assert report.canonical_label("RP / H") == "RP/H"
-  assert report.canonical_label("rp+col+ex+ms") == "RP+Col+Ex+MS"
-  assert report.canonical_label("random") == report.RANDOM_LABEL
+  assert reporting.canonical_label("RP / H") == "RP/H"
+  assert reporting.canonical_label("rp+col+ex+ms") == "RP+Col+Ex+MS"
+  assert reporting.canonical_label("random") == reporting.RANDOM_LABEL
   with pytest.raises(ValueError, match="unknown row label 'Jigsaw'.*RP\\+Col"):
-    report.canonical_label("Jigsaw")
-  runs = report.parse_entries(["RP=runs/a", " RP+Col / H = runs/b"], "run")
+    reporting.canonical_label("Jigsaw")
+  runs = reporting.parse_entries(["RP=runs/a", " RP+Col / H = runs/b"], "run")
   assert [(c.label, c.source) for c in runs] == [("RP", "runs/a"),
                                                  ("RP+Col/H", "runs/b")]
-  presets = report.parse_entries(["rp_col_ex_ms_lasso", "RP=my_rp"], "preset")
+  presets = reporting.parse_entries(["rp_col_ex_ms_lasso", "RP=my_rp"], "preset")
   assert [(c.label, c.source) for c in presets] == [
       ("RP+Col+Ex+MS/Lasso", "rp_col_ex_ms_lasso"), ("RP", "my_rp")]
   with pytest.raises(ValueError, match="LABEL=RUN_DIR"):
-    report.parse_entries(["runs/demo_rp"], "run")
+    reporting.parse_entries(["runs/demo_rp"], "run")
   with pytest.raises(ValueError, match="LABEL=odd"):
-    report.parse_entries(["odd"], "preset")
+    reporting.parse_entries(["odd"], "preset")
 
 
 def test_eval_lasso_is_evaluated_only_for_table_4_checkpoints():
-  cps = report.parse_entries(["RP=a", "RP+Col+Ex+MS=b",
+  cps = reporting.parse_entries(["RP=a", "RP+Col+Ex+MS=b",
                               "RP+Col+Ex+MS/Lasso=c"], "run")
-  pairs = [(c.label, lasso) for c, lasso in report.evaluation_pairs(cps)]
+  pairs = [(c.label, lasso) for c, lasso in reporting.evaluation_pairs(cps)]
   assert pairs == [("RP", False), ("RP+Col+Ex+MS", False),
                    ("RP+Col+Ex+MS/Lasso", False), ("RP+Col+Ex+MS", True),
                    ("RP+Col+Ex+MS/Lasso", True)]
@@ -80,7 +82,7 @@ def test_eval_lasso_is_evaluated_only_for_table_4_checkpoints():
 
 # -- tables ------------------------------------------------------------------------
 def test_markdown_table_puts_the_paper_beside_ours():
-  lines = report.markdown_table(2, _fake_results()).splitlines()
+  lines = reporting.markdown_table(2, _fake_results()).splitlines()
   assert lines[0] == "### Table 2: Combinations of self-supervised tasks"
   header = [c.strip() for c in lines[2].strip("|").split("|")]
   assert header[0] == "Pre-training"
@@ -107,7 +109,7 @@ def test_table_4_rows_read_the_four_lasso_combinations():
              ("RP+Col+Ex+MS", True): {"linear_probe/top1": 0.2},
              ("RP+Col+Ex+MS/Lasso", False): {"linear_probe/top1": 0.3},
              ("RP+Col+Ex+MS/Lasso", True): {"linear_probe/top1": 0.4}}
-  rows = report.markdown_table(4, results).splitlines()[4:]
+  rows = reporting.markdown_table(4, results).splitlines()[4:]
   got = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in rows}
   assert got == {"No Lasso": f"10.0 / {DASH} (69.30)",
                  "Eval Only Lasso": f"20.0 / {DASH} (70.18)",
@@ -118,10 +120,10 @@ def test_table_4_rows_read_the_four_lasso_combinations():
 
 # -- analysis ----------------------------------------------------------------------
 def test_a_preset_that_does_not_beat_random_is_reported():
-  comparisons = {c.label: c for c in report.probe_vs_random(_fake_results())}
+  comparisons = {c.label: c for c in reporting.probe_vs_random(_fake_results())}
   assert set(comparisons) == {"RP", "RP+Col"}
   assert not comparisons["RP"].beats and comparisons["RP+Col"].beats
-  text = report.analysis_markdown(_fake_results(), tables=(2,))
+  text = reporting.analysis_markdown(_fake_results(), tables=(2,))
   assert ("NOT every pre-trained trunk beats the random-initialised trunk "
           "on the linear probe**: 1 of 2 do not (top-1: RP 50.0 vs random "
           "55.0). Those that do: RP+Col 60.0.") in text
@@ -131,22 +133,22 @@ def test_every_preset_beating_random_is_said_plainly():
   results = _fake_results()
   results[("RP", False)] = dict(results[("RP", False)],
                                 **{"linear_probe/top1": 0.7})
-  text = report.analysis_markdown(results, tables=(2,))
+  text = reporting.analysis_markdown(results, tables=(2,))
   assert "**Every pre-trained trunk (2) beats the random" in text
   assert "NOT" not in text
   assert "Margins over random" not in text  # 15 and 5 points
   results[("RP", False)]["linear_probe/top1"] = 0.554
-  text = report.analysis_markdown(results, tables=(2,))
+  text = reporting.analysis_markdown(results, tables=(2,))
   assert "under 1 point (within what one seed" in text
   assert "this test size can change): RP +0.4." in text
   # A tie is not a win.
   results[("RP", False)]["linear_probe/top1"] = 0.55
-  assert not {c.label: c for c in report.probe_vs_random(results)}[
+  assert not {c.label: c for c in reporting.probe_vs_random(results)}[
       "RP"].beats
 
 
 def test_ordering_analysis_compares_each_pair_with_the_paper():
-  pairs = report.ordering_analysis(2, _fake_results())
+  pairs = reporting.ordering_analysis(2, _fake_results())
   # Pairs with both values: RP vs RP+Col on the probe and on depth (RP+Col
   # has no detection number); random is not a paper row.
   assert [(p.column, p.a, p.b) for p in pairs] == [
@@ -156,7 +158,7 @@ def test_ordering_analysis_compares_each_pair_with_the_paper():
   assert probe.holds
   # Paper: RP 80.54 > RP+Col 79.87 on NYU; ours 30 < 40: it does not.
   assert not depth.holds
-  text = report.analysis_markdown(_fake_results(), tables=(2, 3))
+  text = reporting.analysis_markdown(_fake_results(), tables=(2, 3))
   assert ("linear probe (top-1; paper ImageNet R@5): the paper's order holds "
           "for 1 of 1 pairs. Holds: RP < RP+Col in the paper (59.21 vs "
           "66.64), ours 50.0 < 60.0.") in text
@@ -165,17 +167,17 @@ def test_ordering_analysis_compares_each_pair_with_the_paper():
           "40.0.") in text
   assert "detection mAP: not measured." in text
   # Table 3 has RP and RP+Col too (its RP NYU value is 80.23).
-  t3 = report.ordering_analysis(3, _fake_results())
+  t3 = reporting.ordering_analysis(3, _fake_results())
   assert [(p.a, p.b, p.paper_a) for p in t3 if p.column == "nyu"] == [
       ("RP", "RP+Col", 80.23)]
 
 
 def test_zoo_metadata_layout():
-  got = report.zoo_evaluations(
+  got = reporting.zoo_evaluations(
       {("RP", False): {"linear_probe/top1": 0.5, "depth/delta1": 0.25},
        ("RP", True): {"linear_probe/top1": 0.75},
        ("RP+Col", False): {"linear_probe/top1": 0.1}}, "RP",
-      report.DEMO_EVAL_PARAMS)
+      reporting.DEMO_EVAL_PARAMS)
   assert got == {"linear_probe/digits": {"top1": 0.5},
                  "depth/middlebury": {"delta1": 0.25},
                  "linear_probe/digits+eval_lasso": {"top1": 0.75}}
@@ -307,27 +309,54 @@ def test_command_errors_name_the_problem(tmp_path):
     report.run_report(_flags(["--norandom"]))
 
 
-def test_evaluate_and_report_give_identical_numbers(tmp_path):
-  # One runner behind both commands: the same checkpoint, protocol
-  # parameters and seed give the same metrics, for the run and the random
-  # baseline alike.
+def _evaluate(argv, log):
+  """The evaluate command's library calls: its flags -> config -> driver."""
   from mtssl_tf import evaluate
-  from mtssl_tf.evaluation import protocols
+  fv = flags.FlagValues()
+  evaluate.define_eval_flags(fv)
+  fv(["evaluate"] + list(argv))
+  return driver.run_evaluation(evaluate.config_from_flags(fv), log=log)
+
+
+def test_evaluate_and_report_give_identical_numbers(tmp_path):
+  # Both commands, from their own flags, on the same run folder, protocol
+  # parameters and seed: identical numbers for the run (with and without
+  # eval lasso) and for the random baseline. Labelled RP+Col+Ex+MS, the run
+  # fills Table 4, so the report evaluates it with eval lasso too.
   run_dir = tmp_path / "run"
   _make_run(str(run_dir))
-  overrides = {"linear_probe": {"image_size": 32, "steps": 5,
-                                "max_train_examples": 60,
-                                "max_test_examples": 40}}
-  config = evaluate.EvalConfig(checkpoint=str(run_dir),
-                               evaluators=("linear_probe",),
-                               eval_params=overrides, baseline=True, seed=3)
-  ours = evaluate.run_evaluation(config, log=lambda s: None)
-  params = protocols.protocol_params("demo", ["linear_probe"], overrides)
-  theirs = report.evaluate_all(
-      [report.Checkpoint("RP", "run", str(run_dir)),
-       report.Checkpoint(report.RANDOM_LABEL, "random", "random")],
-      params, ["linear_probe"], seed=3, log=lambda s: None)
-  assert ours.rows["RP"].metrics == theirs[("RP", False)]
-  assert (ours.rows[report.RANDOM_LABEL].metrics
-          == theirs[(report.RANDOM_LABEL, False)])
-  assert set(ours.metrics) == {"linear_probe/top1", "linear_probe/recall_at_5"}
+  probe = ["--evaluators=linear_probe", "--seed=3"] + TINY_PARAMS[:4]
+  cache = tmp_path / "cache"
+  report.run_report(_flags([f"--runs=RP+Col+Ex+MS={run_dir}",
+                            f"--work_dir={cache}", "--tables=4",
+                            f"--json_output={tmp_path / 'm.json'}"] + probe),
+                    log=lambda s: None)
+  theirs = {(m["label"], m["eval_lasso"]): m["metrics"]
+            for m in json.loads((tmp_path / "m.json").read_text())}
+  assert set(theirs) == {("RP+Col+Ex+MS", False), ("RP+Col+Ex+MS", True),
+                         ("Random init", False)}
+  args = [f"--checkpoint={run_dir}", f"--output={tmp_path / 'e.json'}"]
+  ours = _evaluate(args + probe, log=lambda s: None)
+  assert list(ours.rows) == ["RP", reporting.RANDOM_LABEL]
+  assert ours.rows["RP"].metrics == theirs[("RP+Col+Ex+MS", False)]
+  assert (ours.rows[reporting.RANDOM_LABEL].metrics
+          == theirs[(reporting.RANDOM_LABEL, False)])
+  logs = []
+  lasso = _evaluate(args + probe + ["--eval_lasso", "--nobaseline"],
+                    log=logs.append)
+  assert lasso.rows["RP"].metrics == theirs[("RP+Col+Ex+MS", True)]
+  assert "[1/1] linear_probe (eval lasso)" in logs  # a fresh mixer row
+  assert set(ours.metrics) == {"linear_probe/top1",
+                               "linear_probe/recall_at_5"}
+  # The equality says something: another seed changes the numbers (a
+  # random trunk of seed 4 is another network).
+  other = _evaluate(args + probe + ["--seed=4"], log=lambda s: None)
+  assert (other.rows[reporting.RANDOM_LABEL].metrics
+          != ours.rows[reporting.RANDOM_LABEL].metrics)
+  # One cache: evaluate finds both of its rows in the report's work_dir.
+  logs = []
+  cached = _evaluate(args + probe + [f"--work_dir={cache}"], log=logs.append)
+  assert sum("cached in" in line for line in logs) == 2
+  assert not any(line.startswith("evaluating") for line in logs)
+  assert {k: v.metrics for k, v in cached.rows.items()} == {
+      k: v.metrics for k, v in ours.rows.items()}

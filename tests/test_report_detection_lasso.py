@@ -3,7 +3,8 @@ the eval-lasso rows run the detection evaluator too, with eval_lasso=True.
 The trunk loading and the evaluator are stand-ins (the detector itself is
 tested in test_detection.py); what is checked is the report's wiring."""
 from mtssl_tf import evaluation
-from mtssl_tf import report
+from mtssl_tf import reporting
+from mtssl_tf.reporting import build
 from mtssl_tf.models.trunk import Trunk
 
 
@@ -21,21 +22,21 @@ class _FakeDetection:
 
 def test_table4_pascal_cells_are_filled_with_eval_lasso(monkeypatch):
   trunk = Trunk(depth=14, width=0.125)
-  monkeypatch.setattr(report, "load_checkpoint_trunk",
-                      lambda checkpoint, random_config=None: trunk)
+  monkeypatch.setattr(build, "load_trunk",
+                      lambda checkpoint, trunk_config=None: trunk)
   monkeypatch.setattr(evaluation, "get_evaluator",
                       lambda name, **params: _FakeDetection(**params))
   _FakeDetection.calls.clear()
-  checkpoints = report.parse_entries(
+  checkpoints = reporting.parse_entries(
       ["RP+Col+Ex+MS=a", "RP+Col+Ex+MS/Lasso=b"], "run")
-  results = report.evaluate_all(checkpoints, {}, ["detection"],
+  results = reporting.evaluate_all(checkpoints, {}, ["detection"],
                                 log=lambda s: None)
   # Each checkpoint without and with eval lasso: four detection runs.
   assert sorted(_FakeDetection.calls) == [False, False, True, True]
-  table = report.markdown_table(4, results)
+  table = reporting.markdown_table(4, results)
   rows = {line.split("|")[1].strip(): line.split("|")[3].strip()
           for line in table.splitlines()[4:]}
-  pascal = [v for k, v in rows.items() if k != report.RANDOM_LABEL]
+  pascal = [v for k, v in rows.items() if k != reporting.RANDOM_LABEL]
   assert len(pascal) == 4
   assert sorted(v.split(" ")[0] for v in pascal) == ["25.0", "25.0", "75.0",
                                                      "75.0"]

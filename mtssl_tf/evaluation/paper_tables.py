@@ -1,7 +1,7 @@
 """The paper's numbers: Doersch & Zisserman (ICCV 2017), Tables 2, 3 and 4.
 
 The one place in the package that holds them. The report
-(:mod:`mtssl_tf.report`) prints them beside ours; each model-zoo preset
+(:mod:`mtssl_tf.reporting`) prints them beside ours; each model-zoo preset
 (:mod:`mtssl_tf.model_zoo.presets`) carries its rows, looked up here by the
 row's checkpoint label (:func:`results_for`).
 
@@ -13,7 +13,7 @@ both as printed.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Dict, Iterable, Tuple
 
 # Metric names of the three columns, in the tables' order.
 METRICS = ("imagenet_recall5", "voc07_map", "nyu_pct_below_1.25")
@@ -84,6 +84,29 @@ PAPER_TABLES: Dict[int, PaperTable] = {
                                True, (69.44, 68.98, 79.45)),
                   )),
 }
+
+
+# Task name -> its abbreviation in the paper's row names, in the rows' order.
+TASK_ABBREVIATIONS = {"relative_position": "RP", "colorization": "Col",
+                      "exemplar": "Ex", "motion_segmentation": "MS"}
+
+
+def paper_label(tasks: Iterable[str], harmonize: bool = False,
+                lasso: bool = False) -> str:
+  """The checkpoint label of a pre-training run: ``"RP+Col/H"`` for
+  harmonized RP+Col, ``"RP+Col+Ex+MS/Lasso"`` for the four tasks with the
+  lasso; tasks in the paper's order whatever order they were given in.
+
+  Raises:
+    ValueError: a task the paper has no abbreviation for.
+  """
+  tasks = set(tasks)
+  unknown = sorted(tasks - set(TASK_ABBREVIATIONS))
+  if unknown:
+    raise ValueError(f"no paper abbreviation for task(s) {', '.join(unknown)}"
+                     f"; known: {', '.join(TASK_ABBREVIATIONS)}")
+  label = "+".join(a for t, a in TASK_ABBREVIATIONS.items() if t in tasks)
+  return label + ("/H" if harmonize else "") + ("/Lasso" if lasso else "")
 
 
 def results_for(checkpoint: str) -> Dict[str, Dict[str, float]]:
