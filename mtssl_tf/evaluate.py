@@ -6,10 +6,9 @@
         --evaluators=linear_probe,depth --eval_lasso --output=results.json
 
 ``--checkpoint``: a run folder, a ``.keras`` file or ``random`` (built from
-train's trunk flags ``--depth``, ``--width``, ...). Library:
-:mod:`mtssl_tf.evaluation.driver` (shared with ``report``); flags:
-docs/evaluation.md. Exit status 1 when an evaluator failed (the others are
-written), 2 for bad flags or a checkpoint that cannot be loaded.
+train's trunk flags ``--depth``, ``--width``...). Library:
+:mod:`mtssl_tf.evaluation.driver` (shared with ``report``); docs/evaluation.md.
+Exit status 1: an evaluator failed (the others are written); 2: bad flags.
 """
 import sys
 
@@ -25,24 +24,19 @@ def define_eval_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the flags once per ``fv``; trunk flags have train's names."""
   if "evaluators" in fv:
     return
-  t = TrunkConfig()  # One block, so that a shared trunk-flag helper fits.
+  t = TrunkConfig()
   for define, name, default, text in [
-      (flags.DEFINE_string, "checkpoint", None, "A training run folder, a "
-       ".keras file, or 'random' (built from the trunk flags)."),
+      (flags.DEFINE_string, "checkpoint", None, "Run folder, .keras, random."),
       (flags.DEFINE_list, "evaluators", list(evaluation.EVALUATOR_NAMES),
        "Evaluators to run."),
-      (flags.DEFINE_multi_string, "eval_param", [], "evaluator.name=value "
-       "(repeatable), e.g. linear_probe.steps=100."),
+      (flags.DEFINE_multi_string, "eval_param", [], "evaluator.name=value."),
       (flags.DEFINE_bool, "baseline", True, "Also evaluate a random trunk."),
-      (flags.DEFINE_bool, "eval_lasso", False, "Learn a fresh UnitMixer row "
-       "for each evaluation task (Table 4)."),
+      (flags.DEFINE_bool, "eval_lasso", False, "Fresh mixer row (Table 4)."),
       (flags.DEFINE_integer, "seed", 0, "Seed of every init and evaluation."),
-      (flags.DEFINE_string, "output", None, "Metrics JSON (default for a run "
-       "folder: <run>/results.json)."),
-      (flags.DEFINE_string, "markdown", None, "Markdown table (default for a "
-       "run folder: <run>/results.md)."),
-      (flags.DEFINE_string, "work_dir", None, "Evaluation cache, shared with "
-       "the report (default: none)."),
+      (flags.DEFINE_string, "output", None, "JSON (run: <run>/results.json)."),
+      (flags.DEFINE_string, "markdown", None, "Table (run: <run>/results.md)."),
+      (flags.DEFINE_string, "work_dir", None, "Cache, shared with report."),
+      # The trunk: train's names, one block (for a shared trunk-flag helper).
       (flags.DEFINE_integer, "depth", t.depth, "Trunk depth (14, 26, 50...)."),
       (flags.DEFINE_float, "width", t.width, "Trunk width multiplier."),
       (flags.DEFINE_integer, "block3_last_stride", t.block3_last_stride,
@@ -59,14 +53,12 @@ def define_eval_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 def config_from_flags(fv: flags.FlagValues = flags.FLAGS) -> driver.EvalConfig:
   """Parsed flags -> EvalConfig; trunk flags constrain a checkpoint if given."""
+  given = any(fv[n].present for n in driver.TRUNK_FIELDS)
   trunk = ({n: fv[n].value for n in driver.TRUNK_FIELDS}
-           if fv.checkpoint == "random"
-           or any(fv[n].present for n in driver.TRUNK_FIELDS) else None)
-  return driver.make_eval_config(
-      checkpoint=fv.checkpoint, evaluators=fv.evaluators,
-      eval_param=fv.eval_param, trunk=trunk, output=fv.output,
-      markdown=fv.markdown, eval_lasso=fv.eval_lasso, seed=fv.seed,
-      protocol=fv.protocol, baseline=fv.baseline, work_dir=fv.work_dir)
+           if given or fv.checkpoint == "random" else None)
+  return driver.make_eval_config(trunk=trunk, **{n: fv[n].value for n in (
+      "checkpoint", "evaluators", "eval_param", "output", "markdown",
+      "eval_lasso", "seed", "protocol", "baseline", "work_dir")})
 
 
 def main(argv):
@@ -82,10 +74,14 @@ def main(argv):
 
 
 def parse_flags(argv):
-  """absl's parser; a renamed flag (``--trunk_depth``) names its new name."""
-  renamed = driver.renamed_flags(argv[1:])
+  """absl's parser; a renamed flag (even in a flagfile) names its new name."""
+  try:
+    renamed = driver.renamed_flags(flags.FLAGS.read_flags_from_files(argv[1:]))
+  except flags.Error:
+    renamed = None  # absl's parser reports the unreadable flagfile.
   if renamed:
-    sys.exit(f"error: {renamed}")
+    print(f"error: {renamed}", file=sys.stderr)
+    sys.exit(2)
   return app.parse_flags_with_usage(argv)
 
 

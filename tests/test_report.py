@@ -307,6 +307,54 @@ def test_command_errors_name_the_problem(tmp_path):
     report.run_report(_flags(["--eval_param=steps=3"]))
   with pytest.raises(ValueError, match="nothing to evaluate"):
     report.run_report(_flags(["--norandom"]))
+  with pytest.raises(ValueError, match="eval_param given for 'depth', which "
+                     "is not in evaluators=linear_probe"):
+    report.run_report(_flags(["--evaluators=linear_probe",
+                              "--eval_param=depth.steps=3"]))
+  with pytest.raises(ValueError, match="no parameter stepz"):
+    report.run_report(_flags(["--eval_param=linear_probe.stepz=3"]))
+  # The protocols are evaluate's: paper = each evaluator's own defaults.
+  config = reporting.ReportConfig(evaluators=["linear_probe"],
+                                  protocol="paper",
+                                  eval_param=["linear_probe.steps=7"])
+  assert config.params == {"linear_probe": {"steps": 7}}
+  with pytest.raises(ValueError, match="protocol='fast'"):
+    reporting.ReportConfig(protocol="fast")
+
+
+LIBRARY = ("evaluation/driver.py", "evaluation/cache.py",
+           "evaluation/runner.py", "evaluation/paper_tables.py",
+           "evaluation/protocols.py", "reporting/__init__.py",
+           "reporting/tables.py", "reporting/analysis.py",
+           "reporting/document.py", "reporting/results.py",
+           "reporting/build.py")
+ENTRY_POINTS = ("mtssl_tf.evaluate", "mtssl_tf.report", "mtssl_tf.train",
+                "mtssl_tf.export")
+
+
+def test_layering_of_the_evaluation_and_report_modules():
+  # The library below the two commands reads no absl flags and imports no
+  # entry point, and the entry points stay thin.
+  import ast
+  root = os.path.dirname(mtssl_tf.__file__)
+  for relative in LIBRARY:
+    with open(os.path.join(root, relative)) as f:
+      tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        imported.update(a.name for a in node.names)
+      elif isinstance(node, ast.ImportFrom):
+        imported.add(node.module or "")
+        imported.update(f"{node.module}.{a.name}" for a in node.names)
+    assert not {m for m in imported if m.split(".")[0] == "absl"}, relative
+    assert not imported & set(ENTRY_POINTS), relative
+    if relative.startswith("evaluation/"):  # the zoo sits above evaluation
+      assert not any(m.startswith("mtssl_tf.model_zoo") or m.startswith(
+          "mtssl_tf.reporting") for m in imported), relative
+  for name in ("evaluate.py", "report.py"):
+    with open(os.path.join(root, name)) as f:
+      assert len(f.read().splitlines()) < 100, name
 
 
 def _evaluate(argv, log):

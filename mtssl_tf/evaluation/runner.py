@@ -1,10 +1,11 @@
 """The one evaluation runner: a trunk, evaluators by name, their parameters.
 
 ``python -m mtssl_tf.evaluate`` and ``python -m mtssl_tf.report`` both run
-their evaluations through :func:`evaluate_trunk`, so one checkpoint gives
-the same numbers from either command: every evaluator starts from the same
-seed whatever ran before it, and a failing evaluator is recorded by name
-while the others still run.
+their evaluations through :func:`mtssl_tf.evaluation.driver.
+evaluate_checkpoints`, which loads each trunk and calls
+:func:`evaluate_trunk`: every evaluator starts from the same seed whatever
+ran before it, and a failing evaluator is recorded by name while the
+others still run.
 """
 from __future__ import annotations
 
