@@ -62,7 +62,8 @@ def test_labels_are_canonical_and_unknown_ones_listed():
   runs = reporting.parse_entries(["RP=runs/a", " RP+Col / H = runs/b"], "run")
   assert [(c.label, c.source) for c in runs] == [("RP", "runs/a"),
                                                  ("RP+Col/H", "runs/b")]
-  presets = reporting.parse_entries(["rp_col_ex_ms_lasso", "RP=my_rp"], "preset")
+  presets = reporting.parse_entries(["rp_col_ex_ms_lasso", "RP=my_rp"],
+                                    "preset")
   assert [(c.label, c.source) for c in presets] == [
       ("RP+Col+Ex+MS/Lasso", "rp_col_ex_ms_lasso"), ("RP", "my_rp")]
   with pytest.raises(ValueError, match="LABEL=RUN_DIR"):

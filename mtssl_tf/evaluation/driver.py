@@ -435,7 +435,7 @@ def run_evaluation(config: EvalConfig,
 
 
 __all__ = ["Checkpoint", "EvalConfig", "EvalResults", "KINDS", "RANDOM_LABEL",
-           "RENAMED_FLAGS", "TRUNK_FIELDS", "renamed_flags", "check_evaluators", "checkpoint_label",
-           "evaluate_checkpoints", "evaluation_params",
+           "RENAMED_FLAGS", "TRUNK_FIELDS", "check_evaluators",
+           "checkpoint_label", "evaluate_checkpoints", "evaluation_params",
            "load_checkpoint_trunk", "make_eval_config", "parse_eval_params",
-           "run_evaluation"]
+           "renamed_flags", "run_evaluation"]

@@ -176,7 +176,8 @@ class ReportConfig:
         self.protocol, evaluators, driver.parse_eval_params(self.eval_param))
     for name, value in (("evaluators", evaluators), ("tables", tuple(tables)),
                         ("checkpoints", tuple(checkpoints)),
-                        ("params", params), ("work_dir", self.work_dir or None)):
+                        ("params", params),
+                        ("work_dir", self.work_dir or None)):
       object.__setattr__(self, name, value)
 
 
