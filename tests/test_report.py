@@ -323,6 +323,31 @@ def test_command_errors_name_the_problem(tmp_path):
     reporting.ReportConfig(protocol="fast")
 
 
+def test_cache_key_follows_the_checkpoint_content(tmp_path):
+  # A checkpoint rewritten in place (a run trained further, a re-exported
+  # .keras file) is evaluated again; the row label is not part of the key.
+  from mtssl_tf.evaluation import cache
+  path = tmp_path / "trunk.keras"
+  path.write_bytes(b"x" * 10)
+  before = cache.checkpoint_stamp("run", str(path))
+  path.write_bytes(b"x" * 11)
+  assert cache.checkpoint_stamp("run", str(path)) != before
+  run = tmp_path / "run"
+  assert cache.checkpoint_stamp("run", str(run)) is None  # not there yet
+  _make_run(str(run))
+  first = cache.checkpoint_stamp("run", str(run))
+  assert first.endswith("ckpt-1")
+  key = cache.cache_key("run", str(run), False, {"linear_probe": {}}, 0,
+                        {"checkpoint": first})
+  assert key != cache.cache_key("run", str(run), True, {"linear_probe": {}},
+                                0, {"checkpoint": first})
+  cache.write(cache.entry_path(str(tmp_path / "w"), "RP + eval lasso", key),
+              {"metrics": {"m": 0.5}})
+  assert os.listdir(tmp_path / "w") == [f"rp_eval_lasso-{key}.json"]
+  assert cache.read(str(tmp_path / "w"), key)["metrics"] == {"m": 0.5}
+  assert cache.read(str(tmp_path / "w"), key[::-1]) is None
+
+
 LIBRARY = ("evaluation/driver.py", "evaluation/cache.py",
            "evaluation/runner.py", "evaluation/paper_tables.py",
            "evaluation/protocols.py", "reporting/__init__.py",
