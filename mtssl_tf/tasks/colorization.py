@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf import colorization_prior as prior_lib
+from mtssl_tf.tasks import colorization_prior as prior_lib
 from mtssl_tf.ops import color
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks.base import Task

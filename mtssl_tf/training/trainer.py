@@ -51,7 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf import colorization_prior
+from mtssl_tf.training import colorization_prior
 from mtssl_tf import regularization
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.multitask import MultiTaskModel
