@@ -380,13 +380,13 @@ def offline_images(max_short_side: Optional[int] = None,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # Imported here so that listing the files needs no TensorFlow.
-  from mtssl_tf.data import sources  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.ops.image import limit_image_size  # pylint: disable=g-import-not-at-top
   images = []
   for item in offline_image_files(packages, split):
     image = tf.io.decode_image(tf.io.read_file(item.path), channels=3,
                                expand_animations=False)
     if max_short_side is not None:
-      image = sources.limit_image_size(image, max_short_side)
+      image = limit_image_size(image, max_short_side)
     images.append((item.name, image.numpy()))
   return images
 

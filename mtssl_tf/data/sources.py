@@ -45,6 +45,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+# An image op (ops layer); still importable from here, where it is used.
+from mtssl_tf.ops.image import limit_image_size
+
 KINDS = ("tfds", "folder", "motion", "offline", "tfds_motion")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -161,35 +164,6 @@ class Source:
 
 # ---------------------------------------------------------------------------
 # Element-wise helpers (all usable inside tf.data).
-
-
-def limit_image_size(image: tf.Tensor, max_short_side: int,
-                     method: str = "area") -> tf.Tensor:
-  """Downscales ``image`` [H, W, C] so its shorter side is <= max_short_side.
-
-  Keeps the aspect ratio and the dtype; images already small enough are
-  returned unchanged. The shorter side is the one the tasks' crops need, so
-  a limit at least as large as a task's minimum never makes an image too
-  small for it. ``method="nearest"`` is for label maps (masks).
-  """
-  if max_short_side < 1:
-    raise ValueError(f"max_short_side must be >= 1, got {max_short_side}")
-  shape = tf.shape(image)
-  h, w = shape[0], shape[1]
-  shorter = tf.minimum(h, w)
-  scale = tf.minimum(1.0, max_short_side / tf.cast(shorter, tf.float32))
-  new_size = tf.maximum(
-      1, tf.cast(tf.round(tf.cast(tf.stack([h, w]), tf.float32) * scale),
-                 tf.int32))
-
-  def resize():
-    resized = tf.image.resize(image, new_size, method=method)
-    if image.dtype.is_integer:
-      resized = tf.clip_by_value(tf.round(resized), image.dtype.min,
-                                 image.dtype.max)
-    return tf.cast(resized, image.dtype)
-
-  return tf.cond(shorter > max_short_side, resize, lambda: image)
 
 
 def decode_image(data: tf.Tensor) -> tf.Tensor:
