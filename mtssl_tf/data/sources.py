@@ -522,7 +522,7 @@ def _open_tfds(name, data_dir, split, shuffle, seed, decoders_for,
   ``shard_index`` are read."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   # The package's own builders register on import.
-  from mtssl_tf.data import mtssl_motion  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from mtssl_tf.data import mtssl_motion_builder  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
