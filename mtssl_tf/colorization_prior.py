@@ -16,9 +16,10 @@ from typing import Optional, Sequence
 
 from mtssl_tf.data.color_statistics import write_prior_file
 # The library's names stay importable from this module (older imports).
-from mtssl_tf.tasks.colorization_prior import *  # noqa: F401,F403  pylint: disable=wildcard-import
+from mtssl_tf.tasks.colorization_prior import *  # noqa: F401,F403
 from mtssl_tf.tasks.colorization_prior import GREY_MASK_MODES, GRID_STEP
-from mtssl_tf.training.colorization_prior import resolve_training_prior  # noqa: F401  pylint: disable=unused-import
+from mtssl_tf.training.colorization_prior import (  # noqa: F401
+    resolve_training_prior)
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
