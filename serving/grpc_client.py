@@ -13,7 +13,7 @@ for large outputs such as the block-3 maps.
 """
 import sys
 
-from mtssl_tf import serving_client
+from mtssl_tf.serving import client as serving_client
 
 
 def parse_args(argv=None):

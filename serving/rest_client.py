@@ -8,11 +8,11 @@ Sends the images (uint8 RGB, any size; the model resizes) to
 format and writes every output (``pooled``, ``block3``, ``mixed_<task>``) to
 an ``.npz`` file, row ``i`` for image ``i``. ``--npy`` sends a uint8 array
 [N, H, W, 3] instead of image files. The request and response formats are in
-:mod:`mtssl_tf.serving_client` and serving/README.md.
+:mod:`mtssl_tf.serving.client` and serving/README.md.
 """
 import sys
 
-from mtssl_tf import serving_client
+from mtssl_tf.serving import client as serving_client
 
 
 def parse_args(argv=None):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtssl_tf import losses, tasks
+from mtssl_tf import tasks
+from mtssl_tf.ops import losses
 from mtssl_tf.tasks.exemplar import (Exemplar, ExemplarHead, example_id,
                                      similarity_transforms, warp_views)
 

@@ -1,7 +1,7 @@
 """Progress lines: rate and time left from a fake clock."""
 import math
 
-from mtssl_tf.progress import Progress, format_duration
+from mtssl_tf.utils.progress import Progress, format_duration
 
 
 def test_format_duration():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtssl_tf import losses
+from mtssl_tf.ops import losses
 
 
 def _np_distances(emb, squared):

@@ -12,7 +12,7 @@ import tensorflow as tf
 import mtssl_tf
 from mtssl_tf.layers import UnitMixer
 from mtssl_tf.models import Trunk
-from mtssl_tf.visualization import alpha_matrix, plot_alphas
+from mtssl_tf.utils.plots import alpha_matrix, plot_alphas
 
 TASKS = ["relative_position", "colorization"]
 

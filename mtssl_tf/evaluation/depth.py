@@ -42,7 +42,7 @@ import tensorflow as tf
 from mtssl_tf.evaluation.base import (EvalBackbone, Evaluator,
                                       check_not_empty, clone_trunk)
 from mtssl_tf.models.trunk import Trunk
-from mtssl_tf.progress import Progress
+from mtssl_tf.utils.progress import Progress
 
 LOSSES = ("berhu", "l1")
 METRIC_NAMES = ("delta1", "delta2", "delta3", "abs_rel", "rmse")

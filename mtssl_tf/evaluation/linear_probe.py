@@ -69,7 +69,7 @@ import tensorflow as tf
 from mtssl_tf.evaluation.base import EvalBackbone, Evaluator, check_not_empty
 from mtssl_tf.models.trunk import Trunk
 from mtssl_tf.ops.image import ensure_rgb
-from mtssl_tf.progress import Progress
+from mtssl_tf.utils.progress import Progress
 
 DATA_SOURCES = ("tfds", "digits", "fashion_mnist")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

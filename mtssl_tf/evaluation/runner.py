@@ -13,7 +13,7 @@ import dataclasses
 import time
 from typing import Any, Callable, Dict, Mapping, Sequence
 
-from mtssl_tf.progress import format_duration
+from mtssl_tf.utils.progress import format_duration
 
 
 @dataclasses.dataclass

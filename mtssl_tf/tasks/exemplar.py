@@ -6,7 +6,7 @@ et al., CVPR 2019): ``K = 8`` augmented views of each image share a label, the
 head maps each view to an L2-normalised 1000-d embedding, and a semi-hard
 triplet loss (margin 0.5) pulls views of one image together and pushes other
 images away. Under several replicas the embeddings are gathered across replicas
-before triplets are mined (:mod:`mtssl_tf.losses`).
+before triplets are mined (:mod:`mtssl_tf.ops.losses`).
 
 Augmentations (Dosovitskiy et al.'s set; parameters drawn independently per
 view with ``tf.random.stateless_uniform``):
@@ -37,7 +37,7 @@ from typing import Any, Dict, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from mtssl_tf import losses
+from mtssl_tf.ops import losses
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks.base import Task
 

@@ -55,7 +55,7 @@ from mtssl_tf.training import colorization_prior
 from mtssl_tf import regularization
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.multitask import MultiTaskModel
-from mtssl_tf.progress import format_duration
+from mtssl_tf.utils.progress import format_duration
 from mtssl_tf.training import pretext_eval, schedules
 from mtssl_tf.training.distribute import is_chief, make_strategy
 
@@ -700,7 +700,7 @@ class Trainer:
                "checkpoint": self.manager.latest_checkpoint,
                "device_seconds": getattr(self, "device_seconds", 0.0)}
     if self.chief and self.config.plots:
-      from mtssl_tf import visualization
+      from mtssl_tf.utils import plots as visualization
       plots = os.path.join(self.config.run_dir, "plots")
       outputs["loss_plots"] = visualization.plot_loss_curves(
           self.history, plots)

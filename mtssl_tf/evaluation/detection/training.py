@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 import tensorflow as tf
 
 from mtssl_tf.evaluation.detection.mixer import _tf_keras
-from mtssl_tf.progress import Progress
+from mtssl_tf.utils.progress import Progress
 
 
 def fine_tune(detector, dataset: tf.data.Dataset, steps: int, *,

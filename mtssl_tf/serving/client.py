@@ -26,7 +26,7 @@ server with a terse type error. :func:`check_images` refuses both, naming
 the problem, before anything is sent.
 
 Example:
-  >>> from mtssl_tf import serving_client
+  >>> from mtssl_tf.serving import client as serving_client
   >>> feats = serving_client.predict_rest(images, model_name="mtssl_demo")
   >>> feats["pooled"].shape
   (2, 1024)

@@ -1,0 +1,1 @@
+"""Serving: clients of the exported model under TF Serving."""

@@ -1,0 +1,1 @@
+"""Small helpers without package dependencies: progress lines, plots."""
