@@ -74,8 +74,6 @@ ENTRY_POINT_IMPORT_ALLOWED = {
     # then be flagged by test_no_upward_imports: rebuild from models/.
     ("mtssl_tf.evaluation.checkpoints", "mtssl_tf.export"),
     ("mtssl_tf.model_zoo", "mtssl_tf.export"),
-    # 10e: evaluate and report share one runner (issue 10 item 4).
-    ("mtssl_tf.evaluate", "mtssl_tf.report"),
 }
 # Modules that may import absl.flags besides mtssl_tf.cli and entry points.
 ABSL_FLAGS_ALLOWED = {
@@ -85,8 +83,6 @@ ABSL_FLAGS_ALLOWED = {
 }
 # Entry points being thinned by other engineers of issue 10 right now.
 LONG_ENTRY_POINTS_ALLOWED = {
-    "mtssl_tf.evaluate",           # 10e (evaluate/report thin)
-    "mtssl_tf.report",             # 10e
     "mtssl_tf.export",             # 10b (export library to serving/)
     "mtssl_tf.train",              # 10a (config/presets)
     "mtssl_tf.model_zoo.__main__",  # 10a
