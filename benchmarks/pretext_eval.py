@@ -43,7 +43,7 @@ def main(argv):
   del argv
   os.chdir(REPO)
   sys.path.insert(0, REPO)
-  from mtssl_tf import flags as mt_flags
+  from mtssl_tf.cli import flags as mt_flags
   mt_flags.define_train_flags()
   from mtssl_tf.data import offline
   from mtssl_tf.training import pretext_eval

@@ -51,7 +51,7 @@ def main(argv):
     raise app.UsageError("--step_ms (> 0) is required")
   os.chdir(REPO)
   sys.path.insert(0, REPO)
-  from mtssl_tf import flags as mt_flags
+  from mtssl_tf.cli import flags as mt_flags
   from mtssl_tf.models.multitask import MultiTaskModel
   mt_flags.define_train_flags()
   FLAGS([sys.argv[0], f"--flagfile={FLAGS.config}"], known_only=True)

@@ -108,7 +108,7 @@ def _log(text):
 def _config(args: str, run_dir: str):
   """A TrainConfig from training flags, as the train command parses them,
   in a FlagValues of its own so that several sizes parse independently."""
-  from mtssl_tf import flags as mt_flags
+  from mtssl_tf.cli import flags as mt_flags
   before = set(FLAGS)
   mt_flags.define_train_flags()
   names = [n for n in FLAGS if n not in before] or list(

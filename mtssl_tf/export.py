@@ -312,7 +312,7 @@ if __name__ == "__main__":
   from absl import app
   from absl import flags as absl_flags
 
-  from mtssl_tf import flags as mt_flags
+  from mtssl_tf.cli import flags as mt_flags
 
   mt_flags.define_train_flags()
   absl_flags.DEFINE_integer("export_version", 1, "SavedModel version folder.")

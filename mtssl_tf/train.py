@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from mtssl_tf import flags as mt_flags
+from mtssl_tf.cli import flags as mt_flags
 
 mt_flags.define_train_flags()
 FLAGS = flags.FLAGS

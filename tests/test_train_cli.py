@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 
 from ports import free_ports
-from mtssl_tf import flags as mt_flags
+from mtssl_tf.cli import flags as mt_flags
 from mtssl_tf.config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

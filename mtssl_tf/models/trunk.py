@@ -74,14 +74,29 @@ class TrunkConfig:
     input_normalization: ``"slim"`` (RGB [0,255] minus the ImageNet mean, the
       authors' convention), ``"keras_v2"`` ([0,255] -> [-1,1]) or ``"none"``.
   """
-  depth: int = 101
-  width: float = 1.0
-  block3_last_stride: int = 1
-  pool_padding: str = PAPER_POOL_PADDING
-  bn_epsilon: float = 1.001e-5
-  bn_momentum: float = 0.997
-  sync_bn: bool = False
-  input_normalization: str = "slim"
+  # metadata["help"] / ["choices"]: the command-line flag of each field
+  # (mtssl_tf.config derives the options of train, evaluate and export).
+  depth: int = dataclasses.field(default=101, metadata={
+      "help": "Trunk depth (14, 26, 38: CPU sizes; 50, 101: the paper's).",
+      "choices": tuple(DEPTHS)})
+  width: float = dataclasses.field(default=1.0, metadata={
+      "help": "Trunk width multiplier (0.25 for CPU tests)."})
+  block3_last_stride: int = dataclasses.field(default=1, metadata={
+      "help": "Stride of block 3's last unit (1 keeps all units mixable).",
+      "choices": (1, 2)})
+  pool_padding: str = dataclasses.field(default=PAPER_POOL_PADDING, metadata={
+      "help": "Stem max-pool padding: same (TF-Slim's resnet_arg_scope, the "
+              "paper's network), keras, valid.",
+      "choices": POOL_PADDINGS})
+  bn_epsilon: float = dataclasses.field(default=1.001e-5, metadata={
+      "help": "Batch-norm epsilon (Keras 1.001e-5, Slim 1e-5)."})
+  bn_momentum: float = dataclasses.field(default=0.997, metadata={
+      "help": "Batch-norm moving-average momentum (Slim 0.997)."})
+  sync_bn: bool = dataclasses.field(default=False, metadata={
+      "help": "Synchronise batch norm across replicas."})
+  input_normalization: str = dataclasses.field(default="slim", metadata={
+      "help": "slim (RGB minus the ImageNet mean), keras_v2 or none.",
+      "choices": INPUT_NORMALIZATIONS})
 
   def __post_init__(self):
     if self.depth not in DEPTHS:

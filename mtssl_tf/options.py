@@ -1,0 +1,511 @@
+"""Training options derived from the config dataclasses; a pure-Python
+argv parser.
+
+Every hyperparameter is declared once, as a field of
+:class:`~mtssl_tf.config.TrainConfig` (and of its nested
+:class:`~mtssl_tf.config.OptimizerConfig`,
+:class:`~mtssl_tf.config.DataConfig`,
+:class:`~mtssl_tf.models.trunk.TrunkConfig`) whose metadata names its flag.
+This module derives from them:
+
+* :func:`train_options`: the option table (flag name, kind, default, help,
+  config field), which :mod:`mtssl_tf.cli.flags` turns into absl flags;
+* :func:`parse_args`: argv-style strings (``--depth=50``, ``--nolasso``,
+  ``--flagfile=configs/demo.cfg``,
+  ``--task_param=relative_position.gap=8``) into a validated config, without
+  absl, so that library code (the model zoo's presets) never touches a
+  process's global flags;
+* :func:`config_from_values`: option values into a config (both parsers end
+  here), ignoring options of unselected modes with one warning;
+* :func:`flags_text`: the resolved options as a flagfile (a run folder's
+  ``flags.txt``), which parses back into the same config.
+
+>>> parsed = parse_args(["--flagfile=configs/smoke.cfg", "--steps=3"])
+>>> parsed.config.steps
+3
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import functools
+import os
+import sys
+import typing
+from typing import (Any, Callable, Collection, Dict, List, Mapping, Optional,
+                    Sequence, Tuple)
+
+from mtssl_tf import config as config_lib
+from mtssl_tf.config import ConfigError
+from mtssl_tf.models.trunk import TrunkConfig
+
+KINDS = ("bool", "integer", "float", "string", "list", "multi_string")
+# The config dataclasses nested in TrainConfig: their fields' flags are
+# top-level flags (--depth, not --trunk.depth), as the configs/ files write.
+_NESTED = {TrunkConfig: "trunk", config_lib.OptimizerConfig: "optimizer",
+           config_lib.DataConfig: "data"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+  """One command-line option.
+
+  Attributes:
+    name: the flag's name (``depth``; ``nodepth`` never exists).
+    kind: one of :data:`KINDS`.
+    default: the flag's default (a tuple for lists).
+    help: help text (choices appended).
+    field: dotted path of the config field it sets (``"trunk.depth"``), or
+      ``None`` for an option that is not a config field (``harmonize`` folds
+      into the task parameters; ``cpu_replicas`` sets up the process).
+    choices: allowed values (checked by the dataclass).
+    item: the element type of a list (``str`` or ``float``).
+  """
+  name: str
+  kind: str
+  default: Any
+  help: str
+  field: Optional[str] = None
+  choices: Tuple[Any, ...] = ()
+  item: type = str
+
+
+# Options that are not config fields. harmonize is a preset-level switch
+# (paper Table 3, "/H") that becomes relative_position.color_mode;
+# cpu_replicas splits the CPU into logical devices before the strategy is
+# made (a process setting, recorded in flags.txt for the record).
+_EXTRA = (
+    Option("harmonize", "bool", False,
+           "Harmonized inputs: relative position sees the Lab L channel (as "
+           "colorization does) instead of colour dropping (paper Table 3, "
+           "'/H')."),
+    Option("cpu_replicas", "integer", 0,
+           "Split the CPU into this many logical devices (tests of several "
+           "replicas without GPUs)."),
+)
+
+
+def _kind(hint) -> Tuple[str, type]:
+  """(kind, list item type) of a field's type hint."""
+  origin = typing.get_origin(hint)
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  if origin is typing.Union and len(args) == 1:  # Optional[X]
+    return _kind(args[0])
+  if origin in (tuple, Tuple):
+    return "list", args[0] if args else str
+  if origin in (collections.abc.Mapping, dict):
+    return "multi_string", str
+  simple = {bool: "bool", int: "integer", float: "float", str: "string"}
+  if hint in simple:
+    return simple[hint], str
+  raise TypeError(f"no option kind for the field type {hint!r}")
+
+
+def _options_of(cls, prefix: str = "") -> List[Option]:
+  hints = typing.get_type_hints(cls)
+  out = []
+  for f in dataclasses.fields(cls):
+    hint = hints[f.name]
+    if hint in _NESTED:
+      out.extend(_options_of(hint, prefix + f.name + "."))
+      continue
+    meta = f.metadata
+    if "help" not in meta:
+      raise TypeError(f"{cls.__name__}.{f.name} has no flag metadata "
+                      "(declare it with mtssl_tf.config.option)")
+    kind, item = _kind(hint)
+    default = meta.get("flag_default", f.default)
+    if default is dataclasses.MISSING:
+      raise TypeError(f"{cls.__name__}.{f.name}: a required field needs a "
+                      "flag_default")
+    choices = tuple(meta.get("choices", ()))
+    text = meta["help"]
+    if choices:
+      text += " One of: " + ", ".join(str(c) for c in choices) + "."
+    out.append(Option(name=meta.get("flag", f.name), kind=kind,
+                      default=default, help=text, field=prefix + f.name,
+                      choices=choices, item=item))
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def train_options() -> Tuple[Option, ...]:
+  """Every option of ``python -m mtssl_tf.train``: TrainConfig's fields
+  (nested configs flattened), then :data:`_EXTRA`."""
+  options = tuple(_options_of(config_lib.TrainConfig)) + _EXTRA
+  names = [o.name for o in options]
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise TypeError(f"two config fields declare the flag(s) {duplicates}")
+  return options
+
+
+def options_by_name() -> Dict[str, Option]:
+  return {o.name: o for o in train_options()}
+
+
+def trunk_options() -> Tuple[Option, ...]:
+  """The options of :class:`TrunkConfig`'s fields (``--depth``, ...)."""
+  return tuple(o for o in train_options()
+               if o.field and o.field.startswith("trunk."))
+
+
+def default_values() -> Dict[str, Any]:
+  return {o.name: _copy(o.default) for o in train_options()}
+
+
+def _copy(value):
+  return list(value) if isinstance(value, (list, tuple)) else value
+
+
+# -- parsing ------------------------------------------------------------------
+_TRUE = ("true", "t", "1", "yes")
+_FALSE = ("false", "f", "0", "no")
+
+
+def _parse_value(option: Option, raw: str) -> Any:
+  """A string from argv or a flagfile as the option's type (absl's rules)."""
+  try:
+    if option.kind == "bool":
+      low = raw.strip().lower()
+      if low in _TRUE or low in _FALSE:
+        return low in _TRUE
+      raise ValueError("expected true or false")
+    if option.kind == "integer":
+      return int(raw)
+    if option.kind == "float":
+      return float(raw)
+    if option.kind == "list":
+      return [x.strip() for x in raw.split(",") if x.strip()] if raw else []
+    return raw
+  except ValueError as e:
+    raise ConfigError(f"--{option.name}={raw!r}: not a valid {option.kind} "
+                      f"({e})") from None
+
+
+def _coerce(option: Option, value: Any) -> Any:
+  """A typed (Python) override value, checked against the option's kind."""
+  if isinstance(value, str) and option.kind not in ("string", "list",
+                                                    "multi_string"):
+    return _parse_value(option, value)
+  ok = {
+      "bool": lambda v: isinstance(v, bool),
+      "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+      "float": lambda v: (isinstance(v, (int, float))
+                          and not isinstance(v, bool)),
+      "string": lambda v: isinstance(v, str),
+      "list": lambda v: isinstance(v, (list, tuple)),
+      "multi_string": lambda v: isinstance(v, (list, tuple)),
+  }[option.kind]
+  if value is None and option.default is None:
+    return None
+  if isinstance(value, str) and option.kind == "list":
+    return _parse_value(option, value)
+  if not ok(value):
+    raise ConfigError(f"{option.name}={value!r}: expected a "
+                      f"{option.kind}")
+  if option.kind == "float":
+    return float(value)
+  if option.kind in ("list", "multi_string"):
+    return [str(v) if option.item is str else v for v in value]
+  return value
+
+
+def resolve_flagfile(path: str, root: Optional[str] = None) -> str:
+  """``path`` as a file: absolute as it is, relative from ``root`` (default:
+  the working directory, as absl resolves ``--flagfile``)."""
+  path = os.path.expanduser(path)
+  if not os.path.isabs(path):
+    path = os.path.join(root or os.getcwd(), path)
+  if not os.path.isfile(path):
+    raise ConfigError(f"--flagfile={path}: no such file")
+  return path
+
+
+def _flagfile_lines(path: str) -> List[str]:
+  out = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line and not line.startswith(("#", "//")):
+        out.append(line)
+  return out
+
+
+class _Parser:
+
+  def __init__(self, root: Optional[str]):
+    self.root = root
+    self.options = options_by_name()
+    self.values = default_values()
+    self.present: Dict[str, int] = {}
+    self.files: List[str] = []
+
+  def _unknown(self, name: str) -> ConfigError:
+    close = difflib.get_close_matches(name, list(self.options), n=3)
+    hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close \
+        else ""
+    return ConfigError(f"unknown flag --{name}{hint}")
+
+  def parse(self, argv: Sequence[str], where: str = "argv") -> None:
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+      token = argv[i]
+      i += 1
+      if not token.startswith("--") or token == "--":
+        raise ConfigError(f"unexpected argument {token!r} in {where}: "
+                          "options look like --name=value")
+      name, eq, raw = token[2:].partition("=")
+      if name == "flagfile":
+        if not eq:
+          raise ConfigError("--flagfile needs a path: --flagfile=PATH")
+        path = resolve_flagfile(raw, self.root)
+        if path in self.files:
+          raise ConfigError(f"--flagfile={raw} includes itself")
+        self.files.append(path)
+        self.parse(_flagfile_lines(path), where=path)
+        self.files.pop()
+        continue
+      option = self.options.get(name)
+      value: Any
+      if option is None and not eq and name.startswith("no"):
+        negated = self.options.get(name[2:])
+        if negated is not None and negated.kind == "bool":
+          option, value = negated, False
+          self._set(option, value)
+          continue
+      if option is None:
+        raise self._unknown(name)
+      if not eq:
+        if option.kind == "bool":
+          self._set(option, True)
+          continue
+        if i >= len(argv):
+          raise ConfigError(f"--{name} needs a value: --{name}=VALUE")
+        raw = argv[i]
+        i += 1
+      self._set(option, _parse_value(option, raw))
+
+  def _set(self, option: Option, value: Any) -> None:
+    if option.kind == "multi_string":
+      # Repeated options accumulate, across flagfiles too (absl's rule).
+      current = self.values[option.name] if self.present.get(
+          option.name) else []
+      value = current + [value]
+    self.values[option.name] = value
+    self.present[option.name] = self.present.get(option.name, 0) + 1
+
+  def override(self, name: str, value: Any) -> None:
+    option = self.options.get(name)
+    if option is None:
+      raise self._unknown(name)
+    if option.kind == "multi_string" and isinstance(value, Mapping):
+      # {"relative_position": {"gap": 8}}: typed task parameters.
+      entries = [f"{task}.{param}={v!r}" for task, params in value.items()
+                 for param, v in params.items()]
+      for entry in entries:
+        self._set(option, entry)
+      return
+    value = _coerce(option, value)
+    if option.kind == "multi_string":
+      for entry in value:
+        self._set(option, entry)
+      return
+    self.values[name] = value
+    self.present[name] = self.present.get(name, 0) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedArgs:
+  """The result of :func:`parse_args`.
+
+  Attributes:
+    config: the validated :class:`~mtssl_tf.config.TrainConfig`.
+    values: every option's resolved value, by flag name.
+    present: names of the options that were set.
+  """
+  config: config_lib.TrainConfig
+  values: Mapping[str, Any]
+  present: Tuple[str, ...]
+
+  @property
+  def text(self) -> str:
+    """The resolved options as a flagfile (a run folder's ``flags.txt``)."""
+    return flags_text(self.values)
+
+
+def parse_args(argv: Sequence[str] = (), *, root: Optional[str] = None,
+               overrides: Optional[Mapping[str, Any]] = None,
+               warn: Optional[Callable[[str], None]] = None) -> ParsedArgs:
+  """Parses ``python -m mtssl_tf.train`` arguments without absl.
+
+  Args:
+    argv: ``--name=value``, ``--name value``, ``--flag`` / ``--noflag``,
+      ``--flagfile=PATH`` (one option a line; ``#`` comments); later
+      options win, repeated ``--task_param`` accumulate.
+    root: folder that relative ``--flagfile`` paths (nested ones too)
+      resolve from; default: the working directory.
+    overrides: typed values applied after ``argv``, by flag name
+      (``{"width": 0.25, "tasks": ("relative_position",), "task_param":
+      {"relative_position": {"gap": 8}}}``).
+    warn: receives the one warning line about ignored options (default:
+      standard error).
+
+  Returns:
+    A :class:`ParsedArgs`.
+
+  Raises:
+    ConfigError: an unknown option (with the closest names), a value of the
+      wrong type, a missing flagfile, or an invalid config.
+  """
+  parser = _Parser(root)
+  parser.parse(argv)
+  for name, value in (overrides or {}).items():
+    parser.override(name, value)
+  config = config_from_values(parser.values, parser.present, warn=warn)
+  return ParsedArgs(config=config, values=dict(parser.values),
+                    present=tuple(sorted(parser.present)))
+
+
+# -- values -> config -----------------------------------------------------------
+def _mode_options(v: Mapping[str, Any]):
+  """Options that apply to one mode only: (option, whether its mode is
+  selected, the mode in words). A flagfile may set them; a later option
+  that switches the mode off makes them inapplicable: they are then ignored
+  with one warning line, never an error ("later flags win")."""
+  tasks = [x.strip() for x in v["tasks"] if x.strip()]
+  return [
+      ("lasso_l1", v["lasso"], "--nolasso"),
+      ("lasso_init", v["lasso"], "--nolasso"),
+      ("offline_packages", v["data"] == "offline", f"--data={v['data']}"),
+      ("tfds_name", v["data"] == "tfds", f"--data={v['data']}"),
+      ("data_dir", v["data"] == "tfds", f"--data={v['data']}"),
+      ("motion_tfds_name", v["data"] == "tfds", f"--data={v['data']}"),
+      ("image_folder", v["data"] == "folder", f"--data={v['data']}"),
+      ("task_weights", v["schedule"] == "weighted",
+       f"--schedule={v['schedule']}"),
+      ("optimizer_per_task", v["update"] == "every_step",
+       f"--update={v['update']}"),
+      ("harmonize", "relative_position" in tasks,
+       "relative_position not in --tasks"),
+      ("tpu", v["strategy"] == "tpu", f"--strategy={v['strategy']}"),
+      ("devices", v["strategy"] in ("mirrored", "one_device"),
+       f"--strategy={v['strategy']}"),
+  ]
+
+
+def _same(a, b) -> bool:
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return list(a) == list(b)
+  return a == b
+
+
+def inapplicable_options(values: Mapping[str, Any],
+                         present: Collection[str]) -> List[Tuple[str, str]]:
+  """``[(option, why)]``: options set (on the command line or in a
+  flagfile) to a non-default value for a mode that the other options do not
+  select."""
+  by_name = options_by_name()
+  out = []
+  for name, selected, why in _mode_options(values):
+    if selected or name not in present or _same(values[name],
+                                                by_name[name].default):
+      continue
+    out.append((name, why))
+  return out
+
+
+def _set_path(tree: Dict[str, Any], path: str, value: Any) -> None:
+  *parents, leaf = path.split(".")
+  for p in parents:
+    tree = tree.setdefault(p, {})
+  tree[leaf] = value
+
+
+def config_from_values(values: Mapping[str, Any],
+                       present: Collection[str] = (),
+                       warn: Optional[Callable[[str], None]] = None
+                       ) -> config_lib.TrainConfig:
+  """Turns option values (by flag name) into a validated config.
+
+  Options of an unselected mode (``--lasso_l1`` under ``--nolasso``,
+  ``--image_folder`` under ``--data=tfds``) are ignored and named in one
+  line passed to ``warn`` (default: standard error); settings that
+  contradict each other within the selected mode raise ``ConfigError``.
+  """
+  ignored = inapplicable_options(values, present)
+  if ignored:
+    line = ("warning: ignoring options of unselected modes: " + ", ".join(
+        f"--{name} ({why})" for name, why in ignored))
+    if warn is None:
+      print(line, file=sys.stderr, flush=True)
+    else:
+      warn(line)
+  skip = {name for name, _ in ignored}
+  by_name = options_by_name()
+
+  def value(name):
+    return _copy(by_name[name].default) if name in skip else values[name]
+
+  tree: Dict[str, Any] = {}
+  for option in train_options():
+    if option.field is None or option.kind == "multi_string":
+      continue
+    v = value(option.name)
+    if option.kind == "list":
+      items = [x.strip() if isinstance(x, str) else x for x in (v or ())]
+      items = [x for x in items if x != ""]
+      if option.item is float:
+        try:
+          v = tuple(float(x) for x in items) if items else None
+        except (TypeError, ValueError):
+          raise ConfigError(f"{option.name}={list(items)} must be "
+                            "numbers") from None
+      else:
+        v = tuple(items)
+    _set_path(tree, option.field, v)
+  task_params = config_lib.parse_task_params(value("task_param"))
+  if value("harmonize"):
+    rp = task_params.setdefault("relative_position", {})
+    if rp.get("color_mode", "harmonize") != "harmonize":
+      raise ConfigError(
+          "--harmonize contradicts task_param relative_position.color_mode="
+          f"{rp['color_mode']}")
+    rp["color_mode"] = "harmonize"
+  try:
+    trunk = TrunkConfig(**tree.pop("trunk"))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return config_lib.TrainConfig(
+      task_params=task_params, trunk=trunk,
+      optimizer=config_lib.OptimizerConfig(**tree.pop("optimizer")),
+      data=config_lib.DataConfig(**tree.pop("data")), **tree)
+
+
+def flags_text(values: Mapping[str, Any]) -> str:
+  """Option values as a flagfile, one ``--name=value`` a line, sorted by
+  name (unset optional values left out); it parses back into the same
+  config."""
+  by_name = options_by_name()
+  lines = []
+  for name in sorted(values):
+    option, value = by_name[name], values[name]
+    if value is None:
+      continue
+    if option.kind == "multi_string":
+      lines.extend(f"--{name}={v}" for v in value)
+    elif option.kind == "list":
+      lines.append(f"--{name}={','.join(str(v) for v in value)}")
+    elif option.kind == "bool":
+      lines.append(f"--{name}" if value else f"--no{name}")
+    else:
+      lines.append(f"--{name}={value}")
+  return "\n".join(lines) + "\n"
+
+
+__all__ = ["KINDS", "Option", "ParsedArgs", "config_from_values",
+           "default_values", "flags_text", "inapplicable_options",
+           "options_by_name", "parse_args", "resolve_flagfile",
+           "train_options", "trunk_options"]
