@@ -336,20 +336,21 @@ class ParsedArgs:
     return flags_text(self.values)
 
 
-def parse_args(argv: Sequence[str] = (), *, root: Optional[str] = None,
+def parse_args(*sources: Any, root: Optional[str] = None,
                overrides: Optional[Mapping[str, Any]] = None,
                warn: Optional[Callable[[str], None]] = None) -> ParsedArgs:
   """Parses ``python -m mtssl_tf.train`` arguments without absl.
 
   Args:
-    argv: ``--name=value``, ``--name value``, ``--flag`` / ``--noflag``,
-      ``--flagfile=PATH`` (one option a line; ``#`` comments); later
-      options win, repeated ``--task_param`` accumulate.
+    *sources: applied in order, later ones winning. A sequence of strings is
+      argv: ``--name=value``, ``--name value``, ``--flag`` / ``--noflag``,
+      ``--flagfile=PATH`` (one option a line; ``#`` comments); repeated
+      ``--task_param`` accumulate. A mapping holds typed values by flag
+      name (``{"width": 0.25, "tasks": ("relative_position",),
+      "task_param": {"relative_position": {"gap": 8}}}``).
     root: folder that relative ``--flagfile`` paths (nested ones too)
       resolve from; default: the working directory.
-    overrides: typed values applied after ``argv``, by flag name
-      (``{"width": 0.25, "tasks": ("relative_position",), "task_param":
-      {"relative_position": {"gap": 8}}}``).
+    overrides: one more mapping, applied last.
     warn: receives the one warning line about ignored options (default:
       standard error).
 
@@ -361,9 +362,15 @@ def parse_args(argv: Sequence[str] = (), *, root: Optional[str] = None,
       wrong type, a missing flagfile, or an invalid config.
   """
   parser = _Parser(root)
-  parser.parse(argv)
-  for name, value in (overrides or {}).items():
-    parser.override(name, value)
+  for source in sources + ((overrides,) if overrides else ()):
+    if isinstance(source, Mapping):
+      for name, value in source.items():
+        parser.override(name, value)
+    elif isinstance(source, str):
+      raise TypeError(f"parse_args takes argv lists, not the string "
+                      f"{source!r}")
+    else:
+      parser.parse(source)
   config = config_from_values(parser.values, parser.present, warn=warn)
   return ParsedArgs(config=config, values=dict(parser.values),
                     present=tuple(sorted(parser.present)))

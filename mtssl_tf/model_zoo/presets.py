@@ -1,42 +1,53 @@
-"""The model zoo's registry: one :class:`Preset` per row of the paper's
-Tables 2-4.
+"""The model zoo's presets: one :class:`Preset` object per row of the
+paper's Tables 2-4.
 
 Reference: Doersch & Zisserman, "Multi-task Self-Supervised Visual
 Learning", ICCV 2017. Table 2 combines tasks (RP, RP+Col, RP+Ex, RP+MS,
 RP+Col+Ex, RP+Col+Ex+MS), Table 3 adds harmonized inputs (RP / H,
 RP+Col / H), Table 4 the lasso on the four-task network.
 
-A preset is a set of training flags, at three scales:
+A preset holds typed config overrides (its tasks, harmonization, lasso),
+its paper numbers (from :mod:`mtssl_tf.evaluation.paper_tables`) and one
+:class:`Recipe` per scale:
 
 * ``"paper"``: the paper's setting (ResNet-101 v2, ImageNet, RMSProp), the
-  recipe a user with GPUs runs (``configs/paper_*.cfg`` plus flags);
+  recipe a user with GPUs runs (``configs/paper_*.cfg`` plus overrides);
 * ``"demo"``: what ``python -m mtssl_tf.model_zoo build NAME`` trains on
   the offline sample set; its weights are committed (small: depth 26, width
   0.25, so that every weights file stays under 4 MB);
-* ``"tiny"``: the demo flags shrunk to a depth-14 trunk and small heads, for
-  tests.
+* ``"tiny"``: the demo recipe shrunk to a depth-14 trunk and small heads,
+  for tests.
 
-Flags are parsed by the same code as ``python -m mtssl_tf.train``
-(:func:`mtssl_tf.flags.config_from_flags`) on a private copy of the training
-flags, so a preset never touches the process's global ``FLAGS``.
+A recipe is a flagfile of the package's ``configs/`` folder (the
+repository's ``configs/``, shipped as package data: one source for the
+values that ``python -m mtssl_tf.train --flagfile=configs/X.cfg`` reads)
+plus typed overrides; it is parsed by :func:`mtssl_tf.options.parse_args`,
+without absl and without the working directory.
+
+>>> preset = get_preset("rp_col")
+>>> config = preset.config("tiny", run_dir="/tmp/rp_col")
+>>> config.trunk.depth, config.tasks
+(14, ('relative_position', 'colorization'))
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+import types
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from absl import flags as absl_flags
-
-from mtssl_tf import flags as mt_flags
+from mtssl_tf import options as options_lib
 from mtssl_tf.evaluation import paper_tables
 from mtssl_tf.tasks import ABBREVIATIONS
 
 RP, COL, EX, MS = ("relative_position", "colorization", "exemplar",
                    "motion_segmentation")
 SCALES = ("paper", "demo", "tiny")
+# The package folder: recipes name flagfiles as "configs/X.cfg" relative to
+# it (mtssl_tf/configs is the repository's configs/, package data in a
+# wheel), so nested --flagfile=configs/Y.cfg lines resolve the same way.
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS_DIR = os.path.join(PACKAGE_DIR, "configs")
 
 DEMO_FLAGFILE = "configs/demo_common.cfg"
 # The zoo's demo variant of configs/demo_common.cfg: width 0.25 keeps the
@@ -45,33 +56,72 @@ DEMO_FLAGFILE = "configs/demo_common.cfg"
 # the committed file bit for bit. (The committed colorization presets were
 # trained before runs computed their own colorization prior; a rebuild now
 # rebalances with the offline set's prior and gives other weights.)
-ZOO_DEMO_FLAGS: Tuple[str, ...] = ("--width=0.25", "--deterministic")
+ZOO_DEMO: Mapping[str, Any] = types.MappingProxyType(
+    {"width": 0.25, "deterministic": True})
 # Tiny: the sizes of configs/smoke.cfg (depth-14 trunk, 32 px inputs, small
 # heads), written out so that non-lasso presets can use them too (smoke.cfg
 # sets --lasso_l1, which contradicts --nolasso).
-TINY_FLAGS: Tuple[str, ...] = (
-    "--depth=14",
-    "--width=0.25",
-    "--batch_size=2",
-    "--log_every=1",
-    "--summary_every=1",
-    "--checkpoint_every=1000",
-    "--task_param=relative_position.patch_size=16",
-    "--task_param=relative_position.gap=4",
-    "--task_param=relative_position.jitter=2",
-    "--task_param=relative_position.downsample_max=15",
-    "--task_param=relative_position.embedding_units=32",
-    "--task_param=relative_position.hidden_units=(32,)",
-    "--task_param=colorization.crop_size=32",
-    "--task_param=colorization.hidden_channels=16",
-    "--task_param=exemplar.crop_size=32",
-    "--task_param=exemplar.num_views=2",
-    "--task_param=exemplar.embedding_dim=16",
-    "--task_param=motion_segmentation.crop_size=32",
-    "--task_param=motion_segmentation.output_size=8",
-    "--task_param=motion_segmentation.hidden_channels=16",
-)
-LASSO_FLAGS: Tuple[str, ...] = ("--lasso", "--lasso_l1=0.001")
+TINY: Mapping[str, Any] = types.MappingProxyType({
+    "depth": 14,
+    "width": 0.25,
+    "batch_size": 2,
+    "log_every": 1,
+    "summary_every": 1,
+    "checkpoint_every": 1000,
+    # Held-out metrics cost a trace per task; tests/test_pretext_eval.py
+    # covers them.
+    "pretext_eval_every": 0,
+    "task_param": {
+        RP: {"patch_size": 16, "gap": 4, "jitter": 2, "downsample_max": 15,
+             "embedding_units": 32, "hidden_units": (32,)},
+        COL: {"crop_size": 32, "hidden_channels": 16},
+        EX: {"crop_size": 32, "num_views": 2, "embedding_dim": 16},
+        MS: {"crop_size": 32, "output_size": 8, "hidden_channels": 16},
+    },
+})
+LASSO: Mapping[str, Any] = types.MappingProxyType(
+    {"lasso": True, "lasso_l1": 0.001})
+
+
+def _format(name: str, value: Any) -> List[str]:
+  """A typed override as ``python -m mtssl_tf.train`` arguments."""
+  if isinstance(value, bool):
+    return [f"--{name}" if value else f"--no{name}"]
+  if isinstance(value, Mapping):  # task_param
+    return [f"--{name}={task}.{param}={v!r}"
+            for task, params in value.items() for param, v in params.items()]
+  if isinstance(value, (list, tuple)):
+    return [f"--{name}={','.join(str(v) for v in value)}"]
+  return [f"--{name}={value}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How to train a preset at one scale.
+
+  Attributes:
+    flagfile: a flagfile of the package's configs, ``"configs/X.cfg"`` (the
+      same path from the repository root).
+    overrides: typed values by flag name, applied after the flagfile (see
+      :func:`mtssl_tf.options.parse_args`).
+  """
+  flagfile: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def argv(self) -> Tuple[str, ...]:
+    """The recipe as ``python -m mtssl_tf.train`` arguments (run from the
+    repository root)."""
+    out = [f"--flagfile={self.flagfile}"]
+    for name, value in self.overrides.items():
+      out.extend(_format(name, value))
+    return tuple(out)
+
+  def parse(self, *sources: Any, warn=None) -> options_lib.ParsedArgs:
+    """The recipe's options and config; ``sources`` (argv lists or
+    mappings, as :func:`mtssl_tf.options.parse_args` takes) win over it."""
+    return options_lib.parse_args([f"--flagfile={self.flagfile}"],
+                                  dict(self.overrides), *sources,
+                                  root=PACKAGE_DIR, warn=warn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +137,7 @@ class Preset:
     tasks: task names in the paper's order.
     harmonize: relative position sees the Lab L channel (Table 3, "/ H").
     lasso: the UnitMixer over block 3 (Table 4).
-    paper_flags: the paper-scale recipe, arguments of
-      ``python -m mtssl_tf.train`` (relative paths from the repository root).
+    paper: the paper-scale :class:`Recipe`.
     paper_results: the paper's numbers for this row (ImageNet Recall@5,
       VOC07 mAP, NYU % pixels below 1.25), keyed by table.
     description: one line for listings.
@@ -100,15 +149,17 @@ class Preset:
 
   Example:
     >>> preset = get_preset("rp_col")
-    >>> preset.train_flags("demo")[:2]
-    ('--flagfile=configs/demo_common.cfg', '--width=0.25')
+    >>> preset.overrides
+    {'tasks': ('relative_position', 'colorization')}
+    >>> preset.recipe("demo").flagfile
+    'configs/demo_common.cfg'
   """
   name: str
   display_name: str
   tasks: Tuple[str, ...]
   harmonize: bool = False
   lasso: bool = False
-  paper_flags: Tuple[str, ...] = ()
+  paper: Optional[Recipe] = None
   paper_results: Mapping[str, Mapping[str, float]] = dataclasses.field(
       default_factory=dict)
   description: str = ""
@@ -138,29 +189,64 @@ class Preset:
   def metadata_filename(self) -> str:
     return f"{self.name}.json"
 
-  def train_flags(self, scale: str = "demo") -> Tuple[str, ...]:
-    """Arguments of ``python -m mtssl_tf.train`` that train this preset at
-    ``scale`` (one of :data:`SCALES`), without ``--run_dir`` for demo and
-    tiny (the build command chooses the folder)."""
-    if scale == "paper":
-      return tuple(self.paper_flags)
+  @property
+  def overrides(self) -> Dict[str, Any]:
+    """What defines this preset, as typed config overrides (flag names):
+    its tasks, and harmonize / the lasso where it has them."""
+    out: Dict[str, Any] = {"tasks": tuple(self.tasks)}
+    if self.harmonize:
+      out["harmonize"] = True
+    if self.lasso:
+      out.update(LASSO)
+    return out
+
+  def recipe(self, scale: str = "demo") -> Recipe:
+    """The :class:`Recipe` that trains this preset at ``scale`` (one of
+    :data:`SCALES`); demo and tiny leave ``run_dir`` to the caller."""
     if scale not in SCALES:
       raise ValueError(f"unknown scale {scale!r}; known scales: "
                        f"{', '.join(SCALES)}")
-    argv = [f"--flagfile={DEMO_FLAGFILE}", *ZOO_DEMO_FLAGS,
-            f"--tasks={','.join(self.tasks)}"]
-    if self.harmonize:
-      argv.append("--harmonize")
-    if self.lasso:
-      argv.extend(LASSO_FLAGS)
-    argv.append(f"--model_name=zoo_{self.name}")
+    if scale == "paper":
+      if self.paper is None:
+        raise ValueError(f"preset {self.name!r} has no paper recipe")
+      return self.paper
+    overrides = dict(ZOO_DEMO, **self.overrides,
+                     model_name=f"zoo_{self.name}")
     if scale == "tiny":
-      argv.extend(TINY_FLAGS)
-    return tuple(argv)
+      overrides.update(TINY)
+    return Recipe(DEMO_FLAGFILE, overrides)
+
+  def train_flags(self, scale: str = "demo") -> Tuple[str, ...]:
+    """The recipe at ``scale`` as ``python -m mtssl_tf.train`` arguments
+    (from the repository root)."""
+    return self.recipe(scale).argv()
+
+  @property
+  def paper_flags(self) -> Tuple[str, ...]:
+    """The paper recipe as ``python -m mtssl_tf.train`` arguments."""
+    return self.train_flags("paper")
+
+  def parse(self, scale: str = "demo", *sources: Any,
+            run_dir: Optional[str] = None, warn=None
+            ) -> options_lib.ParsedArgs:
+    """The options and config of this preset at ``scale``; ``sources``
+    (argv lists or typed mappings) and ``run_dir`` win over the recipe."""
+    extra = list(sources)
+    if run_dir is not None:
+      extra.append({"run_dir": run_dir})
+    elif scale != "paper":
+      extra.append({"run_dir": f"runs/zoo/{self.name}"})
+    return self.recipe(scale).parse(*extra, warn=warn)
+
+  def config(self, scale: str = "demo", *sources: Any,
+             run_dir: Optional[str] = None, warn=None):
+    """The validated :class:`~mtssl_tf.config.TrainConfig` of this preset
+    at ``scale`` (see :meth:`parse`)."""
+    return self.parse(scale, *sources, run_dir=run_dir, warn=warn).config
 
 
-def _paper(flagfile: str, *extra: str) -> Tuple[str, ...]:
-  return (f"--flagfile=configs/{flagfile}",) + extra
+def _paper(flagfile: str, **overrides: Any) -> Recipe:
+  return Recipe(f"configs/{flagfile}", overrides)
 
 
 def _display(tasks, harmonize) -> str:
@@ -176,15 +262,15 @@ def paper_label(tasks, harmonize: bool = False, lasso: bool = False) -> str:
   return label + ("/H" if harmonize else "") + ("/Lasso" if lasso else "")
 
 
-def _preset(name, tasks, paper_flags, harmonize=False, lasso=False,
+def _preset(name, tasks, paper, harmonize=False, lasso=False,
             description=""):
   display = _display(tasks, harmonize) + (" (lasso)" if lasso else "")
   results = paper_tables.results_for(paper_label(tasks, harmonize, lasso))
   if not results:
     raise ValueError(f"preset {name!r}: no row of the paper's tables")
   return Preset(name=name, display_name=display, tasks=tuple(tasks),
-                harmonize=harmonize, lasso=lasso,
-                paper_flags=tuple(paper_flags), paper_results=results,
+                harmonize=harmonize, lasso=lasso, paper=paper,
+                paper_results=results,
                 description=description)
 
 
@@ -195,31 +281,30 @@ _PRESETS: Tuple[Preset, ...] = (
     _preset("rp", [RP], _paper("paper_rp.cfg"),
             description="relative position, colour dropping"),
     _preset("rp_h", [RP],
-            _paper("paper_rp.cfg", "--harmonize", "--run_dir=runs/paper_rp_h",
-                   "--model_name=mtssl_rp_h"), harmonize=True,
+            _paper("paper_rp.cfg", harmonize=True,
+                   run_dir="runs/paper_rp_h", model_name="mtssl_rp_h"),
+            harmonize=True,
             description="relative position on the Lab L channel"),
     _preset("rp_col", [RP, COL], _paper("paper_rp_col.cfg"),
             description="relative position + colorization"),
     _preset("rp_col_h", [RP, COL],
-            _paper("paper_rp_col.cfg", "--harmonize",
-                   "--run_dir=runs/paper_rp_col_h",
-                   "--model_name=mtssl_rp_col_h"), harmonize=True,
+            _paper("paper_rp_col.cfg", harmonize=True,
+                   run_dir="runs/paper_rp_col_h",
+                   model_name="mtssl_rp_col_h"), harmonize=True,
             description="relative position + colorization, harmonized"),
     _preset("rp_ex", [RP, EX],
-            _paper("paper_common.cfg", "--tasks=relative_position,exemplar",
-                   "--run_dir=runs/paper_rp_ex", "--model_name=mtssl_rp_ex"),
+            _paper("paper_common.cfg", tasks=(RP, EX),
+                   run_dir="runs/paper_rp_ex", model_name="mtssl_rp_ex"),
             description="relative position + exemplar"),
     _preset("rp_ms", [RP, MS],
-            _paper("paper_common.cfg",
-                   "--tasks=relative_position,motion_segmentation",
-                   "--motion_records=data/motion/*.tfrecord",
-                   "--run_dir=runs/paper_rp_ms", "--model_name=mtssl_rp_ms"),
+            _paper("paper_common.cfg", tasks=(RP, MS),
+                   motion_records="data/motion/*.tfrecord",
+                   run_dir="runs/paper_rp_ms", model_name="mtssl_rp_ms"),
             description="relative position + motion segmentation"),
     _preset("rp_col_ex", [RP, COL, EX],
-            _paper("paper_common.cfg",
-                   "--tasks=relative_position,colorization,exemplar",
-                   "--run_dir=runs/paper_rp_col_ex",
-                   "--model_name=mtssl_rp_col_ex"),
+            _paper("paper_common.cfg", tasks=(RP, COL, EX),
+                   run_dir="runs/paper_rp_col_ex",
+                   model_name="mtssl_rp_col_ex"),
             description="three image tasks"),
     _preset("rp_col_ex_ms", [RP, COL, EX, MS], _paper("paper_4task.cfg"),
             description="all four tasks, no lasso"),
@@ -244,91 +329,32 @@ def get_preset(name: str) -> Preset:
   return PRESETS[name]
 
 
-# -- flag parsing -------------------------------------------------------------
-def repo_root() -> Optional[str]:
-  """The source checkout holding ``configs/`` (the demo and paper flagfiles
-  live there, not in the installed package); ``None`` if there is none."""
-  candidates = [
-      os.path.dirname(os.path.dirname(os.path.dirname(
-          os.path.abspath(__file__)))),
-      os.getcwd(),
-  ]
-  for root in candidates:
-    if os.path.exists(os.path.join(root, DEMO_FLAGFILE)):
-      return root
-  return None
-
-
-def _require_repo_root() -> str:
-  root = repo_root()
-  if root is None:
-    raise FileNotFoundError(
-        f"{DEMO_FLAGFILE} not found: presets are trained from the flagfiles "
-        "in the repository's configs/ folder; run from a clone of the "
-        "mtssl_tf repository (built presets load without it)")
-  return root
-
-
-@contextlib.contextmanager
-def _working_dir(path: str):
-  # Nested --flagfile= paths inside configs/*.cfg resolve from the working
-  # directory, as they do for `python -m mtssl_tf.train` run from the repo.
-  old = os.getcwd()
-  os.chdir(path)
-  try:
-    yield
-  finally:
-    os.chdir(old)
-
-
-def _fresh_train_flags() -> absl_flags.FlagValues:
-  """A private FlagValues holding copies of the training flags, so parsing
-  here neither reads nor resets the process's global FLAGS."""
-  mt_flags.define_train_flags()
-  fresh = absl_flags.FlagValues()
-  for name in mt_flags._TRAIN_FLAG_NAMES:  # pylint: disable=protected-access
-    flag = copy.deepcopy(absl_flags.FLAGS[name])
-    flag.unparse()
-    fresh[name] = flag
-  return fresh
-
-
 def parse_train_flags(argv: Sequence[str]):
-  """Parses ``python -m mtssl_tf.train`` arguments into a config.
-
-  Args:
-    argv: flags, e.g. ``preset.train_flags("demo")``; relative flagfile
-      paths resolve from the repository root.
+  """Parses ``python -m mtssl_tf.train`` arguments into a config, relative
+  flagfile paths resolving from the package (``configs/X.cfg``).
 
   Returns:
     ``(config, flags_text)``: the validated
-    :class:`~mtssl_tf.config.TrainConfig` and the resolved flags as a
+    :class:`~mtssl_tf.config.TrainConfig` and the resolved options as a
     flagfile (what the run folder's ``flags.txt`` holds).
 
   Raises:
     mtssl_tf.config.ConfigError: an unknown flag or an invalid value.
   """
-  from mtssl_tf.config import ConfigError
-  values = _fresh_train_flags()
-  root = _require_repo_root()
-  with _working_dir(root):
-    try:
-      values(["model_zoo"] + list(argv))
-    except absl_flags.Error as e:
-      raise ConfigError(f"bad training flags {list(argv)}: {e}") from None
-  return mt_flags.config_from_flags(values), mt_flags.flags_as_text(values)
+  parsed = options_lib.parse_args(list(argv), root=PACKAGE_DIR)
+  return parsed.config, parsed.text
 
 
 def preset_config(name: str, scale: str = "demo",
-                  extra_flags: Sequence[str] = ()):
-  """The validated :class:`~mtssl_tf.config.TrainConfig` of a preset."""
-  preset = get_preset(name)
-  argv = list(preset.train_flags(scale))
-  if scale != "paper":
-    argv.append(f"--run_dir=runs/zoo/{name}")
-  config, _ = parse_train_flags(argv + list(extra_flags))
-  return config
+                  extra_flags: Sequence[str] = (),
+                  overrides: Optional[Mapping[str, Any]] = None):
+  """The validated :class:`~mtssl_tf.config.TrainConfig` of a preset at
+  ``scale``; ``extra_flags`` (argv strings), then ``overrides`` (typed, by
+  flag name) win over its recipe."""
+  return get_preset(name).config(scale, list(extra_flags), dict(
+      overrides or {}))
 
 
-__all__ = ["Preset", "PRESETS", "SCALES", "get_preset", "list_presets",
-           "parse_train_flags", "preset_config", "repo_root"]
+__all__ = ["PRESETS", "Preset", "Recipe", "SCALES", "get_preset",
+           "list_presets", "paper_label", "parse_train_flags",
+           "preset_config"]

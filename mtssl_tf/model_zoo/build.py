@@ -1,0 +1,304 @@
+"""Building presets: trains a preset at demo (or tiny) scale in this
+process with :class:`~mtssl_tf.training.trainer.Trainer` and writes its
+weights and metadata (``python -m mtssl_tf.model_zoo build NAME``).
+
+No subprocess, no working-directory change, no absl: the recipe is parsed
+by :func:`mtssl_tf.options.parse_args` from the package's ``configs/``, so
+an installed wheel builds presets as a checkout does.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+from mtssl_tf.model_zoo.download import sha256_file
+from mtssl_tf.model_zoo.load import make_model
+from mtssl_tf.model_zoo.presets import PACKAGE_DIR, get_preset
+from mtssl_tf.model_zoo.store import (METADATA_VERSION, RUN_DIR_PLACEHOLDER,
+                                      folder, write_json)
+
+
+def _version(distribution: str) -> Optional[str]:
+  try:
+    return importlib.metadata.version(distribution)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def _data_description(config) -> Dict[str, Any]:
+  """Which photos and videos a data=offline run read, with the versions of
+  the packages that ship them."""
+  data = config.data
+  result: Dict[str, Any] = {"source": data.source}
+  if data.source != "offline":
+    result.update(tfds_name=data.tfds_name, image_folder=data.image_folder,
+                  motion_records=data.motion_records)
+    return result
+  from mtssl_tf.data import offline
+  packages = list(data.offline_packages) or None
+  # Training reads the "train" split only: photos and the frames of the
+  # train videos (motion masks from the same videos).
+  try:
+    files = offline.offline_image_files(packages, "train")
+  except offline.OfflineDataError:
+    files = []
+  videos = offline.offline_video_files(packages, "train")
+  result["images"] = [f.name for f in files]
+  result["videos"] = [os.path.basename(v.path) for v in videos]
+  result["heldout"] = sorted(
+      f.name for f in offline.offline_video_files(packages, "heldout"))
+  try:
+    result["heldout"] = sorted(result["heldout"] + [
+        f.name for f in offline.offline_image_files(packages, "heldout")])
+  except offline.OfflineDataError:
+    pass
+  used = sorted({f.package for f in files + videos})
+  result["packages"] = {p: _version(p) for p in used}
+  result["image_size_limit"] = data.image_size_limit
+  return result
+
+
+def _final_losses(run_dir: str, last: int = 50) -> Dict[str, float]:
+  """Each task's mean loss over its last ``last`` logged steps."""
+  path = os.path.join(run_dir, "history.jsonl")
+  per_task: Dict[str, list] = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        rec = json.loads(line)
+        if "loss" in rec:  # else a held-out metrics record
+          per_task.setdefault(rec["task"], []).append(rec["loss"])
+  return {t: round(sum(v[-last:]) / len(v[-last:]), 5)
+          for t, v in per_task.items() if v}
+
+
+def repo_root() -> Optional[str]:
+  """The git checkout holding the package (``None`` for an installed
+  wheel): only to record the source commit in the metadata."""
+  root = os.path.dirname(PACKAGE_DIR)
+  return root if os.path.exists(os.path.join(root, ".git")) else None
+
+
+def _source_commit(root: str) -> Optional[str]:
+  try:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
+                         capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if out.returncode != 0:
+    return None
+  return out.stdout.strip() or None
+
+
+def build_command(name: str, steps: Optional[int] = None,
+                  tiny: bool = False, extra_flags: Sequence[str] = ()) -> str:
+  """The command line that (re)builds a preset's weights."""
+  parts = ["python -m mtssl_tf.model_zoo build", name]
+  if tiny:
+    parts.append("--tiny")
+  if steps is not None:
+    parts.append(f"--steps={steps}")
+  parts += [f"--train_flag={f}" for f in extra_flags]
+  return " ".join(parts)
+
+
+@contextlib.contextmanager
+def _restored_op_determinism():
+  """The Trainer turns on TF's process-wide op determinism for
+  deterministic recipes; a library call must not leave it on for its
+  caller."""
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
+  before = tf_config.is_op_determinism_enabled()
+  try:
+    yield
+  finally:
+    if not before and tf_config.is_op_determinism_enabled():
+      tf_config.disable_op_determinism()
+
+
+def build_preset(name: str, *, steps: Optional[int] = None,
+                 tiny: bool = False, weights_dir: Optional[str] = None,
+                 work_dir: Optional[str] = None,
+                 extra_flags: Sequence[str] = (),
+                 overrides: Optional[Mapping[str, Any]] = None,
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Trains a preset at demo (or tiny) scale and writes its weights and
+  metadata.
+
+  Training runs in this process with
+  :class:`~mtssl_tf.training.trainer.Trainer` on the config of the preset's
+  recipe (:meth:`Preset.parse <mtssl_tf.model_zoo.presets.Preset.parse>`);
+  the trained weights are copied into a model built from that config.
+
+  Args:
+    name: preset name.
+    steps: training steps (default: the demo config's).
+    tiny: the tiny architecture (tests, quick checks).
+    weights_dir: where ``<name>.weights.h5`` and ``<name>.json`` go
+      (default: the package's ``weights/``).
+    work_dir: folder of the training run (``<work_dir>/<name>``), kept;
+      re-running with the same folder resumes. Default: a temporary folder,
+      removed afterwards.
+    extra_flags: more training options as argv strings (recorded in the
+      metadata), e.g. ``["--batch_size=4"]``.
+    overrides: more training options, typed, by flag name (applied after
+      ``extra_flags``), e.g. ``{"batch_size": 4}``.
+    log: receives progress lines.
+
+  Returns:
+    The metadata written.
+
+  Raises:
+    mtssl_tf.config.ConfigError: a bad option, before any training.
+    mtssl_tf.training.trainer.NonFiniteLossError: training diverged.
+  """
+  preset = get_preset(name)
+  scale = "tiny" if tiny else "demo"
+  temporary = work_dir is None
+  base = tempfile.mkdtemp(prefix=f"zoo_{name}_") if temporary else work_dir
+  run_dir = os.path.abspath(os.path.join(base, name))
+  run: Dict[str, Any] = {}
+  if steps is not None:
+    run["steps"] = steps
+  if temporary:
+    run["plots"] = False
+  try:
+    # Validated before any training: a bad option fails here.
+    parsed = preset.parse(scale, list(extra_flags), dict(overrides or {}),
+                          run, run_dir=run_dir, warn=log)
+    config = parsed.config
+    out_dir = folder(weights_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    log(f"[{name}] training {preset.display_name} ({scale}, {config.steps} "
+        f"steps) in {run_dir}")
+    from mtssl_tf.training.trainer import Trainer  # pylint: disable=g-import-not-at-top
+    with _restored_op_determinism():
+      trainer = Trainer(config, log=lambda s: log(f"[{name}] {s}"))
+      trainer.train(flags_text=parsed.text)
+      # A plain model (outside the distribution strategy) with the trained
+      # values; trainer.config holds a resolved colorization prior.
+      train_config = trainer.config
+      model = make_model(train_config.model_kwargs())
+      model.set_weights(trainer.model.get_weights())
+      del trainer
+    final_losses = _final_losses(run_dir)
+  finally:
+    if temporary:
+      shutil.rmtree(base, ignore_errors=True)
+  # The run folder was temporary or local: keep machine paths out of the
+  # committed metadata.
+  train_dict = dict(train_config.to_dict(), run_dir=RUN_DIR_PLACEHOLDER)
+  flags_text = parsed.text.replace(run_dir, RUN_DIR_PLACEHOLDER)
+  preset_flags = list(preset.train_flags(scale)) + list(extra_flags) + [
+      line for line in options_text(overrides, run) if line] + [
+          f"--run_dir={RUN_DIR_PLACEHOLDER}"]
+
+  wpath = os.path.join(out_dir, preset.weights_filename)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".weights.h5",
+                             dir=out_dir)
+  os.close(fd)
+  try:
+    model.save_weights(tmp, overwrite=True)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; these files ship
+    digest = sha256_file(tmp)
+    os.replace(tmp, wpath)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  import mtssl_tf  # pylint: disable=g-import-not-at-top
+  root = repo_root()
+  # A rebuilt preset's old evaluation numbers no longer apply.
+  meta = {
+      "metadata_version": METADATA_VERSION,
+      "name": name,
+      "display_name": preset.display_name,
+      "description": preset.description,
+      "tasks": list(preset.tasks),
+      "harmonize": preset.harmonize,
+      "lasso": preset.lasso,
+      "scale": scale,
+      "weights_file": preset.weights_filename,
+      "weights_bytes": os.path.getsize(wpath),
+      "sha256": digest,
+      "params": int(model.count_params()),
+      "trainable_params": int(sum(
+          int(v.numpy().size) for v in model.trainable_weights)),
+      # The model's own config: every task parameter spelled out, so later
+      # changes of a default cannot change a built preset.
+      "model": {k: v for k, v in model.get_config().items() if k != "name"},
+      "train_config": train_dict,
+      "train_flags": [l for l in flags_text.splitlines() if l],
+      "preset_flags": preset_flags,
+      "build_command": build_command(name, steps, tiny, extra_flags),
+      "steps": config.steps,
+      "seed": config.seed,
+      "batch_size": config.batch_size,
+      "data": _data_description(config),
+      "final_losses": final_losses,
+      "paper_recipe": {
+          "command": "python -m mtssl_tf.train " + " ".join(
+              preset.paper_flags),
+          "flags": list(preset.paper_flags),
+      },
+      "paper_results": {k: dict(v) for k, v in preset.paper_results.items()},
+      "evaluations": {},
+      "versions": {"mtssl_tf": mtssl_tf.__version__,
+                   "tensorflow": tf.__version__, "keras": keras.__version__,
+                   "python": platform.python_version(),
+                   "machine": platform.machine()},
+      "source_commit": _source_commit(root) if root else None,
+      "created": datetime.datetime.now(datetime.timezone.utc).strftime(
+          "%Y-%m-%dT%H:%M:%SZ"),
+  }
+  # JSON round trip: tuples in the model config become lists, as on load.
+  meta = json.loads(json.dumps(meta))
+  write_json(os.path.join(out_dir, preset.metadata_filename), meta)
+  log(f"[{name}] wrote {wpath} ({meta['weights_bytes'] / 1e6:.2f} MB, "
+      f"{meta['params']:,} parameters, sha256 {digest[:12]}...)")
+  return meta
+
+
+def options_text(*mappings: Optional[Mapping[str, Any]]) -> list:
+  """Typed overrides as argv strings (for the metadata's record)."""
+  from mtssl_tf.model_zoo.presets import Recipe  # pylint: disable=g-import-not-at-top
+  merged: Dict[str, Any] = {}
+  for m in mappings:
+    merged.update(m or {})
+  return list(Recipe("", merged).argv()[1:])
+
+
+def build_presets(names: Sequence[str], *, every: bool = False,
+                  log: Callable[[str], None] = print,
+                  **kwargs: Any) -> Dict[str, Dict[str, Any]]:
+  """Builds several presets (``every``: all of them) with
+  :func:`build_preset`; each name is checked before any training.
+
+  Returns:
+    name -> the metadata written.
+  """
+  from mtssl_tf.model_zoo.presets import list_presets  # pylint: disable=g-import-not-at-top
+  names = list_presets() if every else list(names)
+  if not names:
+    raise ValueError("name presets to build, or --all; known presets: "
+                     + ", ".join(list_presets()))
+  for name in names:
+    get_preset(name)
+  steps = kwargs.get("steps")
+  if steps is not None and steps < 1:
+    raise ValueError(f"--steps={steps} must be >= 1")
+  out = {}
+  for i, name in enumerate(names, 1):
+    log(f"== preset {i}/{len(names)}: {name}")
+    out[name] = build_preset(name, log=log, **kwargs)
+  return out
