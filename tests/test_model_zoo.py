@@ -17,6 +17,8 @@ import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # The paper's rows (Tables 2-4), spelled out independently of the registry.
 EXPECTED = {
     "rp": (("relative_position",), False, False, "RP"),
@@ -121,6 +123,36 @@ def test_paper_and_demo_recipes_validate(name):
   assert paper.trunk.pool_padding == "same"
   demo = model_zoo.preset_config(name, "demo")
   assert demo.data.source == "offline" and demo.data.deterministic
+
+
+@pytest.mark.parametrize("name", model_zoo.list_presets())
+def test_typed_recipes_equal_their_train_command_lines(name, monkeypatch):
+  # The recipe objects and the documented command line
+  # (`python -m mtssl_tf.train <preset.train_flags(scale)>` from the
+  # repository root), parsed by absl as the train command does, agree.
+  from absl import flags
+  from mtssl_tf.cli import flags as mt_flags
+  preset = model_zoo.get_preset(name)
+  assert preset.overrides["tasks"] == EXPECTED[name][0]
+  assert preset.overrides.get("harmonize", False) == EXPECTED[name][1]
+  assert preset.overrides.get("lasso", False) == EXPECTED[name][2]
+  monkeypatch.chdir(REPO)
+  for scale in model_zoo.SCALES:
+    fv = flags.FlagValues()
+    mt_flags.define_train_flags(fv)
+    fv(["train", *preset.train_flags(scale), "--run_dir=/r"])
+    assert mt_flags.config_from_flags(fv) == preset.config(
+        scale, run_dir="/r"), scale
+
+
+def test_presets_need_no_working_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # no configs/ here
+  config = model_zoo.preset_config("rp_col_h", "tiny",
+                                   ["--batch_size=4"], {"seed": 5})
+  assert os.getcwd() == str(tmp_path)
+  assert (config.trunk.depth, config.batch_size, config.seed) == (14, 4, 5)
+  assert config.task_params["relative_position"]["color_mode"] == "harmonize"
+  assert config.run_dir == "runs/zoo/rp_col_h"
 
 
 def test_bad_scale_and_bad_extra_flag_are_clear_errors():
@@ -246,9 +278,11 @@ def test_tiny_preset_round_trips_through_a_keras_file(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
   """``python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2`` into a
-  temporary weights folder (the training itself runs in a subprocess)."""
+  temporary weights folder (training in this process; one device, so that
+  no second MirroredStrategy shares the test process's collective keys)."""
   folder = str(tmp_path_factory.mktemp("zoo_weights"))
   code = zoo_main(["build", "rp_h", "--tiny", "--steps=2",
+                   "--train_flag=--strategy=one_device",
                    f"--weights_dir={folder}"])
   assert code == 0
   return folder
@@ -268,7 +302,9 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   assert "--harmonize" in meta["train_flags"]
   assert "--steps=2" in meta["train_flags"]
   assert meta["build_command"] == (
-      "python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2")
+      "python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2 "
+      "--train_flag=--strategy=one_device")
+  assert meta["train_config"]["strategy"] == "one_device"
   assert meta["data"]["source"] == "offline" and meta["data"]["images"]
   assert set(meta["final_losses"]) == {"relative_position"}
   assert np.isfinite(meta["final_losses"]["relative_position"])

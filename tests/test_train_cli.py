@@ -1,5 +1,7 @@
 """The training entry point: every config parses and validates, clear errors
-before any work, SIGKILL and resume, two workers on loopback."""
+before any work, SIGKILL and resume, two workers on loopback; the flags
+derived from the config dataclasses (issue 10, item 2)."""
+import dataclasses
 import glob
 import json
 import os
@@ -8,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 
 import numpy as np
 import pytest
@@ -15,7 +18,10 @@ from absl import flags
 
 from ports import free_ports
 from mtssl_tf.cli import flags as mt_flags
+from mtssl_tf import config as config_lib
+from mtssl_tf import options
 from mtssl_tf.config import ConfigError
+from mtssl_tf.models.trunk import TrunkConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs",
@@ -67,6 +73,147 @@ def test_flags_written_to_the_run_folder_reparse_to_the_same_config(
   (tmp_path / "flags.txt").write_text(text)
   again = _parse([f"--flagfile={tmp_path / 'flags.txt'}"], monkeypatch)
   assert again == config and again.steps == 7
+
+
+# -- flags derived from the dataclasses --------------------------------------------
+# absl's flag_type() of each Python field type (Optional[X] as X).
+_ABSL_TYPES = {bool: "bool", int: "int", float: "float", str: "string"}
+
+
+def _config_fields(cls, prefix=""):
+  """(dotted field path, field, type hint) of every leaf field of ``cls``,
+  nested configs flattened: read from the dataclasses, not the option
+  table."""
+  hints = typing.get_type_hints(cls)
+  for f in dataclasses.fields(cls):
+    if dataclasses.is_dataclass(hints[f.name]):
+      yield from _config_fields(hints[f.name], prefix + f.name + ".")
+    else:
+      yield prefix + f.name, f, hints[f.name]
+
+
+def _absl_type(hint):
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  if typing.get_origin(hint) is typing.Union:
+    return _absl_type(args[0])
+  if typing.get_origin(hint) is tuple:
+    return "comma separated list of strings"
+  if hint in _ABSL_TYPES:
+    return _ABSL_TYPES[hint]
+  return "multi string"  # task_params: --task_param, repeatable
+
+
+def test_every_config_field_has_exactly_one_flag_with_its_default_and_type():
+  fv = flags.FlagValues()
+  mt_flags.define_train_flags(fv)
+  fields = list(_config_fields(config_lib.TrainConfig))
+  assert len(fields) == 54  # TrainConfig, TrunkConfig, Optimizer, Data
+  by_field = {}
+  for option in options.train_options():
+    by_field.setdefault(option.field, []).append(option.name)
+  for path, field, hint in fields:
+    assert len(by_field.get(path, [])) == 1, path
+    name = field.metadata.get("flag", field.name)
+    assert by_field[path] == [name], path
+    flag = fv[name]
+    assert flag.flag_type() == _absl_type(hint), path
+    default = field.metadata.get("flag_default", field.default)
+    if isinstance(default, tuple):
+      default = list(default)
+    assert flag.default == default, path
+    assert flag.help.startswith(field.metadata["help"]), path
+  # The other flags: harmonize and cpu_replicas, and nothing else.
+  field_flags = {n for path, names in by_field.items() if path
+                 for n in names}
+  assert set(fv) - field_flags == {"harmonize", "cpu_replicas"}
+  assert sorted(fv) == mt_flags.TRAIN_FLAG_NAMES
+
+
+def test_every_flag_reaches_its_config_field():
+  # A non-default value for each option type reaches the field: the
+  # option table, both parsers and the config agree on the path.
+  fv = flags.FlagValues()
+  mt_flags.define_train_flags(fv)
+  argv = ["--tasks=colorization,relative_position", "--depth=26",
+          "--width=0.5", "--bn_momentum=0.9", "--nosync_bn",
+          "--rmsprop_rho=0.5", "--optimizer_epsilon=0.25",
+          "--optimizer=adam", "--data=tfds", "--data_dir=/d",
+          "--steps=7", "--seed=3", "--strategy=one_device",
+          "--devices=/cpu:0", "--lasso", "--lasso_l1=0.5",
+          "--schedule=weighted", "--task_weights=1,3", "--clipnorm=2",
+          "--task_param=colorization.crop_size=40"]
+  fv(["train"] + argv)
+  expected = {"tasks": ("colorization", "relative_position"),
+              "trunk.depth": 26, "trunk.width": 0.5,
+              "trunk.bn_momentum": 0.9, "trunk.sync_bn": False,
+              "optimizer.rho": 0.5, "optimizer.epsilon": 0.25,
+              "optimizer.name": "adam", "data.source": "tfds",
+              "data.data_dir": "/d", "steps": 7, "seed": 3,
+              "strategy": "one_device", "devices": ("/cpu:0",),
+              "lasso": True, "lasso_l1": 0.5, "schedule": "weighted",
+              "task_weights": (1.0, 3.0), "optimizer.clipnorm": 2.0}
+  for config in (mt_flags.config_from_flags(fv),
+                 options.parse_args(argv).config):
+    for path, value in expected.items():
+      obj = config
+      for part in path.split("."):
+        obj = getattr(obj, part)
+      assert obj == value, path
+    assert config.task_params["colorization"]["crop_size"] == 40
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS,
+                         ids=[os.path.basename(p) for p in TRAIN_CONFIGS])
+def test_flags_txt_round_trips_and_both_parsers_agree(path, monkeypatch,
+                                                      tmp_path):
+  monkeypatch.chdir(REPO)
+  fv = flags.FlagValues()
+  mt_flags.define_train_flags(fv)
+  fv(["train", f"--flagfile={path}", "--steps=5", "--nolasso"])
+  config = mt_flags.config_from_flags(fv, warn=lambda s: None)
+  text = mt_flags.flags_as_text(fv)
+  # The library's parser (no absl) reads the same files to the same config.
+  parsed = options.parse_args([f"--flagfile={path}", "--steps=5",
+                               "--nolasso"], root=REPO, warn=lambda s: None)
+  assert parsed.config == config
+  (tmp_path / "flags.txt").write_text(text)
+  again = options.parse_args([f"--flagfile={tmp_path / 'flags.txt'}"])
+  assert again.config == config and again.text == text
+  fv2 = flags.FlagValues()
+  mt_flags.define_train_flags(fv2)
+  fv2(["train", f"--flagfile={tmp_path / 'flags.txt'}"])
+  assert mt_flags.config_from_flags(fv2) == config
+
+
+def test_library_parser_errors_name_the_problem(tmp_path):
+  with pytest.raises(ConfigError, match=r"unknown flag --lasso_l2; did you "
+                     r"mean --lasso_l1"):
+    options.parse_args(["--lasso_l2=1"])
+  with pytest.raises(ConfigError, match=r"--steps='ten': not a valid "
+                     "integer"):
+    options.parse_args(["--steps=ten"])
+  with pytest.raises(ConfigError, match="no such file"):
+    options.parse_args(["--flagfile=configs/nope.cfg"], root=str(tmp_path))
+  with pytest.raises(ConfigError, match="TrunkConfig.depth=34"):
+    options.parse_args([], overrides={"depth": 34})
+  with pytest.raises(ConfigError, match="width=.*expected a float"):
+    options.parse_args([], overrides={"width": [1]})
+  with pytest.raises(ConfigError, match="unexpected argument 'x'"):
+    options.parse_args(["x"])
+
+
+def test_trunk_flags_for_other_commands():
+  fv = flags.FlagValues()
+  mt_flags.define_trunk_flags(fv, defaults={"depth": 26})
+  assert sorted(fv) == sorted(f.name for f in dataclasses.fields(
+      TrunkConfig))
+  fv(["evaluate", "--width=0.25", "--pool_padding=valid"])
+  assert TrunkConfig(**mt_flags.trunk_kwargs_from_flags(fv)) == TrunkConfig(
+      depth=26, width=0.25, pool_padding="valid")
+  assert mt_flags.trunk_kwargs_from_flags(fv, only_present=True) == {
+      "width": 0.25, "pool_padding": "valid"}
+  with pytest.raises(ValueError, match="unknown trunk flags"):
+    mt_flags.define_trunk_flags(flags.FlagValues(), defaults={"dept": 1})
 
 
 @pytest.mark.parametrize("argv,words", [
