@@ -1,17 +1,7 @@
-"""The model-zoo command.
-
-    python -m mtssl_tf.model_zoo list
-    python -m mtssl_tf.model_zoo show rp_col
-    python -m mtssl_tf.model_zoo build rp rp_col [--steps=N] [--all]
-    python -m mtssl_tf.model_zoo export rp_col --output=rp_col.keras
-    python -m mtssl_tf.model_zoo register authors_4task \
-        --weights=https://host/authors_4task.keras --sha256=<hex>
-
-``build`` trains each preset at demo scale on the offline sample set, in
-this process (:func:`mtssl_tf.model_zoo.build_preset`), and writes
-``<name>.weights.h5`` + ``<name>.json`` into the package's ``weights/``
-folder (or ``--weights_dir``).
-"""
+"""The model-zoo command: ``list``, ``show NAME``, ``build NAME... [--all]
+[--steps=N] [--tiny]``, ``export NAME --output=X.keras``, ``register NAME
+--weights=URL_OR_PATH [--sha256=HEX]`` (see model_zoo/README.md). ``build``
+trains in this process (:func:`mtssl_tf.model_zoo.build_preset`)."""
 from __future__ import annotations
 
 import argparse
