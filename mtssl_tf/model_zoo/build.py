@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from mtssl_tf.model_zoo.download import sha256_file
@@ -298,7 +299,11 @@ def build_presets(names: Sequence[str], *, every: bool = False,
   if steps is not None and steps < 1:
     raise ValueError(f"--steps={steps} must be >= 1")
   out = {}
+  t0 = time.time()
   for i, name in enumerate(names, 1):
     log(f"== preset {i}/{len(names)}: {name}")
+    t = time.time()
     out[name] = build_preset(name, log=log, **kwargs)
+    log(f"== {name} built in {time.time() - t:.0f}s")
+  log(f"built {len(names)} preset(s) in {time.time() - t0:.0f}s")
   return out
