@@ -55,7 +55,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("mtssl_tf.evaluation",),
     # 6: exports, the zoo, reports, command-line helpers.
     ("mtssl_tf.serving", "mtssl_tf.model_zoo", "mtssl_tf.reporting",
-     "mtssl_tf.cli", "mtssl_tf.flags"),
+     "mtssl_tf.cli"),
 )
 
 # Known exceptions, each (importer, imported) with its reason and owner.
@@ -73,19 +73,12 @@ ENTRY_POINT_IMPORT_ALLOWED = {
     # one build_model (issue 10 item 4). Evaluation importing serving would
     # then be flagged by test_no_upward_imports: rebuild from models/.
     ("mtssl_tf.evaluation.checkpoints", "mtssl_tf.export"),
-    ("mtssl_tf.model_zoo", "mtssl_tf.export"),
 }
 # Modules that may import absl.flags besides mtssl_tf.cli and entry points.
-ABSL_FLAGS_ALLOWED = {
-    # 10a moves the flags to mtssl_tf/cli/flags.py and presets to objects.
-    "mtssl_tf.flags",
-    "mtssl_tf.model_zoo.presets",
-}
+ABSL_FLAGS_ALLOWED = set()
 # Entry points being thinned by other engineers of issue 10 right now.
 LONG_ENTRY_POINTS_ALLOWED = {
     "mtssl_tf.export",             # 10b (export library to serving/)
-    "mtssl_tf.train",              # 10a (config/presets)
-    "mtssl_tf.model_zoo.__main__",  # 10a
 }
 
 
