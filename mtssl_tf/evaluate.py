@@ -15,8 +15,8 @@ import sys
 from absl import app, flags
 
 from mtssl_tf import evaluation
+from mtssl_tf.cli import flags as mt_flags
 from mtssl_tf.evaluation import driver, protocols
-from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.reporting import results as outputs
 
 
@@ -24,7 +24,6 @@ def define_eval_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the flags once per ``fv``; trunk flags have train's names."""
   if "evaluators" in fv:
     return
-  t = TrunkConfig()
   for define, name, default, text in [
       (flags.DEFINE_string, "checkpoint", None, "Run folder, .keras, random."),
       (flags.DEFINE_list, "evaluators", list(evaluation.EVALUATOR_NAMES),
@@ -35,17 +34,10 @@ def define_eval_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
       (flags.DEFINE_integer, "seed", 0, "Seed of every init and evaluation."),
       (flags.DEFINE_string, "output", None, "JSON (run: <run>/results.json)."),
       (flags.DEFINE_string, "markdown", None, "Table (run: <run>/results.md)."),
-      (flags.DEFINE_string, "work_dir", None, "Cache, shared with report."),
-      # The trunk: train's names, one block (for a shared trunk-flag helper).
-      (flags.DEFINE_integer, "depth", t.depth, "Trunk depth (14, 26, 50...)."),
-      (flags.DEFINE_float, "width", t.width, "Trunk width multiplier."),
-      (flags.DEFINE_integer, "block3_last_stride", t.block3_last_stride,
-       "Stride of block 3's last unit (1 or 2)."),
-      (flags.DEFINE_string, "pool_padding", t.pool_padding,
-       "Stem max-pool padding: same (Slim), keras, valid."),
-      (flags.DEFINE_string, "input_normalization", t.input_normalization,
-       "slim (RGB minus mean), keras_v2 or none.")]:
+      (flags.DEFINE_string, "work_dir", None, "Cache, shared with report.")]:
     define(name, default, text, flag_values=fv)
+  # The trunk: train's flags, derived from TrunkConfig (mtssl_tf.cli.flags).
+  mt_flags.define_trunk_flags(fv)
   flags.DEFINE_enum("protocol", "demo", protocols.PROTOCOLS, "demo: offline "
                     "data at CPU size; paper: the paper's settings (needs "
                     "prepared data).", flag_values=fv)
@@ -53,8 +45,8 @@ def define_eval_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 def config_from_flags(fv: flags.FlagValues = flags.FLAGS) -> driver.EvalConfig:
   """Parsed flags -> EvalConfig; trunk flags constrain a checkpoint if given."""
-  given = any(fv[n].present for n in driver.TRUNK_FIELDS)
-  trunk = ({n: fv[n].value for n in driver.TRUNK_FIELDS}
+  given = bool(mt_flags.trunk_kwargs_from_flags(fv, only_present=True))
+  trunk = (mt_flags.trunk_kwargs_from_flags(fv)
            if given or fv.checkpoint == "random" else None)
   return driver.make_eval_config(trunk=trunk, **{n: fv[n].value for n in (
       "checkpoint", "evaluators", "eval_param", "output", "markdown",

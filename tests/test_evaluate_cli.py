@@ -12,6 +12,8 @@ import tensorflow as tf
 from absl import flags
 
 import mtssl_tf
+from mtssl_tf import options as options_lib
+from mtssl_tf.cli import flags as mt_flags
 from mtssl_tf import evaluate
 from mtssl_tf import evaluation
 from mtssl_tf.config import ConfigError, TrainConfig
@@ -96,6 +98,12 @@ def test_trunk_flags_have_train_names():
   defaults = TrunkConfig()
   for name in driver.TRUNK_FIELDS:
     assert fv[name].default == getattr(defaults, name), name
+  # The same trunk flags as train's, with the same help (one declaration).
+  train_fv = flags.FlagValues()
+  mt_flags.define_train_flags(train_fv)
+  for option in options_lib.trunk_options():
+    assert fv[option.name].help == train_fv[option.name].help, option.name
+    assert fv[option.name].default == train_fv[option.name].default
   assert "trunk_depth" not in fv and "eval_seed" not in fv
   assert _parse(["--checkpoint=random", "--seed=5"]).seed == 5
 

@@ -359,7 +359,7 @@ def make_eval_config(*, checkpoint: Optional[str], evaluators: Sequence[str],
                      markdown: Optional[str] = None,
                      **kwargs: Any) -> EvalConfig:
   """An :class:`EvalConfig` from command-line values: ``eval_param``
-  entries are parsed, ``trunk`` is a dict of :data:`TRUNK_FIELDS` (None:
+  entries are parsed, ``trunk`` holds TrunkConfig fields (None:
   the checkpoint's architecture), a run folder gets ``results.json`` and
   ``results.md`` written into it by default, and ``baseline`` is off for a
   random checkpoint. ``kwargs``: the other :class:`EvalConfig` fields."""
