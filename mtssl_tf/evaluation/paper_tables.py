@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Iterable, Tuple
 
+from mtssl_tf.tasks import ABBREVIATIONS
+
 # Metric names of the three columns, in the tables' order.
 METRICS = ("imagenet_recall5", "voc07_map", "nyu_pct_below_1.25")
 
@@ -86,9 +88,9 @@ PAPER_TABLES: Dict[int, PaperTable] = {
 }
 
 
-# Task name -> its abbreviation in the paper's row names, in the rows' order.
-TASK_ABBREVIATIONS = {"relative_position": "RP", "colorization": "Col",
-                      "exemplar": "Ex", "motion_segmentation": "MS"}
+# Task name -> its abbreviation in the paper's row names, in the rows' order
+# (declared with the tasks).
+TASK_ABBREVIATIONS = ABBREVIATIONS
 
 
 def paper_label(tasks: Iterable[str], harmonize: bool = False,

@@ -254,12 +254,7 @@ def _display(tasks, harmonize) -> str:
   return name + (" / H" if harmonize else "")
 
 
-def paper_label(tasks, harmonize: bool = False, lasso: bool = False) -> str:
-  """The paper-table checkpoint label of a task combination (``"RP+Col/H"``,
-  ``"RP+Col+Ex+MS/Lasso"``), as :mod:`mtssl_tf.evaluation.paper_tables`
-  names its rows."""
-  label = "+".join(ABBREVIATIONS[t] for t in tasks)
-  return label + ("/H" if harmonize else "") + ("/Lasso" if lasso else "")
+paper_label = paper_tables.paper_label
 
 
 def _preset(name, tasks, paper, harmonize=False, lasso=False,
