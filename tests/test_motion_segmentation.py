@@ -277,6 +277,23 @@ def test_metrics_match_numpy(rng):
   assert ious[2] == 1.0
 
 
+def test_moving_weight_scales_moving_pixels_only(rng):
+  task = _small_task(moving_weight=4.0)
+  logits = rng.normal(size=(3, 8, 8, 2)).astype(np.float32) * 3
+  targets = rng.integers(0, 2, (3, 8, 8)).astype(np.int32)
+  loss = task.loss(tf.constant(targets), tf.constant(logits))
+  # NumPy reference: per-pixel cross-entropy, moving pixels times 4.
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  picked = -np.take_along_axis(log_p, targets[..., None], -1)[..., 0]
+  expected = (picked * np.where(targets == 1, 4.0, 1.0)).mean(axis=(1, 2))
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  assert MotionSegmentation.from_config(
+      task.get_config()).moving_weight == 4.0
+  with pytest.raises(ValueError, match="moving_weight"):
+    _small_task(moving_weight=0.0)
+
+
 def test_loss_rejects_mismatched_shapes():
   task = _small_task()
   with pytest.raises(ValueError, match="spatial size"):
