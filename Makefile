@@ -30,6 +30,9 @@ demo: venv
 	$(PY) -m mtssl_tf.train --flagfile=configs/demo.cfg
 	$(PY) -m mtssl_tf.export --flagfile=configs/demo.cfg
 	$(PY) -m mtssl_tf.evaluate --checkpoint=runs/demo
+	@# The trainer printed this table before export and evaluation; again at
+	@# the end so the demo closes on the held-out pretext metrics.
+	@$(PY) -c "import json; from mtssl_tf.training import pretext_eval as pe; print(pe.format_table(json.load(open('runs/demo/pretext_metrics.json'))))"
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
