@@ -17,6 +17,7 @@ import abc
 from typing import ClassVar, Iterator, Optional, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtssl_tf.layers.unit_mixer import UnitMixer
@@ -78,6 +79,9 @@ class Evaluator(abc.ABC):
   """A downstream evaluation: ``run`` yields ``(metric, value)`` pairs."""
 
   name: ClassVar[str] = ""
+  # The eval-lasso mixer row (unit norm, one weight per block-3 unit) that
+  # the last ``run(..., eval_lasso=True)`` learned; None otherwise.
+  last_alpha: Optional[np.ndarray] = None
 
   @abc.abstractmethod
   def run(self, trunk: Trunk, *, eval_lasso: bool = False,

@@ -578,6 +578,8 @@ class DepthEvaluator(Evaluator):
             f"depth evaluation: the training loss is {loss.numpy()} at step "
             f"{step}; lower learning_rate={self.learning_rate}")
       progress.update(step + 1, f"loss {loss.numpy():.4f}")
+    self.last_alpha = (backbone.mixer.alphas()["depth"]
+                       if backbone.mixer is not None else None)
 
     @tf.function
     def eval_step(images, depth):

@@ -473,6 +473,8 @@ class LinearProbe(Evaluator):
       steps = max(1, math.ceil(self.epochs * n / self.batch_size))
     dims = self._train(backbone, train_steps, featurize, data.num_classes,
                        steps, log)
+    self.last_alpha = (backbone.mixer.alphas()[EVAL_TASK]
+                       if backbone.mixer is not None else None)
     if self.cache_features:
       test_x, test_y = _collect(test, extract, log, "test features")
       scores = self._scores(backbone, test_x)
