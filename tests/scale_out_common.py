@@ -2,17 +2,11 @@
 the test examples (ids 0..63, each image a different shift of one photo)."""
 import tensorflow as tf
 
+from harness import TASK_PARAMS  # the tiny task parameters of every test
 from mtssl_tf.config import OptimizerConfig, TrainConfig
 from mtssl_tf.models.trunk import TrunkConfig
 
 NAMES = ("relative_position", "colorization")
-TASK_PARAMS = {
-    "relative_position": {"patch_size": 16, "gap": 4, "jitter": 2,
-                          "rescale_pixels": None, "embedding_units": 16,
-                          "hidden_units": (16,)},
-    "colorization": {"crop_size": 32, "hidden_channels": 8},
-}
-
 
 def config(run_dir, **kw):
   defaults = dict(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 from mtssl_tf.evaluation import depth as depth_lib
 from mtssl_tf.evaluation import depth_data
 from mtssl_tf.models.trunk import Trunk
@@ -371,47 +372,25 @@ def _tiny_evaluator(**kwargs):
 
 @pytest.mark.slow
 def test_depth_evaluator_end_to_end_on_middlebury():
-  trunk = Trunk(depth=14, width=0.25)
-  before = [w.copy() for w in trunk.get_weights()]
-  logs = []
+  # The generic run check (tests/harness.py): unique finite metrics, and the
+  # evaluator fine-tunes a clone, so the caller's trunk is unchanged. The
+  # eval-lasso run with an L1 loss: tests/test_task_contract.py.
+  trunk = Trunk(**harness.TRUNK)
   evaluator = _tiny_evaluator(
       source="middlebury",
       middlebury=dict(names=("motorcycle",), scale=0.25))
-  results = list(evaluator.run(trunk, log=logs.append))
-  assert [k for k, _ in results] == [f"depth/{m}"
-                                     for m in depth_lib.METRIC_NAMES]
-  values = dict(results)
-  assert all(np.isfinite(v) for v in values.values())
+  values, logs = harness.check_evaluator_run(
+      evaluator, trunk,
+      metrics=[f"depth/{m}" for m in depth_lib.METRIC_NAMES])
   for k in ("delta1", "delta2", "delta3"):
     assert 0.0 <= values[f"depth/{k}"] <= 1.0
   assert (values["depth/delta1"] <= values["depth/delta2"]
           <= values["depth/delta3"])
   assert any("depth step 2/2" in line for line in logs)
-  # The evaluator fine-tunes a clone: the caller's trunk is unchanged.
-  for a, b in zip(before, trunk.get_weights()):
-    np.testing.assert_array_equal(a, b)
 
 
-def _synthetic_source(rng, n_train=4, n_test=3, size=36):
-  def make(n):
-    return tf.data.Dataset.from_tensor_slices({
-        "image": rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8),
-        "depth": rng.uniform(0.5, 3.0, (n, size, size)).astype(np.float32)})
-  return make(n_train), make(n_test)
-
-
-def test_depth_evaluator_with_eval_lasso_and_l1(rng):
-  trunk = Trunk(depth=14, width=0.25)
-  # A frozen trunk still trains the eval-lasso mixer row and the decoder.
-  evaluator = _tiny_evaluator(source=_synthetic_source(rng), loss="l1",
-                              trainable_trunk=False)
-  values = dict(evaluator.run(trunk, eval_lasso=True, log=lambda _: None))
-  assert set(values) == {f"depth/{m}" for m in depth_lib.METRIC_NAMES}
-  assert all(np.isfinite(v) for v in values.values())
-
-
-def test_depth_evaluator_bad_inputs(rng):
-  train, _ = _synthetic_source(rng)
+def test_depth_evaluator_bad_inputs():
+  train, _ = harness.depth_source()
   empty = train.take(0)
   with pytest.raises(ValueError, match="depth evaluation set.*empty"):
     _tiny_evaluator(source=(train, empty)).datasets()

@@ -14,16 +14,7 @@ from mtssl_tf.data import offline
 from mtssl_tf.data.sources import make_source
 from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training import pretext_eval as pe
-
-TASK_PARAMS = {
-    "relative_position": {"patch_size": 16, "gap": 4, "jitter": 2,
-                          "rescale_pixels": None, "embedding_units": 16,
-                          "hidden_units": (16,)},
-    "colorization": {"crop_size": 32, "hidden_channels": 8},
-    "exemplar": {"num_views": 2, "crop_size": 32, "embedding_dim": 8},
-    "motion_segmentation": {"crop_size": 32, "output_size": 8,
-                            "hidden_channels": 8},
-}
+from harness import TASK_PARAMS  # the tiny task parameters of every test
 
 
 # --- metrics against independent references --------------------------------

@@ -1,10 +1,12 @@
-"""Tests of the relative-position task (mtssl_tf/tasks/relative_position.py)."""
-import keras
+"""Tests of the relative-position task (mtssl_tf/tasks/relative_position.py)
+that are specific to it; the generic checks (registry and config, eager vs
+tf.data, loss contract, .keras round trip, overfit) are in
+test_task_contract.py."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtssl_tf import tasks
+import harness
 from mtssl_tf.tasks.relative_position import (RelativePosition,
                                               RelativePositionHead)
 
@@ -106,18 +108,14 @@ def test_label_distribution_covers_all_classes():
 # --- determinism --------------------------------------------------------------
 
 
-def test_eager_equals_tf_data():
+def test_eager_equals_tf_data_with_every_random_option():
+  # The generic check (tests/harness.py) with colour dropping, downsampling,
+  # rescaling and noise on: every random choice follows the seed.
   task = small_task(color_mode="drop", downsample_prob=0.5,
                     rescale_pixels=(6000, 12000), noise_std=0.05)
   image = random_image(75, 90)
-  seed_array = seeds(6, start=11)
-  xs, ys = run_dataset(task, image, seed_array)
-  for s, x, y in zip(seed_array, xs, ys):
-    ex, ey = task.preprocess({"image": image}, tf.constant(s))
-    np.testing.assert_array_equal(ex.numpy(), x)
-    assert int(ey) == y
-  # Different seeds give different pairs.
-  assert not np.array_equal(xs[0], xs[1])
+  harness.check_data_op_eager_vs_tf_data(
+      task, examples=[{"image": image}] * 6, seeds=seeds(6, start=11))
 
 
 # --- colour handling ------------------------------------------------------------
@@ -304,15 +302,6 @@ def test_bad_dtype_rank_and_options():
 # --- task interface: batching, head, loss ----------------------------------------------
 
 
-def test_registry_and_config_round_trip():
-  task = tasks.get_task("relative_position", patch_size=32,
-                        rescale_pixels=None, hidden_units=(16, 8))
-  assert isinstance(task, RelativePosition)
-  config = task.get_config()
-  assert RelativePosition.from_config(config).get_config() == config
-  assert config["hidden_units"] == [16, 8] and config["patch_size"] == 32
-
-
 def test_trunk_images_order():
   inputs = np.random.default_rng(0).normal(size=(3, 2, 4, 4, 3)).astype(
       np.float32)
@@ -444,22 +433,6 @@ def test_multitask_model_builds_a_flatten_head_from_the_patch_size():
   assert model(inputs, task="relative_position").shape == (2, 8)
 
 
-def test_head_model_saves_and_reloads(tmp_path):
-  head = small_task(embedding_units=6, hidden_units=[5]).build_head()
-  inputs = keras.Input(shape=(2, 2, 7), batch_size=4)
-  model = keras.Model(inputs, head(inputs))
-  features = np.random.default_rng(2).normal(size=(4, 2, 2, 7)).astype(
-      np.float32)
-  expected = model(features)
-  path = tmp_path / "rp_head.keras"
-  model.save(path)
-  reloaded = keras.models.load_model(path)
-  np.testing.assert_allclose(reloaded(features), expected, rtol=1e-6)
-  config = reloaded.layers[-1].get_config()
-  assert config["embedding_units"] == 6 and config["hidden_units"] == [5]
-  assert config["num_classes"] == 8
-
-
 def test_loss_and_metrics_against_numpy():
   task = small_task()
   logits = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
@@ -473,19 +446,3 @@ def test_loss_and_metrics_against_numpy():
   accuracy = task.metrics(tf.constant(labels), tf.constant(logits))["accuracy"]
   np.testing.assert_allclose(float(accuracy),
                              np.mean(logits.argmax(1) == labels))
-
-
-def test_end_to_end_with_a_stand_in_trunk():
-  # Average pooling by 16 stands in for the trunk's output stride.
-  task = small_task(patch_size=32, gap=16, jitter=4, embedding_units=8,
-                    hidden_units=[8])
-  image = random_image(140, 150)
-  pairs = [task.preprocess({"image": image}, tf.constant(s))
-           for s in seeds(3)]
-  inputs = tf.stack([x for x, _ in pairs])
-  targets = tf.stack([y for _, y in pairs])
-  features = tf.nn.avg_pool2d(task.trunk_images(inputs), 16, 16, "VALID")
-  outputs = task.build_head()(features)
-  assert outputs.shape == (3, 8)
-  loss = task.loss(targets, outputs)
-  assert loss.shape == (3,) and np.all(np.isfinite(loss.numpy()))

@@ -14,14 +14,7 @@ from mtssl_tf.config import ConfigError, OptimizerConfig, TrainConfig
 from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training import schedules
 from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
-
-TASK_PARAMS = {
-    "relative_position": {"patch_size": 16, "gap": 4, "jitter": 2,
-                          "rescale_pixels": None, "embedding_units": 16,
-                          "hidden_units": (16,)},
-    "colorization": {"crop_size": 32, "hidden_channels": 8},
-    "exemplar": {"num_views": 2, "crop_size": 32, "embedding_dim": 8},
-}
+from harness import TASK_PARAMS  # the tiny task parameters of every test
 
 
 def _image():
