@@ -359,9 +359,17 @@ def check_head_save_load_roundtrip(name: str, tmp_path,
   assert_configs_equal(_json(loaded.get_config()), _json(model.get_config()))
   assert_structures_close(loaded(inputs, task=name, training=False), expected,
                           atol=1e-5, what=f"{name} reloaded")
+  # The head alone: a clone from its config has the same weights' shapes
+  # (set_weights fails otherwise) and computes the same outputs.
   head = model.heads[name]
   clone = type(head).from_config(head.get_config())
   assert_configs_equal(_json(clone.get_config()), _json(head.get_config()))
+  features = model.features(task.trunk_images(inputs), name)
+  clone(features)
+  clone.set_weights(head.get_weights())
+  assert_structures_close(clone(features, training=False),
+                          head(features, training=False), atol=1e-6,
+                          what=f"{name} head rebuilt from its config")
   assert type(loaded.heads[name]) is type(head)
   return model, loaded, inputs
 
