@@ -26,7 +26,7 @@ from mtssl_tf.config import ConfigError, OptimizerConfig, TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
 
-# -- tiny configurations --------------------------------------------------------
+# -- tiny configurations ------------------------------------------------------
 
 # The smallest trunk: one unit per block (block 3 has a single unit).
 TRUNK = {"depth": 14, "width": 0.25}
@@ -96,7 +96,7 @@ def train_config(run_dir, names: Sequence[str] = ("relative_position",
   return TrainConfig(**kwargs)
 
 
-# -- examples and batches -------------------------------------------------------
+# -- examples and batches -----------------------------------------------------
 
 _SIZES = ((96, 112), (80, 128))  # two sizes: data ops must not assume one
 
@@ -181,7 +181,7 @@ def assert_structures_close(actual, expected, atol: float = 0.0,
       np.testing.assert_array_equal(a, e, err_msg=label)
 
 
-# -- generic task checks -----------------------------------------------------------
+# -- generic task checks ------------------------------------------------------
 
 
 def check_registry(name: str, params: Optional[Dict[str, Any]] = None
@@ -427,7 +427,7 @@ def check_overfits_fixed_batch(name: str, steps: int = 30,
   return losses
 
 
-# -- generic evaluator checks -----------------------------------------------------------
+# -- generic evaluator checks -------------------------------------------------
 
 
 def depth_source(seed: int = 0, n_train: int = 4, n_test: int = 3,

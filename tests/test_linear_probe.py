@@ -204,7 +204,8 @@ def test_probe_on_digits_beats_chance_and_keeps_trunk_frozen():
   probe = get_evaluator("linear_probe", steps=100, **DIGITS)
   metrics, _ = harness.check_evaluator_run(
       probe, trunk, metrics=["linear_probe/top1", "linear_probe/recall_at_5"])
-  top1, recall5 = metrics["linear_probe/top1"], metrics["linear_probe/recall_at_5"]
+  top1 = metrics["linear_probe/top1"]
+  recall5 = metrics["linear_probe/recall_at_5"]
   # Chance is 10% (10 balanced classes); with 450 test images its standard
   # deviation is 1.4%, so 50% is far outside chance. Random conv features at
   # 32 px keep the digits' layout: this probe reaches about 90-95%.

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import harness
+from mtssl_tf.training.trainer import Trainer
 from rotation_task import Rotation
 
 
@@ -23,8 +24,8 @@ def test_label_is_the_number_of_quarter_turns():
   labels = []
   for s in range(120):
     x, k = task.preprocess({"image": image}, tf.constant([s, 3]))
-    turns = [t for t in range(4)
-             if np.array_equal(x.numpy(), np.rot90(image, t).astype(np.float32))]
+    turns = [t for t in range(4) if np.array_equal(
+        x.numpy(), np.rot90(image, t).astype(np.float32))]
     assert turns == [int(k)], (s, turns, int(k))
     labels.append(int(k))
   counts = np.bincount(labels, minlength=4)
@@ -57,7 +58,6 @@ def test_bad_arguments_and_small_images():
 def test_trains_beside_a_paper_task_through_the_trainer(tmp_path, mirrored):
   """A run config, the multi-task model, the trainer's schedule,
   checkpoints and progress lines take the added task like the paper's."""
-  from mtssl_tf.training.trainer import Trainer  # pylint: disable=g-import-not-at-top
   names = ("relative_position", "rotation")
   config = harness.train_config(tmp_path / "run", names)
   lines = []

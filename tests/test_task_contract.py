@@ -12,7 +12,6 @@ the caller's trunk untouched, and with eval lasso trains a unit-norm mixer
 row (``last_alpha``). Detection's run (Model Garden) is checked in
 tests/test_detection.py with the same harness check.
 """
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -20,6 +19,7 @@ import harness
 import rotation_task  # noqa: F401  (registers the fifth task)
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.evaluation import get_evaluator
+from mtssl_tf.evaluation.depth import METRIC_NAMES
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import Trunk
 
@@ -128,7 +128,6 @@ def _depth():
 
 
 def _check_depth(values):
-  from mtssl_tf.evaluation.depth import METRIC_NAMES  # pylint: disable=g-import-not-at-top
   assert list(values) == [f"depth/{m}" for m in METRIC_NAMES]
   deltas = [values[f"depth/delta{i}"] for i in (1, 2, 3)]
   assert 0.0 <= deltas[0] <= deltas[1] <= deltas[2] <= 1.0
