@@ -52,11 +52,11 @@ def main(argv):
   os.chdir(REPO)
   sys.path.insert(0, REPO)
   from mtssl_tf.cli import flags as mt_flags
-  from mtssl_tf.models.multitask import MultiTaskModel
+  from mtssl_tf.models import build_model
   mt_flags.define_train_flags()
   FLAGS([sys.argv[0], f"--flagfile={FLAGS.config}"], known_only=True)
   config = mt_flags.config_from_flags(FLAGS)
-  model = MultiTaskModel(**config.model_kwargs())
+  model = build_model(config)
   count = lambda vs: int(sum(int(v.shape.num_elements() if hasattr(
       v.shape, "num_elements") else __import__("numpy").prod(v.shape))
                              for v in vs))

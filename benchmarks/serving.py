@@ -4,14 +4,14 @@
     python benchmarks/serving.py --depth=26 --width=0.25 --repeats=3  # quick
 
 Builds a MultiTaskModel (one task, random weights; the trunk is what is
-timed), exports it with :func:`mtssl_tf.export.export_model` into a
+timed), exports it with :func:`mtssl_tf.serving.export.export_model` into a
 temporary folder, and times feature extraction of uint8 224x224 batches
 (1 and 32 by default) through
 
 * (a) the loaded SavedModel's ``serving_default`` signature (what TF Serving
   runs), and
 * (b) the Keras model inside a ``tf.function`` with the same preprocessing
-  (:meth:`mtssl_tf.export.FeatureExtractor.features`: resize, trunk, pooling,
+  (:meth:`mtssl_tf.serving.export.FeatureExtractor.features`: resize, trunk, pooling,
   mixes),
 
 in the same process, alternating (a) and (b) so that load from other
@@ -61,7 +61,7 @@ def main(argv):
   import numpy as np
   import tensorflow as tf
 
-  from mtssl_tf import export
+  from mtssl_tf.serving import export
   from mtssl_tf.models.multitask import MultiTaskModel
 
   batch_sizes = [int(b) for b in FLAGS.batch_sizes]

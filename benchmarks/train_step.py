@@ -244,13 +244,12 @@ def bench_step(size: str, args: str, run_dir: str):
 
   def make_accumulate_fn(name):
     # The step function's gradient accumulation alone (tiny gradients).
-    variables = trainer.variables_of(name)
-    indices = [trainer._index[id(v)] for v in variables]
-    grads = [tf.fill(v.shape, 1e-9) for v in variables]
+    accumulators = trainer.accumulators_of(name)
+    grads = [tf.fill(a.shape, 1e-9) for a in accumulators]
 
     def replica():
-      for i, g in zip(indices, grads):
-        trainer.accumulators[i].assign_add(g)
+      for a, g in zip(accumulators, grads):
+        a.assign_add(g)
       return tf.constant(0.0)
 
     @tf.function
@@ -557,10 +556,10 @@ def bench_peak(size, args, run_dir, only, batches, step_rows):
   peak measured now."""
   import tensorflow as tf
 
-  from mtssl_tf.models.multitask import MultiTaskModel
+  from mtssl_tf.models import build_model
 
   config = _config(args + " --nosync_bn", run_dir)
-  model = MultiTaskModel(**config.model_kwargs())
+  model = build_model(config)
   task = [t for t in config.tasks if not only or t in only][0]
   images = model.task_objects[task].trunk_images(batches[task][0])
   trunk = model.trunk

@@ -47,9 +47,8 @@ def _make_run(run_dir, trunk: TrunkConfig, saved_trunk: TrunkConfig = None):
   kwargs = config.model_kwargs()
   kwargs["trunk"] = (saved_trunk or trunk).to_dict()
   model = MultiTaskModel(**kwargs)
-  from mtssl_tf.training.trainer import model_weights
-  tf.train.Checkpoint(model_weights=model_weights(model)).save(
-      os.path.join(run_dir, "checkpoints", "ckpt"))
+  from mtssl_tf.training.checkpoints import save_model
+  save_model(model, os.path.join(run_dir, "checkpoints", "ckpt"))
   return model
 
 

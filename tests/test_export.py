@@ -15,11 +15,11 @@ import pytest
 import tensorflow as tf
 
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
-from mtssl_tf import export
+from mtssl_tf.serving import export
 from mtssl_tf.config import TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
-from mtssl_tf.training.trainer import model_weights
+from mtssl_tf.training.checkpoints import save_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRUNK = {"depth": 26, "width": 0.25}
@@ -57,7 +57,7 @@ def _make_model(mixer, seed=0):
     # Unequal alphas, so each task's mix differs from the others and from
     # the last unit.
     rng = np.random.default_rng(seed)
-    for alpha in model.mixer._alphas.values():
+    for alpha in model.mixer.rows.values():
       alpha.assign(rng.normal(size=alpha.shape).astype(np.float32))
   return model
 
@@ -314,10 +314,8 @@ def _write_run(run_dir, lasso):
   with open(os.path.join(run_dir, "config.json"), "w") as f:
     f.write(config.to_json())
   model = _make_model(MIXER if lasso else None, seed=5)
-  # The trainer's checkpoint layout: the weights as one list (Keras 3 models
-  # are only partly visible to tf.train.Checkpoint's object graph).
-  tf.train.Checkpoint(model_weights=model_weights(model)).save(
-      os.path.join(run_dir, "checkpoints", "ckpt"))
+  # The trainer's checkpoint layout (named: trunk, heads and mixer rows).
+  save_model(model, os.path.join(run_dir, "checkpoints", "ckpt"))
   return model
 
 

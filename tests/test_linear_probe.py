@@ -218,7 +218,7 @@ def test_mixing_after_pooling_equals_pooling_the_mix(rng):
   trunk = mtssl_tf.Trunk(depth=26, width=0.25)
   probe = LinearProbe(image_size=48, pool_size=2)
   backbone = EvalBackbone(trunk, eval_lasso=True, task_name="linear_probe")
-  backbone.mixer._alphas["linear_probe"].assign([0.6, -0.8])
+  backbone.mixer.row("linear_probe").assign([0.6, -0.8])
   images = tf.constant(rng.uniform(0, 255, size=(2, 48, 48, 3)), tf.float32)
   got = probe._mix(backbone, probe._feature_fn(backbone)(images))
   mixed = backbone(images)  # the EvalBackbone's own mix, then pooled

@@ -262,7 +262,7 @@ def test_tiny_preset_round_trips_through_a_keras_file(tmp_path):
   keras.utils.set_random_seed(1)
   model = model_zoo.build_preset_model("rp_col_ex_ms_lasso", tiny=True)
   rng = np.random.default_rng(0)
-  for alpha in model.mixer._alphas.values():
+  for alpha in model.mixer.rows.values():
     alpha.assign(rng.normal(size=alpha.shape).astype(np.float32))
   path = str(tmp_path / "tiny.keras")
   model.save(path)

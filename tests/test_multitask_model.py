@@ -45,7 +45,7 @@ def test_four_heads_share_one_trunk(batches, mixer):
 
 def test_multitask_model_keras_round_trip(batches, tmp_path):
   model = MultiTaskModel(trunk=TRUNK, tasks=TASKS, mixer={"l1": 1e-3})
-  model.mixer._alphas["exemplar"].assign([0.6, 0.8])
+  model.mixer.row("exemplar").assign([0.6, 0.8])
   path = str(tmp_path / "mt.keras")
   model.save(path)
   loaded = keras.models.load_model(path)

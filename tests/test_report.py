@@ -210,9 +210,8 @@ def _make_run(run_dir):
   with open(os.path.join(run_dir, "config.json"), "w") as f:
     f.write(config.to_json())
   model = MultiTaskModel(**config.model_kwargs())
-  from mtssl_tf.training.trainer import model_weights
-  tf.train.Checkpoint(model_weights=model_weights(model)).save(
-      os.path.join(run_dir, "checkpoints", "ckpt"))
+  from mtssl_tf.training.checkpoints import save_model
+  save_model(model, os.path.join(run_dir, "checkpoints", "ckpt"))
   return model
 
 

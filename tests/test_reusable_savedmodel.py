@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
-from mtssl_tf import export
+from mtssl_tf.serving import export
 from mtssl_tf.models.multitask import MultiTaskModel
 
 SIZE = 32

@@ -207,7 +207,7 @@ def test_mixed_bfloat16_tracks_float32_for_50_steps(tmp_path, mirrored):
         "bfloat16" if policy != "float32" else "float32")
     assert trunk_conv.kernel.dtype == "float32"
     assert all(a.dtype == "float32"
-               for a in trainer.model.mixer._alphas.values())
+               for a in trainer.model.mixer.rows.values())
     trainer.train()
     losses[policy] = {t: np.array([l for _, l in trainer.history[t]])
                       for t in NAMES}

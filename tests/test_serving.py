@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtssl_tf import export
 from mtssl_tf.serving import client as serving_client
+from mtssl_tf.serving import export
 from mtssl_tf.models.multitask import MultiTaskModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

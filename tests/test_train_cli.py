@@ -343,7 +343,7 @@ def _model_tensors(checkpoint_prefix):
   import tensorflow as tf
   reader = tf.train.load_checkpoint(checkpoint_prefix)
   names = sorted(n for n in reader.get_variable_to_shape_map()
-                 if n.startswith("model_weights/"))
+                 if n.startswith("model/"))
   assert len(names) > 50
   return {n: reader.get_tensor(n) for n in names}
 

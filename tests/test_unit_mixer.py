@@ -25,7 +25,7 @@ def test_mix_matches_numpy(rng):
   mixer = UnitMixer(TASKS, num_units=4, l1=0.0, init="last")
   units = _units(rng)
   raw = rng.normal(size=4).astype(np.float32)
-  mixer._alphas["colorization"].assign(raw)
+  mixer.row("colorization").assign(raw)
   alpha = raw / np.linalg.norm(raw)
   want = sum(a * u.numpy() for a, u in zip(alpha, units))
   np.testing.assert_allclose(mixer(units, task="colorization"), want,
@@ -65,7 +65,7 @@ def test_unit_norm_holds_after_real_optimizer_steps(rng, optimizer):
     grads = tape.gradient(loss, mixer.trainable_variables)
     opt.apply_gradients(zip(grads, mixer.trainable_variables))
     for name in TASKS:
-      stored = mixer._alphas[name].numpy()
+      stored = mixer.row(name).numpy()
       assert abs(np.sum(stored ** 2) - 1.0) < 1e-6, (name, stored)
   assert not np.allclose(mixer.alphas()["colorization"], start)
   # Rows without gradient did not move.
@@ -83,7 +83,7 @@ def test_l1_penalty_through_add_loss(rng):
   # The penalty pulls alpha towards sparsity: with only the L1 loss, one
   # unit ends up dominating. (Uniform is a stationary point, the maximum of
   # L1 on the sphere, so start from a generic row.)
-  mixer._alphas["colorization"].assign([0.6, 0.5, 0.45, 0.43])
+  mixer.row("colorization").assign([0.6, 0.5, 0.45, 0.43])
   opt = keras.optimizers.SGD(learning_rate=0.05)
   for _ in range(200):
     with tf.GradientTape() as tape:
@@ -113,7 +113,7 @@ def test_l1_gradient_on_the_sphere_is_nonzero_from_the_default_init(
   mixer = UnitMixer(TASKS, num_units=num_units)
   assert mixer.init == "ramp" and mixer.l1 == 1e-2
   units = _units(rng, n=num_units, shape=(1, 2, 2, 3))
-  variable = mixer._alphas["colorization"]
+  variable = mixer.row("colorization")
   with tf.GradientTape() as tape:
     mixer(units, task="colorization")
     penalty = tf.add_n(mixer.losses)
@@ -129,7 +129,7 @@ def test_l1_gradient_on_the_sphere_is_nonzero_from_the_default_init(
     with tf.GradientTape() as tape:
       other(units, task="colorization")
       penalty = tf.add_n(other.losses)
-    grad = tape.gradient(penalty, other._alphas["colorization"]).numpy()
+    grad = tape.gradient(penalty, other.row("colorization")).numpy()
     np.testing.assert_allclose(grad, 0.0, atol=1e-7)
 
 
@@ -185,7 +185,7 @@ def _trunk_and_mixer_model():
 def test_keras_file_reloads_in_fresh_process(tmp_path):
   model = _trunk_and_mixer_model()
   mixer = model.get_layer("unit_mixer")
-  mixer._alphas["colorization"].assign([0.2, -0.3, 0.9])
+  mixer.row("colorization").assign([0.2, -0.3, 0.9])
   x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("f4")
   want = {k: v.numpy() for k, v in model(x).items()}
   path = str(tmp_path / "model.keras")
@@ -207,7 +207,7 @@ def test_keras_file_reloads_in_fresh_process(tmp_path):
 
 def test_figure5_png(tmp_path):
   mixer = UnitMixer(["relative_position", "colorization", "exemplar"], 5)
-  mixer._alphas["exemplar"].assign([0.0, 0.6, 0.0, 0.8, 0.0])
+  mixer.row("exemplar").assign([0.0, 0.6, 0.0, 0.8, 0.0])
   mixer.add_task("imagenet", init="uniform")
   names, matrix = alpha_matrix(mixer)
   assert names == ["relative_position", "colorization", "exemplar", "imagenet"]

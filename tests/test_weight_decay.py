@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtssl_tf import regularization
+from mtssl_tf.training import regularization
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.config import ConfigError, OptimizerConfig, TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel

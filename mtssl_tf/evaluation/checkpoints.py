@@ -5,7 +5,8 @@ The paper's tables compare pre-trained trunks with a random-initialised one
 
 * a **training run folder** (``python -m mtssl_tf.train``): the multi-task
   model is rebuilt from ``config.json`` and its latest checkpoint restored
-  (:func:`mtssl_tf.export.load_run_model`); its trunk is returned;
+  by task name (:func:`mtssl_tf.training.checkpoints.load_run_model`); its
+  trunk is returned;
 * a **``.keras`` file** holding a :class:`~mtssl_tf.MultiTaskModel` (as
   ``python -m mtssl_tf.export`` writes) or a bare :class:`~mtssl_tf.Trunk`;
 * the string ``"random"``: a fresh trunk built from ``trunk_config``.
@@ -27,6 +28,7 @@ import tensorflow as tf
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import Trunk, TrunkConfig
+from mtssl_tf.training import checkpoints as run_checkpoints
 
 RANDOM = "random"
 # Fields that only matter while training (batch-norm statistics updates and
@@ -58,11 +60,11 @@ def _check_requested(trunk: Trunk, trunk_config: Optional[TrunkConfig],
 
 
 def _load_run(run_dir: str) -> Trunk:
-  from mtssl_tf import export  # pylint: disable=g-import-not-at-top
   try:
-    model = export.load_run_model(run_dir)
-  except FileNotFoundError:
-    raise
+    model = run_checkpoints.load_run_model(run_dir)
+  except (FileNotFoundError, run_checkpoints.CheckpointTasksError,
+          run_checkpoints.LegacyCheckpointError):
+    raise  # their messages name the file and the tasks already
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     # TF reports a variable of the wrong shape (ValueError / OpError) or
     # model objects without a value in the checkpoint (AssertionError) with

@@ -46,6 +46,7 @@ Implementation choices (the paper leaves them open):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Optional, Sequence
 
 import keras
@@ -161,13 +162,24 @@ class UnitMixer(keras.layers.Layer):
     self._task_names.append(name)
     return variable
 
-  def alpha(self, task: str):
-    """The unit-norm alpha row of ``task`` (a tensor [N])."""
+  def row(self, task: str) -> keras.Variable:
+    """The variable of ``task``'s alpha row ([N], before the unit-norm
+    projection of the forward pass): for optimizers, checkpoints and
+    tests that set a row."""
     if task not in self._alphas:
       raise ValueError(
           f"UnitMixer has no row for task {task!r}; rows: "
           f"{', '.join(self._task_names)}")
-    return UnitNorm()(self._alphas[task])
+    return self._alphas[task]
+
+  @property
+  def rows(self) -> Dict[str, keras.Variable]:
+    """Task name -> its alpha row variable (a new dict, in task order)."""
+    return {t: self._alphas[t] for t in self._task_names}
+
+  def alpha(self, task: str):
+    """The unit-norm alpha row of ``task`` (a tensor [N])."""
+    return UnitNorm()(self.row(task))
 
   def alphas(self) -> Dict[str, np.ndarray]:
     """Every task's alpha row as NumPy, for plots and summaries."""
@@ -212,6 +224,50 @@ class UnitMixer(keras.layers.Layer):
     if self.l1 > 0:
       self.add_loss(self.penalty(task))
     return mixed
+
+  # Saved weights (.weights.h5, .keras) hold one entry per row, keyed by
+  # task name: the rows all have shape [N], so a file keyed by position
+  # would hand a model built with the tasks in another order the wrong
+  # rows without any error.
+  def save_own_variables(self, store):
+    for task in self._task_names:
+      store[task] = self._alphas[task]
+
+  def load_own_variables(self, store):
+    keys = list(store.keys())
+    if keys and all(k.isdigit() for k in keys):
+      self._load_positional(store, keys)
+      return
+    missing = [t for t in self._task_names if t not in keys]
+    extra = [k for k in keys if k not in self._alphas]
+    if missing or extra:
+      raise ValueError(
+          f"UnitMixer {self.name!r}: the saved rows do not match this "
+          f"mixer's tasks: missing {missing or 'none'}, unexpected "
+          f"{extra or 'none'} (saved rows: {', '.join(keys)})")
+    for task in self._task_names:
+      self._alphas[task].assign(store[task])
+
+  def _load_positional(self, store, keys):
+    """A file written before rows were keyed by task name: its rows are in
+    the writer's task order, which a ``.keras`` file restores (it rebuilds
+    the mixer from its config) but a ``.weights.h5`` loaded into a model
+    built in another order does not. Loaded in this mixer's order, with a
+    warning; re-saving writes the named layout."""
+    if len(keys) != len(self._task_names):
+      raise ValueError(
+          f"UnitMixer {self.name!r}: the file holds {len(keys)} positional "
+          f"alpha rows but this mixer has {len(self._task_names)} tasks "
+          f"({', '.join(self._task_names)})")
+    warnings.warn(
+        f"UnitMixer {self.name!r}: alpha rows stored by position (a file "
+        "written before mtssl_tf keyed them by task name) are loaded in "
+        f"this mixer's task order {self._task_names}; this is right only "
+        "if the file was written by a model with the same task order. "
+        "Save the model again to store the rows by task name "
+        "(docs/checkpoints.md).", stacklevel=3)
+    for i, task in enumerate(self._task_names):
+      self._alphas[task].assign(store[str(i)])
 
   def get_config(self):
     config = super().get_config()

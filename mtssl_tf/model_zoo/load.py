@@ -18,15 +18,16 @@ from mtssl_tf.model_zoo.store import (build_hint, checked_file, folder,
 def make_model(model_kwargs: Mapping[str, Any]):
   """A :class:`~mtssl_tf.models.multitask.MultiTaskModel` named ``mtssl``
   (the name its weights files were saved under)."""
-  from mtssl_tf.models.multitask import MultiTaskModel
-  return MultiTaskModel(**dict(model_kwargs), name="mtssl")
+  from mtssl_tf.models.build import build_model
+  return build_model(dict(model_kwargs), name="mtssl")
 
 
 def _model_kwargs(meta: Mapping[str, Any]) -> Dict[str, Any]:
   """MultiTaskModel kwargs from metadata, tasks in the preset's order.
 
-  The JSON's keys are sorted, but the task order decides the order of the
-  UnitMixer's rows and so which stored alpha belongs to which task.
+  The JSON's keys are sorted; the preset's order is kept for display (the
+  weights file keys heads and UnitMixer rows by task name, so the order
+  does not decide which weights a task gets).
   """
   kwargs = dict(meta["model"])
   stored = kwargs["tasks"]

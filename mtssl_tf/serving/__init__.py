@@ -1,1 +1,2 @@
-"""Serving: clients of the exported model under TF Serving."""
+"""Serving: the export library (:mod:`mtssl_tf.serving.export`) and clients
+of the exported model under TF Serving (:mod:`mtssl_tf.serving.client`)."""

@@ -1,6 +1,6 @@
 """Client helpers for the exported feature extractor under TF Serving.
 
-The SavedModel that :mod:`mtssl_tf.export` writes has one signature,
+The SavedModel that :mod:`mtssl_tf.serving.export` writes has one signature,
 ``serving_default``: input ``images`` (uint8 [N, H, W, 3], any H and W; the
 model resizes and normalises inside), outputs ``pooled`` [N, C],
 ``block3`` [N, h, w, C] and, for a model with the UnitMixer (the paper's

@@ -55,6 +55,21 @@ def is_chief(strategy) -> bool:
       "chief" not in cluster
 
 
+def num_workers(strategy) -> int:
+  """The number of hosts (input pipelines) of ``strategy``, from public API.
+
+  A multi-worker strategy's cluster spec lists its chief and workers (the
+  hosts that each run this program); every other strategy (mirrored, one
+  device, TPU: one client feeds all devices) is one host.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 1
+  resolver = strategy.cluster_resolver
+  cluster = resolver.cluster_spec().as_dict() if resolver else {}
+  count = sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
+  return max(1, count)
+
+
 def setup_cpu_replicas(count: int) -> None:
   """Splits the (first) CPU into ``count`` logical devices; call before
   TensorFlow initialises its devices."""

@@ -13,7 +13,11 @@ are active". Here:
 * the UnitMixer's L1 penalty (``model.losses``) joins the loss;
 * ``tf.train.CheckpointManager`` saves the model, optimizer(s), step counter,
   gradient accumulators and the input iterators, so re-running the same
-  command resumes exactly where the last checkpoint was written;
+  command resumes exactly where the last checkpoint was written; every
+  object is keyed by name (trunk, each head and mixer row by task name;
+  see :mod:`mtssl_tf.training.checkpoints` and docs/checkpoints.md), and the
+  optimizers are built over the variables in a task-order-independent
+  order;
 * a non-finite loss stops the run with :class:`NonFiniteLossError` naming the
   task and the step; no checkpoint is written after it.
 
@@ -51,24 +55,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.training import colorization_prior
-from mtssl_tf import regularization
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
-from mtssl_tf.models.multitask import MultiTaskModel
+from mtssl_tf.models.build import build_model
+from mtssl_tf.training import checkpoints as ckpt_lib
+from mtssl_tf.training import colorization_prior
+from mtssl_tf.training import pretext_eval, regularization, schedules
+from mtssl_tf.training.distribute import (is_chief, make_strategy,
+                                          num_workers)
 from mtssl_tf.utils.progress import format_duration
-from mtssl_tf.training import pretext_eval, schedules
-from mtssl_tf.training.distribute import is_chief, make_strategy
-
-
-def model_weights(model) -> List[tf.Variable]:
-  """Every variable of ``model`` in construction order, for checkpoints.
-
-  A list (not the Keras model object) is what the checkpoint tracks: Keras 3
-  models are only partly visible to ``tf.train.Checkpoint``'s object graph
-  (layers held in dicts, e.g. the heads, are missed), while the order of
-  ``model.weights`` is fixed by the architecture.
-  """
-  return list(model.weights)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -162,15 +156,20 @@ class Trainer:
     keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
       with _dtype_policy(config.mixed_precision):
-        self.model = MultiTaskModel(**config.model_kwargs(), name="mtssl")
+        self.model = build_model(config)
       if config.optimizer.per_task:
         self.optimizers = {t: make_optimizer(config.optimizer)
                            for t in config.tasks}
       else:
         shared = make_optimizer(config.optimizer)
         self.optimizers = {t: shared for t in config.tasks}
-      self.variables = list(self.model.trainable_variables)
+      # Sorted by checkpoint name, not by construction (task) order: the
+      # optimizer's slots and the accumulators follow this list.
+      self.variables = ckpt_lib.canonical_order(
+          self.model, self.model.trainable_variables)
       self._index = {id(v): i for i, v in enumerate(self.variables)}
+      self._variable_names = {
+          id(v): n for n, v in ckpt_lib.model_variables(self.model).items()}
       for opt in {id(o): o for o in self.optimizers.values()}.values():
         # Slots must exist inside the scope before the first (traced) step.
         opt.build(self.variables)
@@ -205,8 +204,7 @@ class Trainer:
       from mtssl_tf.data import pipeline  # heavy imports only when training
       datasets = pipeline.training_input_fns(config, self.model.tasks,
                                              log=log)
-    self.num_workers = max(1, int(getattr(self.strategy.extended,
-                                          "_num_workers", 1) or 1))
+    self.num_workers = num_workers(self.strategy)
     self.local_replicas = self.num_replicas // self.num_workers
     self.input_context = tf.distribute.InputContext(
         num_input_pipelines=self.num_workers,
@@ -233,25 +231,7 @@ class Trainer:
     self._step_fns = {}
     self._loop_fns = {}
     self._apply_fn = self._make_apply_fn() if self.accumulators else None
-    unique_opts = {id(o): o for o in self.optimizers.values()}
-    ckpt_items = dict(model_weights=model_weights(self.model), step=self.step,
-                      accumulators=self.accumulators, **{
-                          f"task_step_{t}": v
-                          for t, v in self.task_steps.items()})
-    if config.optimizer.per_task:
-      ckpt_items.update({f"optimizer_{t}": list(o.variables)
-                         for t, o in self.optimizers.items()})
-    else:
-      ckpt_items["optimizer"] = list(
-          next(iter(unique_opts.values())).variables)
-    ckpt_items.update({f"data_{t}": it for t, it in self.iterators.items()})
-    for t, source in getattr(datasets, "sources", {}).items():
-      ckpt_items[f"skips_{t}"] = source.counter
-    if self.loss_scale is not None:
-      ckpt_items.update(loss_scale=self.loss_scale,
-                        good_steps=self.good_steps,
-                        cycle_finite=self.cycle_finite)
-    self.checkpoint = tf.train.Checkpoint(**ckpt_items)
+    self.checkpoint = tf.train.Checkpoint(**self._checkpoint_items())
     ckpt_dir = os.path.join(config.run_dir, "checkpoints")
     if not self.chief:
       # Non-chief workers must take part in saving but write elsewhere.
@@ -263,6 +243,71 @@ class Trainer:
     self.writer = None
     self.pretext_eval = (pretext_eval.from_config(config, self.model, log)
                          if self.chief else None)
+
+  def _checkpoint_items(self) -> Dict[str, Any]:
+    """The run checkpoint's objects, every one keyed by name (the layout is
+    described in :mod:`mtssl_tf.training.checkpoints`)."""
+    name_of = lambda v: self._variable_names[id(v)]
+    items = {
+        ckpt_lib.MODEL: ckpt_lib.model_trackable(self.model),
+        "step": self.step,
+        "task_steps": tf.train.Checkpoint(**self.task_steps),
+        "data": tf.train.Checkpoint(**self.iterators),
+    }
+    if self.accumulators:
+      items["accumulators"] = ckpt_lib.tree({
+          name_of(v): a for v, a in zip(self.variables, self.accumulators)})
+    if self.config.optimizer.per_task:
+      items["optimizer"] = tf.train.Checkpoint(**{
+          t: ckpt_lib.optimizer_trackable(self.model, o)
+          for t, o in self.optimizers.items()})
+    else:
+      items["optimizer"] = ckpt_lib.optimizer_trackable(
+          self.model, next(iter(self.optimizers.values())))
+    skips = {t: source.counter for t, source in
+             getattr(self.datasets, "sources", {}).items()}
+    if skips:
+      items["skips"] = tf.train.Checkpoint(**skips)
+    if self.loss_scale is not None:
+      items.update(loss_scale=self.loss_scale, good_steps=self.good_steps,
+                   cycle_finite=self.cycle_finite)
+    return items
+
+  def _legacy_checkpoint(self) -> tf.train.Checkpoint:
+    """The positional layout of checkpoints written before they were keyed
+    by name, over this trainer's objects: the model's weights in
+    construction order, the optimizer's variables and the accumulators in
+    the order of ``model.trainable_variables`` (which the optimizer was
+    built over then), counters and iterators under flat names."""
+    config = self.config
+    old_order = list(self.model.trainable_variables)
+
+    def legacy_optimizer_variables(opt):
+      # Keras names each slot after its model variable, so a throwaway
+      # optimizer built over the old order gives the old positions by name.
+      probe = make_optimizer(config.optimizer)
+      probe.build(old_order)
+      by_name = {v.name: v for v in opt.variables}
+      return [by_name[v.name] for v in probe.variables]
+
+    items = dict(model_weights=list(self.model.weights), step=self.step,
+                 accumulators=[self.accumulators[self._index[id(v)]]
+                               for v in old_order] if self.accumulators
+                 else [],
+                 **{f"task_step_{t}": v for t, v in self.task_steps.items()})
+    if config.optimizer.per_task:
+      items.update({f"optimizer_{t}": legacy_optimizer_variables(o)
+                    for t, o in self.optimizers.items()})
+    else:
+      items["optimizer"] = legacy_optimizer_variables(
+          next(iter(self.optimizers.values())))
+    items.update({f"data_{t}": it for t, it in self.iterators.items()})
+    for t, source in getattr(self.datasets, "sources", {}).items():
+      items[f"skips_{t}"] = source.counter
+    if self.loss_scale is not None:
+      items.update(loss_scale=self.loss_scale, good_steps=self.good_steps,
+                   cycle_finite=self.cycle_finite)
+    return tf.train.Checkpoint(**items)
 
   # -- input --------------------------------------------------------------
   def _worker_index(self) -> int:
@@ -343,10 +388,16 @@ class Trainer:
     variables = list(self.model.trunk.trainable_variables)
     variables += list(head.trainable_variables)
     if self.model.mixer is not None:
-      variables.append(self.model.mixer._alphas[task])
+      variables.append(self.model.mixer.row(task))
     return variables
 
-  _task_variables = variables_of  # the name used before issue 13
+  def accumulators_of(self, task: str) -> List[tf.Variable]:
+    """The gradient accumulators of :meth:`variables_of` ``(task)``, in the
+    same order (update=cycle; empty for every_step)."""
+    if not self.accumulators:
+      return []
+    return [self.accumulators[self._index[id(v)]]
+            for v in self.variables_of(task)]
 
   def _make_replica_step(self, task_name: str):
     """The per-replica step of one task: loss, gradients, all-reduce and
@@ -540,7 +591,18 @@ class Trainer:
     """Restores the latest checkpoint if any; returns the step reached."""
     latest = self.manager.latest_checkpoint
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      if ckpt_lib.is_legacy(latest):
+        # check_resume has made sure the config (task order included) is
+        # the one that wrote it, so the positions line up.
+        self._legacy_checkpoint().restore(
+            latest).assert_existing_objects_matched()
+        self.log(f"{latest}: positional checkpoint (written before "
+                 "checkpoints were keyed by name) restored; the next "
+                 "checkpoint is written in the named layout "
+                 "(docs/checkpoints.md)")
+      else:
+        ckpt_lib.check_tasks(self.model, latest)
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
       self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
       self._load_history()
     return int(self.step.numpy())

@@ -1,0 +1,362 @@
+"""Run checkpoints keyed by name: the one way to save and load a run's model.
+
+A run's checkpoint (``<run_dir>/checkpoints/ckpt-<step>``) is a
+``tf.train.Checkpoint`` whose objects are named, never positional:
+
+* ``model/trunk/<layer>/<weight>``: the trunk's variables by their Keras
+  path (the trunk's layers have fixed names, ``conv4_block7_out`` style);
+* ``model/heads/<task>/<layer>/.../<weight>``: each head by task name,
+  its weights by their path inside the head (the head's own layer name is
+  left out: Keras numbers it, ``relative_position_head_1``, when a process
+  builds a second model);
+* ``model/mixer/<task>``: each UnitMixer row by task name (lasso runs);
+* ``optimizer/<model variable's name>/<slot>`` and ``optimizer/iteration``
+  (``optimizer/<task>/...`` with one optimizer per task): each slot under
+  the name of the model variable it belongs to, so the optimizer's state
+  does not depend on the order of the tasks either;
+* ``accumulators/<model variable path>``, ``step``, ``task_steps/<task>``,
+  ``data/<task>`` (the input iterators), ``skips/<task>`` and the loss-scale
+  state (``mixed_float16``).
+
+Because every task's weights are found by its name, a checkpoint restores
+into a model built with the tasks in any order (export, evaluation and the
+zoo rebuild the model from a config whose order they do not control). A
+checkpoint that lacks one of the model's tasks, or holds a task the model
+does not have, is refused with :class:`CheckpointTasksError` naming them.
+
+Checkpoints written before this layout held the model as one positional
+list ``model_weights`` (``list(model.weights)``). They still load, by
+position, into a model built from the run's own ``config.json`` in its own
+task order (:func:`load_run_model` does so and logs that it did); resuming
+training converts them (:meth:`mtssl_tf.training.trainer.Trainer.restore`);
+docs/checkpoints.md describes both.
+
+Example:
+  >>> model = load_run_model("runs/demo")           # the latest checkpoint
+  >>> restore_model(other_model, "runs/demo/checkpoints/ckpt-200")
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+import tensorflow as tf
+
+from mtssl_tf.models.build import build_model
+
+MODEL = "model"
+# The single positional list of every model weight that checkpoints held
+# before they were keyed by name.
+LEGACY_MODEL_KEY = "model_weights"
+_SUFFIX = "/.ATTRIBUTES/"
+
+
+class CheckpointTasksError(ValueError):
+  """A checkpoint's tasks differ from the model's (names them)."""
+
+
+class LegacyCheckpointError(ValueError):
+  """A positional (pre-name) checkpoint cannot be loaded as asked."""
+
+
+def tree(named: Dict[str, Any]) -> tf.train.Checkpoint:
+  """``{"a/b/c": trackable}`` -> nested ``tf.train.Checkpoint`` objects, so
+  that each ``/`` of a name is a level of the checkpoint's object graph."""
+  nested: Dict[str, Any] = {}
+  for name, value in named.items():
+    parts = name.split("/")
+    node = nested
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        raise ValueError(f"checkpoint name {name!r} runs through a value")
+    if parts[-1] in node:
+      raise ValueError(f"two checkpoint values are named {name!r}")
+    node[parts[-1]] = value
+
+  def build(node):
+    items = {}
+    for key, value in node.items():
+      if hasattr(tf.train.Checkpoint, key):
+        # A name such as "save" or "read" would shadow a Checkpoint method.
+        raise ValueError(f"checkpoint name part {key!r} is reserved by "
+                         "tf.train.Checkpoint")
+      items[key] = build(value) if isinstance(value, dict) else value
+    return tf.train.Checkpoint(**items)
+
+  return build(nested)
+
+
+def model_variables(model) -> Dict[str, Any]:
+  """Checkpoint name -> variable, for every weight of a
+  :class:`~mtssl_tf.models.multitask.MultiTaskModel` (trainable or not).
+
+  Names: ``trunk/<path>``, ``heads/<task>/<path>``, ``mixer/<task>``.
+
+  Raises:
+    ValueError: a weight of the model is in none of trunk, heads and
+      mixer, or two weights share a name (the layout would lose one).
+  """
+  named: Dict[str, Any] = {}
+
+  def add(name, variable):
+    if name in named:
+      raise ValueError(f"two weights of the model are named {name!r}")
+    named[name] = variable
+
+  for v in model.trunk.weights:
+    add(f"trunk/{v.path}", v)
+  for task in model.task_names:
+    head = model.heads[task]
+    for v in head.weights:
+      path = v.path
+      if path.startswith(head.name + "/"):
+        path = path[len(head.name) + 1:]
+      add(f"heads/{task}/{path}", v)
+  if model.mixer is not None:
+    for task, row in model.mixer.rows.items():
+      add(f"mixer/{task}", row)
+  covered = {id(v) for v in named.values()}
+  stray = [v.path for v in model.weights if id(v) not in covered]
+  if stray:
+    raise ValueError(f"model weights outside the trunk, heads and mixer "
+                     f"have no checkpoint name: {', '.join(stray)}")
+  return named
+
+
+def canonical_order(model, variables: Iterable) -> List:
+  """``variables`` (a subset of the model's weights) sorted by checkpoint
+  name: the same order whatever the order of the model's tasks. Optimizers
+  are built over this order so that nothing in a run depends on it."""
+  names = {id(v): n for n, v in model_variables(model).items()}
+  return sorted(variables, key=lambda v: names[id(v)])
+
+
+def model_trackable(model) -> tf.train.Checkpoint:
+  """The ``model`` entry of a run checkpoint: the named tree of
+  :func:`model_variables`."""
+  return tree(model_variables(model))
+
+
+def optimizer_variables(model, optimizer) -> Dict[str, Any]:
+  """Checkpoint name -> variable for a Keras optimizer of ``model``: each
+  slot as ``<model variable's checkpoint name>/<slot>`` (e.g.
+  ``heads/colorization/classifier/kernel/momentum``), the rest (iteration,
+  learning rate) by its own name.
+
+  Keras names a slot ``<model variable path with / as _>_<slot>``
+  (``Optimizer.add_variable_from_reference``); paths can carry a number
+  that depends on what the process built before, so the slot is filed
+  under the model variable's stable name instead.
+
+  Raises:
+    ValueError: two optimizer variables would get the same name.
+  """
+  prefixes = sorted(((v.path.replace("/", "_") + "_", name)
+                     for name, v in model_variables(model).items()),
+                    key=lambda p: -len(p[0]))
+  named: Dict[str, Any] = {}
+  for o in optimizer.variables:
+    key = o.name
+    for prefix, name in prefixes:
+      if o.name.startswith(prefix) and o.name[len(prefix):].isidentifier():
+        key = f"{name}/{o.name[len(prefix):]}"
+        break
+    if key in named:
+      raise ValueError(f"two optimizer variables are named {key!r}")
+    named[key] = o
+  return named
+
+
+def optimizer_trackable(model, optimizer) -> tf.train.Checkpoint:
+  """The ``optimizer`` entry of a run checkpoint (see
+  :func:`optimizer_variables`)."""
+  return tree(optimizer_variables(model, optimizer))
+
+
+def save_model(model, prefix: str) -> str:
+  """Writes ``model``'s weights alone as a run checkpoint (the ``model``
+  entry of the named layout); returns the checkpoint path. For tests and
+  tools that make a run folder without training."""
+  return tf.train.Checkpoint(**{MODEL: model_trackable(model)}).save(prefix)
+
+
+def checkpoint_keys(path: str) -> List[str]:
+  """The object paths in checkpoint ``path`` (without the attribute
+  suffix), e.g. ``model/heads/colorization/...``."""
+  return [name.split(_SUFFIX)[0] for name, _ in tf.train.list_variables(path)]
+
+
+def is_legacy(path: str) -> bool:
+  """Whether checkpoint ``path`` holds the positional ``model_weights``
+  list of checkpoints written before the named layout."""
+  return any(k.split("/")[0] == LEGACY_MODEL_KEY
+             for k in checkpoint_keys(path))
+
+
+def checkpoint_tasks(path: str) -> Dict[str, List[str]]:
+  """``{"heads": [...], "mixer": [...]}``: the task names a named
+  checkpoint holds heads and mixer rows for (sorted)."""
+  heads, rows = set(), set()
+  for key in checkpoint_keys(path):
+    parts = key.split("/")
+    if len(parts) >= 3 and parts[0] == MODEL and parts[1] == "heads":
+      heads.add(parts[2])
+    elif len(parts) >= 3 and parts[0] == MODEL and parts[1] == "mixer":
+      rows.add(parts[2])
+  return {"heads": sorted(heads), "mixer": sorted(rows)}
+
+
+def check_tasks(model, path: str) -> None:
+  """Raises :class:`CheckpointTasksError` naming every task whose head or
+  mixer row is missing from checkpoint ``path`` or present there but not
+  in ``model``."""
+  found = checkpoint_tasks(path)
+  want = set(model.task_names)
+  problems = []
+
+  def compare(have, what):
+    missing = sorted(want - set(have))
+    extra = sorted(set(have) - want)
+    if missing:
+      problems.append(f"no {what} for task(s) {', '.join(missing)}")
+    if extra:
+      problems.append(f"a {what} for task(s) {', '.join(extra)} that the "
+                      "model does not have")
+
+  compare(found["heads"], "head")
+  if model.mixer is not None:
+    if found["mixer"]:
+      compare(found["mixer"], "mixer row")
+    else:
+      problems.append("no UnitMixer rows, but the model has a mixer (lasso "
+                      "on)")
+  elif found["mixer"]:
+    problems.append("UnitMixer rows, but the model has no mixer (lasso off)")
+  if problems:
+    raise CheckpointTasksError(
+        f"checkpoint {path} does not match the model (tasks "
+        f"{', '.join(model.task_names)}): it has "
+        + "; ".join(problems))
+
+
+def restore_model(model, path: str, *,
+                  legacy_task_order: Optional[Sequence[str]] = None,
+                  log: Callable[[str], None] = print) -> None:
+  """Restores ``model``'s weights from run checkpoint ``path``, by name.
+
+  The optimizer, counters and data iterators in the checkpoint are not
+  needed and are skipped.
+
+  Args:
+    model: a :class:`~mtssl_tf.models.multitask.MultiTaskModel`, its tasks
+      in any order.
+    path: a checkpoint prefix (``.../ckpt-200``).
+    legacy_task_order: the task order of the run that wrote ``path``
+      (its ``config.json``): needed only for a positional checkpoint
+      written before the named layout, which loads only into a model with
+      exactly that order.
+    log: receives the line saying a positional checkpoint was converted.
+
+  Raises:
+    CheckpointTasksError: the checkpoint lacks a task of the model or has
+      one the model lacks (names them).
+    LegacyCheckpointError: a positional checkpoint without
+      ``legacy_task_order``, or with another order than the model's.
+    AssertionError, ValueError, tf.errors.OpError: a weight is missing or
+      has another shape (TF's messages name it).
+  """
+  if is_legacy(path):
+    _restore_legacy(model, path, legacy_task_order, log)
+    return
+  check_tasks(model, path)
+  status = tf.train.Checkpoint(**{MODEL: model_trackable(model)}).restore(
+      path)
+  status.expect_partial()  # optimizer slots, iterators: not needed here
+  status.assert_existing_objects_matched()
+
+
+def _restore_legacy(model, path, task_order, log):
+  order = list(model.task_names)
+  if task_order is None or list(task_order) != order:
+    raise LegacyCheckpointError(
+        f"checkpoint {path} is in the positional layout written before "
+        "checkpoints were keyed by name (one 'model_weights' list): it "
+        "loads only into the model of its own run's config.json, in that "
+        f"order ({'run order unknown' if task_order is None else list(task_order)}"
+        f" vs the model's {order}). Load it with "
+        "mtssl_tf.training.checkpoints.load_run_model(run_dir), or resume "
+        "the run (python -m mtssl_tf.train) to rewrite it in the named "
+        "layout; see docs/checkpoints.md")
+  status = tf.train.Checkpoint(**{LEGACY_MODEL_KEY: list(model.weights)}
+                               ).restore(path)
+  status.expect_partial()
+  status.assert_existing_objects_matched()
+  log(f"{path}: positional checkpoint (written before checkpoints were "
+      "keyed by name) loaded by position in the run's task order "
+      f"{order}; resume the run once to rewrite it in the named layout "
+      "(docs/checkpoints.md)")
+
+
+def read_run_config(run_dir: str) -> Dict[str, Any]:
+  """The run's ``config.json`` as a dict (``FileNotFoundError`` saying what
+  a run folder is when it is missing)."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{path} does not exist: is {run_dir!r} a training run folder (made "
+        "by `python -m mtssl_tf.train`)?")
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_run_model(run_dir: str, checkpoint: Optional[str] = None, *,
+                   task_order: Optional[Sequence[str]] = None,
+                   log: Callable[[str], None] = print):
+  """Rebuilds a run's model from ``config.json`` and restores its weights.
+
+  Args:
+    run_dir: a training run folder.
+    checkpoint: a checkpoint prefix; default: the latest in
+      ``<run_dir>/checkpoints``.
+    task_order: build the model with its tasks in this order (same names
+      as the run's); weights are matched by task name.
+    log: receives a line when a positional (old) checkpoint is converted.
+
+  Returns:
+    A :class:`~mtssl_tf.models.multitask.MultiTaskModel`.
+
+  Raises:
+    FileNotFoundError: no ``config.json`` or no checkpoint.
+    CheckpointTasksError: the checkpoint's tasks differ from the config's.
+  """
+  config = read_run_config(run_dir)
+  checkpoint = checkpoint or tf.train.latest_checkpoint(
+      os.path.join(run_dir, "checkpoints"))
+  if not checkpoint:
+    raise FileNotFoundError(
+        f"no checkpoint under {os.path.join(run_dir, 'checkpoints')}: train "
+        "first (python -m mtssl_tf.train ...)")
+  run_order = list(config["tasks"])
+  if task_order is not None and is_legacy(checkpoint):
+    # A positional checkpoint loads in the run's order only; the model is
+    # rebuilt in the requested order from the restored one's weights.
+    model = build_model(config)
+    restore_model(model, checkpoint, legacy_task_order=run_order, log=log)
+    ordered = build_model(config, task_order=task_order)
+    source = model_variables(model)
+    for name, v in model_variables(ordered).items():
+      v.assign(source[name])
+    return ordered
+  model = build_model(config, task_order=task_order)
+  restore_model(model, checkpoint, legacy_task_order=run_order, log=log)
+  return model
+
+
+__all__ = ["CheckpointTasksError", "LEGACY_MODEL_KEY", "LegacyCheckpointError",
+           "MODEL", "canonical_order", "check_tasks", "checkpoint_keys",
+           "checkpoint_tasks", "is_legacy", "load_run_model",
+           "model_trackable", "model_variables", "optimizer_trackable",
+           "optimizer_variables",
+           "read_run_config", "restore_model", "save_model", "tree"]
