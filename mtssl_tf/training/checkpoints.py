@@ -3,8 +3,8 @@
 A run's checkpoint (``<run_dir>/checkpoints/ckpt-<step>``) is a
 ``tf.train.Checkpoint`` whose objects are named, never positional:
 
-* ``model/trunk/<layer>/<weight>``: the trunk's variables by their Keras
-  path (the trunk's layers have fixed names, ``conv4_block7_out`` style);
+* ``model/trunk/<layer>/<weight>``: the trunk's variables by their layer's
+  name (fixed names, ``conv4_block7_out`` style) and their own;
 * ``model/heads/<task>/<layer>/.../<weight>``: each head by task name,
   its weights by their path inside the head (the head's own layer name is
   left out: Keras numbers it, ``relative_position_head_1``, when a process
@@ -105,15 +105,17 @@ def model_variables(model) -> Dict[str, Any]:
       raise ValueError(f"two weights of the model are named {name!r}")
     named[name] = variable
 
-  for v in model.trunk.weights:
-    add(f"trunk/{v.path}", v)
+  # Keras variable paths start with the name scope of the outermost layer,
+  # which Keras numbers when a process builds a second layer of a default
+  # name (``relative_position_head_1``): the trunk's weights are named by
+  # their layer's fixed name instead, a head's by their path inside it.
+  for layer in model.trunk.layers:
+    for v in layer.weights:
+      add(f"trunk/{layer.name}/{v.name}", v)
   for task in model.task_names:
-    head = model.heads[task]
-    for v in head.weights:
-      path = v.path
-      if path.startswith(head.name + "/"):
-        path = path[len(head.name) + 1:]
-      add(f"heads/{task}/{path}", v)
+    for v in model.heads[task].weights:
+      inner = v.path.split("/", 1)[-1]
+      add(f"heads/{task}/{inner}", v)
   if model.mixer is not None:
     for task, row in model.mixer.rows.items():
       add(f"mixer/{task}", row)

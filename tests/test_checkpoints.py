@@ -1,0 +1,253 @@
+"""Run checkpoints keyed by name (mtssl_tf.training.checkpoints): a run's
+checkpoint restores into a model built with its tasks in another order,
+task mismatches are named, old positional checkpoints load (and resume)
+through the documented conversion, and the zoo's weight files are keyed by
+task name too."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mtssl_tf  # noqa: F401  (registers the Keras classes)
+from mtssl_tf import model_zoo
+from mtssl_tf.config import OptimizerConfig, TrainConfig
+from mtssl_tf.models import build_model
+from mtssl_tf.models.trunk import TrunkConfig
+from mtssl_tf.training import checkpoints
+from mtssl_tf.training.trainer import Trainer
+
+from test_training import TASK_PARAMS, _datasets
+
+NAMES = ("relative_position", "colorization")
+TRUNK = TrunkConfig(depth=14, width=0.25)
+# Two block-3 units: the mixer rows of the tasks can differ.
+TRUNK_2_UNITS = TrunkConfig(depth=26, width=0.25)
+
+
+def _config(run_dir, names=NAMES, lasso=True, **kw):
+  defaults = dict(
+      run_dir=str(run_dir), tasks=tuple(names),
+      task_params={n: TASK_PARAMS[n] for n in names}, trunk=TRUNK,
+      lasso=lasso, steps=3, batch_size=4, log_every=100, summary_every=100,
+      checkpoint_every=3, plots=False,
+      optimizer=OptimizerConfig(name="momentum", learning_rate=0.05))
+  defaults.update(kw)
+  return TrainConfig(**defaults)
+
+
+def _per_task(model):
+  """Task -> {weight path inside its head: array}, the mixer rows by task,
+  and the trunk's arrays: what must follow each task whatever the order."""
+  heads = {t: {v.path.split("/", 1)[1]: v.numpy()
+               for v in model.heads[t].weights} for t in model.task_names}
+  rows = ({t: v.numpy() for t, v in model.mixer.rows.items()}
+          if model.mixer is not None else {})
+  trunk = {v.path: v.numpy() for v in model.trunk.weights}
+  return heads, rows, trunk
+
+
+def _assert_same_per_task(a, b):
+  heads_a, rows_a, trunk_a = _per_task(a)
+  heads_b, rows_b, trunk_b = _per_task(b)
+  assert set(heads_a) == set(heads_b) and set(rows_a) == set(rows_b)
+  for task in heads_a:
+    assert set(heads_a[task]) == set(heads_b[task])
+    for path, value in heads_a[task].items():
+      np.testing.assert_array_equal(heads_b[task][path], value,
+                                    err_msg=f"{task}: {path}")
+  for task, row in rows_a.items():
+    np.testing.assert_array_equal(rows_b[task], row, err_msg=task)
+  assert trunk_a.keys() == trunk_b.keys()
+  for path, value in trunk_a.items():
+    np.testing.assert_array_equal(trunk_b[path], value, err_msg=path)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, mirrored_module):
+  """A 2-step lasso run of two tasks whose mixer rows were set apart first
+  (rows of one shape: a swap would go unnoticed otherwise)."""
+  run_dir = tmp_path_factory.mktemp("run")
+  config = _config(run_dir, trunk=TRUNK_2_UNITS, steps=2, checkpoint_every=2)
+  trainer = Trainer(config, strategy=mirrored_module(("/cpu:0",)),
+                    datasets=_datasets(NAMES, 4), log=lambda s: None)
+  for i, task in enumerate(NAMES):
+    row = np.array([1.0 + i, 2.0 - i], np.float32)
+    trainer.model.mixer.row(task).assign(row / np.linalg.norm(row))
+  trainer.train()
+  return str(run_dir), trainer
+
+
+@pytest.fixture(scope="module")
+def mirrored_module():
+  def make(devices):
+    tf.distribute.MirroredStrategy._collective_key_base += 1000
+    return tf.distribute.MirroredStrategy(list(devices))
+  return make
+
+
+def test_checkpoint_layout_is_named(trained_run):
+  run_dir, trainer = trained_run
+  path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+  keys = set(checkpoints.checkpoint_keys(path))
+  for task in NAMES:
+    assert f"model/mixer/{task}" in keys
+    assert f"task_steps/{task}" in keys
+    assert any(k.startswith(f"model/heads/{task}/") for k in keys)
+    assert any(k.startswith(f"data/{task}") for k in keys)
+  assert "model/trunk/conv1_conv/kernel" in keys
+  # Momentum slots filed under their model variable's name.
+  assert "optimizer/trunk/conv1_conv/kernel/momentum" in keys
+  assert "optimizer/mixer/colorization/momentum" in keys
+  assert "accumulators/heads/colorization/classifier/kernel" in keys
+  assert not any(k.startswith("model_weights") for k in keys)
+  assert checkpoints.checkpoint_tasks(path) == {
+      "heads": sorted(NAMES), "mixer": sorted(NAMES)}
+
+
+def test_restore_into_another_task_order_gives_each_task_its_weights(
+    trained_run):
+  run_dir, trainer = trained_run
+  with open(os.path.join(run_dir, "config.json")) as f:
+    config = json.load(f)
+  reordered = build_model(config, task_order=NAMES[::-1])
+  assert reordered.task_names == list(NAMES[::-1])
+  path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+  checkpoints.restore_model(reordered, path)
+  _assert_same_per_task(trainer.model, reordered)
+  # The run-folder loader (export, evaluation, the zoo's build) likewise.
+  loaded = checkpoints.load_run_model(run_dir, task_order=NAMES[::-1])
+  _assert_same_per_task(trainer.model, loaded)
+  # The rows are distinct, so a swap could not pass unnoticed.
+  rows = [v.numpy() for v in trainer.model.mixer.rows.values()]
+  assert not np.allclose(rows[0], rows[1])
+
+
+def test_missing_and_extra_tasks_are_named(trained_run):
+  run_dir, _ = trained_run
+  path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+  cfg = lambda names, lasso=True: _config(run_dir, names, lasso=lasso,
+                                          trunk=TRUNK_2_UNITS)
+  fewer = build_model(cfg(("relative_position",)))
+  with pytest.raises(checkpoints.CheckpointTasksError,
+                     match=r"head for task\(s\) colorization that the model "
+                           r"does not have"):
+    checkpoints.restore_model(fewer, path)
+  more = build_model(cfg(("exemplar",) + NAMES))
+  with pytest.raises(checkpoints.CheckpointTasksError,
+                     match=r"no head for task\(s\) exemplar; no mixer row "
+                           r"for task\(s\) exemplar"):
+    checkpoints.restore_model(more, path)
+  no_lasso = build_model(cfg(NAMES, lasso=False))
+  with pytest.raises(checkpoints.CheckpointTasksError,
+                     match="model has no mixer"):
+    checkpoints.restore_model(no_lasso, path)
+
+
+def _legacy_run(run_dir, names=("relative_position", "colorization")):
+  """A run folder as written before checkpoints were named: config.json and
+  one positional list of every model weight (the old trainer's layout)."""
+  config = _config(run_dir, names)
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    f.write(config.to_json())
+  model = build_model(config)
+  for i, task in enumerate(names):
+    row = np.linspace(1.0, 2.0 + i, model.mixer.num_units)
+    model.mixer.row(task).assign(row / np.linalg.norm(row))
+  tf.train.Checkpoint(model_weights=list(model.weights)).save(
+      os.path.join(run_dir, "checkpoints", "ckpt"))
+  return model
+
+
+def test_legacy_checkpoint_loads_by_conversion_with_a_log_line(tmp_path):
+  names = ("relative_position", "colorization")
+  old = _legacy_run(tmp_path, names)
+  lines = []
+  loaded = checkpoints.load_run_model(str(tmp_path), log=lines.append)
+  _assert_same_per_task(old, loaded)
+  assert len(lines) == 1 and "positional checkpoint" in lines[0]
+  assert "docs/checkpoints.md" in lines[0]
+  # Another task order: converted in the run's order, then handed over by
+  # name.
+  reordered = checkpoints.load_run_model(str(tmp_path), task_order=names[::-1],
+                                         log=lines.append)
+  assert reordered.task_names == list(names[::-1])
+  _assert_same_per_task(old, reordered)
+  # Loading it directly into a reordered model is refused, naming the way.
+  path = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+  with pytest.raises(checkpoints.LegacyCheckpointError,
+                     match="positional layout.*load_run_model"):
+    checkpoints.restore_model(
+        build_model(_config(tmp_path, names[::-1])), path,
+        legacy_task_order=names)
+
+
+def test_legacy_training_checkpoint_resumes_exactly(tmp_path, mirrored):
+  """A run checkpointed by the old trainer (positional model, optimizer
+  and accumulators in ``model.trainable_variables`` order, flat counter and
+  iterator names) resumes to the same weights as an uninterrupted run."""
+  names = ("relative_position", "colorization")
+  whole = Trainer(_config(tmp_path / "whole", names, steps=4,
+                          checkpoint_every=2),
+                  strategy=mirrored(("/cpu:0",)),
+                  datasets=_datasets(names, 4), log=lambda s: None)
+  whole.train()
+  first = Trainer(_config(tmp_path / "old", names, steps=2,
+                          checkpoint_every=2),
+                  strategy=mirrored(("/cpu:0",)),
+                  datasets=_datasets(names, 4), log=lambda s: None)
+  first.train()
+  # Rewrite its checkpoint in the old layout, built here independently of
+  # the trainer's own conversion: the old optimizer was built over
+  # model.trainable_variables (construction order).
+  model = first.model
+  old_opt = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
+  old_opt.build(list(model.trainable_variables))
+  current = {v.name: v for v in first.optimizers[names[0]].variables}
+  for v in old_opt.variables:
+    v.assign(current[v.name])
+  index = {id(v): i for i, v in enumerate(first.variables)}
+  old = tf.train.Checkpoint(
+      model_weights=list(model.weights), step=first.step,
+      accumulators=[first.accumulators[index[id(v)]]
+                    for v in model.trainable_variables],
+      optimizer=list(old_opt.variables),
+      **{f"task_step_{t}": v for t, v in first.task_steps.items()},
+      **{f"data_{t}": it for t, it in first.iterators.items()})
+  ckpt_dir = tmp_path / "old" / "checkpoints"
+  for f in os.listdir(ckpt_dir):
+    os.remove(ckpt_dir / f)
+  tf.train.CheckpointManager(old, str(ckpt_dir), max_to_keep=3).save(
+      checkpoint_number=2)
+  assert checkpoints.is_legacy(str(ckpt_dir / "ckpt-2"))
+  lines = []
+  resumed = Trainer(_config(tmp_path / "old", names, steps=4,
+                            checkpoint_every=2),
+                    strategy=mirrored(("/cpu:0",)),
+                    datasets=_datasets(names, 4), log=lines.append)
+  out = resumed.train()
+  assert any("positional checkpoint" in l for l in lines), lines
+  assert out["steps_run"] == 2
+  for name, v in checkpoints.model_variables(whole.model).items():
+    np.testing.assert_allclose(
+        checkpoints.model_variables(resumed.model)[name].numpy(), v.numpy(),
+        rtol=0, atol=1e-6, err_msg=name)
+  # Its new checkpoint is in the named layout.
+  assert not checkpoints.is_legacy(out["checkpoint"])
+
+
+def test_zoo_weights_load_by_task_name_in_any_order(tmp_path):
+  """The committed lasso preset: its weights file keys the UnitMixer rows by
+  task name, so a model built in another order gets the same rows."""
+  name = "rp_col_ex_ms_lasso"
+  meta = model_zoo.load_metadata(name)
+  preset = model_zoo.load(name)
+  path = model_zoo.weights_path(name)
+  reordered = build_model(meta["model"], task_order=meta["tasks"][::-1])
+  reordered.load_weights(path)
+  _assert_same_per_task(preset, reordered)
+  rows = preset.mixer.alphas()
+  assert not np.allclose(rows["relative_position"], rows["colorization"])
