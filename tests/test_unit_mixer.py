@@ -219,3 +219,68 @@ def test_figure5_png(tmp_path):
   assert png.std() > 10  # not a blank image
   with pytest.raises(ValueError, match="differ in length"):
     plot_alphas({"a": [1.0], "b": [0.5, 0.5]}, str(tmp_path / "x.png"))
+
+
+def test_rows_are_public_and_follow_the_task_order():
+  mixer = UnitMixer(TASKS, num_units=3)
+  assert list(mixer.rows) == TASKS
+  assert mixer.rows["colorization"] is mixer.row("colorization")
+  assert [v.name for v in mixer.rows.values()] == [
+      "alpha_relative_position", "alpha_colorization"]
+  with pytest.raises(ValueError, match="no row for task 'exemplar'.*rows: "
+                                       "relative_position, colorization"):
+    mixer.row("exemplar")
+
+
+def _wrapped(task_names):
+  """A one-layer model holding a mixer (what .weights.h5 files store)."""
+  inputs = [keras.Input((2,)) for _ in range(3)]
+  mixer = UnitMixer(task_names, num_units=3, name="unit_mixer")
+  outputs = mixer(inputs, task=task_names[0])
+  return keras.Model(inputs, outputs), mixer
+
+
+def test_weights_file_keys_rows_by_task_name(tmp_path):
+  """Rows have one shape: a file keyed by position would give a model built
+  with the tasks in another order the wrong rows without an error."""
+  import h5py
+  model, mixer = _wrapped(TASKS)
+  values = {"relative_position": [0.6, 0.0, 0.8],
+            "colorization": [0.0, 0.8, 0.6]}
+  for task, value in values.items():
+    mixer.row(task).assign(value)
+  path = str(tmp_path / "m.weights.h5")
+  model.save_weights(path)
+  with h5py.File(path, "r") as f:
+    assert sorted(f["layers/unit_mixer/vars"].keys()) == sorted(TASKS)
+  other, other_mixer = _wrapped(TASKS[::-1])
+  other.load_weights(path)
+  for task, value in values.items():
+    np.testing.assert_allclose(other_mixer.row(task).numpy(), value)
+  # A file without one of the mixer's tasks is refused by name.
+  third, _ = _wrapped(["relative_position", "exemplar"])
+  with pytest.raises(ValueError, match=r"missing \['exemplar'\], "
+                                       r"unexpected \['colorization'\]"):
+    third.load_weights(path)
+
+
+def test_positional_weights_file_loads_in_order_with_a_warning(tmp_path):
+  """A file written before rows were keyed by name (vars/0, vars/1, as
+  Keras' default layout) loads in the mixer's order, with a warning."""
+  import h5py
+  model, mixer = _wrapped(TASKS)
+  mixer.row("relative_position").assign([0.6, 0.0, 0.8])
+  mixer.row("colorization").assign([0.0, 0.8, 0.6])
+  path = str(tmp_path / "old.weights.h5")
+  model.save_weights(path)
+  with h5py.File(path, "r+") as f:
+    group = f["layers/unit_mixer/vars"]
+    for i, task in enumerate(TASKS):
+      group.move(task, str(i))
+  fresh, fresh_mixer = _wrapped(TASKS)
+  with pytest.warns(UserWarning, match="stored by position"):
+    fresh.load_weights(path)
+  np.testing.assert_allclose(fresh_mixer.row("relative_position").numpy(),
+                             [0.6, 0.0, 0.8])
+  np.testing.assert_allclose(fresh_mixer.row("colorization").numpy(),
+                             [0.0, 0.8, 0.6])
