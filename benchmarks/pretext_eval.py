@@ -68,7 +68,10 @@ def main(argv):
 
   t = time.perf_counter()
   # The evaluator is built (and timed) on its own below.
-  trainer = Trainer(dataclasses.replace(config, pretext_eval_every=0),
+  # One step per loop call (one host read per step, as a training run with
+  # the default steps_per_loop) and no end: cycles below run past --steps.
+  trainer = Trainer(dataclasses.replace(config, pretext_eval_every=0,
+                                        steps_per_loop=1, steps=10**9),
                     log=lambda s: print(s, file=sys.stderr))
   build_s = time.perf_counter() - t
   t = time.perf_counter()
@@ -77,11 +80,10 @@ def main(argv):
   materialize_s = time.perf_counter() - t
 
   def cycle():
-    for task in config.tasks:
-      batch = next(trainer.iterators[task])
-      loss, _ = trainer._step_fns[task](trainer._distribute(batch))  # pylint: disable=protected-access
-      float(loss)
-    trainer._apply_fn()  # pylint: disable=protected-access
+    # One step of each task from its data iterator, the cycle's update
+    # applied after the last (the trainer's public loop call).
+    for _ in config.tasks:
+      trainer.run_loop(int(trainer.step.numpy()))
 
   cycle()
   evaluator.evaluate(0)  # traces
