@@ -251,3 +251,27 @@ def test_zoo_weights_load_by_task_name_in_any_order(tmp_path):
   _assert_same_per_task(preset, reordered)
   rows = preset.mixer.alphas()
   assert not np.allclose(rows["relative_position"], rows["colorization"])
+
+
+def test_build_model_gives_one_model_from_all_three_descriptions(tmp_path):
+  """A TrainConfig, its config.json and the model's own get_config() (the
+  zoo metadata's "model") rebuild the same architecture."""
+  config = _config(tmp_path, NAMES)
+  from_config = build_model(config)
+  from_json = build_model(json.loads(config.to_json()))
+  model_dict = json.loads(json.dumps(
+      {k: v for k, v in from_config.get_config().items() if k != "name"}))
+  from_zoo = build_model(model_dict)
+  for model in (from_json, from_zoo):
+    assert model.get_config() == from_config.get_config()
+    assert model.count_params() == from_config.count_params()
+  assert from_config.task_names == list(NAMES)
+  assert build_model(config, task_order=NAMES[::-1]).task_names == \
+      list(NAMES[::-1])
+  with pytest.raises(ValueError, match=r"missing \['colorization'\], "
+                                       r"unknown \['exemplar'\]"):
+    build_model(config, task_order=["relative_position", "exemplar"])
+  with pytest.raises(ValueError, match="neither a run config"):
+    build_model({"tasks": ["relative_position"]})
+  with pytest.raises(ValueError, match="got int"):
+    build_model(3)
