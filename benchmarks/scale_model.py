@@ -52,7 +52,7 @@ def main(argv):
   os.chdir(REPO)
   sys.path.insert(0, REPO)
   from mtssl_tf.cli import flags as mt_flags
-  from mtssl_tf.models import build_model
+  from mtssl_tf.models.build import build_model
   mt_flags.define_train_flags()
   FLAGS([sys.argv[0], f"--flagfile={FLAGS.config}"], known_only=True)
   config = mt_flags.config_from_flags(FLAGS)

@@ -556,7 +556,7 @@ def bench_peak(size, args, run_dir, only, batches, step_rows):
   peak measured now."""
   import tensorflow as tf
 
-  from mtssl_tf.models import build_model
+  from mtssl_tf.models.build import build_model
 
   config = _config(args + " --nosync_bn", run_dir)
   model = build_model(config)

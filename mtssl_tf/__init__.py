@@ -21,9 +21,10 @@ from mtssl_tf import layers, models  # noqa: E402  (registers Keras objects)
 from mtssl_tf.layers import UnitMixer  # noqa: E402
 from mtssl_tf.models import Trunk, TrunkConfig, build_trunk  # noqa: E402
 from mtssl_tf.models.multitask import MultiTaskModel  # noqa: E402
+from mtssl_tf.models.build import build_model  # noqa: E402
 from mtssl_tf import tasks  # noqa: E402
 
 tasks.import_all()  # registers the heads' Keras classes
 
 __all__ = ["layers", "models", "tasks", "MultiTaskModel", "Trunk", "TrunkConfig", "UnitMixer",
-           "build_trunk", "__version__"]
+           "build_model", "build_trunk", "__version__"]

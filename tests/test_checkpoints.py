@@ -14,7 +14,7 @@ import tensorflow as tf
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
 from mtssl_tf import model_zoo
 from mtssl_tf.config import OptimizerConfig, TrainConfig
-from mtssl_tf.models import build_model
+from mtssl_tf.models.build import build_model
 from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training import checkpoints
 from mtssl_tf.training.trainer import Trainer

@@ -50,7 +50,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     # 3: data sources, pipelines and the motion-mask labels.
     ("mtssl_tf.data", "mtssl_tf.motion"),
     # 4: the trainer.
-    ("mtssl_tf.training", "mtssl_tf.regularization"),
+    ("mtssl_tf.training",),
     # 5: downstream evaluations.
     ("mtssl_tf.evaluation",),
     # 6: exports, the zoo, reports, command-line helpers.
@@ -67,19 +67,11 @@ UPWARD_ALLOWED = {
     ("mtssl_tf.models.trunk", "mtssl_tf.model_zoo"),
     ("mtssl_tf.models.multitask", "mtssl_tf.model_zoo"),
 }
-ENTRY_POINT_IMPORT_ALLOWED = {
-    # 10b: evaluation/checkpoints.py and the zoo rebuild models through the
-    # export entry point; the export library moves to mtssl_tf/serving/ and
-    # one build_model (issue 10 item 4). Evaluation importing serving would
-    # then be flagged by test_no_upward_imports: rebuild from models/.
-    ("mtssl_tf.evaluation.checkpoints", "mtssl_tf.export"),
-}
+ENTRY_POINT_IMPORT_ALLOWED = set()
 # Modules that may import absl.flags besides mtssl_tf.cli and entry points.
 ABSL_FLAGS_ALLOWED = set()
 # Entry points being thinned by other engineers of issue 10 right now.
-LONG_ENTRY_POINTS_ALLOWED = {
-    "mtssl_tf.export",             # 10b (export library to serving/)
-}
+LONG_ENTRY_POINTS_ALLOWED = set()
 
 
 def module_files(root: str = REPO) -> Dict[str, str]:
