@@ -19,7 +19,8 @@ from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training import checkpoints
 from mtssl_tf.training.trainer import Trainer
 
-from test_training import TASK_PARAMS, _datasets
+from harness import TASK_PARAMS
+from test_training import _datasets
 
 NAMES = ("relative_position", "colorization")
 TRUNK = TrunkConfig(depth=14, width=0.25)
