@@ -276,9 +276,15 @@ def test_one_failing_evaluator_does_not_lose_the_others(tmp_path):
   assert re.search(r"linear_probe: step \d+/20 .*ETA \d+m\d+s", result.stdout)
 
 
-def test_command_reports_an_unknown_evaluator(tmp_path):
-  result = _command(["--checkpoint=random", "--evaluators=jigsaw"],
-                    cwd=str(tmp_path))
-  assert result.returncode == 2
-  assert "unknown evaluator 'jigsaw'" in result.stderr
-  assert "linear_probe, detection, depth" in result.stderr
+def test_command_reports_an_unknown_evaluator(monkeypatch, capsys):
+  # The command's own flags and main, in-process on fresh flag values (a
+  # subprocess spends ~10 s importing TensorFlow to print one line): main's
+  # return value is the exit status app.run passes to sys.exit.
+  fv = flags.FlagValues()
+  evaluate.define_eval_flags(fv)
+  argv = fv(["evaluate", "--checkpoint=random", "--evaluators=jigsaw"])
+  monkeypatch.setattr(flags, "FLAGS", fv)  # what main reads
+  assert evaluate.main(argv) == 2
+  err = capsys.readouterr().err
+  assert "unknown evaluator 'jigsaw'" in err
+  assert "linear_probe, detection, depth" in err

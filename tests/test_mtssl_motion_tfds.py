@@ -3,7 +3,7 @@ synthetic videos the test writes: a manual folder with train/ and
 validation/ videos -> ``download_and_prepare(manual_dir=...)`` ->
 ``tfds.load``; every example equals the package's motion pipeline run
 directly on the video and overlaps the known moving square; the training
-source and ``python -m mtssl_tf.train --data=tfds`` read it. (The TFRecord
+source and the train command's ``--data=tfds`` (in-process) read it. (The TFRecord
 path is covered by tests/test_data_sources.py and test_motion.py.)"""
 import json
 import os
@@ -16,8 +16,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mtssl_tf import motion
+from mtssl_tf import options
 from mtssl_tf.data import mtssl_motion
 from mtssl_tf.data.sources import make_source
+from mtssl_tf.training.trainer import Trainer
 from test_motion import synthetic_video  # the test helper of the masks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,20 +170,23 @@ def test_prepare_command_on_a_flat_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_cli_trains_motion_segmentation_from_tfds(prepared, tmp_path):
+def test_train_cli_trains_motion_segmentation_from_tfds(prepared, tmp_path,
+                                                        mirrored):
+  # The train command's arguments through its library parser
+  # (mtssl_tf.options, which tests/test_train_cli.py checks agrees with the
+  # absl flags) and the Trainer, in-process on one CPU replica as the command
+  # runs here: a subprocess would spend ~10 s importing TensorFlow again.
   _, data_dir, _ = prepared
   run_dir = str(tmp_path / "run")
   args = ["--flagfile=configs/smoke.cfg", "--tasks=motion_segmentation",
           "--data=tfds", "--offline_packages=", "--tfds_name=mtssl_motion",
           f"--data_dir={data_dir}", "--steps=3", "--log_every=1",
           "--checkpoint_every=3", f"--run_dir={run_dir}", "--noplots"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  out = subprocess.run([sys.executable, "-m", "mtssl_tf.train"] + args,
-                       cwd=REPO, capture_output=True, text=True, timeout=600,
-                       env=env)
-  assert out.returncode == 0, out.stderr[-3000:]
-  log = out.stdout + out.stderr
-  assert "TFDS mtssl_motion[train]" in log
+  parsed = options.parse_args(args, root=REPO, warn=lambda s: None)
+  lines = []
+  Trainer(parsed.config, strategy=mirrored(("/cpu:0",)),
+          log=lines.append).train(flags_text=parsed.text)
+  assert any("TFDS mtssl_motion[train]" in l for l in lines), lines
   with open(os.path.join(run_dir, "history.jsonl")) as f:
     history = [json.loads(line) for line in f]
   losses = [h["loss"] for h in history if h["task"] == "motion_segmentation"]
