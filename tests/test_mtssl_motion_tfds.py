@@ -3,8 +3,8 @@ synthetic videos the test writes: a manual folder with train/ and
 validation/ videos -> ``download_and_prepare(manual_dir=...)`` ->
 ``tfds.load``; every example equals the package's motion pipeline run
 directly on the video and overlaps the known moving square; the training
-source and the train command's ``--data=tfds`` (in-process) read it. (The TFRecord
-path is covered by tests/test_data_sources.py and test_motion.py.)"""
+source and the train command's ``--data=tfds`` (in-process) read it. (The
+TFRecord path is covered by tests/test_data_sources.py and test_motion.py.)"""
 import json
 import os
 import subprocess
