@@ -426,9 +426,10 @@ def test_overfit_labelme_voc_images_reaches_map_above_half():
       rpn_num_filters=64, head_fc_dims=256, num_sampled_rois=64,
       pre_nms_top_k=1000, num_proposals=300, test_pre_nms_top_k=1000,
       test_num_proposals=100, horizontal_flip=False, head_norm_momentum=0.9)
-  # Train = eval = the 3 images (no ImageSets: every image in both).
+  # Train = eval = the 3 images (no ImageSets: every image in both). 80
+  # steps reach mAP 0.99 (measured; 50 steps: 0.79), well above the bound.
   evaluator = detection.DetectionEvaluator(
-      voc_folder=str(folder), detector=config, steps=120, batch_size=3,
+      voc_folder=str(folder), detector=config, steps=80, batch_size=3,
       learning_rate=0.02, lr_drop_steps=(), weight_decay=0.0, log_every=40)
   metrics = dict(evaluator.run(trunk))
   print(metrics)
