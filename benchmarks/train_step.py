@@ -57,7 +57,7 @@ from absl import flags
 
 flags.DEFINE_list("sizes", ["demo", "paper"], "Sizes to time: demo, paper.")
 flags.DEFINE_string(
-    "demo_flags", "--flagfile=configs/demo.cfg",
+    "demo_flags", "--flagfile=configs/demo_4task_lasso.cfg",
     "Training flags of the demo size (flagfile and overrides).")
 flags.DEFINE_string(
     "paper_flags",
