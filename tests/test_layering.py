@@ -58,9 +58,8 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
      "mtssl_tf.cli"),
 )
 
-# Known exceptions, each (importer, imported) with its reason and owner.
-# The lead removes an entry once its fix has landed; an entry that no longer
-# matches anything fails test_allow_lists_are_current.
+# Known exceptions, each (importer, imported) with its reason. An entry that
+# no longer matches anything fails test_allow_lists_are_current.
 UPWARD_ALLOWED = {
     # Convenience classmethods Trunk.from_pretrained and
     # MultiTaskModel.from_pretrained delegate to the zoo (lazy imports).
@@ -70,7 +69,7 @@ UPWARD_ALLOWED = {
 ENTRY_POINT_IMPORT_ALLOWED = set()
 # Modules that may import absl.flags besides mtssl_tf.cli and entry points.
 ABSL_FLAGS_ALLOWED = set()
-# Entry points being thinned by other engineers of issue 10 right now.
+# Entry points allowed over MAX_ENTRY_POINT_LINES (none).
 LONG_ENTRY_POINTS_ALLOWED = set()
 
 
