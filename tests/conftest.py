@@ -44,3 +44,16 @@ def mirrored():
     tf.distribute.MirroredStrategy._collective_key_base += 1000
     return tf.distribute.MirroredStrategy(list(devices))
   return make
+
+
+@pytest.fixture(autouse=True)
+def _op_determinism_off_after_each_test():
+  """A Trainer with ``data.deterministic`` turns on TF's process-wide op
+  determinism; a test that builds one must not change what later tests can
+  run (XLA has no deterministic MaxPool gradient, so the jit_compile tests
+  fail under it)."""
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
+  before = tf_config.is_op_determinism_enabled()
+  yield
+  if not before and tf_config.is_op_determinism_enabled():
+    tf_config.disable_op_determinism()
