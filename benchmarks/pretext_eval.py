@@ -60,7 +60,7 @@ def main(argv):
   config = mt_flags.config_from_flags(values)
   packages = list(config.data.offline_packages) or None
 
-  offline._decode_video.cache_clear()  # pylint: disable=protected-access
+  offline.clear_frame_cache()
   t = time.perf_counter()
   frames = offline.offline_frames(config.data.image_size_limit, 2, packages)
   decode_s = time.perf_counter() - t

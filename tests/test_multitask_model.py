@@ -64,3 +64,20 @@ def test_unknown_task_in_call_lists_the_model_tasks(batches):
     model(batches["colorization"][0], task="exemplar")
   with pytest.raises(ValueError, match="known tasks: relative_position"):
     MultiTaskModel(trunk=TRUNK, tasks={"jigsaw": {}})
+
+
+def test_sublayers_reach_every_weight_and_every_head_batch_norm():
+  from mtssl_tf.utils.layers import sublayers
+  model = MultiTaskModel(trunk=TRUNK, tasks=TASKS, mixer={"l1": 1e-3})
+  found = sublayers(model)
+  assert found[0] is model and len({id(l) for l in found}) == len(found)
+  # The leaves' weights are exactly the model's weights: nothing missed.
+  leaves = [l for l in found if len(sublayers(l)) == 1]
+  assert ({id(v) for l in leaves for v in l.weights}
+          == {id(v) for v in model.weights})
+  assert any(isinstance(l, keras.layers.BatchNormalization) for l in found)
+  for task, head in model.heads.items():
+    inner = sublayers(head, include_self=False)
+    assert inner and head not in inner, task
+    assert ({id(v) for l in inner for v in l.weights}
+            == {id(v) for v in head.weights}), task

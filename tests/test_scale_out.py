@@ -332,7 +332,7 @@ def test_jit_compile_limits_are_real_and_reported(tmp_path, mirrored):
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(NAMES, 4), log=lines.append)
   assert any("colorization runs uncompiled" in l for l in lines)
-  assert trainer._compiled("relative_position")
+  assert trainer.compiled("relative_position")
   with pytest.raises(ConfigError, match="synchronised batch norm"):
     Trainer(_config(tmp_path / "b", NAMES, jit_compile=True),
             strategy=mirrored(("/cpu:0",)), datasets=_datasets(NAMES, 4),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtssl_tf.utils.layers import sublayers
 from mtssl_tf.training import regularization
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.config import ConfigError, OptimizerConfig, TrainConfig
@@ -27,7 +28,7 @@ def _model():
 
 def _layers(model):
   # Every layer, nested ones included (heads hold their own layers).
-  return list(model._flatten_layers(include_self=False))  # pylint: disable=protected-access
+  return sublayers(model, include_self=False)
 
 
 def test_penalty_equals_numpy_over_conv_and_dense_kernels_only():

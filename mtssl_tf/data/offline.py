@@ -353,6 +353,12 @@ def offline_frames(max_short_side: Optional[int] = None,
   return frames
 
 
+def clear_frame_cache() -> None:
+  """Forgets the decoded video frames this process cached (e.g. to time a
+  cold decode)."""
+  _decode_video.cache_clear()
+
+
 def offline_report(files: Optional[Sequence[OfflineFile]] = None
                    ) -> Dict[str, int]:
   """How many offline photos each package contributed, e.g. for a log line."""
@@ -393,7 +399,8 @@ def offline_images(max_short_side: Optional[int] = None,
 
 __all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "HELDOUT_SOURCES",
            "OfflineDataError", "OfflineFile", "OfflineFrame", "PACKAGES",
-           "SAMPLES_EXTRA", "SPLITS", "describe_offline", "offline_frames",
+           "SAMPLES_EXTRA", "SPLITS", "clear_frame_cache", "describe_offline",
+           "offline_frames",
            "offline_image_files", "offline_images", "offline_report",
            "offline_video_files", "offline_videos", "package_dir",
            "split_of"]

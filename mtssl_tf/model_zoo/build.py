@@ -125,6 +125,20 @@ def _restored_op_determinism():
       tf_config.disable_op_determinism()
 
 
+def _copy_by_name(source, target) -> None:
+  """Copies every weight of ``source`` into ``target`` by its checkpoint
+  name (trunk layer, task head, mixer row), never by position."""
+  from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
+  src = checkpoints.model_variables(source)
+  dst = checkpoints.model_variables(target)
+  if set(src) != set(dst):
+    raise ValueError(
+        "the trained model and the plain model differ in weights: "
+        f"{sorted(set(src) ^ set(dst))[:5]}")
+  for name, variable in dst.items():
+    variable.assign(src[name])
+
+
 def build_preset(name: str, *, steps: Optional[int] = None,
                  tiny: bool = False, weights_dir: Optional[str] = None,
                  work_dir: Optional[str] = None,
@@ -188,7 +202,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       # values; trainer.config holds a resolved colorization prior.
       train_config = trainer.config
       model = make_model(train_config.model_kwargs())
-      model.set_weights(trainer.model.get_weights())
+      _copy_by_name(trainer.model, model)
       del trainer
     final_losses = _final_losses(run_dir)
   finally:

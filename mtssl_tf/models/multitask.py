@@ -13,6 +13,7 @@ import keras
 
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.layers.unit_mixer import UnitMixer
+from mtssl_tf.utils.layers import sublayers
 from mtssl_tf.models.trunk import Trunk, constructor_kwargs
 
 
@@ -20,7 +21,7 @@ def _synchronize_batch_norm(layer: keras.layers.Layer) -> None:
   """Makes every BatchNormalization inside ``layer`` synchronise its batch
   statistics across replicas, as the trunk's do when ``sync_bn`` is set
   (heads are built by the tasks, which do not know the trunk's setting)."""
-  for sub in layer._flatten_layers(include_self=True, recursive=True):
+  for sub in sublayers(layer):
     if isinstance(sub, keras.layers.BatchNormalization):
       sub.synchronized = True
 

@@ -462,7 +462,7 @@ class Colorization(Task):
 
   # -- loss -------------------------------------------------------------------
 
-  def _targets_at(self, targets: tf.Tensor, logits: tf.Tensor
+  def targets_at(self, targets: tf.Tensor, logits: tf.Tensor
                   ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """ab at the logits' size [B, h, w, 2], the mask [B, h, w], logits f32."""
     targets = tf.convert_to_tensor(targets)
@@ -491,7 +491,7 @@ class Colorization(Task):
 
   def loss(self, targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
     """Rebalanced soft cross-entropy, mean over positions: [B]."""
-    ab, mask, logits = self._targets_at(targets, outputs)
+    ab, mask, logits = self.targets_at(targets, outputs)
     encoded = soft_encode(ab, self.bins, self.num_neighbors, self.sigma)
     cross_entropy = -tf.reduce_sum(
         encoded * tf.nn.log_softmax(logits, axis=-1), axis=-1)
@@ -505,7 +505,7 @@ class Colorization(Task):
   def metrics(self, targets: tf.Tensor,
               outputs: tf.Tensor) -> Dict[str, tf.Tensor]:
     """``bin_accuracy``: top-1 == nearest bin, over unmasked positions."""
-    ab, mask, logits = self._targets_at(targets, outputs)
+    ab, mask, logits = self.targets_at(targets, outputs)
     truth = nearest_bin(ab, self.bins)
     correct = tf.cast(
         tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), truth),

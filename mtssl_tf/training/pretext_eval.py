@@ -161,7 +161,7 @@ def _score_colorization(task, batches, outputs) -> Dict[str, float]:
   hits, pred_ab, true_ab, true_bins = [], [], [], []
   for (_, targets), logits in zip(batches, outputs):
     logits = tf.constant(logits)
-    ab, _, logits = task._targets_at(targets, logits)  # pylint: disable=protected-access
+    ab, _, logits = task.targets_at(targets, logits)
     bins = colorization.nearest_bin(ab, task.bins).numpy()
     hits.append(top_k_hits(logits.numpy(), bins, 5).reshape(-1))
     pred_ab.append(task.decode(logits).numpy().reshape(-1, 2))

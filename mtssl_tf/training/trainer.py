@@ -222,7 +222,7 @@ class Trainer:
             "function nested in strategy.run (contradicting flags: "
             "--sync_bn); use --nosync_bn")
       for t in config.tasks:
-        if not self._compiled(t):
+        if not self.compiled(t):
           why = XLA_UNSUPPORTED.get(
               t, "the cross-replica gather of its triplet loss")
           log(f"jit_compile: {t} runs uncompiled ({why})")
@@ -436,7 +436,7 @@ class Trainer:
                for g, v in zip(grads, variables)]
       return loss, penalty, grads
 
-    if self._compiled(task_name):
+    if self.compiled(task_name):
       compute = tf.function(compute, jit_compile=True)
 
     def replica_step(inputs, targets):
@@ -476,7 +476,7 @@ class Trainer:
     self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
     self.cycle_finite.assign(self.cycle_finite * tf.cast(finite, tf.int64))
 
-  def _compiled(self, task: str) -> bool:
+  def compiled(self, task: str) -> bool:
     """Whether ``task``'s forward/loss/backward is XLA-compiled."""
     if not self.config.jit_compile:
       return False
