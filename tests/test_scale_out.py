@@ -3,14 +3,13 @@ pipeline, several steps per tf.function, mixed precision, XLA."""
 import glob
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ports import free_ports
+from ports import run_workers
 from mtssl_tf.config import ConfigError, DataConfig, OptimizerConfig
 from mtssl_tf.data.pipeline import task_dataset
 from mtssl_tf.data.sources import make_source
@@ -73,27 +72,9 @@ def test_input_context_gives_per_replica_batches_and_per_pipeline_seeds():
 def test_two_workers_read_disjoint_examples_and_update_as_one_on_the_union(
     tmp_path, mirrored):
   from scale_out_common import config
-  ports = free_ports(2)
-  cluster = {"worker": [f"localhost:{p}" for p in ports]}
-  procs = []
-  for index in range(2):
-    tf_config = json.dumps({"cluster": cluster,
-                            "task": {"type": "worker", "index": index}})
-    procs.append(subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "scale_out_worker.py"),
-         str(tmp_path), str(tmp_path / "mw")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL="2",
-                 PYTHONPATH=os.pathsep.join(sys.path))))
-  outputs = []
-  for proc in procs:
-    try:
-      outputs.append(proc.communicate(timeout=400)[0])
-    finally:
-      if proc.poll() is None:
-        proc.kill()
-  for proc, out in zip(procs, outputs):
-    assert proc.returncode == 0, out[-3000:]
+  run_workers([sys.executable, os.path.join(HERE, "scale_out_worker.py"),
+               str(tmp_path), str(tmp_path / "mw")],
+              env={"PYTHONPATH": os.pathsep.join(sys.path)})
   w = [dict(np.load(tmp_path / f"worker{i}.npz")) for i in range(2)]
   assert [tuple(x["pipeline"]) for x in w] == [(0, 2), (1, 2)]
   for name in NAMES:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ports import free_ports
+from ports import run_workers
 from mtssl_tf.cli import flags as mt_flags
 from mtssl_tf import config as config_lib
 from mtssl_tf import options
@@ -394,8 +394,6 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path,
 @pytest.mark.slow
 def test_two_workers_on_loopback_finish_with_identical_weights(
     tmp_path, motion_records):
-  ports = free_ports(2)
-  cluster = {"worker": [f"localhost:{p}" for p in ports]}
   run_dir = tmp_path / "mw"
   args = ["--flagfile=configs/smoke.cfg", "--steps=4", "--checkpoint_every=4",
           "--strategy=multi_worker_mirrored", f"--run_dir={run_dir}",
@@ -403,23 +401,8 @@ def test_two_workers_on_loopback_finish_with_identical_weights(
           # it each worker keeps the statistics of its own replicas.
           "--sync_bn",
           f"--motion_records={motion_records}", "--noplots"]
-  procs = []
-  for index in range(2):
-    tf_config = json.dumps({"cluster": cluster,
-                            "task": {"type": "worker", "index": index}})
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "mtssl_tf.train"] + args, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL="2")))
-  outputs = []
-  for proc in procs:
-    try:
-      outputs.append(proc.communicate(timeout=400)[0])
-    finally:
-      if proc.poll() is None:
-        proc.kill()
-  for proc, out in zip(procs, outputs):
-    assert proc.returncode == 0, out[-3000:]
+  outputs = run_workers([sys.executable, "-m", "mtssl_tf.train"] + args,
+                        cwd=REPO)
   assert "on 2 replica(s)" in outputs[0]
   chief = _model_tensors(str(run_dir / "checkpoints" / "ckpt-4"))
   worker = _model_tensors(str(run_dir / "workers" / "1" / "ckpt-4"))

@@ -2,7 +2,6 @@
 resume, non-finite losses, progress output and summaries."""
 import glob
 import json
-import math
 import os
 
 import numpy as np
@@ -10,10 +9,11 @@ import pytest
 import tensorflow as tf
 
 from mtssl_tf import tasks as tasks_lib
-from mtssl_tf.config import ConfigError, OptimizerConfig, TrainConfig
+from mtssl_tf.config import ConfigError, OptimizerConfig
 from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training import schedules
 from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
+import harness
 from harness import TASK_PARAMS  # the tiny task parameters of every test
 
 
@@ -44,15 +44,8 @@ def _datasets(names, batch_size, poison=None):
 
 
 def _config(tmp_path, names=("relative_position", "colorization"), **kw):
-  defaults = dict(
-      run_dir=str(tmp_path / "run"), tasks=tuple(names),
-      task_params={n: TASK_PARAMS[n] for n in names},
-      trunk=TrunkConfig(depth=14, width=0.25, sync_bn=True), lasso=True,
-      lasso_l1=1e-2, steps=4, batch_size=4, log_every=2, summary_every=2,
-      checkpoint_every=2, plots=False,
-      optimizer=OptimizerConfig(name="sgd", learning_rate=0.1))
-  defaults.update(kw)
-  return TrainConfig(**defaults)
+  """harness.train_config in ``tmp_path / "run"``."""
+  return harness.train_config(tmp_path / "run", names, **kw)
 
 
 def _weights(trainer):
