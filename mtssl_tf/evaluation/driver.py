@@ -9,9 +9,9 @@ parameters and seed give the same numbers from either command:
   then ``evaluator.name=value`` overrides (:func:`parse_eval_params`),
   checked by building each evaluator (:func:`evaluation_params`);
 * **seeding**: the Keras seed is set to ``seed`` before each trunk is
-  loaded (so a random trunk is the same network in both commands) and
-  again before each evaluator (:func:`~mtssl_tf.evaluation.runner.
-  evaluate_trunk`);
+  loaded (so a random trunk is the same network in both commands; a random
+  row's ``init_seed``, when set, instead) and again before each evaluator
+  (:func:`~mtssl_tf.evaluation.runner.evaluate_trunk`);
 * **the random baseline** has the architecture of the first other
   checkpoint (the same network, untrained), whatever order rows are given;
 * **eval lasso** needs a trunk whose block-3 units can be mixed; anything
@@ -69,15 +69,25 @@ def renamed_flags(args: Sequence[str]) -> Optional[str]:
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
   """One row's trunk: ``label`` names the row, ``kind`` is one of
-  :data:`KINDS`, ``source`` the path, preset name or ``"random"``."""
+  :data:`KINDS`, ``source`` the path, preset name or ``"random"``.
+
+  ``init_seed`` (random trunks only) seeds the trunk's initialisation; None
+  takes the evaluation seed, as a single random row always has. The
+  evaluation itself is always seeded with the evaluation seed, so random
+  rows that differ only in ``init_seed`` differ only in their trunks.
+  """
   label: str
   kind: str
   source: str
+  init_seed: Optional[int] = None
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"checkpoint kind {self.kind!r}; allowed: "
                        f"{', '.join(KINDS)}")
+    if self.init_seed is not None and self.kind != "random":
+      raise ValueError(f"row {self.label}: init_seed is for random trunks; "
+                       f"a {self.kind} checkpoint has trained weights")
 
 
 def checkpoint_label(checkpoint: str) -> str:
@@ -206,8 +216,9 @@ def evaluate_checkpoints(
 
   Random rows run after the others, so that a random trunk takes the
   architecture of the first other checkpoint (``trunk`` when there is
-  none). The Keras seed is set to ``seed`` before each trunk is loaded and
-  before each evaluator. With ``work_dir``, a complete evaluation is cached
+  none). The Keras seed is set to ``seed`` (a random row's ``init_seed``
+  when it has one) before each trunk is loaded, and to ``seed`` before
+  each evaluator. With ``work_dir``, a complete evaluation is cached
   and a cached one is read instead of run; a row with a failed evaluator is
   not cached.
 
@@ -215,7 +226,8 @@ def evaluate_checkpoints(
     rows: ``(checkpoint, eval_lasso)`` pairs, labels unique per eval lasso.
     evaluators: evaluator names, run in this order.
     params: ``{evaluator: parameters}`` (:func:`evaluation_params`).
-    seed: the seed of every trunk initialisation and evaluation.
+    seed: the seed of every evaluation, and of a random trunk's
+      initialisation unless its ``init_seed`` is set.
     trunk: the architecture a checkpoint must have (None: its own), and of
       a random trunk when no other checkpoint is given.
     work_dir: the cache folder (None: no cache).
@@ -246,9 +258,16 @@ def evaluate_checkpoints(
       raise ValueError(f"row {checkpoint.label}: a random trunk needs an "
                        "architecture: give a checkpoint or a trunk config")
     what = f"{checkpoint.label}{' + eval lasso' if eval_lasso else ''}"
+    init_seed = (seed if checkpoint.init_seed is None
+                 else checkpoint.init_seed)
+    # A random trunk seeded with the evaluation seed keeps the key it had
+    # before init seeds existed, so earlier cache entries stay valid.
+    random_key = (architecture.to_dict() if init_seed == seed else
+                  dict(architecture.to_dict(), init_seed=init_seed)
+                  ) if is_random else None
     key = cache.cache_key(
         checkpoint.kind, checkpoint.source, eval_lasso, params, seed,
-        architecture.to_dict() if is_random else
+        random_key if is_random else
         {"checkpoint": cache.checkpoint_stamp(checkpoint.kind,
                                               checkpoint.source),
          "requested": None if trunk is None else trunk.to_dict()})
@@ -260,7 +279,9 @@ def evaluate_checkpoints(
       if not is_random and random_config is None:
         random_config = TrunkConfig(**entry["trunk"])
       continue
-    keras.utils.set_random_seed(seed)
+    # A random trunk's weights come from its init seed; the evaluators
+    # are re-seeded with ``seed`` before each runs (runner.evaluate_trunk).
+    keras.utils.set_random_seed(init_seed)
     model = load(checkpoint, architecture)
     if not is_random and random_config is None:
       random_config = model.config
@@ -269,7 +290,8 @@ def evaluate_checkpoints(
           model, "the random trunk" if is_random
           else f"checkpoint {checkpoint.source!r}")
     log(f"evaluating {what} ({checkpoint.kind} {checkpoint.source}, depth "
-        f"{model.config.depth}, width {model.config.width}, seed {seed})")
+        f"{model.config.depth}, width {model.config.width}, seed {seed}"
+        + (f", trunk init seed {init_seed})" if is_random else ")"))
     outcome = runner.evaluate_trunk(model, names, params,
                                     eval_lasso=eval_lasso, seed=seed, log=log)
     results[(checkpoint.label, eval_lasso)] = outcome
@@ -278,6 +300,7 @@ def evaluate_checkpoints(
           "label": checkpoint.label, "kind": checkpoint.kind,
           "source": checkpoint.source, "eval_lasso": eval_lasso,
           "params": params, "seed": seed, "trunk": model.config.to_dict(),
+          "init_seed": init_seed if is_random else None,
           "metrics": outcome.metrics})
   return results
 
