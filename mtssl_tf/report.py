@@ -6,9 +6,9 @@
     python -m mtssl_tf.report --presets=rp,rp_col,rp_col_ex_ms --output=RESULTS.md
 
 Evaluates every checkpoint (rows named by the paper's labels: ``RP``,
-``RP/H``, ``RP+Col+Ex+MS/Lasso``, ...) and a random-initialised trunk of the
-same architecture with the same parameters and seed, through the driver
-that ``python -m mtssl_tf.evaluate`` uses, and prints the tables with the
+``RP/H``, ``RP+Col+Ex+MS/Lasso``, ...; several runs of a row give mean +-
+std) and random-initialised trunks of the same architecture through the
+driver of ``python -m mtssl_tf.evaluate``; prints the tables with the
 paper's number beside ours, then an analysis generated from the numbers.
 Evaluations are cached in ``--work_dir``. Library: :mod:`mtssl_tf.reporting`;
 docs/report.md. Exit status 1 when an evaluation failed (the others are
@@ -30,25 +30,30 @@ def define_report_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   labels = ", ".join(reporting.KNOWN_LABELS)
   for define, name, default, text in [
       (flags.DEFINE_list, "runs", [], "Training run folders (or .keras "
-       f"files) as LABEL=RUN_DIR, labels of: {labels}."),
+       "files) as LABEL=RUN_DIR; several runs (training seeds) of one row "
+       f"as LABEL=RUN1+RUN2 or a glob. Labels of: {labels}."),
       (flags.DEFINE_list, "presets", [], "Model zoo presets, as NAME or "
        "LABEL=NAME."),
       (flags.DEFINE_bool, "random", True, "Add the random-initialised trunk "
        "(the baseline row)."),
-      (flags.DEFINE_list, "evaluators", ["linear_probe", "detection",
-                                         "depth"],
+      (flags.DEFINE_list, "random_seeds", [], "Trunk init seeds of the "
+       "random row, one trunk each (default: one, seeded with --seed)."),
+      (flags.DEFINE_list, "evaluators", "linear_probe,detection,depth",
        f"Evaluations to run (a column not run shows {reporting.MISSING})."),
       (flags.DEFINE_multi_string, "eval_param", [], "Override a protocol "
        "parameter: evaluator.name=value (repeatable)."),
       (flags.DEFINE_list, "tables", ["2", "3", "4"], "Tables to print."),
-      (flags.DEFINE_integer, "seed", 0, "Seed of every evaluation."),
+      (flags.DEFINE_integer, "seed", 0, "Seed of every evaluation (probe "
+       "init, data order), the same for every row."),
       (flags.DEFINE_string, "work_dir", "runs/report", "Cache of the "
        "evaluations ('' for none)."),
       (flags.DEFINE_string, "output", None, "Write the Markdown here."),
-      (flags.DEFINE_string, "json_output", None, "Write the metrics as "
-       "JSON."),
+      (flags.DEFINE_string, "json_output", None, "Write metrics as JSON."),
       (flags.DEFINE_string, "preamble", None, "A Markdown file placed at the "
-       "top (e.g. the training commands).")]:
+       "top (e.g. the training commands)."),
+      (flags.DEFINE_string, "alpha_plot", None, "Where the lasso run's "
+       "Figure 5 PNG is copied (default: <output stem>_alphas.png beside "
+       "--output).")]:
     define(name, default, text, flag_values=fv)
   flags.DEFINE_enum("protocol", "demo", protocols.PROTOCOLS, "demo: offline "
                     "data at CPU size; paper: the paper's settings (needs "
@@ -60,9 +65,9 @@ def run_report(fv: flags.FlagValues = flags.FLAGS, log=print) -> str:
   report (:func:`~mtssl_tf.reporting.make_report`); returns the Markdown."""
   config = reporting.ReportConfig(
       **{name: fv[name].value for name in (
-          "runs", "presets", "random", "evaluators", "eval_param", "protocol",
-          "tables", "seed", "work_dir", "output", "json_output",
-          "preamble")},
+          "runs", "presets", "random", "random_seeds", "evaluators",
+          "eval_param", "protocol", "tables", "seed", "work_dir", "output",
+          "json_output", "preamble", "alpha_plot")},
       command="python -m mtssl_tf.report " + " ".join(
           shlex.quote(a) for a in sys.argv[1:]))
   return reporting.make_report(config, log=log)

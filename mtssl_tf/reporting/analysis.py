@@ -1,14 +1,17 @@
 """The report's analysis, generated from the numbers: does every
-pre-trained trunk beat the random one on the linear probe, and which of the
-paper's pairwise orderings hold at our scale."""
+pre-trained trunk beat the random one on the linear probe, do RP+Col and the
+four-task trunk beat it by more than twice the larger standard deviation
+(rows of several runs), and which of the paper's pairwise orderings hold at
+our scale."""
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from mtssl_tf.evaluation.paper_tables import PAPER_TABLES
 from mtssl_tf.reporting.tables import (COLUMNS, NOISE_POINTS, ORDER_METRIC,
-                                       RANDOM_LABEL, Results, our_value)
+                                       RANDOM_LABEL, Results, Samples,
+                                       mean_std, our_value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,15 +91,85 @@ def ordering_analysis(number: int, results: Results) -> List[PairOrder]:
   return pairs
 
 
+# The rows the study must show beating random init by more than twice the
+# larger of the two standard deviations (issue 11 item 6).
+SEED_CLAIM_ROWS = ("RP+Col", "RP+Col+Ex+MS")
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedClaim:
+  """Row ``label`` vs random init on one metric, over several runs each:
+  does the mean margin exceed twice the larger sample std?"""
+  label: str
+  ours: Sequence[float]
+  random: Sequence[float]
+
+  @property
+  def margin(self) -> float:
+    return mean_std(self.ours)[0] - mean_std(self.random)[0]
+
+  @property
+  def larger_std(self) -> Optional[float]:
+    """The larger sample std of the two; None when a side has one run."""
+    stds = [mean_std(self.ours)[1], mean_std(self.random)[1]]
+    return None if None in stds else max(stds)
+
+  @property
+  def holds(self) -> Optional[bool]:
+    """True / False; None when it cannot be judged (a side with one run)."""
+    std = self.larger_std
+    return None if std is None else self.margin > 2.0 * std
+
+  def describe(self) -> str:
+    n, n_random = len(self.ours), len(self.random)
+    ours, random = mean_std(self.ours)[0], mean_std(self.random)[0]
+    beats = ("beats" if self.margin > 0 else "does NOT beat")
+    text = (f"{self.label} {beats} random init on the linear probe (top-1) "
+            f"by {100 * self.margin:+.1f} points ({100 * ours:.1f}, n={n}, "
+            f"vs {100 * random:.1f}, n={n_random})")
+    if self.holds is None:
+      return (text + ": whether that is more than twice the larger std "
+              "cannot be judged, a std needs at least 2 runs on each side.")
+    std = 100 * self.larger_std
+    if self.holds:
+      return (text + f", more than twice the larger std ({std:.1f}; "
+              f"2 x {std:.1f} = {2 * std:.1f}): the claim holds.")
+    return (text + f", NOT more than twice the larger std ({std:.1f}; "
+            f"2 x {std:.1f} = {2 * std:.1f}): the claim does NOT hold.")
+
+
+def seed_claims(samples: Samples,
+                rows: Sequence[str] = SEED_CLAIM_ROWS,
+                metric: str = ORDER_METRIC["imagenet"]) -> List[str]:
+  """One sentence per row of ``rows``: its margin over random init on
+  ``metric`` against twice the larger sample std, said plainly either
+  way; "not measured" for a missing row."""
+  random = samples.get((RANDOM_LABEL, False), {}).get(metric)
+  lines = []
+  for label in rows:
+    ours = samples.get((label, False), {}).get(metric)
+    if not ours or not random:
+      lines.append(f"{label} vs random init on the linear probe: not "
+                   "measured (the row or the random row is missing).")
+      continue
+    lines.append(SeedClaim(label, tuple(ours), tuple(random)).describe())
+  return lines
+
+
 COLUMN_SHORT = {"imagenet": "linear probe (top-1; paper ImageNet R@5)",
                 "pascal": "detection mAP", "nyu": "depth \u03b4<1.25"}
 
 
 def analysis_markdown(results: Results,
-                      tables: Sequence[int] = (2, 3, 4)) -> str:
-  """The analysis section: the random baseline check, then per table and
-  column which of the paper's pairwise orderings hold in our numbers."""
+                      tables: Sequence[int] = (2, 3, 4),
+                      samples: Optional[Samples] = None) -> str:
+  """The analysis section: the random baseline check (with ``samples``,
+  each run's values per row: also :func:`seed_claims`), then per table and
+  column which of the paper's pairwise orderings hold in our numbers
+  (means, for rows of several runs)."""
   lines = ["## Analysis (generated from the numbers above)", ""]
+  if samples is not None:
+    lines += [f"- {line}" for line in seed_claims(samples)]
   comparisons = probe_vs_random(results)
   if not comparisons:
     lines.append("- Linear probe vs random init: not measured (the random "
@@ -152,5 +225,6 @@ def analysis_markdown(results: Results,
   return "\n".join(lines)
 
 
-__all__ = ["COLUMN_SHORT", "PairOrder", "RandomComparison",
-           "analysis_markdown", "ordering_analysis", "probe_vs_random"]
+__all__ = ["COLUMN_SHORT", "PairOrder", "RandomComparison", "SEED_CLAIM_ROWS",
+           "SeedClaim", "analysis_markdown", "ordering_analysis",
+           "probe_vs_random", "seed_claims"]

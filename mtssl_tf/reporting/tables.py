@@ -10,6 +10,7 @@ paper's numbers come from :mod:`mtssl_tf.evaluation.paper_tables`; ours are
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import List, Mapping, Optional, Sequence, Tuple
 
@@ -61,6 +62,8 @@ def canonical_label(label: str) -> str:
 
 # (checkpoint label, eval_lasso) -> {metric: value in [0, 1]}
 Results = Mapping[Tuple[str, bool], Mapping[str, float]]
+# (checkpoint label, eval_lasso) -> {metric: [each run's value]}
+Samples = Mapping[Tuple[str, bool], Mapping[str, Sequence[float]]]
 
 
 def our_value(results: Results, checkpoint: str, eval_lasso: bool,
@@ -87,39 +90,75 @@ def table_rows(number: int) -> List[PaperRow]:
   return rows
 
 
-def cell(results: Results, row: PaperRow, column: str) -> str:
-  """``"ours (paper)"``; our values in %, a missing one as an em dash."""
-  ours = " / ".join(
-      _pct(our_value(results, row.checkpoint, row.eval_lasso, m))
-      for m in OUR_METRICS[column])
+def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+  """The mean and the sample standard deviation (ddof=1: the spread of the
+  population the runs are drawn from, not of these runs alone); the std is
+  None for fewer than two values."""
+  values = [float(v) for v in values]
+  if not values:
+    raise ValueError("mean_std of no values")
+  mean = math.fsum(values) / len(values)
+  if len(values) < 2:
+    return mean, None
+  var = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+  return mean, math.sqrt(var)
+
+
+def cell(results: Results, row: PaperRow, column: str,
+         samples: Optional[Samples] = None) -> str:
+  """``"ours (paper)"``; our values in %, a missing one as an em dash.
+
+  With ``samples`` holding several values for the row (several runs),
+  ours reads ``"mean \u00b1 std (n=3)"`` (sample std, ddof=1), each
+  metric of the column so.
+  """
+  row_samples = (samples or {}).get((row.checkpoint, row.eval_lasso), {})
+  metrics = OUR_METRICS[column]
+  counts = [len(row_samples.get(m, ())) for m in metrics]
+  parts = []
+  for metric, count in zip(metrics, counts):
+    if count > 1:
+      mean, std = mean_std(row_samples[metric])
+      parts.append(f"{100.0 * mean:.1f} \u00b1 {100.0 * std:.1f}")
+    else:
+      parts.append(_pct(our_value(results, row.checkpoint, row.eval_lasso,
+                                  metric)))
+  ours = " / ".join(parts)
+  if max(counts) > 1:
+    ours += f" (n={'/'.join(str(c) for c in dict.fromkeys(counts))})"
   paper = row.values[COLUMNS.index(column)]
   return f"{ours} ({_paper(paper)})"
 
 
 def rows_table(title: str, first: str, rows: Sequence[PaperRow],
                results: Results,
-               titles: Optional[Mapping[str, str]] = None) -> str:
+               titles: Optional[Mapping[str, str]] = None,
+               samples: Optional[Samples] = None) -> str:
   """A Markdown table in the paper's layout: one line per row, columns =
-  the three evaluations, each cell "ours (paper)"."""
+  the three evaluations, each cell "ours (paper)" (``samples``: several
+  runs' values per row, shown as mean \u00b1 std)."""
   titles = titles or COLUMN_TITLES
   lines = [f"### {title}", "",
            "| " + " | ".join([first] + [titles[c] for c in COLUMNS]) + " |",
            "|" + "---|" * (1 + len(COLUMNS))]
   for row in rows:
     lines.append("| " + " | ".join(
-        [row.name] + [cell(results, row, c) for c in COLUMNS]) + " |")
+        [row.name] + [cell(results, row, c, samples) for c in COLUMNS])
+                 + " |")
   return "\n".join(lines)
 
 
 def markdown_table(number: int, results: Results,
-                   titles: Optional[Mapping[str, str]] = None) -> str:
+                   titles: Optional[Mapping[str, str]] = None,
+                   samples: Optional[Samples] = None) -> str:
   """Table ``number`` in Markdown: rows = the paper's rows plus random init,
   columns = the three evaluations (``titles``: their headers, default the
-  demo protocol's), each cell "ours (paper)"."""
+  demo protocol's), each cell "ours (paper)" (``samples``: see
+  :func:`cell`)."""
   table = PAPER_TABLES[number]
   first = "Net structure" if number == 4 else "Pre-training"
   return rows_table(f"Table {number}: {table.title}", first,
-                    table_rows(number), results, titles)
+                    table_rows(number), results, titles, samples)
 
 
 def paper_row(label: str, eval_lasso: bool = False) -> Optional[PaperRow]:
@@ -135,6 +174,6 @@ def paper_row(label: str, eval_lasso: bool = False) -> Optional[PaperRow]:
 
 __all__ = ["COLUMNS", "COLUMN_TITLES", "KNOWN_LABELS", "MISSING",
            "NOISE_POINTS", "ORDER_METRIC", "OUR_METRICS", "PRESET_LABELS",
-           "RANDOM_LABEL", "Results", "canonical_label", "cell",
-           "markdown_table", "our_value", "paper_row", "rows_table",
+           "RANDOM_LABEL", "Results", "Samples", "canonical_label", "cell",
+           "markdown_table", "mean_std", "our_value", "paper_row", "rows_table",
            "table_rows"]
