@@ -2,6 +2,10 @@
 #   make demo   - set up .venv, pre-train on offline data, export, evaluate
 #                 (trained and random-init trunks), write runs/demo/results.md
 #   make test   - set up .venv, run the whole test suite
+#   make study  - the CPU-scale study with seeds (configs/study_*.cfg): train
+#                 what is missing under runs/study, write RESULTS.md
+#                 (SEEDS ?= 0 1 2; python -m mtssl_tf.study --dry_run lists
+#                 the commands)
 # `make venv` installs the pinned stack and fetches the few data files that
 # no installable package carries (python -m mtssl_tf.fetch_data, into
 # .venv/share/mtssl_tf); nothing downloads at run time after that.
@@ -11,7 +15,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_STAMP := $(VENV)/.data
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo study test bench clean
 
 venv: $(STAMP) $(DATA_STAMP)
 
@@ -33,6 +37,13 @@ demo: venv
 	@# The trainer printed this table before export and evaluation; again at
 	@# the end so the demo closes on the held-out pretext metrics.
 	@$(PY) -c "import json; from mtssl_tf.training import pretext_eval as pe; print(pe.format_table(json.load(open('runs/demo/pretext_metrics.json'))))"
+
+# Resumable: a run whose final checkpoint and held-out metrics exist is
+# skipped, a half-finished one resumes; the evaluations are cached in
+# runs/study/report.
+SEEDS ?= 0 1 2
+study: venv
+	$(PY) -m mtssl_tf.study --seeds="$(SEEDS)" --output=RESULTS.md
 
 test: venv
 	@# Two pytest workers (pytest-xdist), each file's tests in one worker (its

@@ -32,6 +32,7 @@ ENTRY_POINTS = frozenset({
     "mtssl_tf.make_motion_masks",
     "mtssl_tf.model_zoo.__main__",
     "mtssl_tf.report",
+    "mtssl_tf.study",
     "mtssl_tf.train",
 })
 MAX_ENTRY_POINT_LINES = 100

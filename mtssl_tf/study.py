@@ -1,0 +1,44 @@
+"""The CPU-scale study with seeds (issue 11 item 6; ``make study``).
+
+    python -m mtssl_tf.study                   # train what is missing, report
+    python -m mtssl_tf.study --dry_run         # print the commands only
+    python -m mtssl_tf.study --seeds="0 1 2 3" --output=RESULTS.md
+
+Trains ``configs/study_*.cfg`` into ``runs/study/<row>/s<seed>`` (RP+Col
+and the four-task row with every seed, the others with the first), skipping
+finished runs, then runs ``python -m mtssl_tf.report`` over them into
+``--output``. Library: :mod:`mtssl_tf.reporting.study`; docs/report.md.
+"""
+import sys
+
+from absl import app, flags
+
+from mtssl_tf.reporting import study
+
+flags.DEFINE_string("seeds", "0 1 2", "Training seeds (and the random "
+                    "row's trunk init seeds), separated by spaces or commas.")
+flags.DEFINE_string("root", "runs/study", "The study's run folders.")
+flags.DEFINE_string("output", "RESULTS.md", "The report's Markdown.")
+flags.DEFINE_bool("dry_run", False, "Print the commands; run nothing.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    seeds = study.parse_seeds(FLAGS.seeds)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return study.run_study(seeds, root=FLAGS.root, output=FLAGS.output,
+                         dry_run=FLAGS.dry_run,
+                         log=lambda s: print(s, flush=True))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
