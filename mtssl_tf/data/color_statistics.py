@@ -41,7 +41,7 @@ def read_images(paths: Sequence[str]):
 def training_images(data, max_images: int, max_side: int):
   """A bounded, seeded sample of a run's training images (dicts with an
   ``"image"`` entry), from the same source the training pipeline reads."""
-  from mtssl_tf.data import sources  # heavy imports only when needed
+  from mtssl_tf.data import offline, sources  # heavy imports only when needed
   limit = max_side if data.image_size_limit is None else min(
       max_side, data.image_size_limit)
   kwargs = dict(image_size_limit=limit, shuffle=True, seed=0,
@@ -49,7 +49,7 @@ def training_images(data, max_images: int, max_side: int):
   if data.source == "offline":
     # As the training pipeline: only the packages that carry photos.
     packages = [p for p in data.offline_packages
-                if p in ("scikit-image", "scikit-learn", "opencv-doc")]
+                if p in offline.PHOTO_PACKAGES]
     source = sources.make_source(
         "offline",
         packages=packages if data.offline_packages else None, **kwargs)

