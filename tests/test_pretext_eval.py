@@ -288,3 +288,56 @@ def test_no_heldout_data_means_no_evaluator_and_a_log_line():
   off = TrainConfig(run_dir="r", tasks=("relative_position",),
                     task_params={})
   assert pe.from_config(off, model=None) is None  # 0: off
+
+
+def test_heldout_sources_read_the_opencv_samples_held_out_photos_and_clip(
+    tmp_path, monkeypatch):
+  # A data home with OpenCV's held-out photo fruits, a trained photo and a
+  # held-out cup.mp4 (24 frames: a red square moving over a still, textured
+  # background, as the real clip's static camera sees the cup turn).
+  import cv2  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.config import DataConfig
+  from mtssl_tf.data import assets
+  monkeypatch.setenv(assets.ENV_VAR, str(tmp_path / "home"))
+  folder = assets.opencv_samples_path()
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  for name in ("fruits.jpg", "castle.jpg"):
+    cv2.imwrite(str(folder / name),
+                rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))
+  background = cv2.GaussianBlur(
+      rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), (5, 5), 0)
+  # The square is textured (flow needs texture), red in every pixel (BGR).
+  square = np.stack([rng.integers(0, 60, (30, 30)), rng.integers(0, 60, (30, 30)),
+                     rng.integers(200, 256, (30, 30))], -1).astype(np.uint8)
+  writer = cv2.VideoWriter(str(folder / "cup.mp4"),
+                           cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))
+  for i in range(24):
+    frame = background.copy()
+    frame[30:60, 10 + 3 * i:40 + 3 * i] = square
+    writer.write(frame)
+  writer.release()
+  offline.clear_frame_cache()
+  config = TrainConfig(
+      run_dir=str(tmp_path / "run"), tasks=tuple(TASK_PARAMS),
+      task_params=TASK_PARAMS, pretext_eval_every=4,
+      data=DataConfig(image_size_limit=64,
+                      offline_packages=("opencv-samples",)))
+  sources, notes = pe.heldout_sources(config, log=lambda line: None)
+  assert not notes and set(sources) == set(TASK_PARAMS)
+  # Images: fruits (castle is trained) and cup's frames 0, 10, 20.
+  assert ("1 offline photos and 3 frames of 1 video (every "
+          f"{pe.EVAL_FRAME_STRIDE}), split heldout"
+          in sources["exemplar"].description)
+  # Motion: masks made from the held-out clip; the moving square is in them.
+  assert glob.glob(str(tmp_path / "run" / "heldout_motion_masks" /
+                       "cup.tfrecord"))
+  examples = list(sources["motion_segmentation"].dataset)
+  assert examples
+  for example in examples:
+    image = example["image"].numpy().astype(int)
+    mask = example["mask"].numpy().astype(bool)
+    red = (image[..., 0] > 180) & (image[..., 1] < 80) & (image[..., 2] < 80)
+    assert red.sum() > 20 and mask[red].mean() > 0.5
+    assert mask.mean() < 3 * red.mean()  # the square, not the whole frame
+  offline.clear_frame_cache()
