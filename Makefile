@@ -26,7 +26,8 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-$(DATA_STAMP): $(STAMP) mtssl_tf/data/assets.py
+# offline.py holds the list of OpenCV sample files to keep.
+$(DATA_STAMP): $(STAMP) mtssl_tf/data/assets.py mtssl_tf/data/offline.py
 	$(PY) -m mtssl_tf.fetch_data
 	touch $(DATA_STAMP)
 
