@@ -122,7 +122,9 @@ class DataConfig:
     if self.image_size_limit is not None and self.image_size_limit < 8:
       raise ConfigError(
           f"image_size_limit={self.image_size_limit} must be >= 8 or unset")
-    from mtssl_tf.data.offline import PACKAGES as known  # pylint: disable=g-import-not-at-top
+    # Imported here: config is read before any data module is needed.
+    from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
+    known = offline.PACKAGES
     for package in self.offline_packages:
       if package not in known:
         raise ConfigError(f"offline_packages: unknown package {package!r}; "

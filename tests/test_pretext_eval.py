@@ -308,7 +308,8 @@ def test_heldout_sources_read_the_opencv_samples_held_out_photos_and_clip(
   background = cv2.GaussianBlur(
       rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), (5, 5), 0)
   # The square is textured (flow needs texture), red in every pixel (BGR).
-  square = np.stack([rng.integers(0, 60, (30, 30)), rng.integers(0, 60, (30, 30)),
+  square = np.stack([rng.integers(0, 60, (30, 30)),
+                     rng.integers(0, 60, (30, 30)),
                      rng.integers(200, 256, (30, 30))], -1).astype(np.uint8)
   writer = cv2.VideoWriter(str(folder / "cup.mp4"),
                            cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))

@@ -448,7 +448,8 @@ def offline_report(files: Optional[Sequence[OfflineFile]] = None
 
 
 def describe_offline(files: Optional[Sequence[OfflineFile]] = None) -> str:
-  """``"34 offline photos: scikit-image 8, scikit-learn 2, opencv-samples 24"``."""
+  """A log line, e.g. ``"34 offline photos: scikit-image 8, scikit-learn 2,
+  opencv-samples 24"``."""
   files = offline_image_files() if files is None else files
   counts = offline_report(files)
   parts = ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -481,8 +482,7 @@ def offline_images(max_short_side: Optional[int] = None,
 __all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "DEFAULT_PACKAGES",
            "HELDOUT_SOURCES", "OPENCV_SAMPLES", "OfflineDataError",
            "OfflineFile", "OfflineFrame", "PACKAGES", "PHOTO_PACKAGES",
-           "SAMPLES_EXTRA", "VIDEO_PACKAGES", "SPLITS", "clear_frame_cache", "describe_offline",
-           "offline_frames",
-           "offline_image_files", "offline_images", "offline_report",
-           "offline_video_files", "offline_videos", "package_dir",
-           "split_of"]
+           "SAMPLES_EXTRA", "SPLITS", "VIDEO_PACKAGES", "clear_frame_cache",
+           "describe_offline", "offline_frames", "offline_image_files",
+           "offline_images", "offline_report", "offline_video_files",
+           "offline_videos", "package_dir", "split_of"]
