@@ -28,6 +28,11 @@ from mtssl_tf.model_zoo.store import (METADATA_VERSION, RUN_DIR_PLACEHOLDER,
 
 
 def _version(distribution: str) -> Optional[str]:
+  from mtssl_tf.data import assets, offline  # pylint: disable=g-import-not-at-top
+  if distribution == offline.OPENCV_SAMPLES:
+    # Fetched from this opencv-python-headless version's source archive, not
+    # an installed distribution.
+    return assets.OPENCV_VERSION
   try:
     return importlib.metadata.version(distribution)
   except importlib.metadata.PackageNotFoundError:
