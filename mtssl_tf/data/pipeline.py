@@ -305,7 +305,8 @@ def _open_source(config, name, log, input_context=None, counter=None):
     # for mtssl_tf.training.pretext_eval.
     return make_source("offline", image_size_limit=data.image_size_limit,
                        shuffle=True, seed=seed, packages=packages,
-                       split="train", counter=counter, **shard)
+                       split="train", balance=data.offline_balance,
+                       counter=counter, **shard)
   if data.source == "tfds":
     return make_source("tfds", name=data.tfds_name, data_dir=data.data_dir,
                        split="train", shuffle=True, seed=seed,

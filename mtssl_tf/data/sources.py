@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -49,6 +49,9 @@ import tensorflow as tf
 from mtssl_tf.ops.image import limit_image_size
 
 KINDS = ("tfds", "folder", "motion", "offline", "tfds_motion")
+# kind "offline": draw every image once a pass ("image"), or every source (a
+# photo, or a whole video) equally often ("source").
+OFFLINE_BALANCE = ("image", "source")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 # Status of one example on its way through the pipeline.
@@ -359,7 +362,7 @@ def _folder_source(path, counter, num_shards=1, shard_index=0,
 
 def _offline_source(counter, *, repeats: int = 1, packages=None,
                     split: str = "train", frame_stride: Optional[int] = None,
-                    min_size: int = 1, image_size_limit: Optional[int] = None,
+                    balance: str = "image", min_size: int = 1, image_size_limit: Optional[int] = None,
                     shuffle: bool = False, seed: int = 0,
                     num_parallel_calls: int = tf.data.AUTOTUNE,
                     deterministic: Optional[bool] = None,
@@ -368,6 +371,9 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
   if repeats < 1:
     raise ValueError(f"repeats must be >= 1, got {repeats}")
+  if balance not in OFFLINE_BALANCE:
+    raise ValueError(f"balance={balance!r}; allowed: "
+                     f"{', '.join(OFFLINE_BALANCE)}")
   stride = offline.DEFAULT_FRAME_STRIDE if frame_stride is None \
       else int(frame_stride)
   photos = offline.offline_images(image_size_limit, packages, split) \
@@ -394,9 +400,14 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   offsets, sizes, shapes = (tf.constant(offsets), tf.constant(sizes),
                             tf.constant(shapes))
   ids = tf.constant(ids, tf.int64)
-  dataset = tf.data.Dataset.range(len(images))
+  order = np.arange(len(images), dtype=np.int64)
+  if balance == "source":
+    order, per_source, num_sources = _balanced_order(
+        [name for name, _ in photos] + [f.source for f in frames],
+        num_shards, shard_index)
+  dataset = tf.data.Dataset.from_tensor_slices(order)
   if shuffle:
-    dataset = dataset.shuffle(len(images), seed=seed,
+    dataset = dataset.shuffle(len(order), seed=seed,
                               reshuffle_each_iteration=True)
   if repeats > 1:
     dataset = dataset.repeat(repeats)
@@ -415,7 +426,29 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
                  + _shard_note(num_shards, shard_index))
   if repeats > 1:
     description += f", repeated {repeats} times"
-  return Source(dataset, counter, "offline", description, len(images))
+  if balance == "source":
+    description += (f", balanced by source: {per_source} draws of each of "
+                    f"{num_sources} photos and videos a pass")
+  return Source(dataset, counter, "offline", description, len(order))
+
+
+def _balanced_order(names: Sequence[str], num_shards: int,
+                    shard_index: int) -> Tuple[np.ndarray, int, int]:
+  """Indices of one pass in which every source (a photo, or a whole video)
+  is drawn equally often: as often as the largest source has images.
+
+  ``names`` are the source names of the whole (unsharded) list; the indices
+  returned are into this pipeline's shard (every ``num_shards``-th image
+  from ``shard_index``), so each shard balances its own share.
+  """
+  names = list(names)[shard_index::num_shards]
+  by_source: Dict[str, List[int]] = {}
+  for index, name in enumerate(names):
+    by_source.setdefault(name, []).append(index)
+  per_source = max(len(v) for v in by_source.values())
+  order = [np.resize(np.asarray(v, np.int64), per_source)
+           for _, v in sorted(by_source.items())]
+  return np.concatenate(order), per_source, len(by_source)
 
 
 def _has_photos(packages, split) -> bool:
@@ -640,7 +673,7 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
                 deterministic: Optional[bool] = None,
                 image_key: Optional[str] = None, repeats: int = 1,
                 packages: Optional[Sequence[str]] = None,
-                frame_stride: Optional[int] = None,
+                frame_stride: Optional[int] = None, balance: str = "image",
                 counter: Optional[SkipCounter] = None,
                 num_shards: int = 1, shard_index: int = 0) -> Source:
   """Opens a training data source (see the module docstring for the kinds).
@@ -682,6 +715,10 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
     packages: kind ``"offline"`` only: restrict to these packages.
     frame_stride: kind ``"offline"`` only: keep every n-th video frame
       (default :data:`mtssl_tf.data.offline.DEFAULT_FRAME_STRIDE`).
+    balance: kind ``"offline"`` only: ``"image"`` draws every photo and
+      frame once a pass (a 400-frame video then outweighs a photo 400 to
+      1); ``"source"`` draws every source (a photo, or a whole video)
+      equally often, as often as the largest has images.
     counter: count skips into this counter (default: a new one).
     num_shards, shard_index: open only this input pipeline's share: every
       ``num_shards``-th file (folder, offline, motion), TFDS file shards
@@ -706,9 +743,10 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
     raise ValueError(f"image_size_limit must be >= 1 or None, got "
                      f"{image_size_limit}")
   if kind != "offline" and (repeats != 1 or packages is not None
-                            or frame_stride is not None):
-    raise ValueError("repeats, packages and frame_stride apply to kind "
-                     "'offline' only")
+                            or frame_stride is not None
+                            or balance != "image"):
+    raise ValueError("repeats, packages, frame_stride and balance apply to "
+                     "kind 'offline' only")
   if not (isinstance(num_shards, int) and num_shards >= 1
           and isinstance(shard_index, int) and 0 <= shard_index < num_shards):
     raise ValueError(f"shard_index={shard_index!r} of num_shards="
@@ -729,9 +767,10 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
   if kind == "tfds_motion":
     return _tfds_motion_source(name, data_dir, split, counter, **common)
   return _offline_source(counter, repeats=repeats, packages=packages,
-                         split=split, frame_stride=frame_stride, **common)
+                         split=split, frame_stride=frame_stride,
+                         balance=balance, **common)
 
 
-__all__ = ["KINDS", "IMAGE_EXTENSIONS", "SkipCounter", "Source",
+__all__ = ["KINDS", "IMAGE_EXTENSIONS", "OFFLINE_BALANCE", "SkipCounter", "Source",
            "decode_image", "files_dataset", "limit_image_size",
            "list_image_files", "make_source", "try_map"]

@@ -412,18 +412,22 @@ def heldout_sources(config, log: Callable[[str], None] = print
       continue
     if image_source is None:
       if data.source == "offline":
-        image_source = lambda: make_source(  # noqa: E731
+        # Every held-out photo and video weighs the same in the pairs,
+        # crops and views drawn (a 40-frame clip would otherwise outweigh a
+        # photo 40 to 1); exemplar retrieval needs each image once.
+        image_source = lambda task: make_source(  # noqa: E731
             "offline", split="heldout", packages=packages,
             frame_stride=EVAL_FRAME_STRIDE,
+            balance="image" if task == "exemplar" else "source",
             image_size_limit=data.image_size_limit)
       elif data.source == "tfds":
-        image_source = lambda: make_source(  # noqa: E731
+        image_source = lambda task: make_source(  # noqa: E731
             "tfds", name=data.tfds_name, data_dir=data.data_dir,
             split="validation", image_size_limit=data.image_size_limit)
       else:
         notes.append(f"{name}: data=folder has no held-out images")
         continue
-    sources[name] = image_source()
+    sources[name] = image_source(name)
   return sources, notes
 
 
