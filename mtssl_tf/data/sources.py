@@ -45,13 +45,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from mtssl_tf import config as config_lib
+
 # An image op (ops layer); still importable from here, where it is used.
 from mtssl_tf.ops.image import limit_image_size
 
 KINDS = ("tfds", "folder", "motion", "offline", "tfds_motion")
 # kind "offline": draw every image once a pass ("image"), or every source (a
 # photo, or a whole video) equally often ("source").
-OFFLINE_BALANCE = ("image", "source")
+OFFLINE_BALANCE = config_lib.OFFLINE_BALANCE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 # Status of one example on its way through the pipeline.
