@@ -38,7 +38,10 @@ EXPECTED = {
                             "motion_segmentation"), False, True,
                            "RP+Col+Ex+MS"),
 }
-MAX_WEIGHTS_BYTES = 4_000_000
+# The committed weights at the study's scale (depth 50, width 0.5, the RP
+# head reading the flattened per-patch map): measured 11.7 MB (rp) to 14.5 MB
+# (four tasks with the lasso); a file over 16 MB is not a zoo weights file.
+MAX_WEIGHTS_BYTES = 16_000_000
 
 
 def _sha256(path):
@@ -110,7 +113,7 @@ def test_every_preset_builds_at_a_tiny_size(name):
 @pytest.mark.parametrize("name", model_zoo.list_presets())
 def test_paper_and_demo_recipes_validate(name):
   tasks, harmonize, lasso, _ = EXPECTED[name]
-  for scale, depth, width in (("paper", 101, 1.0), ("demo", 26, 0.25)):
+  for scale, depth, width in (("paper", 101, 1.0), ("demo", 50, 0.5)):
     config = model_zoo.preset_config(name, scale)
     assert config.tasks == tasks and config.lasso == lasso, scale
     assert (config.trunk.depth, config.trunk.width) == (depth, width), scale
@@ -164,6 +167,63 @@ def test_bad_scale_and_bad_extra_flag_are_clear_errors():
     model_zoo.preset_config("rp", "tiny", ["--no_such_flag=1"])
 
 
+# The study's rows (configs/study_*.cfg) that are presets.
+STUDY_ROWS = {"rp": "rp", "rp_h": "rp_h", "rp_col": "rp_col",
+              "rp_col_ex_ms": "4task", "rp_col_ex_ms_lasso": "4task_lasso"}
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_ROWS))
+def test_demo_recipe_is_the_study_rows_config(name):
+  # The zoo follows the CPU-scale study (issue 11 item 7): a preset's demo
+  # config is its study row's, parsed as `python -m mtssl_tf.train
+  # --flagfile=configs/study_<row>.cfg --run_dir=X` parses it, but for the
+  # model name and deterministic ops (reproducible committed files).
+  from mtssl_tf import options
+  zoo = model_zoo.get_preset(name).config("demo", run_dir="/x/run")
+  study = options.parse_args(
+      [f"--flagfile=configs/study_{STUDY_ROWS[name]}.cfg", "--run_dir=/x/run"],
+      root=os.path.join(REPO, "mtssl_tf")).config
+  zoo_dict, study_dict = zoo.to_dict(), study.to_dict()
+  assert zoo_dict["model_name"] == f"zoo_{name}"
+  assert zoo_dict["data"]["deterministic"]
+  assert not study_dict["data"]["deterministic"]
+  for d in (zoo_dict, study_dict):
+    d.pop("model_name")
+    d["data"].pop("deterministic")
+  assert zoo_dict == study_dict
+  # The study's scale, spelled out: depth 50 (6 block-3 units), width 0.5,
+  # 1,200 steps of batch 16, held-out metrics every 400 steps.
+  assert (zoo.trunk.depth, zoo.trunk.width, zoo.steps, zoo.batch_size) == (
+      50, 0.5, 1200, 16)
+  assert zoo.lasso == (name == "rp_col_ex_ms_lasso")
+  if zoo.lasso:
+    assert zoo.lasso_l1 == 0.01
+
+
+def test_read_pretext_metrics_merges_the_runs_file(tmp_path):
+  # A hand-written <run_dir>/pretext_metrics.json, as the trainer writes it.
+  metrics = {"relative_position": {"accuracy": 0.3125, "chance": 0.125,
+                                   "step": 1200},
+             "exemplar": {"top1": 0.5, "chance": 0.0625, "images": 16,
+                          "step": 1200}}
+  (tmp_path / "pretext_metrics.json").write_text(json.dumps(metrics))
+  assert model_zoo.read_pretext_metrics(str(tmp_path)) == metrics
+  assert model_zoo.read_pretext_metrics(str(tmp_path / "none")) == {}
+  from mtssl_tf.model_zoo import listing
+  assert listing.pretext_summary(metrics) == (
+      "RP 0.312 (0.125) Ex 0.500 (0.062)")
+  assert listing.pretext_summary({}) == "-"
+  # The probe's result, as `python -m mtssl_tf.report --presets=...` stores
+  # it (model_zoo.update_evaluations).
+  assert listing.probe_summary({"linear_probe/digits": {
+      "top1": 0.9125, "recall_at_5": 1.0}, "depth/x": {"delta1": 0.5}}) == (
+          "0.912 (digits)")
+  assert listing.probe_summary({}) == "-"
+  (tmp_path / "pretext_metrics.json").write_text("[1, 2]")
+  with pytest.raises(ValueError, match="expected"):
+    model_zoo.read_pretext_metrics(str(tmp_path))
+
+
 # -- committed weights ----------------------------------------------------------
 @pytest.mark.parametrize("name", model_zoo.COMMITTED)
 def test_committed_preset_loads_with_matching_hash_and_params(name):
@@ -180,11 +240,24 @@ def test_committed_preset_loads_with_matching_hash_and_params(name):
   # arrays are exactly the arrays stored in the file, read with h5py.
   assert sorted(_fingerprint(v.numpy()) for v in model.weights) == sorted(
       _fingerprint(a) for a in _h5_arrays(path))
-  # The metadata still describes what the registry's demo flags build.
-  demo = model_zoo.preset_config(name, "demo")
-  assert meta["steps"] == demo.steps and meta["seed"] == demo.seed
-  assert meta["model"]["trunk"] == dict(demo.trunk.to_dict())
+  # Float32 weights and little else: 4 bytes a parameter plus HDF5's
+  # bookkeeping.
+  assert 4 * meta["params"] < meta["weights_bytes"] < (
+      4 * meta["params"] + 1_000_000)
+  # The metadata describes the run that made the file: its model is the
+  # recorded training config's (whichever recipe built it: the files change
+  # when the zoo is rebuilt, issue 11 item 7).
+  train = meta["train_config"]
+  assert meta["model"]["trunk"] == train["trunk"]
+  assert (meta["steps"], meta["seed"]) == (train["steps"], train["seed"])
   assert meta["data"]["images"] and meta["scale"] == "demo"
+  preset = model_zoo.get_preset(name)
+  if model_zoo.up_to_date(name):
+    # Built by today's recipe: the registry's demo config is what it holds.
+    demo = model_zoo.preset_config(name, "demo")
+    assert meta["model"]["trunk"] == dict(demo.trunk.to_dict())
+    assert meta["steps"] == demo.steps
+    assert set(meta["pretext_metrics"]) == set(preset.tasks)
   assert meta["paper_recipe"]["flags"] == list(
       model_zoo.get_preset(name).paper_flags)
 
@@ -255,6 +328,11 @@ def test_update_evaluations_keeps_the_weights_and_the_hash(copied_preset):
     model_zoo.update_evaluations(name, {"x": float("nan")},
                                  weights_dir=folder)
   model_zoo.load(name, weights_dir=folder)  # still passes the hash check
+  # `list` shows the probe's number beside the preset.
+  from mtssl_tf.model_zoo import listing
+  row = [l for l in listing.table(folder).splitlines()
+         if l.startswith(f"{name} ")][0]
+  assert row.endswith("0.500 (digits)")
 
 
 # -- .keras round trip and the build command -------------------------------------
@@ -275,22 +353,30 @@ def test_tiny_preset_round_trips_through_a_keras_file(tmp_path):
   _check_settings(loaded, "rp_col_ex_ms_lasso")
 
 
+TINY_BUILD_FLAGS = ["--train_flag=--strategy=one_device",
+                    # Held-out metrics on a few examples at the end (tiny
+                    # turns them off).
+                    "--train_flag=--pretext_eval_every=2",
+                    "--train_flag=--pretext_eval_examples=8"]
+
+
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
   """``python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2`` into a
   temporary weights folder (training in this process; one device, so that
-  no second MirroredStrategy shares the test process's collective keys)."""
+  no second MirroredStrategy shares the test process's collective keys),
+  the run kept in a work folder beside it."""
   folder = str(tmp_path_factory.mktemp("zoo_weights"))
-  code = zoo_main(["build", "rp_h", "--tiny", "--steps=2",
-                   "--train_flag=--strategy=one_device",
-                   f"--weights_dir={folder}"])
+  work = str(tmp_path_factory.mktemp("zoo_runs"))
+  code = zoo_main(["build", "rp_h", "--tiny", "--steps=2", *TINY_BUILD_FLAGS,
+                   f"--weights_dir={folder}", f"--work_dir={work}"])
   assert code == 0
-  return folder
+  return folder, work
 
 
 @pytest.mark.slow
 def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
-  folder = tiny_build
+  folder, work = tiny_build
   assert sorted(os.listdir(folder)) == ["rp_h.json", "rp_h.weights.h5"]
   meta = json.load(open(os.path.join(folder, "rp_h.json")))
   path = os.path.join(folder, "rp_h.weights.h5")
@@ -303,7 +389,7 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   assert "--steps=2" in meta["train_flags"]
   assert meta["build_command"] == (
       "python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2 "
-      "--train_flag=--strategy=one_device")
+      + " ".join(TINY_BUILD_FLAGS))
   assert meta["train_config"]["strategy"] == "one_device"
   assert meta["data"]["source"] == "offline" and meta["data"]["images"]
   assert set(meta["final_losses"]) == {"relative_position"}
@@ -319,11 +405,55 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   row = [l for l in capsys.readouterr().out.splitlines()
          if l.startswith("rp_h ")][0]
   assert "yes" in row and meta["sha256"][:12] in row
+  # The run's final held-out metrics are in the metadata, as the trainer
+  # wrote them, and `list` / `show` print them with chance beside.
+  with open(os.path.join(work, "rp_h", "pretext_metrics.json")) as f:
+    written = json.load(f)
+  assert meta["pretext_metrics"] == written
+  rp = meta["pretext_metrics"]["relative_position"]
+  assert set(meta["pretext_metrics"]) == {"relative_position"}
+  assert rp["chance"] == 1 / 8 and rp["step"] == 2
+  assert 0.0 <= rp["accuracy"] <= 1.0
+  assert f"RP {rp['accuracy']:.3f} (0.125)" in row
+  assert zoo_main(["show", "rp_h", f"--weights_dir={folder}"]) == 0
+  shown = capsys.readouterr().out
+  line = [l for l in shown.splitlines() if "8-way accuracy" in l][0]
+  assert f"{rp['accuracy']:.3f}" in line and "0.125" in line
+
+
+@pytest.mark.slow
+def test_build_resume_skips_what_this_recipe_already_built(tiny_build,
+                                                           capsys):
+  folder, work = tiny_build
+  before = open(os.path.join(folder, "rp_h.weights.h5"), "rb").read()
+  meta_before = open(os.path.join(folder, "rp_h.json")).read()
+  capsys.readouterr()
+  assert zoo_main(["build", "rp_h", "--tiny", "--steps=2", "--resume",
+                   *TINY_BUILD_FLAGS, f"--weights_dir={folder}",
+                   f"--work_dir={work}"]) == 0
+  out = capsys.readouterr().out
+  assert "[1/1] rp_h: already built by this recipe, skipped" in out
+  assert "built 0 of 1 preset(s) (1 skipped)" in out
+  assert open(os.path.join(folder, "rp_h.weights.h5"), "rb").read() == before
+  assert open(os.path.join(folder, "rp_h.json")).read() == meta_before
+  extra = [f.split("=", 1)[1] for f in TINY_BUILD_FLAGS]
+  assert model_zoo.up_to_date("rp_h", tiny=True, steps=2, weights_dir=folder,
+                              extra_flags=extra)
+  # Another recipe (more steps, the demo scale, other flags) is not.
+  assert not model_zoo.up_to_date("rp_h", tiny=True, steps=3,
+                                  weights_dir=folder, extra_flags=extra)
+  assert not model_zoo.up_to_date("rp_h", steps=2, weights_dir=folder,
+                                  extra_flags=extra)
+  assert not model_zoo.up_to_date("rp_h", tiny=True, steps=2,
+                                  weights_dir=folder)
+  assert not model_zoo.up_to_date("rp", tiny=True, steps=2,
+                                  weights_dir=folder, extra_flags=extra)
 
 
 @pytest.mark.slow
 def test_export_command_writes_a_keras_file_load_model_opens(tiny_build,
                                                              tmp_path):
+  tiny_build, _ = tiny_build
   output = str(tmp_path / "rp_h.keras")
   assert zoo_main(["export", "rp_h", f"--output={output}",
                    f"--weights_dir={tiny_build}"]) == 0

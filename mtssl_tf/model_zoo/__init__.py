@@ -29,12 +29,14 @@ The package is split by job:
 * :mod:`~mtssl_tf.model_zoo.listing`: the ``list`` / ``show`` texts.
 
 The committed weights are demo weights made by
-``python -m mtssl_tf.model_zoo build NAME``; see ``model_zoo/README.md``.
+``python -m mtssl_tf.model_zoo build --all --resume`` at the CPU-scale
+study's recipe (``configs/study_common.cfg``); see ``model_zoo/README.md``.
 """
 from __future__ import annotations
 
 from mtssl_tf.model_zoo.build import (build_command, build_preset,
-                                      build_presets)
+                                      build_presets, read_pretext_metrics,
+                                      up_to_date)
 from mtssl_tf.model_zoo.download import (WeightsDownloadError,
                                          WeightsIntegrityError, cache_dir,
                                          fetch, sha256_file)
@@ -57,5 +59,6 @@ __all__ = ["COMMITTED", "METADATA_VERSION", "PRESETS", "Preset",
            "export_keras", "fetch", "get_preset", "is_built",
            "list_presets", "list_registered", "load", "load_metadata",
            "load_trunk", "metadata_path", "parse_train_flags",
-           "preset_config", "register", "registered_metadata", "sha256_file",
+           "preset_config", "read_pretext_metrics", "register",
+           "registered_metadata", "sha256_file", "up_to_date",
            "update_evaluations", "weights_path"]

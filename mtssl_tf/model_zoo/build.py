@@ -86,6 +86,37 @@ def _final_losses(run_dir: str, last: int = 50) -> Dict[str, float]:
           for t, v in per_task.items() if v}
 
 
+def read_pretext_metrics(run_dir: str) -> Dict[str, Any]:
+  """The run's final held-out pretext metrics (``<run_dir>/
+  pretext_metrics.json``, :mod:`mtssl_tf.training.pretext_eval`):
+  ``{task: {metric: value, ..., "chance": value, "step": N}}``; ``{}`` when
+  the run measured none (``pretext_eval_every=0``).
+
+  Raises:
+    ValueError: a file that is not ``{task: {metric: value}}`` JSON.
+  """
+  path = os.path.join(run_dir, "pretext_metrics.json")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON: {e}") from None
+  if not isinstance(data, dict) or not all(
+      isinstance(v, dict) for v in data.values()):
+    raise ValueError(f"{path}: expected {{task: {{metric: value, ...}}}}")
+  return data
+
+
+def recipe_record(meta: Mapping[str, Any]) -> Dict[str, Any]:
+  """What decides a preset's weights, as its metadata records it: the
+  preset flags (recipe and extra flags) and the scale. Two builds with the
+  same record trained the same config."""
+  return {"scale": meta.get("scale"),
+          "preset_flags": list(meta.get("preset_flags") or [])}
+
+
 def repo_root() -> Optional[str]:
   """The git checkout holding the package (``None`` for an installed
   wheel): only to record the source commit in the metadata."""
@@ -210,6 +241,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       _copy_by_name(trainer.model, model)
       del trainer
     final_losses = _final_losses(run_dir)
+    pretext_metrics = read_pretext_metrics(run_dir)
   finally:
     if temporary:
       shutil.rmtree(base, ignore_errors=True)
@@ -217,9 +249,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
   # committed metadata.
   train_dict = dict(train_config.to_dict(), run_dir=RUN_DIR_PLACEHOLDER)
   flags_text = parsed.text.replace(run_dir, RUN_DIR_PLACEHOLDER)
-  preset_flags = list(preset.train_flags(scale)) + list(extra_flags) + [
-      line for line in options_text(overrides, run) if line] + [
-          f"--run_dir={RUN_DIR_PLACEHOLDER}"]
+  preset_flags = planned_flags(name, scale, extra_flags, overrides, run)
 
   wpath = os.path.join(out_dir, preset.weights_filename)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".weights.h5",
@@ -266,6 +296,9 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       "batch_size": config.batch_size,
       "data": _data_description(config),
       "final_losses": final_losses,
+      # The run's final held-out evaluation (docs/pretext_metrics.md), each
+      # metric with its chance / baseline value beside it.
+      "pretext_metrics": pretext_metrics,
       "paper_recipe": {
           "command": "python -m mtssl_tf.train " + " ".join(
               preset.paper_flags),
@@ -289,6 +322,17 @@ def build_preset(name: str, *, steps: Optional[int] = None,
   return meta
 
 
+def planned_flags(name: str, scale: str, extra_flags: Sequence[str] = (),
+                  overrides: Optional[Mapping[str, Any]] = None,
+                  run: Optional[Mapping[str, Any]] = None) -> list:
+  """The flags a build of ``name`` records as ``preset_flags``: the
+  preset's recipe at ``scale``, the extra flags and typed overrides, and
+  the run folder's placeholder."""
+  return list(get_preset(name).train_flags(scale)) + list(extra_flags) + [
+      line for line in options_text(overrides, run) if line] + [
+          f"--run_dir={RUN_DIR_PLACEHOLDER}"]
+
+
 def options_text(*mappings: Optional[Mapping[str, Any]]) -> list:
   """Typed overrides as argv strings (for the metadata's record)."""
   from mtssl_tf.model_zoo.presets import Recipe  # pylint: disable=g-import-not-at-top
@@ -298,16 +342,56 @@ def options_text(*mappings: Optional[Mapping[str, Any]]) -> list:
   return list(Recipe("", merged).argv()[1:])
 
 
+def up_to_date(name: str, *, tiny: bool = False,
+               steps: Optional[int] = None,
+               weights_dir: Optional[str] = None,
+               extra_flags: Sequence[str] = (),
+               overrides: Optional[Mapping[str, Any]] = None) -> bool:
+  """Whether ``name``'s weights in ``weights_dir`` were built by this
+  recipe: both files exist, the weights match the recorded sha256 and the
+  metadata records the same scale and preset flags as a build with these
+  arguments would (a build into a temporary run folder, as
+  :func:`build_preset` makes one without ``work_dir``, records
+  ``--noplots`` too)."""
+  from mtssl_tf.model_zoo.store import is_built, load_metadata, weights_path  # pylint: disable=g-import-not-at-top
+  if not is_built(name, weights_dir):
+    return False
+  try:
+    meta = load_metadata(name, weights_dir)
+  except ValueError:
+    return False
+  if sha256_file(weights_path(name, weights_dir)) != meta["sha256"]:
+    return False
+  scale = "tiny" if tiny else "demo"
+  run: Dict[str, Any] = {} if steps is None else {"steps": steps}
+  recorded = recipe_record(meta)
+  candidates = [planned_flags(name, scale, extra_flags, overrides, run),
+                planned_flags(name, scale, extra_flags, overrides,
+                              dict(run, plots=False))]
+  return recorded["scale"] == scale and recorded["preset_flags"] in candidates
+
+
 def build_presets(names: Sequence[str], *, every: bool = False,
+                  resume: bool = False,
                   log: Callable[[str], None] = print,
                   **kwargs: Any) -> Dict[str, Dict[str, Any]]:
   """Builds several presets (``every``: all of them) with
   :func:`build_preset`; each name is checked before any training.
 
+  Args:
+    names: preset names (ignored with ``every``).
+    every: all nine presets, in the paper's order.
+    resume: skip a preset whose weights this recipe already built
+      (:func:`up_to_date`), so that an interrupted ``build --all`` picks up
+      where it stopped.
+    log: receives progress lines (``[i/n] name ...`` and the total time).
+    **kwargs: passed to :func:`build_preset`.
+
   Returns:
-    name -> the metadata written.
+    name -> the metadata written (skipped presets: their metadata).
   """
   from mtssl_tf.model_zoo.presets import list_presets  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.model_zoo.store import load_metadata  # pylint: disable=g-import-not-at-top
   names = list_presets() if every else list(names)
   if not names:
     raise ValueError("name presets to build, or --all; known presets: "
@@ -317,12 +401,25 @@ def build_presets(names: Sequence[str], *, every: bool = False,
   steps = kwargs.get("steps")
   if steps is not None and steps < 1:
     raise ValueError(f"--steps={steps} must be >= 1")
+  check = {k: kwargs.get(k) for k in ("tiny", "steps", "weights_dir",
+                                      "overrides")}
+  check["tiny"] = bool(check["tiny"])
+  check["extra_flags"] = kwargs.get("extra_flags", ())
   out = {}
   t0 = time.time()
+  built = 0
   for i, name in enumerate(names, 1):
-    log(f"== preset {i}/{len(names)}: {name}")
+    if resume and up_to_date(name, **check):
+      log(f"[{i}/{len(names)}] {name}: already built by this recipe, "
+          "skipped")
+      out[name] = load_metadata(name, check["weights_dir"])
+      continue
+    log(f"[{i}/{len(names)}] {name}: building")
     t = time.time()
     out[name] = build_preset(name, log=log, **kwargs)
-    log(f"== {name} built in {time.time() - t:.0f}s")
-  log(f"built {len(names)} preset(s) in {time.time() - t0:.0f}s")
+    built += 1
+    log(f"[{i}/{len(names)}] {name}: built in {time.time() - t:.0f}s "
+        f"(total {time.time() - t0:.0f}s)")
+  log(f"built {built} of {len(names)} preset(s) ({len(names) - built} "
+      f"skipped) in {time.time() - t0:.0f}s")
   return out
