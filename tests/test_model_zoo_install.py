@@ -147,7 +147,12 @@ def test_absl_host_keeps_its_own_seed_and_steps_flags(host_report):
   # No DuplicateFlagError (the run finished), the host's values are intact
   # and the preset took its recipe's values, not the host's.
   assert report["host_flags"] == [123, 456]
-  assert report["config_seed_steps"] == [0, 1500]
+  # (The recipe's values as this process, with no host flags, parses them:
+  # the demo flagfile's seed 0 and steps.)
+  from mtssl_tf import model_zoo
+  recipe = model_zoo.get_preset("rp").config("tiny", run_dir="unused")
+  assert report["config_seed_steps"] == [recipe.seed, recipe.steps]
+  assert recipe.seed == 0 and recipe.steps not in (123, 456)
   assert (report["meta"]["seed"], report["meta"]["steps"]) == (0, 2)
   assert report["train_flags_defined"] == []
   assert not report["cli_imported"]

@@ -1,7 +1,7 @@
 """The model-zoo command: ``list``, ``show NAME``, ``build NAME... [--all]
-[--resume] [--steps=N] [--tiny]``, ``export NAME --output=X.keras``, ``register NAME
---weights=URL_OR_PATH [--sha256=HEX]`` (see model_zoo/README.md). ``build``
-trains in this process (:func:`mtssl_tf.model_zoo.build_preset`)."""
+[--resume] [--steps=N] [--tiny]``, ``export NAME --output=X.keras``,
+``register NAME --weights=URL_OR_PATH [--sha256=HEX]`` (model_zoo/README.md).
+``build`` trains in this process (:func:`mtssl_tf.model_zoo.build_preset`)."""
 from __future__ import annotations
 
 import argparse
@@ -29,10 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "their weights and metadata")
   p.add_argument("names", nargs="*", help="preset names")
   p.add_argument("--all", action="store_true", help="every preset")
-  p.add_argument("--resume", action="store_true",
-                 help="skip presets whose weights this recipe already built "
-                      "(same scale and flags in their JSON, sha256 intact): "
-                      "re-run an interrupted `build --all --resume`")
+  p.add_argument("--resume", action="store_true", help="skip presets this "
+                 "recipe already built (model_zoo.up_to_date)")
   p.add_argument("--steps", type=int, default=None,
                  help="training steps (default: the demo config's)")
   p.add_argument("--tiny", action="store_true",
@@ -79,9 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       print(listing.describe(args.name, args.weights_dir))
     elif args.command == "build":
       model_zoo.build_presets(
-          args.names, every=args.all, resume=args.resume,
-          steps=args.steps, tiny=args.tiny,
-          weights_dir=args.weights_dir, work_dir=args.work_dir,
+          args.names, every=args.all, resume=args.resume, steps=args.steps,
+          tiny=args.tiny, weights_dir=args.weights_dir, work_dir=args.work_dir,
           extra_flags=args.train_flag, log=log)
     elif args.command == "register":
       model_zoo.register(args.name, args.weights, sha256=args.sha256,

@@ -24,7 +24,8 @@ from mtssl_tf.model_zoo.download import sha256_file
 from mtssl_tf.model_zoo.load import make_model
 from mtssl_tf.model_zoo.presets import PACKAGE_DIR, get_preset
 from mtssl_tf.model_zoo.store import (METADATA_VERSION, RUN_DIR_PLACEHOLDER,
-                                      folder, write_json)
+                                      folder, is_built, load_metadata,
+                                      weights_path, write_json)
 
 
 def _version(distribution: str) -> Optional[str]:
@@ -353,7 +354,6 @@ def up_to_date(name: str, *, tiny: bool = False,
   arguments would (a build into a temporary run folder, as
   :func:`build_preset` makes one without ``work_dir``, records
   ``--noplots`` too)."""
-  from mtssl_tf.model_zoo.store import is_built, load_metadata, weights_path  # pylint: disable=g-import-not-at-top
   if not is_built(name, weights_dir):
     return False
   try:
@@ -391,7 +391,6 @@ def build_presets(names: Sequence[str], *, every: bool = False,
     name -> the metadata written (skipped presets: their metadata).
   """
   from mtssl_tf.model_zoo.presets import list_presets  # pylint: disable=g-import-not-at-top
-  from mtssl_tf.model_zoo.store import load_metadata  # pylint: disable=g-import-not-at-top
   names = list_presets() if every else list(names)
   if not names:
     raise ValueError("name presets to build, or --all; known presets: "
