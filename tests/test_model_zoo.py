@@ -417,6 +417,9 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   assert f"RP {rp['accuracy']:.3f} (0.125)" in row
   assert zoo_main(["show", "rp_h", f"--weights_dir={folder}"]) == 0
   shown = capsys.readouterr().out
+  # Built by the tiny recipe, not today's demo one.
+  assert ("built by today's demo recipe: no (rebuild: python -m "
+          "mtssl_tf.model_zoo build rp_h --resume)") in shown
   line = [l for l in shown.splitlines() if "8-way accuracy" in l][0]
   assert f"{rp['accuracy']:.3f}" in line and "0.125" in line
 

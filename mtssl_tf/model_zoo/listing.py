@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from mtssl_tf.model_zoo.build import build_command
+from mtssl_tf.model_zoo.build import build_command, up_to_date
 from mtssl_tf.model_zoo.presets import get_preset, list_presets
 from mtssl_tf.model_zoo.registry import list_registered, registered_metadata
 from mtssl_tf.model_zoo.store import is_built, load_metadata
@@ -117,6 +117,11 @@ def describe(name: str, weights_dir: Optional[str] = None) -> str:
     keys = ("scale", "steps", "seed", "params", "weights_bytes", "sha256",
             "final_losses", "pretext_metrics", "evaluations", "data",
             "created")
+    # Committed files outlive recipe changes until the zoo is rebuilt.
+    current = up_to_date(name, weights_dir=weights_dir)
+    lines.append("built by today's demo recipe: " + (
+        "yes" if current else
+        f"no (rebuild: {build_command(name)} --resume)"))
     lines.append(pretext_table(meta.get("pretext_metrics")))
     lines.append(json.dumps({k: meta.get(k) for k in keys}, indent=2))
   else:
