@@ -364,7 +364,8 @@ def _folder_source(path, counter, num_shards=1, shard_index=0,
 
 def _offline_source(counter, *, repeats: int = 1, packages=None,
                     split: str = "train", frame_stride: Optional[int] = None,
-                    balance: str = "image", min_size: int = 1, image_size_limit: Optional[int] = None,
+                    balance: str = "image", min_size: int = 1,
+                    image_size_limit: Optional[int] = None,
                     shuffle: bool = False, seed: int = 0,
                     num_parallel_calls: int = tf.data.AUTOTUNE,
                     deterministic: Optional[bool] = None,
@@ -389,6 +390,12 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   images, ids = _shard_list(
       [image for _, image in photos] + [f.image for f in frames],
       num_shards, shard_index, "offline sample images")
+  order = np.arange(len(images), dtype=np.int64)
+  if balance == "source":
+    # ids are the images' indices in the whole list: the shard's sources.
+    names = [name for name, _ in photos] + [f.source for f in frames]
+    order, per_source, num_sources = _balanced_order(
+        [names[i] for i in ids])
   # Photos and frames are decoded once (frames cached per process) into one
   # flat buffer; the dataset shuffles indices and slices images out of it.
   # Shuffling indices rather than images keeps shuffle buffers (and the
@@ -402,11 +409,6 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   offsets, sizes, shapes = (tf.constant(offsets), tf.constant(sizes),
                             tf.constant(shapes))
   ids = tf.constant(ids, tf.int64)
-  order = np.arange(len(images), dtype=np.int64)
-  if balance == "source":
-    order, per_source, num_sources = _balanced_order(
-        [name for name, _ in photos] + [f.source for f in frames],
-        num_shards, shard_index)
   dataset = tf.data.Dataset.from_tensor_slices(order)
   if shuffle:
     dataset = dataset.shuffle(len(order), seed=seed,
@@ -434,16 +436,11 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   return Source(dataset, counter, "offline", description, len(order))
 
 
-def _balanced_order(names: Sequence[str], num_shards: int,
-                    shard_index: int) -> Tuple[np.ndarray, int, int]:
-  """Indices of one pass in which every source (a photo, or a whole video)
-  is drawn equally often: as often as the largest source has images.
-
-  ``names`` are the source names of the whole (unsharded) list; the indices
-  returned are into this pipeline's shard (every ``num_shards``-th image
-  from ``shard_index``), so each shard balances its own share.
-  """
-  names = list(names)[shard_index::num_shards]
+def _balanced_order(names: Sequence[str]) -> Tuple[np.ndarray, int, int]:
+  """Indices into ``names`` (the source of each image of one input
+  pipeline's share) for one pass in which every source (a photo, or a whole
+  video) is drawn equally often: as often as the largest has images.
+  Returns the indices, that count and the number of sources."""
   by_source: Dict[str, List[int]] = {}
   for index, name in enumerate(names):
     by_source.setdefault(name, []).append(index)
@@ -773,6 +770,7 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
                          balance=balance, **common)
 
 
-__all__ = ["KINDS", "IMAGE_EXTENSIONS", "OFFLINE_BALANCE", "SkipCounter", "Source",
+__all__ = ["KINDS", "IMAGE_EXTENSIONS", "OFFLINE_BALANCE", "SkipCounter",
+           "Source",
            "decode_image", "files_dataset", "limit_image_size",
            "list_image_files", "make_source", "try_map"]

@@ -88,26 +88,15 @@ def _final_losses(run_dir: str, last: int = 50) -> Dict[str, float]:
 
 
 def read_pretext_metrics(run_dir: str) -> Dict[str, Any]:
-  """The run's final held-out pretext metrics (``<run_dir>/
-  pretext_metrics.json``, :mod:`mtssl_tf.training.pretext_eval`):
-  ``{task: {metric: value, ..., "chance": value, "step": N}}``; ``{}`` when
-  the run measured none (``pretext_eval_every=0``).
+  """The run's final held-out pretext metrics
+  (:func:`mtssl_tf.training.pretext_eval.read_json`); ``{}`` when the run
+  measured none (``pretext_eval_every=0``).
 
   Raises:
     ValueError: a file that is not ``{task: {metric: value}}`` JSON.
   """
-  path = os.path.join(run_dir, "pretext_metrics.json")
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON: {e}") from None
-  if not isinstance(data, dict) or not all(
-      isinstance(v, dict) for v in data.values()):
-    raise ValueError(f"{path}: expected {{task: {{metric: value, ...}}}}")
-  return data
+  from mtssl_tf.training import pretext_eval  # pylint: disable=g-import-not-at-top
+  return pretext_eval.read_json(run_dir) or {}
 
 
 def recipe_record(meta: Mapping[str, Any]) -> Dict[str, Any]:

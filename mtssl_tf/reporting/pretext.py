@@ -8,8 +8,6 @@ value, as the trainer's own table shows them.
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mtssl_tf.reporting.tables import MISSING, mean_std
@@ -34,25 +32,8 @@ PRETEXT_METRICS = (
 RunMetrics = Mapping[str, Sequence[Tuple[str, Optional[dict]]]]
 
 
-def read_pretext_metrics(run_dir: str) -> Optional[dict]:
-  """``<run_dir>/pretext_metrics.json`` as a dict; None when the run has
-  none (trained without ``--pretext_eval_every``, or not a run folder).
-
-  Raises:
-    ValueError: a file that is not a ``{task: {metric: value}}`` JSON.
-  """
-  path = os.path.join(run_dir, pretext_eval.JSON_NAME)
-  if not os.path.isfile(path):
-    return None
-  try:
-    with open(path) as f:
-      data = json.load(f)
-  except ValueError as e:
-    raise ValueError(f"{path}: not valid JSON: {e}") from None
-  if not isinstance(data, dict) or not all(
-      isinstance(v, dict) for v in data.values()):
-    raise ValueError(f"{path}: expected {{task: {{metric: value, ...}}}}")
-  return data
+# <run_dir>/pretext_metrics.json as a dict, None when the run has none.
+read_pretext_metrics = pretext_eval.read_json
 
 
 def _fmt(values: Sequence[float]) -> str:

@@ -40,6 +40,8 @@ DEFAULT_SEEDS = (0, 1, 2)
 PREAMBLE = os.path.join("docs", "study_preamble.md")
 ALPHA_PLOT = os.path.join("docs", "study_alphas.png")
 # The trainer's final held-out evaluation: a run without it did not finish.
+# (pretext_eval.JSON_NAME; spelled out so that the runner, which only starts
+# subprocesses, does not import TensorFlow.)
 PRETEXT_JSON = "pretext_metrics.json"
 
 

@@ -62,6 +62,9 @@ EVAL_FRAME_STRIDE = 10
 HEADLINE = {"relative_position": "accuracy", "colorization": "top5_accuracy",
             "exemplar": "top1", "motion_segmentation": "iou"}
 JSON_NAME = "pretext_metrics.json"
+# Tasks scored on each held-out image once (exemplar retrieval: N distinct
+# images); the others draw pairs and crops over repeated passes.
+ONE_PASS_TASKS = frozenset({"exemplar"})
 
 
 # -- metrics (NumPy) ----------------------------------------------------------
@@ -239,7 +242,7 @@ def materialize(task, source, *, examples: int, batch_size: int,
   def batches_of(dataset):
     return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in dataset]
 
-  one_pass = task.name == "exemplar"  # N distinct images, each once
+  one_pass = task.name in ONE_PASS_TASKS
   # A repeated dataset whose every image is filtered out (too small for the
   # task) would never end: check the (cheap, undecoded-crop) source first.
   need = pipeline.task_min_image_size(task)
@@ -331,6 +334,28 @@ def write_json(run_dir: str, results: Dict[str, Dict[str, float]]) -> str:
   return path
 
 
+def read_json(run_dir: str) -> Optional[Dict[str, Dict[str, float]]]:
+  """``<run_dir>/pretext_metrics.json`` (:func:`write_json`) as a dict;
+  None when the run has none (trained without ``--pretext_eval_every``, or
+  not a run folder).
+
+  Raises:
+    ValueError: a file that is not a ``{task: {metric: value}}`` JSON.
+  """
+  path = os.path.join(run_dir, JSON_NAME)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{path}: not valid JSON: {e}") from None
+  if not isinstance(data, dict) or not all(
+      isinstance(v, dict) for v in data.values()):
+    raise ValueError(f"{path}: expected {{task: {{metric: value, ...}}}}")
+  return data
+
+
 def format_line(step: int, results: Dict[str, Dict[str, float]]) -> str:
   """``held-out @ step 100 | relative_position accuracy=0.312 (chance
   0.125) | ...``"""
@@ -418,7 +443,7 @@ def heldout_sources(config, log: Callable[[str], None] = print
         image_source = lambda task: make_source(  # noqa: E731
             "offline", split="heldout", packages=packages,
             frame_stride=EVAL_FRAME_STRIDE,
-            balance="image" if task == "exemplar" else "source",
+            balance="image" if task in ONE_PASS_TASKS else "source",
             image_size_limit=data.image_size_limit)
       elif data.source == "tfds":
         image_source = lambda task: make_source(  # noqa: E731
@@ -459,5 +484,6 @@ def from_config(config, model, log: Callable[[str], None] = print
 __all__ = ["AUC_MAX_THRESHOLD", "EVAL_FRAME_STRIDE", "JSON_NAME",
            "PretextEvaluator", "RP_CHANCE", "ab_error_auc", "ab_error_curve",
            "binary_iou", "format_line", "format_table", "from_config",
-           "heldout_sources", "materialize", "retrieval_top1", "rp_accuracy",
+           "heldout_sources", "materialize", "read_json", "retrieval_top1",
+           "rp_accuracy",
            "top_k_hits", "write_json"]
