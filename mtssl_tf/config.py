@@ -25,6 +25,9 @@ STRATEGIES = ("mirrored", "multi_worker_mirrored", "one_device", "tpu")
 SCHEDULES = ("round_robin", "weighted")
 UPDATES = ("cycle", "every_step")
 OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adam")
+# Learning-rate schedules over the global step (mtssl_tf.training.
+# learning_rate); constant is the paper's recipe (recalled) and the default.
+LR_SCHEDULES = ("constant", "cosine", "step")
 DATA_SOURCES = ("offline", "tfds", "folder")
 # data=offline: draw each image once a pass, or each photo and video equally
 # often (--offline_balance; mtssl_tf.data.sources reads it from here).
@@ -83,6 +86,23 @@ class OptimizerConfig:
                                      "Clip each gradient to this norm.")
   per_task: bool = option(False, "One optimizer per task (needs "
                           "update=every_step).", flag="optimizer_per_task")
+  # The rate as a function of the global step (docs/learning_rate.md); the
+  # same for every task and optimizer. The schedule's length is
+  # TrainConfig.steps.
+  lr_schedule: str = option(
+      "constant", "Learning-rate schedule over the global step: constant "
+      "(the paper's recipe), cosine (decay to lr_min_fraction * "
+      "learning_rate at the last step) or step (divide by 10 at each of "
+      "lr_drop_steps).", choices=LR_SCHEDULES)
+  lr_warmup_steps: int = option(
+      0, "Linear warm-up from 0: step n <= N runs at learning_rate * n / N "
+      "(0: none).")
+  lr_min_fraction: float = option(
+      0.0, "lr_schedule=cosine: the rate at the last step, as a fraction of "
+      "learning_rate.")
+  lr_drop_steps: Tuple[int, ...] = option(
+      (), "lr_schedule=step: global steps after which the rate is divided "
+      "by 10, increasing, e.g. 800,1100.")
 
   def __post_init__(self):
     if self.name not in OPTIMIZERS:
@@ -92,6 +112,47 @@ class OptimizerConfig:
       raise ConfigError(f"learning_rate={self.learning_rate!r} must be > 0")
     if self.clipnorm is not None and not self.clipnorm > 0:
       raise ConfigError(f"clipnorm={self.clipnorm!r} must be > 0")
+    self._check_lr_schedule()
+
+  def _check_lr_schedule(self):
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ConfigError(f"lr_schedule={self.lr_schedule!r}; allowed: "
+                        f"{', '.join(LR_SCHEDULES)}")
+    warmup = self.lr_warmup_steps
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+      raise ConfigError(f"lr_warmup_steps={warmup!r} must be an integer "
+                        ">= 0 (0: no warm-up)")
+    floor = self.lr_min_fraction
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or \
+        not 0.0 <= floor <= 1.0:
+      raise ConfigError(f"lr_min_fraction={floor!r} must be a number in "
+                        "[0, 1] (a fraction of learning_rate)")
+    if floor and self.lr_schedule != "cosine":
+      raise ConfigError(
+          f"lr_min_fraction={floor} is the floor of lr_schedule=cosine "
+          f"(contradicting flags: lr_schedule={self.lr_schedule})")
+    drops = tuple(self.lr_drop_steps)
+    object.__setattr__(self, "lr_drop_steps", drops)
+    if any(isinstance(d, bool) or not isinstance(d, int) for d in drops):
+      raise ConfigError(f"lr_drop_steps={list(drops)} must be integers "
+                        "(global steps)")
+    if drops and self.lr_schedule != "step":
+      raise ConfigError(
+          f"lr_drop_steps={list(drops)} apply to lr_schedule=step only "
+          f"(contradicting flags: lr_schedule={self.lr_schedule})")
+    if self.lr_schedule == "step":
+      if not drops:
+        raise ConfigError("lr_schedule=step needs --lr_drop_steps (the "
+                          "global steps where the rate is divided by 10), "
+                          "e.g. --lr_drop_steps=800,1100")
+      if any(b <= a for a, b in zip(drops, drops[1:])):
+        raise ConfigError(f"lr_drop_steps={list(drops)} must be strictly "
+                          "increasing")
+      if drops[0] < max(warmup, 1):
+        raise ConfigError(
+            f"lr_drop_steps={list(drops)}: a drop at step {drops[0]} falls "
+            f"inside the warm-up (lr_warmup_steps={warmup}) or before the "
+            "first step; drops must be >= lr_warmup_steps and >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +361,18 @@ class TrainConfig:
       value = getattr(self, field)
       if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{field}={value!r} must be an integer >= 1")
+    # The schedule's length is the run's length (warm-up and drops must end
+    # inside it; a resume with more steps stretches a cosine).
+    opt = self.optimizer
+    if opt.lr_warmup_steps and opt.lr_warmup_steps >= self.steps:
+      raise ConfigError(
+          f"lr_warmup_steps={opt.lr_warmup_steps} must be < steps="
+          f"{self.steps} (the warm-up would never end)")
+    late = [d for d in opt.lr_drop_steps if d >= self.steps]
+    if late:
+      raise ConfigError(
+          f"lr_drop_steps {late} are >= steps={self.steps}: the rate "
+          "would never drop there")
     if self.mixed_precision not in PRECISIONS:
       raise ConfigError(f"mixed_precision={self.mixed_precision!r}; allowed: "
                         f"{', '.join(PRECISIONS)}")

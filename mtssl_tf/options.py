@@ -395,6 +395,10 @@ def _mode_options(v: Mapping[str, Any]):
        f"--schedule={v['schedule']}"),
       ("optimizer_per_task", v["update"] == "every_step",
        f"--update={v['update']}"),
+      ("lr_min_fraction", v["lr_schedule"] == "cosine",
+       f"--lr_schedule={v['lr_schedule']}"),
+      ("lr_drop_steps", v["lr_schedule"] == "step",
+       f"--lr_schedule={v['lr_schedule']}"),
       ("harmonize", "relative_position" in tasks,
        "relative_position not in --tasks"),
       ("tpu", v["strategy"] == "tpu", f"--strategy={v['strategy']}"),
@@ -429,6 +433,16 @@ def _set_path(tree: Dict[str, Any], path: str, value: Any) -> None:
   for p in parents:
     tree = tree.setdefault(p, {})
   tree[leaf] = value
+
+
+def _integer(name: str, value: Any) -> int:
+  """One item of an integer list (``"800"`` from a flag, or an int)."""
+  if isinstance(value, int) and not isinstance(value, bool):
+    return value
+  try:
+    return int(str(value), 10)
+  except ValueError:
+    raise ConfigError(f"{name}: {value!r} is not an integer") from None
 
 
 def config_from_values(values: Mapping[str, Any],
@@ -470,6 +484,8 @@ def config_from_values(values: Mapping[str, Any],
         except (TypeError, ValueError):
           raise ConfigError(f"{option.name}={list(items)} must be "
                             "numbers") from None
+      elif option.item is int:
+        v = tuple(_integer(option.name, x) for x in items)
       else:
         v = tuple(items)
     _set_path(tree, option.field, v)

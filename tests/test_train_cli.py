@@ -107,7 +107,7 @@ def test_every_config_field_has_exactly_one_flag_with_its_default_and_type():
   fv = flags.FlagValues()
   mt_flags.define_train_flags(fv)
   fields = list(_config_fields(config_lib.TrainConfig))
-  assert len(fields) == 55  # TrainConfig, TrunkConfig, Optimizer, Data
+  assert len(fields) == 59  # TrainConfig, TrunkConfig, Optimizer, Data
   by_field = {}
   for option in options.train_options():
     by_field.setdefault(option.field, []).append(option.name)
@@ -141,7 +141,8 @@ def test_every_flag_reaches_its_config_field():
           "--steps=7", "--seed=3", "--strategy=one_device",
           "--devices=/cpu:0", "--lasso", "--lasso_l1=0.5",
           "--schedule=weighted", "--task_weights=1,3", "--clipnorm=2",
-          "--task_param=colorization.crop_size=40"]
+          "--task_param=colorization.crop_size=40", "--lr_schedule=step",
+          "--lr_warmup_steps=2", "--lr_drop_steps=3,5"]
   fv(["train"] + argv)
   expected = {"tasks": ("colorization", "relative_position"),
               "trunk.depth": 26, "trunk.width": 0.5,
@@ -151,7 +152,10 @@ def test_every_flag_reaches_its_config_field():
               "data.data_dir": "/d", "steps": 7, "seed": 3,
               "strategy": "one_device", "devices": ("/cpu:0",),
               "lasso": True, "lasso_l1": 0.5, "schedule": "weighted",
-              "task_weights": (1.0, 3.0), "optimizer.clipnorm": 2.0}
+              "task_weights": (1.0, 3.0), "optimizer.clipnorm": 2.0,
+              "optimizer.lr_schedule": "step",
+              "optimizer.lr_warmup_steps": 2,
+              "optimizer.lr_drop_steps": (3, 5)}
   for config in (mt_flags.config_from_flags(fv),
                  options.parse_args(argv).config):
     for path, value in expected.items():

@@ -11,6 +11,12 @@ are active". Here:
   ``update="every_step"`` applies at every step, optionally with one
   optimizer per task;
 * the UnitMixer's L1 penalty (``model.losses``) joins the loss;
+* the learning rate is a pure function of the global step
+  (:mod:`mtssl_tf.training.learning_rate`): before each step every
+  optimizer's rate variable is assigned that step's rate, so shared and
+  per-task optimizers, both update modes, several replicas and a resumed
+  run all follow one schedule; the rate of each step goes to the log,
+  TensorBoard (``learning_rate``) and ``history.jsonl``;
 * ``tf.train.CheckpointManager`` saves the model, optimizer(s), step counter,
   gradient accumulators and the input iterators, so re-running the same
   command resumes exactly where the last checkpoint was written; every
@@ -59,6 +65,7 @@ from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.build import build_model
 from mtssl_tf.training import checkpoints as ckpt_lib
 from mtssl_tf.training import colorization_prior
+from mtssl_tf.training import learning_rate as lr_lib
 from mtssl_tf.training import pretext_eval, regularization, schedules
 from mtssl_tf.training.distribute import (is_chief, make_strategy,
                                           num_workers)
@@ -559,21 +566,39 @@ class Trainer:
     if fn is not None:
       return fn
 
-    def loop():
-      losses, penalties = [], []
-      for task, apply in plan:
+    optimizers = list({id(o): o for o in self.optimizers.values()}.values())
+    scheduled = lr_lib.is_scheduled(self.config.optimizer)
+
+    def loop(rates):
+      losses, penalties, used = [], [], []
+      for i, (task, apply) in enumerate(plan):
+        if scheduled:
+          # Every optimizer, not only this task's: per-task optimizers then
+          # all hold the rate of the global step, and the cycle's apply
+          # below uses the rate of the step that ends the cycle. Assigned
+          # in cross-replica context, so every replica reads the same value.
+          for opt in optimizers:
+            opt.learning_rate.assign(rates[i])
         loss, penalty = self._run_replicas(task, next(self.iterators[task]))
         self.task_steps[task].assign_add(1)
         if apply:
           self._apply_fn()
         losses.append(loss)
         penalties.append(penalty)
+        # The rate the step's optimizer holds, read back for the record.
+        used.append(tf.identity(self.optimizers[task].learning_rate))
       self.step.assign_add(len(plan))
-      return tf.stack(losses), tf.stack(penalties)
+      return tf.stack(losses), tf.stack(penalties), tf.stack(used)
 
     fn = tf.function(loop)
     self._loop_fns[plan] = fn
     return fn
+
+  def rates(self, step: int, count: int) -> np.ndarray:
+    """The learning rates of the ``count`` steps after global step
+    ``step`` (float32, as the optimizers hold them)."""
+    return lr_lib.rates(self.config.optimizer, self.config.steps, step + 1,
+                        count)
 
   def _plan(self, step: int) -> Tuple[Tuple[str, bool], ...]:
     """The steps of the loop starting at ``step``: at most steps_per_loop,
@@ -636,11 +661,15 @@ class Trainer:
       with open(os.path.join(self.config.run_dir, "flags.txt"), "w") as f:
         f.write(flags_text)
 
-  def _summaries(self, step: int, losses: Dict[str, List[float]]):
-    """Each task's mean loss since the last summary, and the lasso."""
+  def _summaries(self, step: int, losses: Dict[str, List[float]],
+                 rate: Optional[float] = None):
+    """Each task's mean loss since the last summary, the learning rate of
+    ``step``, and the lasso."""
     if self.writer is None:
       return
     with self.writer.as_default(step=step):
+      if rate is not None:
+        tf.summary.scalar("learning_rate", rate)
       for task, values in losses.items():
         if values:
           tf.summary.scalar(f"loss/{task}", float(np.mean(values)))
@@ -666,7 +695,8 @@ class Trainer:
       return self._finish(start, 0.0, 0)
     self.log(f"training {', '.join(cfg.tasks)} from step {start} to "
              f"{cfg.steps} on {self.num_replicas} replica(s), global batch "
-             f"{cfg.batch_size}, update={cfg.update}, lasso={cfg.lasso}")
+             f"{cfg.batch_size}, update={cfg.update}, lasso={cfg.lasso}, "
+             f"lr_schedule={cfg.optimizer.lr_schedule}")
     hist_file = open(self._history_path(), "a") if self.chief else None
     window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
     summary_window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
@@ -677,24 +707,26 @@ class Trainer:
     step = start
     try:
       while step < cfg.steps:
-        plan, losses, _ = self.run_loop(step)
+        plan, losses, _, rates = self.run_loop(step)
         for i, (task, _) in enumerate(plan):
           images_window += self._images[task]
-          loss = float(losses[i])
+          loss, rate = float(losses[i]), float(rates[i])
           step += 1
           steps_window += 1
-          self._after_step(step, task, loss, window, summary_window, hist_file)
+          self._after_step(step, task, loss, window, summary_window, hist_file,
+                           rate)
           if step % cfg.summary_every == 0:
-            self._summaries(step, summary_window)
+            self._summaries(step, summary_window, rate)
             summary_window = {t: [] for t in cfg.tasks}
           if step % cfg.log_every == 0 or step == cfg.steps:
             dt = max(time.time() - t_window, 1e-9)
-            rate = steps_window / dt
             text = " ".join(f"{t}={np.mean(v):.4f}"
                             for t, v in window.items() if v)
-            self.log(f"step {step}/{cfg.steps} | {rate:.2f} steps/s | "
+            speed = steps_window / dt
+            self.log(f"step {step}/{cfg.steps} | {speed:.2f} steps/s | "
                      f"{images_window / dt:.1f} img/s | {text} | "
-                     f"left {format_duration((cfg.steps - step) / rate)}")
+                     f"lr {rate:.3g} | "
+                     f"left {format_duration((cfg.steps - step) / speed)}")
             window = {t: [] for t in cfg.tasks}
             t_window, images_window, steps_window = time.time(), 0, 0
         if (self.pretext_eval and step < cfg.steps  # the last: in _finish
@@ -726,8 +758,9 @@ class Trainer:
     ``tf.function`` call and reads their losses once.
 
     Returns:
-      ``(plan, losses, penalties)``: the ``(task, cycle applied after it)``
-      of each step, and NumPy arrays of their losses and lasso penalties.
+      ``(plan, losses, penalties, rates)``: the ``(task, cycle applied after
+      it)`` of each step, and NumPy arrays of their losses, lasso penalties
+      and the learning rate that the step's optimizer held.
 
     Raises:
       NonFiniteLossError: a loss was NaN or infinite; names the first such
@@ -735,9 +768,11 @@ class Trainer:
     """
     plan = self._plan(step)
     t_call = time.time()
-    losses, penalties = self._loop_fn(plan)()
+    losses, penalties, rates = self._loop_fn(plan)(
+        tf.constant(self.rates(step, len(plan))))
     # The one host read per loop.
-    losses, penalties = losses.numpy(), penalties.numpy()
+    losses, penalties, rates = (losses.numpy(), penalties.numpy(),
+                                rates.numpy())
     self.device_seconds = getattr(self, "device_seconds", 0.0) + (
         time.time() - t_call)
     for i, (task, _) in enumerate(plan):
@@ -746,16 +781,20 @@ class Trainer:
             f"non-finite loss {losses[i]} in task {task!r} at step "
             f"{step + i}; stopping. The last good checkpoint is kept: "
             f"{self.manager.latest_checkpoint}")
-    return plan, losses, penalties
+    return plan, losses, penalties, rates
 
-  def _after_step(self, step, task, loss, window, summary_window, hist_file):
-    """Host bookkeeping of one step whose loss has been read."""
+  def _after_step(self, step, task, loss, window, summary_window, hist_file,
+                  rate=None):
+    """Host bookkeeping of one step whose loss (and learning rate) has been
+    read."""
     window[task].append(loss)
     summary_window[task].append(loss)
     self.history[task].append((step, loss))
     if hist_file:
-      hist_file.write(json.dumps({"step": step, "task": task,
-                                  "loss": loss}) + "\n")
+      record = {"step": step, "task": task, "loss": loss}
+      if rate is not None:
+        record["learning_rate"] = rate
+      hist_file.write(json.dumps(record) + "\n")
 
   def _finish(self, step: int, seconds: float, steps_run: int):
     outputs = {"step": step, "seconds": seconds, "steps_run": steps_run,
