@@ -508,7 +508,9 @@ class Trainer:
   def train_step(self, task: str, batch) -> Tuple[tf.Tensor, tf.Tensor]:
     """One step of ``task`` on a GLOBAL batch ``(inputs, targets)``: the
     gradient is accumulated (update=cycle; see :meth:`apply_update`) or
-    applied (every_step). Counters and the data iterators are not touched.
+    applied (every_step). Counters and the data iterators are not touched,
+    and the rate is the one the optimizers hold (the loop assigns the
+    scheduled rate; see :mod:`mtssl_tf.training.learning_rate`).
 
     Returns:
       ``(loss, penalty)``: the task's mean loss over the global batch and the
