@@ -252,6 +252,15 @@ class TrainConfig:
   steps: int = option(1000, "Total training steps.")
   batch_size: int = option(32, "Global batch size (images, or pairs/views "
                            "groups).")
+  # The paper grouped its GPUs per task, so each task had its own batch
+  # (recalled); at CPU scale a relative-position step is far cheaper than a
+  # colorization one. None (the default) becomes an empty mapping: every task
+  # uses batch_size. (Not a mapping default: dataclasses refuse unhashable
+  # defaults.)
+  task_batch_sizes: Mapping[str, int] = option(
+      None, "A task's own GLOBAL batch size as task=N (repeatable), e.g. "
+      "relative_position=64; tasks not named use batch_size.",
+      flag="task_batch_size", flag_default=())
   seed: int = option(0, "Random seed.")
   strategy: str = option("mirrored", "Distribution strategy "
                          "(multi_worker_mirrored reads TF_CONFIG).",
@@ -311,6 +320,7 @@ class TrainConfig:
         {n: _freeze(self.task_params.get(n, {})) for n in self.tasks}))
     for name in self.tasks:
       _check_task_params(name, self.task_params[name])
+    self._check_task_batch_sizes()
     if self.schedule not in SCHEDULES:
       raise ConfigError(f"schedule={self.schedule!r}; allowed: "
                         f"{', '.join(SCHEDULES)}")
@@ -403,10 +413,44 @@ class TrainConfig:
           "`python -m mtssl_tf.make_motion_masks`) unless data=offline or "
           "data=tfds (which reads the TFDS dataset --motion_tfds_name)")
 
+  def _check_task_batch_sizes(self):
+    sizes = self.task_batch_sizes
+    if sizes is None:
+      sizes = {}
+    if not isinstance(sizes, Mapping):
+      raise ConfigError(f"task_batch_sizes={sizes!r} must map task names to "
+                        "global batch sizes, e.g. {'relative_position': 64}")
+    for name, size in sizes.items():
+      try:
+        tasks_lib.check_task_name(name)
+      except ValueError as e:
+        raise ConfigError(f"task_batch_size: {e}") from None
+      if name not in self.tasks:
+        # Unlike task_param (checked, then kept for configs that share a
+        # flagfile), a batch size of a task that is not trained would be
+        # silently unused.
+        raise ConfigError(
+            f"task_batch_size {name}={size!r}: {name} is not in --tasks "
+            f"({', '.join(self.tasks)})")
+      if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"task_batch_size {name}={size!r} must be an "
+                          "integer >= 1 (a global batch size)")
+    # In task order, so that config.json does not depend on flag order.
+    object.__setattr__(self, "task_batch_sizes", _freeze(
+        {n: sizes[n] for n in self.tasks if n in sizes}))
+
   # -- derived values -------------------------------------------------------
   @property
   def cycle_length(self) -> int:
     return len(self.tasks)
+
+  def task_batch_size(self, name: str) -> int:
+    """Task ``name``'s GLOBAL batch size: its ``task_batch_sizes`` entry,
+    else ``batch_size``."""
+    if name not in self.tasks:
+      raise ValueError(f"task {name!r} is not trained here; tasks: "
+                       f"{', '.join(self.tasks)}")
+    return self.task_batch_sizes.get(name, self.batch_size)
 
   def task_kwargs(self, name: str) -> Dict[str, Any]:
     return dict(self.task_params[name])
@@ -421,12 +465,23 @@ class TrainConfig:
     }
 
   def check_replicas(self, num_replicas: int) -> int:
-    """Per-replica batch size; raises if the batch does not divide."""
+    """Per-replica ``batch_size``; raises if it, or any task's own batch
+    size, does not divide across the replicas."""
     if self.batch_size % num_replicas:
       raise ConfigError(
           f"batch_size={self.batch_size} does not divide across "
           f"{num_replicas} replicas")
+    for name, size in self.task_batch_sizes.items():
+      if size % num_replicas:
+        raise ConfigError(
+            f"task_batch_size {name}={size} does not divide across "
+            f"{num_replicas} replicas")
     return self.batch_size // num_replicas
+
+  def per_replica_batch_size(self, name: str, num_replicas: int) -> int:
+    """Task ``name``'s per-replica batch size (see :meth:`check_replicas`)."""
+    self.check_replicas(num_replicas)
+    return self.task_batch_size(name) // num_replicas
 
   def to_dict(self) -> Dict[str, Any]:
     def plain(v):
@@ -458,6 +513,22 @@ RESUMABLE_FIELDS = ("run_dir", "steps", "log_every", "summary_every",
                     "heldout_motion_records")
 
 
+def _effective_batch_sizes(config: Mapping[str, Any]) -> Mapping[str, Any]:
+  """``config`` (a :meth:`TrainConfig.to_dict`) with ``task_batch_sizes``
+  spelled out for every task (a task not named trains at ``batch_size``), so
+  that resume compares the batches each task trains on: naming a task at
+  the old ``batch_size`` changes nothing, a config written before the field
+  existed means ``batch_size`` for every task, and a new entry is a change
+  (an empty mapping would flatten to no key at all, and keys the old config
+  lacks are not compared)."""
+  if not isinstance(config.get("tasks"), (list, tuple)) or \
+      "batch_size" not in config:
+    return config
+  named = config.get("task_batch_sizes") or {}
+  return dict(config, task_batch_sizes={
+      t: named.get(t, config["batch_size"]) for t in config["tasks"]})
+
+
 def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
   if isinstance(value, Mapping):
     out = {}
@@ -473,7 +544,8 @@ def resume_differences(old: Mapping[str, Any],
   :meth:`TrainConfig.to_dict` gives them) that differs and may not change
   on resume. Fields the old config does not have (written by an older
   version) are not compared."""
-  old_flat, new_flat = _flatten(old), _flatten(new)
+  old_flat = _flatten(_effective_batch_sizes(old))
+  new_flat = _flatten(_effective_batch_sizes(new))
   out = []
   for key in sorted(set(old_flat) | set(new_flat)):
     if key.split(".")[0] in RESUMABLE_FIELDS or key not in old_flat:
@@ -569,4 +641,24 @@ def parse_task_params(entries) -> Dict[str, Dict[str, Any]]:
     if isinstance(parsed, list):
       parsed = tuple(parsed)
     result.setdefault(task.strip(), {})[param.strip()] = parsed
+  return result
+
+
+def parse_task_batch_sizes(entries) -> Dict[str, int]:
+  """``["relative_position=64", ...]`` -> ``{"relative_position": 64}``
+  (a later entry for the same task wins, as later flags do). Task names and
+  sizes are checked by :class:`TrainConfig`."""
+  result: Dict[str, int] = {}
+  for entry in entries or ():
+    name, eq, value = str(entry).partition("=")
+    if not eq or not name.strip():
+      raise ConfigError(
+          f"task_batch_size {entry!r} must look like task=N, e.g. "
+          "relative_position=64")
+    try:
+      size = int(value.strip(), 10)
+    except ValueError:
+      raise ConfigError(f"task_batch_size {entry!r}: {value!r} is not an "
+                        "integer") from None
+    result[name.strip()] = size
   return result

@@ -302,9 +302,14 @@ class _Parser:
     if option is None:
       raise self._unknown(name)
     if option.kind == "multi_string" and isinstance(value, Mapping):
-      # {"relative_position": {"gap": 8}}: typed task parameters.
-      entries = [f"{task}.{param}={v!r}" for task, params in value.items()
-                 for param, v in params.items()]
+      # {"relative_position": {"gap": 8}}: typed task parameters;
+      # {"relative_position": 64}: task batch sizes.
+      entries = []
+      for task, params in value.items():
+        if isinstance(params, Mapping):
+          entries += [f"{task}.{param}={v!r}" for param, v in params.items()]
+        else:
+          entries.append(f"{task}={params}")
       for entry in entries:
         self._set(option, entry)
       return
@@ -345,9 +350,10 @@ def parse_args(*sources: Any, root: Optional[str] = None,
     *sources: applied in order, later ones winning. A sequence of strings is
       argv: ``--name=value``, ``--name value``, ``--flag`` / ``--noflag``,
       ``--flagfile=PATH`` (one option a line; ``#`` comments); repeated
-      ``--task_param`` accumulate. A mapping holds typed values by flag
-      name (``{"width": 0.25, "tasks": ("relative_position",),
-      "task_param": {"relative_position": {"gap": 8}}}``).
+      ``--task_param`` and ``--task_batch_size`` accumulate. A mapping
+      holds typed values by flag name (``{"width": 0.25, "tasks":
+      ("relative_position",), "task_param": {"relative_position": {"gap":
+      8}}, "task_batch_size": {"relative_position": 64}}``).
     root: folder that relative ``--flagfile`` paths (nested ones too)
       resolve from; default: the working directory.
     overrides: one more mapping, applied last.
@@ -497,12 +503,15 @@ def config_from_values(values: Mapping[str, Any],
           "--harmonize contradicts task_param relative_position.color_mode="
           f"{rp['color_mode']}")
     rp["color_mode"] = "harmonize"
+  task_batch_sizes = config_lib.parse_task_batch_sizes(
+      value("task_batch_size"))
   try:
     trunk = TrunkConfig(**tree.pop("trunk"))
   except ValueError as e:
     raise ConfigError(str(e)) from None
   return config_lib.TrainConfig(
-      task_params=task_params, trunk=trunk,
+      task_params=task_params, task_batch_sizes=task_batch_sizes,
+      trunk=trunk,
       optimizer=config_lib.OptimizerConfig(**tree.pop("optimizer")),
       data=config_lib.DataConfig(**tree.pop("data")), **tree)
 

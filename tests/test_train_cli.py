@@ -100,14 +100,16 @@ def _absl_type(hint):
     return "comma separated list of strings"
   if hint in _ABSL_TYPES:
     return _ABSL_TYPES[hint]
-  return "multi string"  # task_params: --task_param, repeatable
+  # task_params, task_batch_sizes: --task_param, --task_batch_size,
+  # repeatable
+  return "multi string"
 
 
 def test_every_config_field_has_exactly_one_flag_with_its_default_and_type():
   fv = flags.FlagValues()
   mt_flags.define_train_flags(fv)
   fields = list(_config_fields(config_lib.TrainConfig))
-  assert len(fields) == 59  # TrainConfig, TrunkConfig, Optimizer, Data
+  assert len(fields) == 60  # TrainConfig, TrunkConfig, Optimizer, Data
   by_field = {}
   for option in options.train_options():
     by_field.setdefault(option.field, []).append(option.name)
@@ -142,7 +144,8 @@ def test_every_flag_reaches_its_config_field():
           "--devices=/cpu:0", "--lasso", "--lasso_l1=0.5",
           "--schedule=weighted", "--task_weights=1,3", "--clipnorm=2",
           "--task_param=colorization.crop_size=40", "--lr_schedule=step",
-          "--lr_warmup_steps=2", "--lr_drop_steps=3,5"]
+          "--lr_warmup_steps=2", "--lr_drop_steps=3,5",
+          "--task_batch_size=relative_position=64"]
   fv(["train"] + argv)
   expected = {"tasks": ("colorization", "relative_position"),
               "trunk.depth": 26, "trunk.width": 0.5,
@@ -164,6 +167,7 @@ def test_every_flag_reaches_its_config_field():
         obj = getattr(obj, part)
       assert obj == value, path
     assert config.task_params["colorization"]["crop_size"] == 40
+    assert dict(config.task_batch_sizes) == {"relative_position": 64}
 
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS,

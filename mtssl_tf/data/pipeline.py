@@ -349,7 +349,7 @@ def training_input_fns(config, tasks, log=print) -> TrainingData:
       log(f"data for {name} (input pipeline {ctx.input_pipeline_id} of "
           f"{ctx.num_input_pipelines}): {source.description}")
       return _for_checkpoints(task_dataset(
-          tasks[name], source, batch_size=config.batch_size,
+          tasks[name], source, batch_size=config.task_batch_size(name),
           seed=config.seed, deterministic=config.data.deterministic,
           shuffle_buffer=min(config.data.shuffle_buffer, 10_000),
           input_context=ctx))
@@ -385,7 +385,8 @@ def training_datasets(config, tasks, log=print) -> TrainingData:
     log(f"data for {name}: {source.description}")
     sources[name] = source
     datasets[name] = _for_checkpoints(task_dataset(
-        task, source, batch_size=config.batch_size, seed=config.seed,
+        task, source, batch_size=config.task_batch_size(name),
+        seed=config.seed,
         deterministic=data.deterministic,
         shuffle_buffer=min(data.shuffle_buffer, 10_000)))
   return TrainingData(datasets, sources)

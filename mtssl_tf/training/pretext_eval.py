@@ -473,7 +473,7 @@ def from_config(config, model, log: Callable[[str], None] = print
     task = model.task_objects[name]
     heldout[name] = materialize(
         task, source, examples=config.pretext_eval_examples,
-        batch_size=config.batch_size, seed=config.seed)
+        batch_size=config.task_batch_size(name), seed=config.seed)
     described.setdefault(source.description, None)
   description = "; ".join(described)
   log(f"held-out metrics every {config.pretext_eval_every} steps on "

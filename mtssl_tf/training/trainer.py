@@ -152,6 +152,10 @@ class Trainer:
     self.strategy = strategy or make_strategy(config)
     self.num_replicas = self.strategy.num_replicas_in_sync
     self.per_replica_batch = config.check_replicas(self.num_replicas)
+    # Each task's own (--task_batch_size) per-replica batch.
+    self.per_replica_batches = {
+        t: config.per_replica_batch_size(t, self.num_replicas)
+        for t in config.tasks}
     self.chief = is_chief(self.strategy)
     config = self.config = colorization_prior.resolve_training_prior(
         config, log=log, write=self.chief)
@@ -218,7 +222,7 @@ class Trainer:
         input_pipeline_id=self._worker_index(),
         num_replicas_in_sync=self.num_replicas)
     self.datasets = datasets
-    self.local_datasets = {t: self._local_dataset(datasets[t])
+    self.local_datasets = {t: self._local_dataset(t, datasets[t])
                            for t in config.tasks}
     self.iterators = {t: iter(self.local_datasets[t]) for t in config.tasks}
     if config.jit_compile:
@@ -328,11 +332,12 @@ class Trainer:
       return 0
     return int(resolver.task_id) + (1 if "chief" in cluster else 0)
 
-  def _local_dataset(self, source) -> tf.data.Dataset:
+  def _local_dataset(self, task: str, source) -> tf.data.Dataset:
     """This worker's dataset of ``[local_replicas, per_replica, ...]``
-    batches from a global-batch dataset or an input function."""
-    ctx, per, local = self.input_context, self.per_replica_batch, \
+    batches of ``task`` from a global-batch dataset or an input function."""
+    ctx, per, local = self.input_context, self.per_replica_batches[task], \
         self.local_replicas
+    size = self.config.task_batch_size(task)
     if callable(source) and not isinstance(source, tf.data.Dataset):
       dataset = source(ctx)
       if not isinstance(dataset, tf.data.Dataset):
@@ -345,6 +350,15 @@ class Trainer:
       raise TypeError(f"datasets values must be tf.data.Dataset or input "
                       f"functions, got {type(source).__name__}")
     lo = ctx.input_pipeline_id * local * per
+    leading = {t.shape[0] for t in tf.nest.flatten(source.element_spec)
+               if t.shape.rank} - {None}
+    if leading != {size} and leading:
+      # Slicing would silently drop examples (larger) or fail in a reshape
+      # (smaller).
+      raise ValueError(
+          f"the dataset of {task} holds global batches of "
+          f"{sorted(leading)}, but {task}'s global batch size is {size} "
+          "(--batch_size / --task_batch_size)")
 
     def mine(*batch):
       batch = batch[0] if len(batch) == 1 else batch
@@ -379,9 +393,10 @@ class Trainer:
     return self.strategy.experimental_distribute_values_from_function(
         value_fn)
 
-  def _split_global(self, batch):
-    """A global batch -> this worker's ``[local_replicas, per, ...]``."""
-    per, local = self.per_replica_batch, self.local_replicas
+  def _split_global(self, task: str, batch):
+    """A global batch of ``task`` -> this worker's ``[local_replicas, per,
+    ...]``."""
+    per, local = self.per_replica_batches[task], self.local_replicas
     lo = self.input_context.input_pipeline_id * local * per
     return tf.nest.map_structure(
         lambda t: tf.reshape(t[lo:lo + local * per],
@@ -414,7 +429,9 @@ class Trainer:
     optimizer = self.optimizers[task_name]
     variables = self.variables_of(task_name)
     indices = [self._index[id(v)] for v in variables]
-    global_batch = self.config.batch_size
+    # The task's own global batch (--task_batch_size): the loss is the mean
+    # over THIS task's examples, whatever the other tasks' batches are.
+    global_batch = self.config.task_batch_size(task_name)
     num_replicas = self.num_replicas
     accumulators = self.accumulators
     loss_scale = self.loss_scale
@@ -523,7 +540,7 @@ class Trainer:
     if fn is None:
       fn = tf.function(lambda b, task=task: self._run_replicas(task, b))
       self._step_fns[task] = fn
-    return fn(self._split_global(batch))
+    return fn(self._split_global(task, batch))
 
   def _make_apply_fn(self):
     optimizer = next(iter(self.optimizers.values()))
@@ -533,7 +550,10 @@ class Trainer:
 
     def apply():
       # Cross-replica context: the accumulators hold all-reduced sums, so the
-      # optimizer applies the same mean gradient on every replica.
+      # optimizer applies the same mean gradient on every replica. Each
+      # step's gradient is already the mean over its task's own global batch,
+      # so every task weighs the same in the cycle's mean whatever its
+      # --task_batch_size (the paper averages over heads, not examples).
       grads = [a.read_value() / cycle for a in accumulators]
       optimizer.apply_gradients(zip(grads, variables))
       return tf.constant(True)
@@ -695,9 +715,15 @@ class Trainer:
     if start >= cfg.steps:
       self.log(f"already trained to step {start} (steps={cfg.steps})")
       return self._finish(start, 0.0, 0)
+    sizes = {t: cfg.task_batch_size(t) for t in cfg.tasks}
+    if len(set(sizes.values())) == 1:
+      batch = f"global batch {cfg.batch_size}"
+    else:
+      batch = "global batches " + ", ".join(
+          f"{t} {n}" for t, n in sizes.items())
     self.log(f"training {', '.join(cfg.tasks)} from step {start} to "
-             f"{cfg.steps} on {self.num_replicas} replica(s), global batch "
-             f"{cfg.batch_size}, update={cfg.update}, lasso={cfg.lasso}, "
+             f"{cfg.steps} on {self.num_replicas} replica(s), {batch}, "
+             f"update={cfg.update}, lasso={cfg.lasso}, "
              f"lr_schedule={cfg.optimizer.lr_schedule}")
     hist_file = open(self._history_path(), "a") if self.chief else None
     window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
@@ -752,7 +778,7 @@ class Trainer:
     """Images one global batch of ``task`` sends through the trunk."""
     spec = tf.nest.flatten(self.local_datasets[task].element_spec[0])[0]
     # [local_replicas, per_replica, (views,) H, W, 3]
-    return self.config.batch_size * int(np.prod(spec.shape[2:-3]))
+    return self.config.task_batch_size(task) * int(np.prod(spec.shape[2:-3]))
 
   def run_loop(self, step: int):
     """Runs the steps of one loop from ``step`` (up to ``steps_per_loop``,
