@@ -183,7 +183,8 @@ def bench_step(size: str, args: str, run_dir: str):
   batches = {}
   for name in config.tasks:
     task = tasks_lib.get_task(name, **config.task_kwargs(name))
-    batches[name] = _fixed_batch(task, config.batch_size, config.seed)
+    batches[name] = _fixed_batch(task, config.task_batch_size(name),
+                                 config.seed)
   datasets = {n: tf.data.Dataset.from_tensors(b).repeat()
               for n, b in batches.items()}
   trainer = Trainer(config, datasets=datasets, log=_log)
@@ -230,7 +231,8 @@ def bench_step(size: str, args: str, run_dir: str):
       with tf.GradientTape() as tape:
         tape.watch(features)
         loss = tf.reduce_sum(task.loss(
-            targets, head(features, training=True))) / config.batch_size
+            targets, head(features, training=True))) / (
+                config.task_batch_size(name))
       grads = tape.gradient(loss, head_vars + [features])
       # Only the gradients' cost counts here; they are not applied.
       return loss + 0.0 * tf.add_n([tf.reduce_sum(g) for g in grads])

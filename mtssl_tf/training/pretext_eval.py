@@ -471,6 +471,11 @@ def from_config(config, model, log: Callable[[str], None] = print
   heldout, described = {}, {}
   for name, source in sources.items():
     task = model.task_objects[name]
+    # At the task's training batch size (--task_batch_size), known to fit in
+    # memory. The scores do not depend on it (inference-mode batch norm;
+    # each example is seeded by its index) beyond rounding the number of
+    # examples up to whole batches (for exemplar: the N of its retrieval,
+    # whose chance 1/N is reported beside it).
     heldout[name] = materialize(
         task, source, examples=config.pretext_eval_examples,
         batch_size=config.task_batch_size(name), seed=config.seed)

@@ -47,6 +47,14 @@ Scale-out and accelerators:
   scale halves; it doubles after ``loss_scale_growth_interval`` good steps;
 * ``jit_compile``: each task's forward/loss/backward is an XLA-compiled
   function; the all-reduce, accumulation and optimizer stay outside it.
+
+Per-task batch sizes (``config.task_batch_size(task)``, ``--task_batch_size``):
+each task's input pipeline, per-replica split and loss normalisation use its
+own global batch. Nothing else assumes one size: each task has its own
+replica step (and compiled function under ``jit_compile``, traced once at its
+shape), the loop stacks scalar losses only, and the cycle's apply averages
+per-task MEAN gradients, so a task's weight in the update does not grow with
+its batch (the paper averages over heads).
 """
 from __future__ import annotations
 
