@@ -13,6 +13,7 @@ import tensorflow as tf
 from mtssl_tf import options
 from mtssl_tf.config import ConfigError, check_resume, resume_differences
 from mtssl_tf.data import pipeline
+from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training import pretext_eval
 from mtssl_tf.training.trainer import Trainer
 import harness
@@ -189,18 +190,24 @@ def _numpy_cross_entropy(logits, labels):
   return log_z - logits[np.arange(len(labels)), np.asarray(labels)]
 
 
-@pytest.mark.parametrize("devices", [("/cpu:0",), ("/cpu:0", "/cpu:1")],
-                         ids=["1_replica", "2_replicas"])
+@pytest.mark.parametrize("devices,jit", [
+    (("/cpu:0",), False), (("/cpu:0", "/cpu:1"), False), (("/cpu:0",), True)],
+                         ids=["1_replica", "2_replicas", "1_replica_xla"])
 def test_loss_is_the_mean_over_the_tasks_own_global_batch(
-    tmp_path, mirrored, devices):
+    tmp_path, mirrored, devices, jit):
   """Relative position at 4 pairs while batch_size is 2 (colorization's):
   its step-1 loss is the mean of its 4 per-example cross-entropies, computed
   in NumPy from the logits of the same weights and batch; dividing by
-  batch_size would double it. With 2 replicas each gets 2 pairs."""
+  batch_size would double it. With 2 replicas each gets 2 pairs; under
+  jit_compile relative position's step is XLA-compiled at its own shape
+  (colorization runs uncompiled: XLA_UNSUPPORTED)."""
   names = (RP, COL)
   config = harness.train_config(tmp_path / "run", names, batch_size=2,
                                 task_batch_sizes={RP: 4}, steps=2,
-                                lasso=False)
+                                lasso=False, jit_compile=jit,
+                                # XLA cannot compile synchronised BN.
+                                trunk=TrunkConfig(**harness.TRUNK,
+                                                  sync_bn=not jit))
   datasets = {RP: harness.training_dataset(harness.tiny_task(RP), 4),
               COL: harness.training_dataset(harness.tiny_task(COL), 2)}
   trainer = Trainer(config, strategy=mirrored(devices), datasets=datasets,
@@ -213,6 +220,7 @@ def test_loss_is_the_mean_over_the_tasks_own_global_batch(
   expected = _numpy_cross_entropy(logits, labels)
   assert expected.shape == (4,)
   trainer.train()
+  assert trainer.compiled(RP) == jit and not trainer.compiled(COL)
   per_replica = 4 // len(devices)
   assert set(seen[RP]) == {per_replica}
   assert set(seen[COL]) == {2 // len(devices)}
