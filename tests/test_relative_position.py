@@ -455,3 +455,86 @@ def test_loss_and_metrics_against_numpy():
   accuracy = task.metrics(tf.constant(labels), tf.constant(logits))["accuracy"]
   np.testing.assert_allclose(float(accuracy),
                              np.mean(logits.argmax(1) == labels))
+
+
+# --- image symmetries (augment) -------------------------------------------------
+
+
+def _symmetries(image):
+  """The 8 symmetries of the square applied to ``image`` [H, W, C], written
+  with NumPy only: (name, transformed image)."""
+  out = []
+  for k in range(4):
+    turned = np.rot90(image, k, axes=(0, 1))
+    out.append((f"rot{90 * k}", turned))
+    out.append((f"rot{90 * k}+mirror", turned[:, ::-1]))
+  return out
+
+
+def _find_pair(x, y, candidates):
+  """Names of the symmetries in which both patches of ``x`` are exact crops,
+  the neighbour one grid step from the centre in the direction of label
+  ``y`` (gap 0 and jitter 0, so the step is exactly the patch size)."""
+  dr, dc = [(r - 1, c - 1) for r in range(3) for c in range(3)
+            if LAYOUT[r, c] == y][0]
+  found = []
+  for name, img in candidates:
+    # The coordinate channels make every P x P crop unique: locate the
+    # centre by its top-left pixel.
+    hits = np.argwhere((img[..., 0] == x[0, 0, 0, 0])
+                       & (img[..., 1] == x[0, 0, 0, 1]))
+    for r, c in hits:
+      rr, cc = r + dr * P, c + dc * P
+      if (r + P <= img.shape[0] and c + P <= img.shape[1]
+          and 0 <= rr and 0 <= cc and rr + P <= img.shape[0]
+          and cc + P <= img.shape[1]
+          and np.array_equal(img[r:r + P, c:c + P], x[0])
+          and np.array_equal(img[rr:rr + P, cc:cc + P], x[1])):
+        found.append(name)
+  return found
+
+
+@pytest.mark.parametrize("augment,allowed", [
+    ("none", {"rot0"}),
+    ("flip", {"rot0", "rot0+mirror"}),
+    ("dihedral", None),
+])
+def test_augment_labels_follow_the_transformed_image(augment, allowed):
+  # A non-square coordinate image: every symmetry gives a different picture,
+  # and the label must be the neighbour's direction in the picture the grid
+  # was placed in.
+  task = small_task(gap=0, jitter=0, augment=augment)
+  image = coordinate_image(61, 55)
+  image[..., 2] = (image[..., 0] * 7 + image[..., 1] * 3) % 251
+  candidates = _symmetries(image)
+  xs, ys = run_dataset(task, image, seeds(160))
+  used = []
+  for x, y in zip(xs, ys):
+    names = _find_pair(x, y, candidates)
+    assert len(names) == 1, (y, names)
+    used.append(names[0])
+  counts = {n: used.count(n) for n in set(used)}
+  if allowed is not None:
+    assert set(counts) == allowed, counts
+  else:
+    # All 8 symmetries, each about 1/8 of the time (160 draws: 20 expected;
+    # a binomial count below 6 or above 38 has probability < 1e-4).
+    assert len(counts) == 8, counts
+    assert min(counts.values()) >= 6 and max(counts.values()) <= 38, counts
+  if augment == "flip":
+    assert 50 <= counts["rot0+mirror"] <= 110, counts
+
+
+def test_augment_none_leaves_the_pairs_of_a_seed_unchanged():
+  # augment draws from its own random stream: turning it on or off does not
+  # move the patches of unaugmented examples.
+  image = random_image(80, 80)
+  a, ya = run_dataset(small_task(), image, seeds(20))
+  b, yb = run_dataset(small_task(augment="none"), image, seeds(20))
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(ya, yb)
+
+
+def test_unknown_augment_is_clear():
+  with pytest.raises(ValueError, match="unknown augment 'rot'.*'dihedral'"):
+    small_task(augment="rot")

@@ -184,3 +184,25 @@ def test_import_cost_is_tensorflow_plus_keras():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                        text=True, check=True)
   assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_zero_init_residual_starts_every_unit_as_its_shortcut():
+  # Reference: a unit whose branch adds zero is its shortcut, so every unit
+  # after the first of a block passes its input through unchanged.
+  x = np.random.default_rng(4).uniform(0, 255, (2, 48, 48, 3)).astype("f4")
+  config = TrunkConfig(depth=26, width=0.25, zero_init_residual=True)
+  trunk = build_trunk(config)
+  convs = [l for l in trunk.layers if l.name.endswith("_3_conv")]
+  assert convs and all(not np.any(l.kernel.numpy()) for l in convs)
+  out = trunk(x)
+  np.testing.assert_array_equal(out["conv4_block2_out"],
+                                out["conv4_block1_out"])
+  default = build_trunk(TrunkConfig(depth=26, width=0.25))(x)
+  assert np.abs(default["conv4_block2_out"]
+                - default["conv4_block1_out"]).max() > 1e-3
+  # It is an initialisation, not an architecture: same weights, same config
+  # round trip, and older configs without the field still load.
+  assert Trunk(**dict(config.to_dict())).config == config
+  old = {k: v for k, v in TrunkConfig(depth=14, width=0.25).to_dict().items()
+         if k != "zero_init_residual"}
+  assert Trunk.from_config(old).config.zero_init_residual is False

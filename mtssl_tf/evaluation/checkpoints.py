@@ -32,9 +32,9 @@ from mtssl_tf.training import checkpoints as run_checkpoints
 
 RANDOM = "random"
 # Fields that only matter while training (batch-norm statistics updates and
-# their synchronisation): a checkpoint trained with other values is still the
-# same network at evaluation.
-TRAINING_ONLY_FIELDS = ("bn_momentum", "sync_bn")
+# their synchronisation, the initialisation): a checkpoint trained with other
+# values is still the same network at evaluation.
+TRAINING_ONLY_FIELDS = ("bn_momentum", "sync_bn", "zero_init_residual")
 
 
 def trunk_config_differences(got: TrunkConfig,

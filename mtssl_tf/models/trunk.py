@@ -73,6 +73,11 @@ class TrunkConfig:
     sync_bn: synchronise batch-norm statistics across replicas.
     input_normalization: ``"slim"`` (RGB [0,255] minus the ImageNet mean, the
       authors' convention), ``"keras_v2"`` ([0,255] -> [-1,1]) or ``"none"``.
+    zero_init_residual: start the last convolution of every residual branch
+      at zero, so that each unit starts as the identity (our choice; the
+      paper's Slim network used He initialisation everywhere). From scratch
+      on a CPU budget it is what lets relative position learn at all
+      (docs/relative_position.md); off by default.
   """
   # metadata["help"] / ["choices"]: the command-line flag of each field
   # (mtssl_tf.config derives the options of train, evaluate and export).
@@ -97,6 +102,9 @@ class TrunkConfig:
   input_normalization: str = dataclasses.field(default="slim", metadata={
       "help": "slim (RGB minus the ImageNet mean), keras_v2 or none.",
       "choices": INPUT_NORMALIZATIONS})
+  zero_init_residual: bool = dataclasses.field(default=False, metadata={
+      "help": "Start every residual branch's last convolution at zero (each "
+              "unit starts as the identity; our choice, not the paper's)."})
 
   def __post_init__(self):
     if self.depth not in DEPTHS:
@@ -205,7 +213,11 @@ def _unit(layers, x, filters, stride, conv_shortcut, name, config):
                     name=name + "_2_conv")(y)
   y = _bn(layers, y, name + "_2_bn", config)
   y = layers.Activation("relu", name=name + "_2_relu")(y)
-  y = layers.Conv2D(4 * filters, 1, name=name + "_3_conv")(y)
+  # zero_init_residual: the unit starts as the identity (the branch adds 0).
+  y = layers.Conv2D(
+      4 * filters, 1, name=name + "_3_conv",
+      kernel_initializer=("zeros" if config.zero_init_residual
+                          else "glorot_uniform"))(y)
   return layers.Add(name=name + "_out")([shortcut, y])
 
 
@@ -287,12 +299,14 @@ class Trunk(keras.Model):
                pool_padding: str = PAPER_POOL_PADDING,
                bn_epsilon: float = 1.001e-5, bn_momentum: float = 0.997,
                sync_bn: bool = False, input_normalization: str = "slim",
+               zero_init_residual: bool = False,
                name: str = "trunk", **kwargs):
     config = TrunkConfig(depth=depth, width=width,
                          block3_last_stride=block3_last_stride,
                          pool_padding=pool_padding, bn_epsilon=bn_epsilon,
                          bn_momentum=bn_momentum, sync_bn=sync_bn,
-                         input_normalization=input_normalization)
+                         input_normalization=input_normalization,
+                         zero_init_residual=zero_init_residual)
     inputs = keras.Input(shape=(None, None, 3), name="images")
     outputs = trunk_graph(inputs, config, keras)
     super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)

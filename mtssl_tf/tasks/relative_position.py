@@ -31,6 +31,7 @@ from mtssl_tf.tasks.base import Task
 
 COLOR_MODES = ("drop", "harmonize", "none")
 POOLINGS = ("mean", "flatten")
+AUGMENTS = ("none", "flip", "dihedral")
 NUM_CLASSES = 8
 
 # (row, column) of each label's patch in the 3x3 grid; the centre is (1, 1).
@@ -48,6 +49,7 @@ _RGB_MEAN = (123.68, 116.779, 103.939)
 _STREAM_RESCALE = 1
 _STREAM_LABEL = 2
 _STREAM_ORIGIN = 3
+_STREAM_AUGMENT = 4
 _STREAM_PATCH = (10, 20)  # centre, neighbour; + offsets below
 _SUB_JITTER = 0
 _SUB_DOWNSAMPLE = 1
@@ -127,6 +129,13 @@ class RelativePosition(Task):
       all die within a few hundred steps at demo scale and the output
       collapses to uniform (docs/relative_position.md). [R] The 2015 method
       trained its network with batch norm; off by default, as above.
+    augment: ``"none"`` (the papers), ``"flip"`` (mirror the image
+      left-right with probability 1/2) or ``"dihedral"`` (one of the 8
+      symmetries of the square: flips and transpose) before the grid is
+      placed; labels follow the new geometry. Our choice for small image
+      sets: with about 30 training images RP otherwise learns where each
+      image's content sits instead of anything that transfers
+      (docs/relative_position.md).
 
   Inputs/targets of :meth:`preprocess`: ``inputs`` float32 [2, P, P, 3] in
   [0, 255], centre patch first; ``targets`` int32 label in 0..7.
@@ -148,7 +157,13 @@ class RelativePosition(Task):
                hidden_units: Sequence[int] = (4096, 4096),
                pooling: str = "mean",
                input_norm: bool = False,
-               fc_norm: bool = False):
+               fc_norm: bool = False,
+               augment: str = "none"):
+    if augment not in AUGMENTS:
+      raise ValueError(
+          f"unknown augment {augment!r}; allowed values: "
+          f"{', '.join(repr(m) for m in AUGMENTS)}")
+    self.augment = augment
     if color_mode not in COLOR_MODES:
       raise ValueError(
           f"unknown color_mode {color_mode!r}; allowed values: "
@@ -213,6 +228,7 @@ class RelativePosition(Task):
         "pooling": self.pooling,
         "input_norm": self.input_norm,
         "fc_norm": self.fc_norm,
+        "augment": self.augment,
     }
 
   # --- geometry -------------------------------------------------------------
@@ -256,6 +272,25 @@ class RelativePosition(Task):
     return tf.image.resize(image, tf.stack([new_h, new_w]),
                            method="bilinear", antialias=True)
 
+  def augment_image(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The whole image, mirrored and turned as ``augment`` says (before the
+    grid is placed, so labels follow the new geometry).
+
+    ``"flip"``: left-right with probability 1/2. ``"dihedral"``: one of the
+    8 symmetries of the square, uniformly (left-right flip, up-down flip and
+    transpose, each with probability 1/2).
+    """
+    if self.augment == "none":
+      return image
+    coins = tf.random.stateless_uniform([3], seed) < 0.5
+    image = tf.cond(coins[0], lambda: tf.reverse(image, [1]), lambda: image)
+    if self.augment == "dihedral":
+      image = tf.cond(coins[1], lambda: tf.reverse(image, [0]),
+                      lambda: image)
+      image = tf.cond(coins[2], lambda: tf.transpose(image, [1, 0, 2]),
+                      lambda: image)
+    return image
+
   # --- per-patch appearance ---------------------------------------------------
 
   def _downsample(self, patch: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -293,6 +328,7 @@ class RelativePosition(Task):
           f"image: expected one image [H, W, C], got shape {image.shape}")
     seed = tf.convert_to_tensor(seed)
     image = self.rescale_image(image, _fold(seed, _STREAM_RESCALE))
+    image = self.augment_image(image, _fold(seed, _STREAM_AUGMENT))
     need = self.min_image_size
     image = check_min_size(
         image, need, need,
