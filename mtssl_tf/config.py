@@ -103,6 +103,10 @@ class OptimizerConfig:
   lr_drop_steps: Tuple[int, ...] = option(
       (), "lr_schedule=step: global steps after which the rate is divided "
       "by 10, increasing, e.g. 800,1100.")
+  lr_drop_fractions: Tuple[float, ...] = option(
+      (), "lr_schedule=step: the same as fractions of the run's steps, in "
+      "(0, 1), increasing, e.g. 0.9 (drop at step round(0.9 * steps)); "
+      "they follow --steps. Instead of lr_drop_steps.")
 
   def __post_init__(self):
     if self.name not in OPTIMIZERS:
@@ -140,11 +144,30 @@ class OptimizerConfig:
       raise ConfigError(
           f"lr_drop_steps={list(drops)} apply to lr_schedule=step only "
           f"(contradicting flags: lr_schedule={self.lr_schedule})")
+    fractions = tuple(self.lr_drop_fractions or ())
+    object.__setattr__(self, "lr_drop_fractions", fractions)
+    if any(isinstance(f, bool) or not isinstance(f, (int, float))
+           or not 0.0 < f < 1.0 for f in fractions) or any(
+               b <= a for a, b in zip(fractions, fractions[1:])):
+      raise ConfigError(f"lr_drop_fractions={list(fractions)} must be "
+                        "strictly increasing numbers in (0, 1) (fractions "
+                        "of the run's steps)")
+    if fractions and self.lr_schedule != "step":
+      raise ConfigError(
+          f"lr_drop_fractions={list(fractions)} apply to lr_schedule=step "
+          f"only (contradicting flags: lr_schedule={self.lr_schedule})")
+    if fractions and drops:
+      raise ConfigError(
+          f"lr_drop_steps={list(drops)} and lr_drop_fractions="
+          f"{list(fractions)} both say where the rate drops: give one")
     if self.lr_schedule == "step":
+      if fractions:
+        return
       if not drops:
         raise ConfigError("lr_schedule=step needs --lr_drop_steps (the "
                           "global steps where the rate is divided by 10), "
-                          "e.g. --lr_drop_steps=800,1100")
+                          "e.g. --lr_drop_steps=800,1100, or "
+                          "--lr_drop_fractions, e.g. 0.9")
       if any(b <= a for a, b in zip(drops, drops[1:])):
         raise ConfigError(f"lr_drop_steps={list(drops)} must be strictly "
                           "increasing")
@@ -243,7 +266,9 @@ class TrainConfig:
   schedule: str = option("round_robin", "Task schedule (weighted: sampled, "
                          "seeded by the step).", choices=SCHEDULES)
   task_weights: Optional[Tuple[float, ...]] = option(
-      None, "Sampling weights, one per task (schedule=weighted).")
+      None, "Sampling weights (schedule=weighted): one per task in order, "
+      "or task=weight for some tasks (the others weigh 1), e.g. "
+      "relative_position=4.")
   update: str = option(
       "cycle", "cycle: average the gradients of one cycle over the tasks, "
       "then apply (the paper); every_step.", choices=UPDATES)

@@ -405,6 +405,8 @@ def _mode_options(v: Mapping[str, Any]):
        f"--lr_schedule={v['lr_schedule']}"),
       ("lr_drop_steps", v["lr_schedule"] == "step",
        f"--lr_schedule={v['lr_schedule']}"),
+      ("lr_drop_fractions", v["lr_schedule"] == "step",
+       f"--lr_schedule={v['lr_schedule']}"),
       ("harmonize", "relative_position" in tasks,
        "relative_position not in --tasks"),
       ("tpu", v["strategy"] == "tpu", f"--strategy={v['strategy']}"),
@@ -451,6 +453,37 @@ def _integer(name: str, value: Any) -> int:
     raise ConfigError(f"{name}: {value!r} is not an integer") from None
 
 
+def _named_task_weights(weights, tasks) -> Optional[List[float]]:
+  """``--task_weights=relative_position=4``: weights by task name, 1 for
+  every task not named, in the order of ``tasks`` (so a flagfile's weights
+  survive a later ``--tasks`` that reorders or drops tasks; names of tasks
+  not trained are ignored). None when the weights are plain numbers (one
+  per task, in order) or not given."""
+  from mtssl_tf import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  items = [str(x).strip() for x in (weights or ()) if str(x).strip()]
+  if not any("=" in x for x in items):
+    return None
+  named: Dict[str, float] = {}
+  for item in items:
+    name, eq, number = item.partition("=")
+    name = name.strip()
+    if not eq:
+      raise ConfigError(
+          f"task_weights={items}: give every weight as task=weight (e.g. "
+          "relative_position=4) or none (one number per task, in order)")
+    try:
+      tasks_lib.check_task_name(name)
+    except ValueError as e:
+      raise ConfigError(f"task_weights: {e}") from None
+    try:
+      named[name] = float(number)
+    except ValueError:
+      raise ConfigError(f"task_weights {item!r}: {number!r} is not a "
+                        "number") from None
+  names = [t.strip() for t in (tasks or ()) if str(t).strip()]
+  return [named.get(t, 1.0) for t in names]
+
+
 def config_from_values(values: Mapping[str, Any],
                        present: Collection[str] = (),
                        warn: Optional[Callable[[str], None]] = None
@@ -476,11 +509,14 @@ def config_from_values(values: Mapping[str, Any],
   def value(name):
     return _copy(by_name[name].default) if name in skip else values[name]
 
+  named_weights = _named_task_weights(value("task_weights"), value("tasks"))
   tree: Dict[str, Any] = {}
   for option in train_options():
     if option.field is None or option.kind == "multi_string":
       continue
     v = value(option.name)
+    if option.name == "task_weights" and named_weights is not None:
+      v = named_weights
     if option.kind == "list":
       items = [x.strip() if isinstance(x, str) else x for x in (v or ())]
       items = [x for x in items if x != ""]
@@ -499,9 +535,14 @@ def config_from_values(values: Mapping[str, Any],
   if value("harmonize"):
     rp = task_params.setdefault("relative_position", {})
     if rp.get("color_mode", "harmonize") != "harmonize":
-      raise ConfigError(
-          "--harmonize contradicts task_param relative_position.color_mode="
-          f"{rp['color_mode']}")
+      # A preset switch over a flagfile's colour mode (the CPU recipe's
+      # full colour): it wins, said in one line.
+      line = ("warning: --harmonize replaces task_param "
+              f"relative_position.color_mode={rp['color_mode']}")
+      if warn is None:
+        print(line, file=sys.stderr, flush=True)
+      else:
+        warn(line)
     rp["color_mode"] = "harmonize"
   task_batch_sizes = config_lib.parse_task_batch_sizes(
       value("task_batch_size"))

@@ -57,6 +57,14 @@ def test_hand_computed_rates_at_chosen_steps():
                          lr_drop_steps=(30, 60))
   assert [at(step, 100, n) for n in (1, 30, 31, 60, 61, 100)] == \
       pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+  # Fractions of the run: the same drops at round(f * T), following T.
+  frac = OptimizerConfig(learning_rate=1.0, lr_schedule="step",
+                         lr_drop_fractions=(0.5, 0.9))
+  assert [at(frac, 100, n) for n in (50, 51, 90, 91)] == \
+      pytest.approx([1.0, 0.1, 0.1, 0.01])
+  assert [at(frac, 10, n) for n in (5, 6, 9, 10)] == \
+      pytest.approx([1.0, 0.1, 0.1, 0.01])
+  assert lr_lib.drop_steps(frac, 2000) == (1000, 1800)
   const = OptimizerConfig(learning_rate=0.5, lr_warmup_steps=4)
   assert [at(const, 9, n) for n in range(1, 7)] == pytest.approx(
       [0.125, 0.25, 0.375, 0.5, 0.5, 0.5])
@@ -116,6 +124,13 @@ def test_every_step_matches_the_numpy_reference(kwargs, total):
      r"a drop at step 0 falls .* before the first step"),
     (dict(lr_schedule="step", lr_drop_steps=("5",)),
      r"lr_drop_steps=\['5'\] must be integers"),
+    (dict(lr_schedule="step", lr_drop_fractions=(0.9, 1.0)),
+     r"lr_drop_fractions=\[0.9, 1.0\] must be strictly increasing numbers "
+     r"in \(0, 1\)"),
+    (dict(lr_schedule="cosine", lr_drop_fractions=(0.5,)),
+     r"lr_drop_fractions=\[0.5\] apply to lr_schedule=step only"),
+    (dict(lr_schedule="step", lr_drop_steps=(5,), lr_drop_fractions=(0.5,)),
+     r"both say where the rate drops: give one"),
 ])
 def test_optimizer_config_refuses_contradictions(kwargs, message):
   with pytest.raises(ConfigError, match=message):

@@ -64,14 +64,16 @@ def _fingerprint(array):
           hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
 
 
-def _check_settings(model, name):
+def _check_settings(model, name, rp_color="none"):
   tasks, harmonize, lasso, _ = EXPECTED[name]
   assert tuple(model.task_names) == tasks
   assert (model.mixer is not None) == lasso
   if lasso:
     assert model.mixer.task_names == list(tasks)
+  # The CPU recipe's RP reads full colour (configs/study_common.cfg); the
+  # paper recipe drops colour (test_paper_recipes_...).
   color_mode = model.task_objects["relative_position"].color_mode
-  assert color_mode == ("harmonize" if harmonize else "drop")
+  assert color_mode == ("harmonize" if harmonize else rp_color)
 
 
 def test_list_presets_has_the_nine_paper_rows():
@@ -119,7 +121,8 @@ def test_paper_and_demo_recipes_validate(name):
     assert (config.trunk.depth, config.trunk.width) == (depth, width), scale
     color_mode = config.task_params["relative_position"].get("color_mode",
                                                              "drop")
-    assert color_mode == ("harmonize" if harmonize else "drop"), scale
+    plain = "drop" if scale == "paper" else "none"  # the CPU recipe's
+    assert color_mode == ("harmonize" if harmonize else plain), scale
   paper = model_zoo.preset_config(name, "paper")
   assert paper.data.source == "tfds"
   # TF-Slim's resnet_arg_scope pools with 'SAME': the paper's network.
@@ -192,9 +195,12 @@ def test_demo_recipe_is_the_study_rows_config(name):
     d["data"].pop("deterministic")
   assert zoo_dict == study_dict
   # The study's scale, spelled out: depth 50 (6 block-3 units), width 0.5,
-  # 1,200 steps of batch 16, held-out metrics every 400 steps.
+  # 2,000 steps of batch 16 (RP: 64 pairs), held-out metrics every 500.
   assert (zoo.trunk.depth, zoo.trunk.width, zoo.steps, zoo.batch_size) == (
-      50, 0.5, 1200, 16)
+      50, 0.5, 2000, 16)
+  assert zoo.task_batch_size("relative_position") == 64
+  assert zoo.pretext_eval_every == 500
+  assert zoo.trunk.zero_init_residual
   assert zoo.lasso == (name == "rp_col_ex_ms_lasso")
   if zoo.lasso:
     assert zoo.lasso_l1 == 0.01
@@ -234,7 +240,8 @@ def test_committed_preset_loads_with_matching_hash_and_params(name):
   assert os.path.getsize(path) == meta["weights_bytes"] < MAX_WEIGHTS_BYTES
   assert _sha256(path) == meta["sha256"]
   model = model_zoo.load(name)
-  _check_settings(model, name)
+  # The committed files predate the third-round recipe (colour dropping).
+  _check_settings(model, name, rp_color="drop")
   assert model.count_params() == meta["params"]
   # Every variable was loaded (none left at its random init): the model's
   # arrays are exactly the arrays stored in the file, read with h5py.

@@ -109,7 +109,7 @@ def test_every_config_field_has_exactly_one_flag_with_its_default_and_type():
   fv = flags.FlagValues()
   mt_flags.define_train_flags(fv)
   fields = list(_config_fields(config_lib.TrainConfig))
-  assert len(fields) == 60  # TrainConfig, TrunkConfig, Optimizer, Data
+  assert len(fields) == 62  # TrainConfig, TrunkConfig, Optimizer, Data
   by_field = {}
   for option in options.train_options():
     by_field.setdefault(option.field, []).append(option.name)
@@ -145,7 +145,7 @@ def test_every_flag_reaches_its_config_field():
           "--schedule=weighted", "--task_weights=1,3", "--clipnorm=2",
           "--task_param=colorization.crop_size=40", "--lr_schedule=step",
           "--lr_warmup_steps=2", "--lr_drop_steps=3,5",
-          "--task_batch_size=relative_position=64"]
+          "--task_batch_size=relative_position=64", "--zero_init_residual"]
   fv(["train"] + argv)
   expected = {"tasks": ("colorization", "relative_position"),
               "trunk.depth": 26, "trunk.width": 0.5,
@@ -158,7 +158,8 @@ def test_every_flag_reaches_its_config_field():
               "task_weights": (1.0, 3.0), "optimizer.clipnorm": 2.0,
               "optimizer.lr_schedule": "step",
               "optimizer.lr_warmup_steps": 2,
-              "optimizer.lr_drop_steps": (3, 5)}
+              "optimizer.lr_drop_steps": (3, 5),
+              "trunk.zero_init_residual": True}
   for config in (mt_flags.config_from_flags(fv),
                  options.parse_args(argv).config):
     for path, value in expected.items():
@@ -230,8 +231,6 @@ def test_trunk_flags_for_other_commands():
     (["--block3_last_stride=2"], "block3_last_stride must be 1"),
     (["--schedule=weighted", "--task_weights=1,2"], "one positive weight"),
     (["--task_param=colorization.crop=3"], "colorization.crop is unknown"),
-    (["--harmonize", "--task_param=relative_position.color_mode=drop"],
-     "--harmonize contradicts"),
     (["--strategy=one_device", "--devices=/cpu:0,/cpu:1"], "contradicting"),
     (["--depth=34"], "TrunkConfig.depth=34"),
     (["--batch_size=0"], "batch_size=0"),
@@ -417,3 +416,39 @@ def test_two_workers_on_loopback_finish_with_identical_weights(
   assert chief.keys() == worker.keys()
   for name in chief:
     np.testing.assert_array_equal(worker[name], chief[name], err_msg=name)
+
+
+def test_harmonize_replaces_a_colour_mode_with_one_warning(monkeypatch):
+  # --harmonize is a preset switch: over a flagfile's (or the command
+  # line's) relative_position.color_mode it wins, and says so.
+  monkeypatch.chdir(REPO)
+  lines = []
+  config = options.parse_args(
+      ["--flagfile=configs/smoke.cfg",
+       "--task_param=relative_position.color_mode=drop", "--harmonize"],
+      root=REPO, warn=lines.append).config
+  assert config.task_params["relative_position"]["color_mode"] == "harmonize"
+  assert lines == ["warning: --harmonize replaces task_param "
+                   "relative_position.color_mode=drop"]
+
+
+def test_task_weights_by_name_follow_the_task_list(monkeypatch):
+  # Reference: the named weight where named, 1 elsewhere, in --tasks order.
+  monkeypatch.chdir(REPO)
+  base = ["--flagfile=configs/smoke.cfg", "--schedule=weighted",
+          "--task_weights=relative_position=4,exemplar=2"]
+  for tasks, expected in [
+      ("relative_position,colorization,exemplar", (4.0, 1.0, 2.0)),
+      ("colorization,relative_position", (1.0, 4.0)),
+      ("colorization", (1.0,))]:
+    config = options.parse_args(base + [f"--tasks={tasks}"], root=REPO,
+                                warn=lambda s: None).config
+    assert config.task_weights == expected, tasks
+  for bad, words in [("relative_position=4,2", "give every weight as "
+                      "task=weight"),
+                     ("jigsaw=2", "unknown task 'jigsaw'"),
+                     ("exemplar=x", "'x' is not a number")]:
+    with pytest.raises(ConfigError, match=words):
+      options.parse_args(["--flagfile=configs/smoke.cfg",
+                          "--schedule=weighted", f"--task_weights={bad}"],
+                         root=REPO, warn=lambda s: None)

@@ -85,6 +85,9 @@ TINY: Mapping[str, Any] = types.MappingProxyType({
         MS: {"crop_size": 32, "output_size": 8, "hidden_channels": 16},
     },
 })
+# RP's share of the steps against each other task's in multi-task presets
+# (the study's weighted schedule).
+RP_WEIGHT = 4.0
 # The lasso of configs/study_4task_lasso.cfg (docs/lasso.md: at 1e-3 the
 # L1 term is worth a few thousandths of the loss and the rows barely move).
 LASSO: Mapping[str, Any] = types.MappingProxyType(
@@ -202,7 +205,16 @@ class Preset:
     """What defines this preset, as typed config overrides (flag names):
     its tasks, and harmonize / the lasso where it has them."""
     out: Dict[str, Any] = {"tasks": tuple(self.tasks)}
+    if len(self.tasks) > 1:
+      # The study's multi-task rows give RP 4x each other task's share of
+      # the steps (configs/study_rp_col.cfg, study_4task*.cfg).
+      out["schedule"] = "weighted"
+      out["task_weights"] = tuple(RP_WEIGHT if t == RP else 1.0
+                                  for t in self.tasks)
     if self.harmonize:
+      # The recipe's RP reads full colour (study_common.cfg); RP/H rows say
+      # harmonize in both places (configs/study_rp_h.cfg).
+      out["task_param"] = {RP: {"color_mode": "harmonize"}}
       out["harmonize"] = True
     if self.lasso:
       out.update(LASSO)
@@ -221,7 +233,12 @@ class Preset:
     overrides = dict(ZOO_DEMO, **self.overrides,
                      model_name=f"zoo_{self.name}")
     if scale == "tiny":
+      task_params = {t: dict(p) for t, p in overrides.get(
+          "task_param", {}).items()}
       overrides.update(TINY)
+      for t, p in TINY["task_param"].items():
+        task_params.setdefault(t, {}).update(p)
+      overrides["task_param"] = task_params
     return Recipe(DEMO_FLAGFILE, overrides)
 
   def train_flags(self, scale: str = "demo") -> Tuple[str, ...]:

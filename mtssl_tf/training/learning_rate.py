@@ -17,8 +17,8 @@ With ``base = learning_rate``, ``W = lr_warmup_steps`` and
 * ``cosine``: ``floor + (base - floor) * (1 + cos(pi * p)) / 2`` with
   ``p = (n - W) / (T - W)`` and ``floor = lr_min_fraction * base``: ``base``
   at step ``W``, ``floor`` at the last step ``T``;
-* ``step``: ``base / 10**k`` where ``k`` counts the ``lr_drop_steps`` that
-  are ``< n``: after the run reaches a drop step (its checkpoint), the
+* ``step``: ``base / 10**k`` where ``k`` counts the ``lr_drop_steps`` (or
+  ``round(f * T)`` for each of ``lr_drop_fractions``) that are ``< n``: after the run reaches a drop step (its checkpoint), the
   following steps run at a tenth of the rate.
 
 Example::
@@ -71,9 +71,18 @@ def rate_at(optimizer, total_steps: int, step: int) -> float:
     progress = (n - warmup) / (total_steps - warmup)
     return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
   if optimizer.lr_schedule == "step":
-    drops = sum(1 for d in optimizer.lr_drop_steps if d < n)
+    drops = sum(1 for d in drop_steps(optimizer, total_steps) if d < n)
     return base / 10.0 ** drops
   return base
+
+
+def drop_steps(optimizer, total_steps: int) -> tuple:
+  """The global steps of ``lr_schedule=step``'s drops: ``lr_drop_steps``,
+  or ``round(f * total_steps)`` for each of ``lr_drop_fractions``."""
+  if optimizer.lr_drop_fractions:
+    return tuple(int(round(f * total_steps))
+                 for f in optimizer.lr_drop_fractions)
+  return tuple(optimizer.lr_drop_steps)
 
 
 def rates(optimizer, total_steps: int, first: int, count: int) -> np.ndarray:
