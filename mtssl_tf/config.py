@@ -573,9 +573,15 @@ def resume_differences(old: Mapping[str, Any],
   new_flat = _flatten(_effective_batch_sizes(new))
   out = []
   for key in sorted(set(old_flat) | set(new_flat)):
-    if key.split(".")[0] in RESUMABLE_FIELDS or key not in old_flat:
+    if key.split(".")[0] in RESUMABLE_FIELDS:
       continue
-    before, after = old_flat[key], new_flat.get(key, "<absent>")
+    if key not in old_flat and not (
+        key.startswith("task_params.") and "task_params" in old):
+      continue
+    # A task parameter the old run did not set (its task's mapping empty or
+    # without it) that the new config sets is a change, not an older file.
+    before, after = (old_flat.get(key, "<absent>"),
+                     new_flat.get(key, "<absent>"))
     if isinstance(before, list) and isinstance(after, (list, tuple)):
       after = list(after)
     if not _same_value(before, after):

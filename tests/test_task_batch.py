@@ -258,3 +258,17 @@ def test_a_run_without_the_flag_is_unchanged(tmp_path, mirrored):
   rest = lambda d: {k: v for k, v in d.items()  # noqa: E731
                     if k not in ("task_batch_sizes", "run_dir")}
   assert rest(plain[2]) == rest(named[2])
+
+
+def test_resume_notices_a_task_param_added_to_a_task_that_had_none(tmp_path):
+  # The old run set no relative-position parameter: its task_params hold an
+  # empty mapping (or none) for the task, and flattening leaves no key.
+  def config(*extra):
+    return options.parse_args(_argv(f"--run_dir={tmp_path}", *extra)).config
+  plain = config().to_dict()
+  changed = config("--task_param=relative_position.gap=2").to_dict()
+  assert resume_differences(plain, changed) == [
+      "task_params.relative_position.gap: '<absent>' -> 2"]
+  assert resume_differences(changed, plain) == [
+      "task_params.relative_position.gap: 2 -> '<absent>'"]
+  assert resume_differences(plain, plain) == []
