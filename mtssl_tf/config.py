@@ -140,10 +140,6 @@ class OptimizerConfig:
     if any(isinstance(d, bool) or not isinstance(d, int) for d in drops):
       raise ConfigError(f"lr_drop_steps={list(drops)} must be integers "
                         "(global steps)")
-    if drops and self.lr_schedule != "step":
-      raise ConfigError(
-          f"lr_drop_steps={list(drops)} apply to lr_schedule=step only "
-          f"(contradicting flags: lr_schedule={self.lr_schedule})")
     fractions = tuple(self.lr_drop_fractions or ())
     object.__setattr__(self, "lr_drop_fractions", fractions)
     if any(isinstance(f, bool) or not isinstance(f, (int, float))
@@ -152,10 +148,12 @@ class OptimizerConfig:
       raise ConfigError(f"lr_drop_fractions={list(fractions)} must be "
                         "strictly increasing numbers in (0, 1) (fractions "
                         "of the run's steps)")
-    if fractions and self.lr_schedule != "step":
-      raise ConfigError(
-          f"lr_drop_fractions={list(fractions)} apply to lr_schedule=step "
-          f"only (contradicting flags: lr_schedule={self.lr_schedule})")
+    for name, given in (("lr_drop_steps", drops),
+                        ("lr_drop_fractions", fractions)):
+      if given and self.lr_schedule != "step":
+        raise ConfigError(
+            f"{name}={list(given)} apply to lr_schedule=step only "
+            f"(contradicting flags: lr_schedule={self.lr_schedule})")
     if fractions and drops:
       raise ConfigError(
           f"lr_drop_steps={list(drops)} and lr_drop_fractions="

@@ -278,11 +278,13 @@ class RelativePosition(Task):
 
     ``"flip"``: left-right with probability 1/2. ``"dihedral"``: one of the
     8 symmetries of the square, uniformly (left-right flip, up-down flip and
-    transpose, each with probability 1/2).
+    transpose, each with probability 1/2). ``seed`` is the example's seed;
+    the coins come from their own stream of it.
     """
     if self.augment == "none":
       return image
-    coins = tf.random.stateless_uniform([3], seed) < 0.5
+    coins = tf.random.stateless_uniform(
+        [3], _fold(seed, _STREAM_AUGMENT)) < 0.5
     image = tf.cond(coins[0], lambda: tf.reverse(image, [1]), lambda: image)
     if self.augment == "dihedral":
       image = tf.cond(coins[1], lambda: tf.reverse(image, [0]),
@@ -328,7 +330,7 @@ class RelativePosition(Task):
           f"image: expected one image [H, W, C], got shape {image.shape}")
     seed = tf.convert_to_tensor(seed)
     image = self.rescale_image(image, _fold(seed, _STREAM_RESCALE))
-    image = self.augment_image(image, _fold(seed, _STREAM_AUGMENT))
+    image = self.augment_image(image, seed)
     need = self.min_image_size
     image = check_min_size(
         image, need, need,
