@@ -201,6 +201,39 @@ def test_random_trunk_is_seeded_by_the_config():
   assert first.metrics == second.metrics and not first.failures
 
 
+def _branch_ends(trunk):
+  return [layer.get_weights()[0] for layer in trunk.layers
+          if layer.name.endswith("_3_conv")]
+
+
+def test_random_trunk_after_a_zero_init_run_has_the_standard_init():
+  # A zero-init random trunk is the stem and the shortcuts alone (every
+  # branch adds 0): the baseline is the standard initialisation.
+  zero = TrunkConfig(depth=14, width=0.25, zero_init_residual=True)
+  assert all(not np.any(w) for w in _branch_ends(
+      mtssl_tf.Trunk(**zero.to_dict())))
+  random_trunk = checkpoints.load_trunk(checkpoints.RANDOM, zero)
+  assert random_trunk.config == TrunkConfig(depth=14, width=0.25)
+  ends = _branch_ends(random_trunk)
+  assert ends and all(np.std(w) > 0 for w in ends)
+  assert checkpoints.random_architecture(TINY) is TINY
+
+
+def test_report_random_row_takes_the_checkpoint_architecture_with_standard_init():
+  zero = TrunkConfig(depth=14, width=0.25, zero_init_residual=True)
+  seen = []
+
+  def load(checkpoint, architecture):
+    seen.append((checkpoint.kind, architecture))
+    return mtssl_tf.Trunk(**(architecture or zero).to_dict())
+
+  rows = [(driver.Checkpoint("random", "random", "random"), False),
+          (driver.Checkpoint("run", "run", "/nonexistent"), False)]
+  driver.evaluate_checkpoints(rows, [], {}, load=load, log=lambda s: None)
+  # The run first (its own architecture, zero-init), then random.
+  assert seen == [("run", None), ("random", TrunkConfig(depth=14, width=0.25))]
+
+
 # -- the command ------------------------------------------------------------------
 def _command(args, cwd):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")

@@ -19,6 +19,7 @@ and what differs; a missing path raises ``FileNotFoundError`` naming it.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional
 
@@ -35,6 +36,21 @@ RANDOM = "random"
 # their synchronisation, the initialisation): a checkpoint trained with other
 # values is still the same network at evaluation.
 TRAINING_ONLY_FIELDS = ("bn_momentum", "sync_bn", "zero_init_residual")
+
+
+def random_architecture(config: TrunkConfig) -> TrunkConfig:
+  """The trunk a random-init baseline builds for a checkpoint's ``config``.
+
+  The same network with the standard initialisation: a run trained with
+  ``zero_init_residual`` started every residual branch at zero, and a random
+  trunk built that way is the stem and the shortcuts alone (every branch adds
+  0), a far weaker baseline than the random network the paper's tables set
+  beside pre-training. ``zero_init_residual`` is a way to start training,
+  not part of the architecture (:data:`TRAINING_ONLY_FIELDS`).
+  """
+  if not config.zero_init_residual:
+    return config
+  return dataclasses.replace(config, zero_init_residual=False)
 
 
 def trunk_config_differences(got: TrunkConfig,
@@ -105,7 +121,8 @@ def load_trunk(source: str,
   Args:
     source: a training run folder, a ``.keras`` file, or ``"random"``.
     trunk_config: for ``"random"``, the architecture to build (default: the
-      paper's ResNet-101). For a checkpoint, ``None`` takes its architecture
+      paper's ResNet-101), always with the standard initialisation
+      (:func:`random_architecture`). For a checkpoint, ``None`` takes its architecture
       as it is; a config requests that architecture, and a checkpoint whose
       trunk differs (other than in ``TRAINING_ONLY_FIELDS``) is an error.
 
@@ -123,7 +140,7 @@ def load_trunk(source: str,
         f"checkpoint={source!r}: give a training run folder, a .keras file "
         f"or {RANDOM!r}")
   if source == RANDOM:
-    config = trunk_config or TrunkConfig()
+    config = random_architecture(trunk_config or TrunkConfig())
     return Trunk(**config.to_dict())
   if not os.path.exists(source):
     raise FileNotFoundError(
@@ -151,4 +168,4 @@ def check_eval_lasso(trunk: Trunk, source: str = "the trunk") -> None:
 
 
 __all__ = ["RANDOM", "TRAINING_ONLY_FIELDS", "check_eval_lasso", "load_trunk",
-           "trunk_config_differences"]
+           "random_architecture", "trunk_config_differences"]

@@ -13,7 +13,10 @@ parameters and seed give the same numbers from either command:
   row's ``init_seed``, when set, instead) and again before each evaluator
   (:func:`~mtssl_tf.evaluation.runner.evaluate_trunk`);
 * **the random baseline** has the architecture of the first other
-  checkpoint (the same network, untrained), whatever order rows are given;
+  checkpoint (the same network, untrained, with the standard initialisation
+  even when the checkpoint was trained from zero-init residual branches:
+  :func:`~mtssl_tf.evaluation.checkpoints.random_architecture`), whatever
+  order rows are given;
 * **eval lasso** needs a trunk whose block-3 units can be mixed; anything
   else is a ``ValueError`` naming the checkpoint;
 * **caching**: with a ``work_dir``, each complete evaluation is stored and
@@ -257,6 +260,11 @@ def evaluate_checkpoints(
     if is_random and architecture is None:
       raise ValueError(f"row {checkpoint.label}: a random trunk needs an "
                        "architecture: give a checkpoint or a trunk config")
+    if is_random:
+      # The standard initialisation even after a zero-init run (and so in
+      # the cache key: the zero-init random trunk of earlier versions is a
+      # different baseline).
+      architecture = checkpoints.random_architecture(architecture)
     what = f"{checkpoint.label}{' + eval lasso' if eval_lasso else ''}"
     init_seed = (seed if checkpoint.init_seed is None
                  else checkpoint.init_seed)
