@@ -561,30 +561,50 @@ def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
   return {prefix[:-1]: value}
 
 
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], *,
+                       ignore: Tuple[str, ...] = RESUMABLE_FIELDS,
+                       compare_absent: bool = False
+                       ) -> List[Tuple[str, Any, Any]]:
+  """``[(field, old value, new value), ...]``: every field of two configs
+  (as :meth:`TrainConfig.to_dict` gives them, nested fields dotted, e.g.
+  ``optimizer.learning_rate``) that differs, sorted by field.
+
+  Args:
+    old, new: the configs as dicts.
+    ignore: fields that may differ: a top-level name covers its nested
+      fields (``data``), a dotted name one nested field
+      (``data.deterministic``). Default: what a resume may change.
+    compare_absent: compare fields that ``old`` lacks as ``"<absent>"``.
+      Off for a resume, where a field the old config does not have was
+      written by an older version; a task parameter the old run did not set
+      that the new config sets is a change either way.
+  """
+  old_flat = _flatten(_effective_batch_sizes(old))
+  new_flat = _flatten(_effective_batch_sizes(new))
+  out = []
+  for key in sorted(set(old_flat) | set(new_flat)):
+    if any(key == f or key.startswith(f + ".") for f in ignore):
+      continue
+    if not compare_absent and key not in old_flat and not (
+        key.startswith("task_params.") and "task_params" in old):
+      continue
+    before, after = (old_flat.get(key, "<absent>"),
+                     new_flat.get(key, "<absent>"))
+    if isinstance(before, list) and isinstance(after, (list, tuple)):
+      after = list(after)
+    if not _same_value(before, after):
+      out.append((key, before, after))
+  return out
+
+
 def resume_differences(old: Mapping[str, Any],
                        new: Mapping[str, Any]) -> List[str]:
   """``["tasks: [...] -> [...]", ...]``: every field of two configs (as
   :meth:`TrainConfig.to_dict` gives them) that differs and may not change
   on resume. Fields the old config does not have (written by an older
   version) are not compared."""
-  old_flat = _flatten(_effective_batch_sizes(old))
-  new_flat = _flatten(_effective_batch_sizes(new))
-  out = []
-  for key in sorted(set(old_flat) | set(new_flat)):
-    if key.split(".")[0] in RESUMABLE_FIELDS:
-      continue
-    if key not in old_flat and not (
-        key.startswith("task_params.") and "task_params" in old):
-      continue
-    # A task parameter the old run did not set (its task's mapping empty or
-    # without it) that the new config sets is a change, not an older file.
-    before, after = (old_flat.get(key, "<absent>"),
-                     new_flat.get(key, "<absent>"))
-    if isinstance(before, list) and isinstance(after, (list, tuple)):
-      after = list(after)
-    if not _same_value(before, after):
-      out.append(f"{key}: {_short(before)} -> {_short(after)}")
-  return out
+  return [f"{key}: {_short(before)} -> {_short(after)}"
+          for key, before, after in config_differences(old, new)]
 
 
 def _same_value(a: Any, b: Any) -> bool:

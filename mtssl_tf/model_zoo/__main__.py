@@ -1,7 +1,9 @@
 """The model-zoo command: ``list``, ``show NAME``, ``build NAME... [--all]
-[--resume] [--steps=N] [--tiny]``, ``export NAME --output=X.keras``,
-``register NAME --weights=URL_OR_PATH [--sha256=HEX]`` (model_zoo/README.md).
-``build`` trains in this process (:func:`mtssl_tf.model_zoo.build_preset`)."""
+[--resume] [--steps=N] [--tiny]``, ``build NAME --from_run=RUN_DIR``,
+``export NAME --output=X.keras``, ``register NAME --weights=URL_OR_PATH
+[--sha256=HEX]`` (model_zoo/README.md). ``build`` trains in this process
+(:func:`mtssl_tf.model_zoo.build_preset`), or with ``--from_run`` imports a
+finished run of the preset's recipe."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--work_dir", default=None,
                  help="keep the training runs in <work_dir>/<name> "
                       "(re-running resumes); default: a temporary folder")
+  p.add_argument("--from_run", default=None, metavar="RUN_DIR",
+                 help="import a finished training run of the preset's "
+                      "recipe instead of training (one NAME; e.g. a study "
+                      "row's seed-0 run, runs/study/rp/s0)")
   p.add_argument("--train_flag", action="append", default=[],
                  metavar="--FLAG=VALUE",
                  help="extra training option (repeatable), e.g. "
@@ -76,10 +82,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif args.command == "show":
       print(listing.describe(args.name, args.weights_dir))
     elif args.command == "build":
+      if args.from_run is not None and args.work_dir is not None:
+        raise ValueError("--from_run imports a finished run: --work_dir "
+                         "(where a build trains) does not apply")
       model_zoo.build_presets(
           args.names, every=args.all, resume=args.resume, steps=args.steps,
           tiny=args.tiny, weights_dir=args.weights_dir, work_dir=args.work_dir,
-          extra_flags=args.train_flag, log=log)
+          extra_flags=args.train_flag, from_run=args.from_run, log=log)
     elif args.command == "register":
       model_zoo.register(args.name, args.weights, sha256=args.sha256,
                          weights_dir=args.weights_dir,

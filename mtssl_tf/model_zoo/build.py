@@ -18,7 +18,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from mtssl_tf.model_zoo.download import sha256_file
 from mtssl_tf.model_zoo.load import make_model
@@ -126,14 +127,18 @@ def _source_commit(root: str) -> Optional[str]:
 
 
 def build_command(name: str, steps: Optional[int] = None,
-                  tiny: bool = False, extra_flags: Sequence[str] = ()) -> str:
-  """The command line that (re)builds a preset's weights."""
+                  tiny: bool = False, extra_flags: Sequence[str] = (),
+                  from_run: Optional[str] = None) -> str:
+  """The command line that (re)builds a preset's weights (``from_run``:
+  that imports them from a run folder)."""
   parts = ["python -m mtssl_tf.model_zoo build", name]
   if tiny:
     parts.append("--tiny")
   if steps is not None:
     parts.append(f"--steps={steps}")
   parts += [f"--train_flag={f}" for f in extra_flags]
+  if from_run is not None:
+    parts.append(f"--from_run={from_run}")
   return " ".join(parts)
 
 
@@ -170,14 +175,21 @@ def build_preset(name: str, *, steps: Optional[int] = None,
                  work_dir: Optional[str] = None,
                  extra_flags: Sequence[str] = (),
                  overrides: Optional[Mapping[str, Any]] = None,
+                 from_run: Optional[str] = None,
                  log: Callable[[str], None] = print) -> Dict[str, Any]:
-  """Trains a preset at demo (or tiny) scale and writes its weights and
-  metadata.
+  """Trains a preset at demo (or tiny) scale, or imports a finished run of
+  its recipe, and writes its weights and metadata.
 
   Training runs in this process with
   :class:`~mtssl_tf.training.trainer.Trainer` on the config of the preset's
   recipe (:meth:`Preset.parse <mtssl_tf.model_zoo.presets.Preset.parse>`);
   the trained weights are copied into a model built from that config.
+
+  With ``from_run`` nothing is trained: the run folder's config must be
+  the preset's (see :func:`from_run_differences`), its last checkpoint at
+  the config's steps, and its weights are copied by name. The study's
+  seed-0 runs (``configs/study_*.cfg``) are five presets' recipes but for
+  ``--deterministic`` and the model name (model_zoo/README.md).
 
   Args:
     name: preset name.
@@ -187,11 +199,15 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       (default: the package's ``weights/``).
     work_dir: folder of the training run (``<work_dir>/<name>``), kept;
       re-running with the same folder resumes. Default: a temporary folder,
-      removed afterwards.
+      removed afterwards. Not with ``from_run``.
     extra_flags: more training options as argv strings (recorded in the
       metadata), e.g. ``["--batch_size=4"]``.
     overrides: more training options, typed, by flag name (applied after
-      ``extra_flags``), e.g. ``{"batch_size": 4}``.
+      ``extra_flags``), e.g. ``{"batch_size": 4}``; a run trained with
+      ``--seed=1`` imports with ``{"seed": 1}``.
+    from_run: a finished training run folder to import instead of
+      training (recorded as given, so give it relative to the repository
+      root to keep machine paths out of the metadata).
     log: receives progress lines.
 
   Returns:
@@ -200,15 +216,25 @@ def build_preset(name: str, *, steps: Optional[int] = None,
   Raises:
     mtssl_tf.config.ConfigError: a bad option, before any training.
     mtssl_tf.training.trainer.NonFiniteLossError: training diverged.
+    FileNotFoundError: ``from_run`` is not a run folder or has no
+      checkpoint.
+    ValueError: ``from_run``'s config differs from the preset's in a field
+      that decides the weights (each named with both values), or its run
+      has not reached its steps.
   """
+  if from_run is not None:
+    if work_dir is not None:
+      raise ValueError("from_run imports a finished run; work_dir (where "
+                       "a build trains) does not apply")
+    return _import_run(name, from_run, steps=steps, tiny=tiny,
+                       weights_dir=weights_dir, extra_flags=extra_flags,
+                       overrides=overrides, log=log)
   preset = get_preset(name)
   scale = "tiny" if tiny else "demo"
   temporary = work_dir is None
   base = tempfile.mkdtemp(prefix=f"zoo_{name}_") if temporary else work_dir
   run_dir = os.path.abspath(os.path.join(base, name))
-  run: Dict[str, Any] = {}
-  if steps is not None:
-    run["steps"] = steps
+  run = _run_options(steps)
   if temporary:
     run["plots"] = False
   try:
@@ -237,10 +263,205 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       shutil.rmtree(base, ignore_errors=True)
   # The run folder was temporary or local: keep machine paths out of the
   # committed metadata.
-  train_dict = dict(train_config.to_dict(), run_dir=RUN_DIR_PLACEHOLDER)
-  flags_text = parsed.text.replace(run_dir, RUN_DIR_PLACEHOLDER)
-  preset_flags = planned_flags(name, scale, extra_flags, overrides, run)
+  return _write_preset(
+      name, scale, model, config, out_dir=out_dir, log=log,
+      train_dict=dict(train_config.to_dict(), run_dir=RUN_DIR_PLACEHOLDER),
+      flags_text=parsed.text.replace(run_dir, RUN_DIR_PLACEHOLDER),
+      preset_flags=planned_flags(name, scale, extra_flags, overrides, run),
+      command=build_command(name, steps, tiny, extra_flags),
+      final_losses=final_losses, pretext_metrics=pretext_metrics)
 
+
+def _run_options(steps: Optional[int]) -> Dict[str, Any]:
+  """The typed options a build adds to the recipe (``--steps``)."""
+  return {} if steps is None else {"steps": steps}
+
+
+# Fields a run imported into the zoo may hold other values in than the
+# preset's recipe: where and how often it writes logs, summaries, plots,
+# checkpoints and exports, and its name (none enters a training step), and
+# deterministic ops (the zoo's recipe turns them on so that a rebuild
+# reproduces its file; the study's runs leave them off). Everything else,
+# steps and seed included, decides the weights or the recorded held-out
+# metrics and must be equal.
+FROM_RUN_ALLOWED = ("run_dir", "model_name", "plots", "log_every",
+                    "summary_every", "checkpoint_every", "max_to_keep",
+                    "export_dir", "data.deterministic")
+_REBUILD_NOTE = (
+    "imported from a training run (no retraining); `{command}` retrains "
+    "the recipe with deterministic ops and does not reproduce these "
+    "weights bit for bit{also}")
+
+
+def from_run_differences(run_config: Mapping[str, Any],
+                         preset_config: Mapping[str, Any]
+                         ) -> Dict[str, List[Tuple[Any, Any]]]:
+  """A run's config against a preset's, as ``{"refused": [(field, run
+  value, preset value), ...], "allowed": [...]}``, fields of
+  :data:`FROM_RUN_ALLOWED` in ``allowed`` (``run_dir`` left out: it always
+  differs).
+
+  Both are :meth:`~mtssl_tf.config.TrainConfig.to_dict` dicts compared by
+  :func:`mtssl_tf.config.config_differences` (as a resume compares them),
+  a field the run's config lacks counting as a difference; the preset's
+  colorization prior must be resolved first (the run's ``config.json``
+  holds its resolved prior).
+  """
+  from mtssl_tf.config import config_differences  # pylint: disable=g-import-not-at-top
+  refused = config_differences(run_config, preset_config,
+                               ignore=FROM_RUN_ALLOWED, compare_absent=True)
+  everything = config_differences(run_config, preset_config, ignore=(),
+                                  compare_absent=True)
+  refused_keys = {d[0] for d in refused}
+  return {"refused": refused,
+          "allowed": [d for d in everything if d[0] not in refused_keys
+                      and d[0] != "run_dir"]}
+
+
+def _resolved_preset_config(preset, scale, extra_flags, overrides, run,
+                            run_dir, log):
+  """The preset's config as a build would train it in ``run_dir``, its
+  colorization prior made concrete the way the Trainer makes it: read from
+  the run's cached ``colorization_prior.npz`` when there is one, else
+  computed from the same seeded sample of the training images (nothing is
+  written into the run folder)."""
+  from mtssl_tf.tasks.colorization_prior import AUTO_PRIOR_FILE  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.training import colorization_prior  # pylint: disable=g-import-not-at-top
+  parsed = preset.parse(scale, list(extra_flags), dict(overrides or {}), run,
+                        run_dir=run_dir, warn=log)
+  cached = os.path.exists(os.path.join(run_dir, AUTO_PRIOR_FILE))
+  return parsed, colorization_prior.resolve_training_prior(
+      parsed.config, log=lambda s: None, write=cached)
+
+
+def _checkpoint_step(path: str) -> int:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def _import_run(name: str, from_run: str, *, steps: Optional[int],
+                tiny: bool, weights_dir: Optional[str],
+                extra_flags: Sequence[str],
+                overrides: Optional[Mapping[str, Any]],
+                log: Callable[[str], None]) -> Dict[str, Any]:
+  """``build_preset(name, from_run=...)``: checks the run against the
+  preset's recipe, copies its weights by name and writes the preset."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
+  preset = get_preset(name)
+  scale = "tiny" if tiny else "demo"
+  run_dir = os.path.abspath(from_run)
+  if not os.path.isdir(run_dir):
+    raise FileNotFoundError(
+        f"from_run: run folder {from_run!r} does not exist")
+  run_config = checkpoints.read_run_config(run_dir)
+  run = _run_options(steps)
+  parsed, config = _resolved_preset_config(
+      preset, scale, extra_flags, overrides, run, run_dir, log)
+  diffs = from_run_differences(run_config, config.to_dict())
+  if diffs["refused"]:
+    raise ValueError(
+        f"run {from_run} was not trained with preset {name}'s {scale} "
+        "recipe; these fields differ (run value vs preset value):\n  "
+        + "\n  ".join(f"{k}: {_short(a)} vs {_short(b)}"
+                      for k, a, b in diffs["refused"])
+        + _scale_hint(preset, scale, run_config, diffs["refused"],
+                      extra_flags, overrides, run, run_dir, log)
+        + "\nOnly " + ", ".join(FROM_RUN_ALLOWED) + " may differ; pass "
+        "options that are part of the run's recipe as --train_flag (e.g. "
+        "--train_flag=--seed=1 for a seed-1 run), or build the preset by "
+        "training it (without --from_run).")
+  ckpt_dir = os.path.join(run_dir, "checkpoints")
+  latest = tf.train.latest_checkpoint(ckpt_dir)
+  if not latest:
+    raise FileNotFoundError(
+        f"run {from_run} has no checkpoint under {ckpt_dir}: it has not "
+        "trained yet")
+  reached = _checkpoint_step(latest)
+  if reached != config.steps:
+    raise ValueError(
+        f"run {from_run} is not finished: its latest checkpoint "
+        f"({os.path.basename(latest)}) is at step {reached} of "
+        f"{config.steps}; resume it by re-running its training command "
+        f"(its flags are in {os.path.join(from_run, 'flags.txt')}), then "
+        "import it")
+  out_dir = folder(weights_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  log(f"[{name}] importing {preset.display_name} ({scale}, step {reached}) "
+      f"from {from_run}")
+  trained = checkpoints.load_run_model(run_dir, latest,
+                                       log=lambda s: log(f"[{name}] {s}"))
+  model = make_model(config.model_kwargs())
+  _copy_by_name(trained, model)
+  del trained
+  flags_path = os.path.join(run_dir, "flags.txt")
+  flags_text = ""
+  if os.path.exists(flags_path):
+    with open(flags_path) as f:
+      flags_text = f.read()
+  if run_config.get("run_dir"):
+    flags_text = flags_text.replace(str(run_config["run_dir"]),
+                                    RUN_DIR_PLACEHOLDER)
+  command = build_command(name, steps, tiny, extra_flags)
+  deterministic = run_config.get("data", {}).get("deterministic")
+  also = ("" if deterministic else
+          " (this run trained without them either: another run of it "
+          "differs too)")
+  record = {
+      "run_dir": from_run,
+      "differences": {k: [a, b] for k, a, b in diffs["allowed"]},
+      "deterministic": deterministic,
+      "note": _REBUILD_NOTE.format(command=command, also=also),
+  }
+  return _write_preset(
+      name, scale, model, config, out_dir=out_dir, log=log,
+      train_dict=dict(run_config, run_dir=RUN_DIR_PLACEHOLDER),
+      flags_text=flags_text,
+      preset_flags=planned_flags(name, scale, extra_flags, overrides, run),
+      command=build_command(name, steps, tiny, extra_flags,
+                            from_run=from_run),
+      final_losses=_final_losses(run_dir),
+      pretext_metrics=read_pretext_metrics(run_dir),
+      extra={"from_run": record, "seed": run_config.get("seed")})
+
+
+def _scale_hint(preset, scale, run_config, refused, extra_flags, overrides,
+                run, run_dir, log) -> str:
+  """A line saying to add or drop ``--tiny`` when the run's trunk differs
+  from the preset's at ``scale`` and is the one of the other scale."""
+  trunk = lambda diffs: any(d[0].startswith("trunk.") for d in diffs)
+  if not trunk(refused):
+    return ""
+  other = "demo" if scale == "tiny" else "tiny"
+  try:
+    _, config = _resolved_preset_config(preset, other, extra_flags,
+                                        overrides, run, run_dir, log)
+  except (ValueError, OSError):
+    return ""
+  if trunk(from_run_differences(run_config, config.to_dict())["refused"]):
+    return ""
+  return ("\nThe run's trunk is the preset's " + other + " recipe's: "
+          + ("drop --tiny (tiny=False)" if other == "demo"
+             else "add --tiny (tiny=True)") + ".")
+
+
+def _short(value: Any) -> str:
+  from mtssl_tf.config import _short as short  # pylint: disable=g-import-not-at-top
+  return short(value)
+
+
+def _write_preset(name: str, scale: str, model, config, *, out_dir: str,
+                  log: Callable[[str], None], train_dict: Mapping[str, Any],
+                  flags_text: str, preset_flags: list, command: str,
+                  final_losses: Mapping[str, float],
+                  pretext_metrics: Mapping[str, Any],
+                  extra: Optional[Mapping[str, Any]] = None
+                  ) -> Dict[str, Any]:
+  """Writes ``model``'s weights and the preset's metadata into
+  ``out_dir`` (a trained build and an imported run alike); ``extra`` keys
+  are added to (or replace) the metadata's."""
+  preset = get_preset(name)
   wpath = os.path.join(out_dir, preset.weights_filename)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".weights.h5",
                              dir=out_dir)
@@ -277,18 +498,18 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       # The model's own config: every task parameter spelled out, so later
       # changes of a default cannot change a built preset.
       "model": {k: v for k, v in model.get_config().items() if k != "name"},
-      "train_config": train_dict,
+      "train_config": dict(train_dict),
       "train_flags": [l for l in flags_text.splitlines() if l],
       "preset_flags": preset_flags,
-      "build_command": build_command(name, steps, tiny, extra_flags),
+      "build_command": command,
       "steps": config.steps,
       "seed": config.seed,
       "batch_size": config.batch_size,
       "data": _data_description(config),
-      "final_losses": final_losses,
+      "final_losses": dict(final_losses),
       # The run's final held-out evaluation (docs/pretext_metrics.md), each
       # metric with its chance / baseline value beside it.
-      "pretext_metrics": pretext_metrics,
+      "pretext_metrics": dict(pretext_metrics),
       "paper_recipe": {
           "command": "python -m mtssl_tf.train " + " ".join(
               preset.paper_flags),
@@ -304,6 +525,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       "created": datetime.datetime.now(datetime.timezone.utc).strftime(
           "%Y-%m-%dT%H:%M:%SZ"),
   }
+  meta.update(extra or {})
   # JSON round trip: tuples in the model config become lists, as on load.
   meta = json.loads(json.dumps(meta))
   write_json(os.path.join(out_dir, preset.metadata_filename), meta)
@@ -342,7 +564,14 @@ def up_to_date(name: str, *, tiny: bool = False,
   metadata records the same scale and preset flags as a build with these
   arguments would (a build into a temporary run folder, as
   :func:`build_preset` makes one without ``work_dir``, records
-  ``--noplots`` too)."""
+  ``--noplots`` too).
+
+  The rule is the recipe, not how the weights were made: a preset imported
+  from a run (``build_preset(..., from_run=...)``, which refuses a run
+  whose config differs from the recipe's but for
+  :data:`FROM_RUN_ALLOWED`) records the same preset flags as a trained
+  build of that recipe and is up to date for it; its metadata's
+  ``from_run`` says it was imported."""
   if not is_built(name, weights_dir):
     return False
   try:
@@ -372,9 +601,11 @@ def build_presets(names: Sequence[str], *, every: bool = False,
     every: all nine presets, in the paper's order.
     resume: skip a preset whose weights this recipe already built
       (:func:`up_to_date`), so that an interrupted ``build --all`` picks up
-      where it stopped.
+      where it stopped. A preset imported from a run of the same recipe
+      (``from_run``) counts as built.
     log: receives progress lines (``[i/n] name ...`` and the total time).
-    **kwargs: passed to :func:`build_preset`.
+    **kwargs: passed to :func:`build_preset` (with ``from_run``: one name
+      only).
 
   Returns:
     name -> the metadata written (skipped presets: their metadata).
@@ -384,6 +615,10 @@ def build_presets(names: Sequence[str], *, every: bool = False,
   if not names:
     raise ValueError("name presets to build, or --all; known presets: "
                      + ", ".join(list_presets()))
+  if kwargs.get("from_run") is not None and (every or len(names) != 1):
+    raise ValueError(
+        "--from_run imports one run into one preset: name exactly one "
+        f"preset (got {'--all' if every else ', '.join(names)})")
   for name in names:
     get_preset(name)
   steps = kwargs.get("steps")
@@ -402,7 +637,9 @@ def build_presets(names: Sequence[str], *, every: bool = False,
           "skipped")
       out[name] = load_metadata(name, check["weights_dir"])
       continue
-    log(f"[{i}/{len(names)}] {name}: building")
+    log(f"[{i}/{len(names)}] {name}: " + (
+        "building" if kwargs.get("from_run") is None
+        else f"importing {kwargs['from_run']}"))
     t = time.time()
     out[name] = build_preset(name, log=log, **kwargs)
     built += 1

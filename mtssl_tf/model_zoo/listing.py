@@ -122,6 +122,13 @@ def describe(name: str, weights_dir: Optional[str] = None) -> str:
     lines.append("built by today's demo recipe: " + (
         "yes" if current else
         f"no (rebuild: {build_command(name)} --resume)"))
+    imported = meta.get("from_run")
+    if imported:
+      # Not trained by the build: say from which run, and what differed.
+      lines.append(f"imported from run: {imported.get('run_dir')} "
+                   "(differences run vs recipe: "
+                   + json.dumps(imported.get("differences") or {}) + "); "
+                   + str(imported.get("note", "")))
     lines.append(pretext_table(meta.get("pretext_metrics")))
     lines.append(json.dumps({k: meta.get(k) for k in keys}, indent=2))
   else:
