@@ -21,7 +21,7 @@ The package is split by job:
 * :mod:`~mtssl_tf.model_zoo.load`: :func:`load`, :func:`load_trunk`,
   :func:`build_preset_model`, :func:`export_keras`;
 * :mod:`~mtssl_tf.model_zoo.build`: :func:`build_preset` (trains in this
-  process with the Trainer);
+  process with the Trainer, or imports a finished run with ``from_run``);
 * :mod:`~mtssl_tf.model_zoo.registry`: :func:`register`,
   :func:`list_registered` (``.keras`` files by URL or path);
 * :mod:`~mtssl_tf.model_zoo.download`: weights fetched by URL, checked and

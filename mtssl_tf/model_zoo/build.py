@@ -1,6 +1,8 @@
 """Building presets: trains a preset at demo (or tiny) scale in this
 process with :class:`~mtssl_tf.training.trainer.Trainer` and writes its
-weights and metadata (``python -m mtssl_tf.model_zoo build NAME``).
+weights and metadata (``python -m mtssl_tf.model_zoo build NAME``), or
+imports a finished run of the preset's recipe, such as a study row's
+seed-0 run (``build NAME --from_run=RUN_DIR``).
 
 No subprocess, no working-directory change, no absl: the recipe is parsed
 by :func:`mtssl_tf.options.parse_args` from the package's ``configs/``, so
@@ -287,15 +289,11 @@ def _run_options(steps: Optional[int]) -> Dict[str, Any]:
 FROM_RUN_ALLOWED = ("run_dir", "model_name", "plots", "log_every",
                     "summary_every", "checkpoint_every", "max_to_keep",
                     "export_dir", "data.deterministic")
-_REBUILD_NOTE = (
-    "imported from a training run (no retraining); `{command}` retrains "
-    "the recipe with deterministic ops and does not reproduce these "
-    "weights bit for bit{also}")
 
 
 def from_run_differences(run_config: Mapping[str, Any],
                          preset_config: Mapping[str, Any]
-                         ) -> Dict[str, List[Tuple[Any, Any]]]:
+                         ) -> Dict[str, List[Tuple[str, Any, Any]]]:
   """A run's config against a preset's, as ``{"refused": [(field, run
   value, preset value), ...], "allowed": [...]}``, fields of
   :data:`FROM_RUN_ALLOWED` in ``allowed`` (``run_dir`` left out: it always
@@ -339,6 +337,7 @@ def _checkpoint_step(path: str) -> int:
   return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+
 def _import_run(name: str, from_run: str, *, steps: Optional[int],
                 tiny: bool, weights_dir: Optional[str],
                 extra_flags: Sequence[str],
@@ -357,7 +356,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
         f"from_run: run folder {from_run!r} does not exist")
   run_config = checkpoints.read_run_config(run_dir)
   run = _run_options(steps)
-  parsed, config = _resolved_preset_config(
+  _, config = _resolved_preset_config(
       preset, scale, extra_flags, overrides, run, run_dir, log)
   diffs = from_run_differences(run_config, config.to_dict())
   if diffs["refused"]:
@@ -403,16 +402,12 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
   if run_config.get("run_dir"):
     flags_text = flags_text.replace(str(run_config["run_dir"]),
                                     RUN_DIR_PLACEHOLDER)
-  command = build_command(name, steps, tiny, extra_flags)
-  deterministic = run_config.get("data", {}).get("deterministic")
-  also = ("" if deterministic else
-          " (this run trained without them either: another run of it "
-          "differs too)")
   record = {
       "run_dir": from_run,
       "differences": {k: [a, b] for k, a, b in diffs["allowed"]},
-      "deterministic": deterministic,
-      "note": _REBUILD_NOTE.format(command=command, also=also),
+      "deterministic": run_config.get("data", {}).get("deterministic"),
+      "note": _rebuild_note(build_command(name, steps, tiny, extra_flags),
+                            run_config),
   }
   return _write_preset(
       name, scale, model, config, out_dir=out_dir, log=log,
@@ -424,6 +419,19 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
       final_losses=_final_losses(run_dir),
       pretext_metrics=read_pretext_metrics(run_dir),
       extra={"from_run": record, "seed": run_config.get("seed")})
+
+
+def _rebuild_note(command: str, run_config: Mapping[str, Any]) -> str:
+  """What a plain build of the preset reproduces of imported weights."""
+  if run_config.get("data", {}).get("deterministic"):
+    return ("imported from a training run, not retrained; the run used "
+            f"deterministic ops as `{command}` does, so that command on the "
+            "same machine and package versions may write the same weights "
+            "(not checked)")
+  return ("imported from a training run, not retrained; the run used no "
+          f"deterministic ops, so `{command}` (which trains this recipe "
+          "with deterministic ops) does not reproduce these weights bit for "
+          "bit, and neither does a rerun of the run")
 
 
 def _scale_hint(preset, scale, run_config, refused, extra_flags, overrides,
