@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
                  metavar="--FLAG=VALUE",
                  help="extra training option (repeatable), e.g. "
                       "--train_flag=--batch_size=4")
+  p.add_argument("--weights_dtype", default="float16",
+                 choices=("float16", "float32"),
+                 help="float16 (default): each float32 array stored as "
+                      "float16 where that loses nothing that matters (the "
+                      "others float32, listed in the JSON), half the "
+                      "bytes; float32: every array as trained")
   p = sub.add_parser("export", help="write a preset's model as a .keras "
                                     "file (keras.models.load_model)")
   p.add_argument("name")
@@ -88,7 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       model_zoo.build_presets(
           args.names, every=args.all, resume=args.resume, steps=args.steps,
           tiny=args.tiny, weights_dir=args.weights_dir, work_dir=args.work_dir,
-          extra_flags=args.train_flag, from_run=args.from_run, log=log)
+          extra_flags=args.train_flag, from_run=args.from_run,
+          weights_dtype=args.weights_dtype, log=log)
     elif args.command == "register":
       model_zoo.register(args.name, args.weights, sha256=args.sha256,
                          weights_dir=args.weights_dir,

@@ -26,9 +26,11 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
 from mtssl_tf.model_zoo.download import sha256_file
 from mtssl_tf.model_zoo.load import make_model
 from mtssl_tf.model_zoo.presets import PACKAGE_DIR, get_preset
-from mtssl_tf.model_zoo.store import (METADATA_VERSION, RUN_DIR_PLACEHOLDER,
-                                      folder, is_built, load_metadata,
-                                      weights_path, write_json)
+from mtssl_tf.model_zoo.store import (DEFAULT_WEIGHTS_DTYPE,
+                                      METADATA_VERSION, RUN_DIR_PLACEHOLDER,
+                                      WEIGHTS_DTYPES, folder, is_built,
+                                      load_metadata, weights_path,
+                                      write_json, write_weights)
 
 
 def _version(distribution: str) -> Optional[str]:
@@ -178,6 +180,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
                  extra_flags: Sequence[str] = (),
                  overrides: Optional[Mapping[str, Any]] = None,
                  from_run: Optional[str] = None,
+                 weights_dtype: str = DEFAULT_WEIGHTS_DTYPE,
                  log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Trains a preset at demo (or tiny) scale, or imports a finished run of
   its recipe, and writes its weights and metadata.
@@ -210,6 +213,11 @@ def build_preset(name: str, *, steps: Optional[int] = None,
     from_run: a finished training run folder to import instead of
       training (recorded as given, so give it relative to the repository
       root to keep machine paths out of the metadata).
+    weights_dtype: ``"float16"`` (default): the weights file holds each
+      float32 array as float16 when that loses nothing that matters
+      (:func:`mtssl_tf.model_zoo.store.float16_refusal`; the others stay
+      float32, listed in the metadata), about half the bytes;
+      ``"float32"``: every array as trained.
     log: receives progress lines.
 
   Returns:
@@ -224,13 +232,17 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       that decides the weights (each named with both values), or its run
       has not reached its steps.
   """
+  if weights_dtype not in WEIGHTS_DTYPES:
+    raise ValueError(f"weights_dtype={weights_dtype!r}; expected one of "
+                     + ", ".join(WEIGHTS_DTYPES))
   if from_run is not None:
     if work_dir is not None:
       raise ValueError("from_run imports a finished run; work_dir (where "
                        "a build trains) does not apply")
     return _import_run(name, from_run, steps=steps, tiny=tiny,
                        weights_dir=weights_dir, extra_flags=extra_flags,
-                       overrides=overrides, log=log)
+                       overrides=overrides, weights_dtype=weights_dtype,
+                       log=log)
   preset = get_preset(name)
   scale = "tiny" if tiny else "demo"
   temporary = work_dir is None
@@ -271,7 +283,8 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       flags_text=parsed.text.replace(run_dir, RUN_DIR_PLACEHOLDER),
       preset_flags=planned_flags(name, scale, extra_flags, overrides, run),
       command=build_command(name, steps, tiny, extra_flags),
-      final_losses=final_losses, pretext_metrics=pretext_metrics)
+      final_losses=final_losses, pretext_metrics=pretext_metrics,
+      weights_dtype=weights_dtype)
 
 
 def _run_options(steps: Optional[int]) -> Dict[str, Any]:
@@ -342,6 +355,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
                 tiny: bool, weights_dir: Optional[str],
                 extra_flags: Sequence[str],
                 overrides: Optional[Mapping[str, Any]],
+                weights_dtype: str,
                 log: Callable[[str], None]) -> Dict[str, Any]:
   """``build_preset(name, from_run=...)``: checks the run against the
   preset's recipe, copies its weights by name and writes the preset."""
@@ -418,6 +432,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
                             from_run=from_run),
       final_losses=_final_losses(run_dir),
       pretext_metrics=read_pretext_metrics(run_dir),
+      weights_dtype=weights_dtype,
       extra={"from_run": record, "seed": run_config.get("seed")})
 
 
@@ -464,18 +479,20 @@ def _write_preset(name: str, scale: str, model, config, *, out_dir: str,
                   flags_text: str, preset_flags: list, command: str,
                   final_losses: Mapping[str, float],
                   pretext_metrics: Mapping[str, Any],
+                  weights_dtype: str = DEFAULT_WEIGHTS_DTYPE,
                   extra: Optional[Mapping[str, Any]] = None
                   ) -> Dict[str, Any]:
-  """Writes ``model``'s weights and the preset's metadata into
-  ``out_dir`` (a trained build and an imported run alike); ``extra`` keys
-  are added to (or replace) the metadata's."""
+  """Writes ``model``'s weights (float16 where that is safe, or float32:
+  :func:`mtssl_tf.model_zoo.store.write_weights`) and the preset's
+  metadata into ``out_dir`` (a trained build and an imported run alike);
+  ``extra`` keys are added to (or replace) the metadata's."""
   preset = get_preset(name)
   wpath = os.path.join(out_dir, preset.weights_filename)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".weights.h5",
                              dir=out_dir)
   os.close(fd)
   try:
-    model.save_weights(tmp, overwrite=True)
+    storage = write_weights(model, tmp, weights_dtype)
     os.chmod(tmp, 0o644)  # mkstemp makes it private; these files ship
     digest = sha256_file(tmp)
     os.replace(tmp, wpath)
@@ -500,6 +517,9 @@ def _write_preset(name: str, scale: str, model, config, *, out_dir: str,
       "weights_file": preset.weights_filename,
       "weights_bytes": os.path.getsize(wpath),
       "sha256": digest,
+      # How the file stores the arrays (float16 / mixed / float32), the
+      # number of values of each dtype and the arrays kept float32.
+      **storage,
       "params": int(model.count_params()),
       "trainable_params": int(sum(
           int(v.numpy().size) for v in model.trainable_weights)),
@@ -537,8 +557,11 @@ def _write_preset(name: str, scale: str, model, config, *, out_dir: str,
   # JSON round trip: tuples in the model config become lists, as on load.
   meta = json.loads(json.dumps(meta))
   write_json(os.path.join(out_dir, preset.metadata_filename), meta)
+  kept = meta["weights_storage"]["kept_float32"]
   log(f"[{name}] wrote {wpath} ({meta['weights_bytes'] / 1e6:.2f} MB, "
-      f"{meta['params']:,} parameters, sha256 {digest[:12]}...)")
+      f"{meta['weights_dtype']}"
+      + (f": {len(kept)} array(s) kept float32" if kept else "")
+      + f", {meta['params']:,} parameters, sha256 {digest[:12]}...)")
   return meta
 
 
@@ -566,13 +589,16 @@ def up_to_date(name: str, *, tiny: bool = False,
                steps: Optional[int] = None,
                weights_dir: Optional[str] = None,
                extra_flags: Sequence[str] = (),
-               overrides: Optional[Mapping[str, Any]] = None) -> bool:
+               overrides: Optional[Mapping[str, Any]] = None,
+               weights_dtype: str = DEFAULT_WEIGHTS_DTYPE) -> bool:
   """Whether ``name``'s weights in ``weights_dir`` were built by this
   recipe: both files exist, the weights match the recorded sha256 and the
   metadata records the same scale and preset flags as a build with these
   arguments would (a build into a temporary run folder, as
   :func:`build_preset` makes one without ``work_dir``, records
-  ``--noplots`` too).
+  ``--noplots`` too), and its weights file stores the arrays as
+  ``weights_dtype`` asks (a file from before float16 storage records no
+  request: float32).
 
   The rule is the recipe, not how the weights were made: a preset imported
   from a run (``build_preset(..., from_run=...)``, which refuses a run
@@ -594,7 +620,9 @@ def up_to_date(name: str, *, tiny: bool = False,
   candidates = [planned_flags(name, scale, extra_flags, overrides, run),
                 planned_flags(name, scale, extra_flags, overrides,
                               dict(run, plots=False))]
-  return recorded["scale"] == scale and recorded["preset_flags"] in candidates
+  stored = (meta.get("weights_storage") or {}).get("requested", "float32")
+  return (recorded["scale"] == scale and recorded["preset_flags"] in candidates
+          and stored == weights_dtype)
 
 
 def build_presets(names: Sequence[str], *, every: bool = False,
@@ -636,6 +664,7 @@ def build_presets(names: Sequence[str], *, every: bool = False,
                                       "overrides")}
   check["tiny"] = bool(check["tiny"])
   check["extra_flags"] = kwargs.get("extra_flags", ())
+  check["weights_dtype"] = kwargs.get("weights_dtype", DEFAULT_WEIGHTS_DTYPE)
   out = {}
   t0 = time.time()
   built = 0

@@ -108,7 +108,8 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
       registry ``weights_url``, fetched and cached); ``False``: the
       architecture only (fresh weights); a URL or a path: a
       ``.weights.h5`` file of the preset's architecture (a URL needs
-      ``sha256``).
+      ``sha256``). Float16 arrays in the file (a zoo build's default)
+      load into the model's float32 variables.
     weights_dir: folder of ``<name>.weights.h5`` and ``<name>.json``
       (default: the package's ``weights/``).
     sha256: expected sha256 of ``weights`` when it is a URL or a path.
@@ -149,6 +150,11 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
   if weights is not True and not isinstance(weights, (str, os.PathLike)):
     raise ValueError(f"weights={weights!r} must be True, False, a URL or "
                      "a path")
+  # A float16 zoo file (store.write_weights) has Keras's layout: Keras
+  # reads each array by its layer's path and assigns it to the float32
+  # variable, which converts float16 exactly; the model stays float32 and
+  # the sha256 check above ran on the file as stored. Float32 files load
+  # as they always did.
   model.load_weights(_weights_file(preset.name, meta, weights, sha256,
                                    weights_dir))
   return model
