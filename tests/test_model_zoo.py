@@ -58,10 +58,40 @@ def _h5_arrays(path):
   return arrays
 
 
+def _h5_named_arrays(path):
+  import h5py
+  arrays = {}
+  with h5py.File(path, "r") as f:
+    f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                 if isinstance(obj, h5py.Dataset) else None)
+  return arrays
+
+
 def _fingerprint(array):
   array = np.asarray(array)
+  if array.dtype == np.float16:
+    # A float16 zoo file loads into float32 variables (exact conversion).
+    array = array.astype(np.float32)
   return (array.shape, array.dtype.str,
           hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
+
+
+def _data_bytes(meta):
+  """Bytes of array data a zoo file holds, from its recorded dtypes."""
+  storage = meta.get("weights_storage")
+  if storage is None:  # written before float16 storage: float32 only
+    assert "weights_dtype" not in meta
+    return 4 * meta["params"]
+  values = storage["values"]
+  assert sum(values.values()) == meta["params"]
+  assert set(values) <= {"float16", "float32"}
+  assert (meta["weights_dtype"] == "float32") == ("float16" not in values)
+  assert (meta["weights_dtype"] == "mixed") == bool(storage["kept_float32"])
+  return 2 * values.get("float16", 0) + 4 * values.get("float32", 0)
+
+
+def _data_bytes_in(path):
+  return sum(a.nbytes for a in _h5_arrays(path))
 
 
 def _check_settings(model, name, rp_color="none"):
@@ -247,10 +277,13 @@ def test_committed_preset_loads_with_matching_hash_and_params(name):
   # arrays are exactly the arrays stored in the file, read with h5py.
   assert sorted(_fingerprint(v.numpy()) for v in model.weights) == sorted(
       _fingerprint(a) for a in _h5_arrays(path))
-  # Float32 weights and little else: 4 bytes a parameter plus HDF5's
-  # bookkeeping.
-  assert 4 * meta["params"] < meta["weights_bytes"] < (
-      4 * meta["params"] + 1_000_000)
+  assert {v.dtype for v in model.weights} == {"float32"}
+  # The stored arrays and little else: 2 bytes a value stored as float16, 4
+  # as float32 (files from before float16 storage record no dtype: all
+  # float32), plus HDF5's bookkeeping; the recorded counts are the file's.
+  assert _data_bytes(meta) == _data_bytes_in(path)
+  assert _data_bytes(meta) < meta["weights_bytes"] < (
+      _data_bytes(meta) + 1_000_000)
   # The metadata describes the run that made the file: its model is the
   # recorded training config's (whichever recipe built it: the files change
   # when the zoo is rebuilt, issue 11 item 7).
@@ -389,6 +422,17 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   path = os.path.join(folder, "rp_h.weights.h5")
   assert meta["sha256"] == _sha256(path)
   assert meta["weights_bytes"] == os.path.getsize(path)
+  # Float16 by default: all but the arrays the rule keeps float32
+  # (test_zoo_float16.py; conv biases in front of batch norm get no
+  # gradient and stay at float16-subnormal noise), each named in the JSON.
+  storage = meta["weights_storage"]
+  assert storage["requested"] == "float16"
+  assert meta["weights_dtype"] in ("float16", "mixed")
+  kept = {k["name"] for k in storage["kept_float32"]}
+  for name, array in _h5_named_arrays(path).items():
+    assert array.dtype == (np.float32 if name in kept else np.float16), name
+  assert _data_bytes(meta) == _data_bytes_in(path)
+  assert storage["values"]["float16"] > 0.85 * meta["params"]
   assert (meta["scale"], meta["steps"], meta["seed"]) == ("tiny", 2, 0)
   assert meta["tasks"] == ["relative_position"] and meta["harmonize"]
   assert not meta["lasso"] and meta["evaluations"] == {}
@@ -449,7 +493,11 @@ def test_build_resume_skips_what_this_recipe_already_built(tiny_build,
   extra = [f.split("=", 1)[1] for f in TINY_BUILD_FLAGS]
   assert model_zoo.up_to_date("rp_h", tiny=True, steps=2, weights_dir=folder,
                               extra_flags=extra)
-  # Another recipe (more steps, the demo scale, other flags) is not.
+  # Another recipe (more steps, the demo scale, other flags) is not, nor
+  # float32 storage.
+  assert not model_zoo.up_to_date("rp_h", tiny=True, steps=2,
+                                  weights_dir=folder, extra_flags=extra,
+                                  weights_dtype="float32")
   assert not model_zoo.up_to_date("rp_h", tiny=True, steps=3,
                                   weights_dir=folder, extra_flags=extra)
   assert not model_zoo.up_to_date("rp_h", steps=2, weights_dir=folder,

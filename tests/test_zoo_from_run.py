@@ -51,6 +51,16 @@ def finished_run(tmp_path_factory):
   return run_dir
 
 
+def _float32_arrays(path):
+  import h5py
+  arrays = []
+  with h5py.File(path, "r") as f:
+    f.visititems(lambda _, obj: arrays.append(obj[()])
+                 if isinstance(obj, h5py.Dataset)
+                 and obj.dtype == np.float32 else None)
+  return arrays
+
+
 def _build(run_dir, weights_dir, **kwargs):
   kwargs.setdefault("overrides", {"seed": 1})
   return model_zoo.build_preset(
@@ -74,15 +84,24 @@ def test_imported_weights_equal_the_runs_checkpoint(finished_run, imported):
   assert latest.endswith(f"ckpt-{STEPS}")
   stored = dict(tf.train.list_variables(latest))
   named = checkpoints.model_variables(model)
-  # Every weight of the loaded preset, compared with the value the
-  # checkpoint file holds under its name (not with load_run_model, which
-  # the import itself uses).
+  # The import writes float16 (the default): every weight of the loaded
+  # preset is the value the checkpoint file holds under its name (not
+  # load_run_model, which the import itself uses) rounded through float16,
+  # or, for the arrays the file keeps float32 (listed in the metadata),
+  # that value exactly.
+  kept = _float32_arrays(os.path.join(folder, f"{NAME}.weights.h5"))
+  assert len(kept) == len(meta["weights_storage"]["kept_float32"])
+  assert meta["weights_storage"]["requested"] == "float16"
   for name, variable in named.items():
     key = f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE"
     assert key in stored, name
-    np.testing.assert_array_equal(variable.numpy(),
-                                  tf.train.load_variable(latest, key),
-                                  err_msg=name)
+    value = tf.train.load_variable(latest, key)
+    got = variable.numpy()
+    assert got.dtype == np.float32, name
+    rounded = value.astype(np.float16).astype(np.float32)
+    if not np.array_equal(got, rounded):
+      np.testing.assert_array_equal(got, value, err_msg=name)
+      assert any(np.array_equal(value, a) for a in kept), name
   model_keys = {k for k in stored if k.startswith("model/")}
   assert model_keys == {f"model/{n}/.ATTRIBUTES/VARIABLE_VALUE"
                         for n in named}
@@ -133,6 +152,56 @@ def test_metadata_records_the_run(finished_run, imported):
   assert not model_zoo.up_to_date(NAME, tiny=True, steps=STEPS,
                                   weights_dir=folder,
                                   extra_flags=RECIPE_FLAGS)
+
+
+@pytest.mark.slow
+def test_weights_dtype_float32_imports_exactly(finished_run, imported,
+                                               tmp_path):
+  # `--weights_dtype=float32`: every array as trained, bit for bit, in a
+  # file of 4 bytes a value (the default float16 import: 2 bytes a value
+  # for all but the arrays kept float32).
+  meta16, folder16 = imported
+  folder = str(tmp_path / "zoo")
+  assert zoo_main(["build", NAME, "--tiny", f"--steps={STEPS}",
+                   *[f"--train_flag={f}" for f in RECIPE_FLAGS + ["--seed=1"]],
+                   f"--weights_dir={folder}", f"--from_run={finished_run}",
+                   "--weights_dtype=float32"]) == 0
+  meta = model_zoo.load_metadata(NAME, folder)
+  n = meta["params"]
+  assert meta["weights_dtype"] == "float32"
+  assert meta["weights_storage"] == {"requested": "float32", "values": {
+      "float32": n}, "kept_float32": []}
+  path = os.path.join(folder, f"{NAME}.weights.h5")
+  assert sum(a.size for a in _float32_arrays(path)) == n
+  model = model_zoo.load(NAME, weights_dir=folder)
+  latest = tf.train.latest_checkpoint(os.path.join(finished_run,
+                                                   "checkpoints"))
+  for name, variable in checkpoints.model_variables(model).items():
+    np.testing.assert_array_equal(
+        variable.numpy(), tf.train.load_variable(
+            latest, f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE"),
+        err_msg=name)
+  values16 = meta16["weights_storage"]["values"]
+  assert values16["float16"] + values16.get("float32", 0) == n
+  saved = meta["weights_bytes"] - meta16["weights_bytes"]
+  assert abs(saved - 2 * values16["float16"]) < 4096
+  # The same run, loaded from both files: features within 1% of their
+  # largest magnitude (test_zoo_float16.py says why).
+  half = model_zoo.load(NAME, weights_dir=folder16)
+  images = tf.constant(np.random.default_rng(0).uniform(0, 255,
+                                                        (2, 32, 32, 3)),
+                       tf.float32)
+  for task in model.task_names:
+    ref = model.features(images, task=task).numpy()
+    got = half.features(images, task=task).numpy()
+    assert np.max(np.abs(got - ref)) <= 1e-2 * np.max(np.abs(ref)), task
+  # A float16 preset is not up to date for a float32 build, and back.
+  assert not model_zoo.up_to_date(NAME, tiny=True, steps=STEPS,
+                                  weights_dir=folder, extra_flags=RECIPE_FLAGS,
+                                  overrides={"seed": 1})
+  assert model_zoo.up_to_date(NAME, tiny=True, steps=STEPS,
+                              weights_dir=folder, extra_flags=RECIPE_FLAGS,
+                              overrides={"seed": 1}, weights_dtype="float32")
 
 
 def test_a_run_of_another_recipe_is_refused(finished_run, tmp_path):

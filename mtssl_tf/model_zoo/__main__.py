@@ -1,5 +1,6 @@
 """The model-zoo command: ``list``, ``show NAME``, ``build NAME... [--all]
-[--resume] [--steps=N] [--tiny]``, ``build NAME --from_run=RUN_DIR``,
+[--resume] [--steps=N] [--tiny] [--weights_dtype=float32]``, ``build NAME
+--from_run=RUN_DIR``,
 ``export NAME --output=X.keras``, ``register NAME --weights=URL_OR_PATH
 [--sha256=HEX]`` (model_zoo/README.md). ``build`` trains in this process
 (:func:`mtssl_tf.model_zoo.build_preset`), or with ``--from_run`` imports a

@@ -114,7 +114,8 @@ def describe(name: str, weights_dir: Optional[str] = None) -> str:
   ]
   if is_built(name, weights_dir):
     meta = load_metadata(name, weights_dir)
-    keys = ("scale", "steps", "seed", "params", "weights_bytes", "sha256",
+    keys = ("scale", "steps", "seed", "params", "weights_bytes",
+            "weights_dtype", "weights_storage", "sha256",
             "final_losses", "pretext_metrics", "evaluations", "data",
             "created")
     # Committed files outlive recipe changes until the zoo is rebuilt.
