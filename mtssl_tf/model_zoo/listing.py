@@ -119,7 +119,9 @@ def describe(name: str, weights_dir: Optional[str] = None) -> str:
             "final_losses", "pretext_metrics", "evaluations", "data",
             "created")
     # Committed files outlive recipe changes until the zoo is rebuilt.
-    current = up_to_date(name, weights_dir=weights_dir)
+    # The recipe decides, whichever dtype the file was asked to store.
+    current = up_to_date(name, weights_dir=weights_dir, weights_dtype=(
+        meta.get("weights_storage") or {}).get("requested", "float32"))
     lines.append("built by today's demo recipe: " + (
         "yes" if current else
         f"no (rebuild: {build_command(name)} --resume)"))
