@@ -51,11 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                  help="extra training option (repeatable), e.g. "
                       "--train_flag=--batch_size=4")
   p.add_argument("--weights_dtype", default="float16",
-                 choices=("float16", "float32"),
-                 help="float16 (default): each float32 array stored as "
-                      "float16 where that loses nothing that matters (the "
-                      "others float32, listed in the JSON), half the "
-                      "bytes; float32: every array as trained")
+                 choices=("float16", "float32"), help="float16: arrays as "
+                 "float16 where that is safe (model_zoo/README.md)")
   p = sub.add_parser("export", help="write a preset's model as a .keras "
                                     "file (keras.models.load_model)")
   p.add_argument("name")
