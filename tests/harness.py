@@ -494,3 +494,27 @@ def check_eval_lasso_row(alpha: np.ndarray, num_units: int) -> None:
   np.testing.assert_allclose(np.sum(alpha ** 2), 1.0, rtol=1e-5)
   start = np.eye(num_units)[-1]
   assert np.abs(alpha - start).max() > 1e-7, alpha
+
+
+def h5_named_arrays(path: str) -> Dict[str, np.ndarray]:
+  """Every dataset of an HDF5 file (a Keras ``.weights.h5``), by its path,
+  read with h5py (independent of Keras's loader)."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  arrays = {}
+  with h5py.File(path, "r") as f:
+    f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                 if isinstance(obj, h5py.Dataset) else None)
+  return arrays
+
+
+def assert_features_close(reference, other, seed: int = 0,
+                          size: int = 32, tolerance: float = 1e-2) -> None:
+  """Every task's features of two multi-task models on the same random
+  images differ by at most ``tolerance`` of the reference's largest
+  magnitude (float16-stored weights: tests/test_zoo_float16.py says why 1%)."""
+  images = tf.constant(np.random.default_rng(seed).uniform(
+      0, 255, (2, size, size, 3)), tf.float32)
+  for task in reference.task_names:
+    ref = reference.features(images, task=task).numpy()
+    got = other.features(images, task=task).numpy()
+    assert np.max(np.abs(got - ref)) <= tolerance * np.max(np.abs(ref)), task

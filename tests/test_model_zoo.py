@@ -17,6 +17,8 @@ import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
 
+from harness import h5_named_arrays
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The paper's rows (Tables 2-4), spelled out independently of the registry.
@@ -50,21 +52,7 @@ def _sha256(path):
 
 
 def _h5_arrays(path):
-  import h5py
-  arrays = []
-  with h5py.File(path, "r") as f:
-    f.visititems(lambda _, obj: arrays.append(obj[()])
-                 if isinstance(obj, h5py.Dataset) else None)
-  return arrays
-
-
-def _h5_named_arrays(path):
-  import h5py
-  arrays = {}
-  with h5py.File(path, "r") as f:
-    f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
-                 if isinstance(obj, h5py.Dataset) else None)
-  return arrays
+  return list(h5_named_arrays(path).values())
 
 
 def _fingerprint(array):
@@ -429,7 +417,7 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   assert storage["requested"] == "float16"
   assert meta["weights_dtype"] in ("float16", "mixed")
   kept = {k["name"] for k in storage["kept_float32"]}
-  for name, array in _h5_named_arrays(path).items():
+  for name, array in h5_named_arrays(path).items():
     assert array.dtype == (np.float32 if name in kept else np.float16), name
   assert _data_bytes(meta) == _data_bytes_in(path)
   assert storage["values"]["float16"] > 0.85 * meta["params"]

@@ -7,28 +7,20 @@ close to the float32 model's. The build and import paths that write such
 files are tested in test_model_zoo.py and test_zoo_from_run.py."""
 import os
 
-import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo import store
 
+from harness import assert_features_close, h5_named_arrays
+
 
 def _rounded(a):
   """The NumPy reference: float32 -> float16 -> float32."""
   return np.asarray(a, np.float32).astype(np.float16).astype(np.float32)
-
-
-def _datasets(path):
-  out = {}
-  with h5py.File(path, "r") as f:
-    f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                 if isinstance(obj, h5py.Dataset) else None)
-  return out
 
 
 def test_float16_rule():
@@ -91,7 +83,7 @@ def _with(shape, fill, first):
 
 def test_float16_file_is_half_the_data_bytes_in_kerass_layout(tiny_files):
   model, injected, p16, p32, record16, record32 = tiny_files
-  a16, a32 = _datasets(p16), _datasets(p32)
+  a16, a32 = h5_named_arrays(p16), h5_named_arrays(p32)
   assert sorted(a16) == sorted(a32)  # the same paths: Keras's layout
   n = model.count_params()
   kept = record16["weights_storage"]["kept_float32"]
@@ -138,13 +130,7 @@ def test_float16_file_loads_float32_weights_rounded(tiny_files):
   # of the ~15 layers on the way add up to at most ~7e-3 (measured: 4.7e-4
   # on the demo-scale four-task network, 2.1e-3 on a trained depth-26 run,
   # BENCHMARKS.md "Float16 zoo weights files").
-  images = tf.constant(np.random.default_rng(2).uniform(0, 255,
-                                                        (2, 32, 32, 3)),
-                       tf.float32)
-  for task in model.task_names:
-    ref = model.features(images, task=task).numpy()
-    got = loaded.features(images, task=task).numpy()
-    assert np.max(np.abs(got - ref)) <= 1e-2 * np.max(np.abs(ref)), task
+  assert_features_close(model, loaded, seed=2)
   # The float32 file loads exactly.
   again = model_zoo.build_preset_model("rp_col_ex_ms_lasso", tiny=True)
   again.load_weights(p32)

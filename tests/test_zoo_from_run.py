@@ -18,6 +18,8 @@ from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
 from mtssl_tf.training import checkpoints
 
+from harness import assert_features_close, h5_named_arrays
+
 NAME = "rp_col"
 STEPS = 2
 # Options of the run that are part of the recipe (the tiny scale turns
@@ -52,13 +54,7 @@ def finished_run(tmp_path_factory):
 
 
 def _float32_arrays(path):
-  import h5py
-  arrays = []
-  with h5py.File(path, "r") as f:
-    f.visititems(lambda _, obj: arrays.append(obj[()])
-                 if isinstance(obj, h5py.Dataset)
-                 and obj.dtype == np.float32 else None)
-  return arrays
+  return [a for a in h5_named_arrays(path).values() if a.dtype == np.float32]
 
 
 def _build(run_dir, weights_dir, **kwargs):
@@ -188,13 +184,7 @@ def test_weights_dtype_float32_imports_exactly(finished_run, imported,
   # The same run, loaded from both files: features within 1% of their
   # largest magnitude (test_zoo_float16.py says why).
   half = model_zoo.load(NAME, weights_dir=folder16)
-  images = tf.constant(np.random.default_rng(0).uniform(0, 255,
-                                                        (2, 32, 32, 3)),
-                       tf.float32)
-  for task in model.task_names:
-    ref = model.features(images, task=task).numpy()
-    got = half.features(images, task=task).numpy()
-    assert np.max(np.abs(got - ref)) <= 1e-2 * np.max(np.abs(ref)), task
+  assert_features_close(model, half)
   # A float16 preset is not up to date for a float32 build, and back.
   assert not model_zoo.up_to_date(NAME, tiny=True, steps=STEPS,
                                   weights_dir=folder, extra_flags=RECIPE_FLAGS,
