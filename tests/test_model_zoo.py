@@ -258,8 +258,9 @@ def test_committed_preset_loads_with_matching_hash_and_params(name):
   assert os.path.getsize(path) == meta["weights_bytes"] < MAX_WEIGHTS_BYTES
   assert _sha256(path) == meta["sha256"]
   model = model_zoo.load(name)
-  # The committed files predate the third-round recipe (colour dropping).
-  _check_settings(model, name, rp_color="drop")
+  # Built by the third-round recipe (the study's): RP reads full colour,
+  # harmonized presets the Lab L channel.
+  _check_settings(model, name)
   assert model.count_params() == meta["params"]
   # Every variable was loaded (none left at its random init): the model's
   # arrays are exactly the arrays stored in the file, read with h5py.
