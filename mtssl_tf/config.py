@@ -16,7 +16,7 @@ import json
 import math
 import os
 import types
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.models.trunk import TrunkConfig
@@ -561,6 +561,12 @@ def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
   return {prefix[:-1]: value}
 
 
+def field_covered(key: str, fields: Sequence[str]) -> bool:
+  """Whether dotted ``key`` is one of ``fields`` or nested in one of them
+  (``data`` covers ``data.deterministic``)."""
+  return any(key == f or key.startswith(f + ".") for f in fields)
+
+
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], *,
                        ignore: Tuple[str, ...] = RESUMABLE_FIELDS,
                        compare_absent: bool = False
@@ -583,7 +589,7 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], *,
   new_flat = _flatten(_effective_batch_sizes(new))
   out = []
   for key in sorted(set(old_flat) | set(new_flat)):
-    if any(key == f or key.startswith(f + ".") for f in ignore):
+    if field_covered(key, ignore):
       continue
     if not compare_absent and key not in old_flat and not (
         key.startswith("task_params.") and "task_params" in old):

@@ -318,14 +318,13 @@ def from_run_differences(run_config: Mapping[str, Any],
   colorization prior must be resolved first (the run's ``config.json``
   holds its resolved prior).
   """
-  from mtssl_tf.config import config_differences  # pylint: disable=g-import-not-at-top
-  refused = config_differences(run_config, preset_config,
-                               ignore=FROM_RUN_ALLOWED, compare_absent=True)
+  from mtssl_tf.config import config_differences, field_covered  # pylint: disable=g-import-not-at-top
   everything = config_differences(run_config, preset_config, ignore=(),
                                   compare_absent=True)
-  refused_keys = {d[0] for d in refused}
-  return {"refused": refused,
-          "allowed": [d for d in everything if d[0] not in refused_keys
+  return {"refused": [d for d in everything
+                      if not field_covered(d[0], FROM_RUN_ALLOWED)],
+          "allowed": [d for d in everything
+                      if field_covered(d[0], FROM_RUN_ALLOWED)
                       and d[0] != "run_dir"]}
 
 
@@ -343,11 +342,6 @@ def _resolved_preset_config(preset, scale, extra_flags, overrides, run,
   cached = os.path.exists(os.path.join(run_dir, AUTO_PRIOR_FILE))
   return parsed, colorization_prior.resolve_training_prior(
       parsed.config, log=lambda s: None, write=cached)
-
-
-def _checkpoint_step(path: str) -> int:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 
@@ -391,7 +385,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
     raise FileNotFoundError(
         f"run {from_run} has no checkpoint under {ckpt_dir}: it has not "
         "trained yet")
-  reached = _checkpoint_step(latest)
+  reached = checkpoints.checkpoint_step(latest)
   if reached != config.steps:
     raise ValueError(
         f"run {from_run} is not finished: its latest checkpoint "

@@ -86,15 +86,6 @@ def float16_refusal(array) -> Optional[str]:
   return None
 
 
-def _h5_datasets(path: str) -> List[str]:
-  import h5py  # pylint: disable=g-import-not-at-top
-  names: List[str] = []
-  with h5py.File(path, "r") as f:
-    f.visititems(lambda name, obj: names.append(name)
-                 if isinstance(obj, h5py.Dataset) else None)
-  return sorted(names)
-
-
 def _copy_as_float16(source: str, target: str) -> List[Dict[str, Any]]:
   """Copies a Keras ``.weights.h5`` file group by group, dataset by dataset
   (same paths and attributes), each float32 array as float16 unless
@@ -164,11 +155,13 @@ def write_weights(model, path: str,
     finally:
       os.remove(full)
   values: Dict[str, int] = {}
+
+  def count(_, obj):
+    if isinstance(obj, h5py.Dataset):
+      values[str(obj.dtype)] = values.get(str(obj.dtype), 0) + int(obj.size)
+
   with h5py.File(path, "r") as f:
-    for name in _h5_datasets(path):
-      dataset = f[name]
-      key = str(dataset.dtype)
-      values[key] = values.get(key, 0) + int(dataset.size)
+    f.visititems(count)
   if weights_dtype == "float32" or "float16" not in values:
     stored = "float32"
   else:

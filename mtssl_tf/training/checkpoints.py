@@ -313,6 +313,12 @@ def read_run_config(run_dir: str) -> Dict[str, Any]:
     return json.load(f)
 
 
+def checkpoint_step(path: str) -> int:
+  """The global step a trainer checkpoint (``<run>/checkpoints/ckpt-N``)
+  was saved at: its ``step`` item (the Trainer's checkpoint layout)."""
+  return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
 def load_run_model(run_dir: str, checkpoint: Optional[str] = None, *,
                    task_order: Optional[Sequence[str]] = None,
                    log: Callable[[str], None] = print):
@@ -357,7 +363,7 @@ def load_run_model(run_dir: str, checkpoint: Optional[str] = None, *,
 
 
 __all__ = ["CheckpointTasksError", "LEGACY_MODEL_KEY", "LegacyCheckpointError",
-           "MODEL", "canonical_order", "check_tasks", "checkpoint_keys",
+           "MODEL", "canonical_order", "check_tasks", "checkpoint_keys", "checkpoint_step",
            "checkpoint_tasks", "is_legacy", "load_run_model",
            "model_trackable", "model_variables", "optimizer_trackable",
            "optimizer_variables",
