@@ -11,8 +11,9 @@ that do not transfer to new photos and videos. For each run folder it prints:
   given the prior's mode, of every pixel grey (ab = 0) and of the prior's
   mean, on the held-out split and on the training split (the same number of
   crops, the same seed);
-* the top-5 gain over the prior's top 5 on the held-out crops, with a 95%
-  bootstrap interval over crops (the crops of one photo or video are not
+* the top-5 gain over the prior's top 5, and the AuC gain over the prior
+  mode's, on the held-out crops, each with a 95% bootstrap interval over
+  crops (the crops of one photo or video are not
   independent: with 11 held-out sources the interval is optimistic).
 
 Usage (the numbers of the study's runs are in docs/pretext_metrics.md):
@@ -94,6 +95,43 @@ def _top5_gain(task, logits, bins, rounds, seed):
   return float(gain.mean()), float(low), float(high)
 
 
+def _crop_curves(pred_ab, true_ab):
+  """[n crops, 151]: per crop, how many of its pixels are within t of the
+  true ab, t = 0..150 (the pooled curve of any set of crops is a sum)."""
+  errors = np.linalg.norm(pred_ab.astype(np.float64)
+                          - true_ab.astype(np.float64), axis=-1)
+  thresholds = np.arange(pretext_eval.AUC_MAX_THRESHOLD + 1)
+  return (errors[..., None] <= thresholds).sum(axis=1)
+
+
+def _auc_of_curves(curves, pixels):
+  curve = curves.sum(0) / pixels
+  return float(np.sum((curve[1:] + curve[:-1]) / 2.0)
+               / pretext_eval.AUC_MAX_THRESHOLD)
+
+
+def _auc_gain(task, logits, ab, rounds, seed):
+  """AuC of the metric's decode minus the prior mode's on the held-out
+  crops, with a 95% bootstrap interval over crops (paired: the same
+  resampled crops for both)."""
+  n, p, q = logits.shape
+  decoded = colorization.decode_annealed_mean(
+      tf.constant(logits.reshape(-1, q)), task.bins,
+      colorization.DEFAULT_TEMPERATURE).numpy().reshape(n, p, 2)
+  mode = np.asarray(task.bins)[np.argmax(np.asarray(task.prior))]
+  model = _crop_curves(decoded, ab)
+  prior = _crop_curves(np.broadcast_to(mode, ab.shape), ab)
+  gain = _auc_of_curves(model, n * p) - _auc_of_curves(prior, n * p)
+  rng = np.random.default_rng(seed)
+  boot = []
+  for _ in range(rounds):
+    idx = rng.integers(0, n, n)
+    boot.append(_auc_of_curves(model[idx], n * p)
+                - _auc_of_curves(prior[idx], n * p))
+  low, high = np.percentile(boot, [2.5, 97.5])
+  return float(gain), float(low), float(high)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("runs", nargs="+", help="training run folders "
@@ -124,6 +162,8 @@ def main(argv=None):
       if split == "heldout":
         row["top5_gain"] = _top5_gain(task, logits, bins, args.bootstrap,
                                       config["seed"])
+        row["auc_gain"] = _auc_gain(task, logits, ab, args.bootstrap,
+                                    config["seed"])
     report[run] = row
     print(f"{run}:")
     for split in ("heldout", "train"):
@@ -132,6 +172,10 @@ def main(argv=None):
     gain, low, high = row["top5_gain"]
     print(f"  held-out top-5 minus the prior's top 5: {gain:+.3f} "
           f"(95% bootstrap over crops {low:+.3f} .. {high:+.3f})")
+    gain, low, high = row["auc_gain"]
+    print(f"  held-out AuC (T {colorization.DEFAULT_TEMPERATURE:g}) minus the "
+          f"prior mode's: {gain:+.4f} (95% bootstrap over crops "
+          f"{low:+.4f} .. {high:+.4f})")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(report, f, indent=1, sort_keys=True)

