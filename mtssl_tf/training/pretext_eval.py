@@ -113,12 +113,18 @@ def ab_error_curve(pred_ab: np.ndarray, true_ab: np.ndarray,
   return np.searchsorted(errors, thresholds, side="right") / errors.size
 
 
+def curve_auc(curve: np.ndarray) -> float:
+  """Area under an :func:`ab_error_curve` (thresholds 0..len - 1), divided
+  by its largest threshold, so in [0, 1]."""
+  curve = np.asarray(curve, np.float64)
+  area = np.sum((curve[1:] + curve[:-1]) / 2.0)  # trapezoid, unit spacing
+  return float(area / (len(curve) - 1))
+
+
 def ab_error_auc(pred_ab: np.ndarray, true_ab: np.ndarray,
                  max_threshold: int = AUC_MAX_THRESHOLD) -> float:
   """Zhang et al.'s AuC: area under :func:`ab_error_curve`, in [0, 1]."""
-  curve = ab_error_curve(pred_ab, true_ab, max_threshold)
-  area = np.sum((curve[1:] + curve[:-1]) / 2.0)  # trapezoid, unit spacing
-  return float(area / max_threshold)
+  return curve_auc(ab_error_curve(pred_ab, true_ab, max_threshold))
 
 
 def retrieval_top1(embeddings: np.ndarray) -> float:
@@ -488,6 +494,7 @@ def from_config(config, model, log: Callable[[str], None] = print
 
 __all__ = ["AUC_MAX_THRESHOLD", "EVAL_FRAME_STRIDE", "JSON_NAME",
            "PretextEvaluator", "RP_CHANCE", "ab_error_auc", "ab_error_curve",
+           "curve_auc",
            "binary_iou", "format_line", "format_table", "from_config",
            "heldout_sources", "materialize", "read_json", "retrieval_top1",
            "rp_accuracy",
