@@ -552,26 +552,24 @@ def fetch_opencv_contrib(dest: Union[str, os.PathLike],
 def fetch_all(log: Callable[[str], None] = print) -> pathlib.Path:
   """The set-up step: fetches every asset that is missing (network: the
   PyPI registry only). Returns the data home."""
-  folder = labelme_voc_path()
-  if has_voc_examples(folder):
-    log(f"fetch_data: {folder} is present")
-  else:
-    log(f"fetch_data: fetching the labelme {LABELME_VERSION} source archive "
-        f"into {folder}")
-    fetch_labelme_voc(folder)
-  folder = opencv_samples_path()
-  if has_files(folder, opencv_samples_members()):
-    log(f"fetch_data: {folder} is present")
-  else:
-    log(f"fetch_data: fetching {OPENCV_SDIST} ({OPENCV_PROJECT}'s source "
-        f"archive, 82 MB) from {PYPI_SIMPLE} into {folder}")
-    fetch_opencv_samples(folder)
-  folder = opencv_contrib_path()
-  if has_contrib_photos(folder):
-    log(f"fetch_data: {folder} is present")
-  else:
-    log(f"fetch_data: fetching {OPENCV_CONTRIB_SDIST} "
-        f"({OPENCV_CONTRIB_PROJECT}'s source archive, 154 MB) from "
-        f"{PYPI_SIMPLE} into {folder}")
-    fetch_opencv_contrib(folder)
+  # (folder, whether it is complete, what a fetch downloads, the fetch);
+  # the fetches are looked up at call time (tests replace them).
+  steps = (
+      (labelme_voc_path(), has_voc_examples,
+       f"the labelme {LABELME_VERSION} source archive",
+       lambda folder: fetch_labelme_voc(folder)),
+      (opencv_samples_path(),
+       lambda folder: has_files(folder, opencv_samples_members()),
+       f"{OPENCV_SDIST} ({OPENCV_PROJECT}'s source archive, 82 MB) from "
+       f"{PYPI_SIMPLE}", lambda folder: fetch_opencv_samples(folder)),
+      (opencv_contrib_path(), has_contrib_photos,
+       f"{OPENCV_CONTRIB_SDIST} ({OPENCV_CONTRIB_PROJECT}'s source archive, "
+       f"154 MB) from {PYPI_SIMPLE}",
+       lambda folder: fetch_opencv_contrib(folder)))
+  for folder, complete, what, fetch in steps:
+    if complete(folder):
+      log(f"fetch_data: {folder} is present")
+    else:
+      log(f"fetch_data: fetching {what} into {folder}")
+      fetch(folder)
   return data_home()
