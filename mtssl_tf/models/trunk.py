@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
+
+from mtssl_tf.models import inputs as inputs_lib
 
 # Units per block for blocks 1-3. 101 and 50 are the paper's and Keras's; the
 # small depths are named like ResNet-14/26/38 (a block 4 of the same count
@@ -287,9 +290,23 @@ class Trunk(keras.Model):
 
   Args: the fields of :class:`TrunkConfig`, plus Keras ``name``.
 
+  Inputs: RGB values in [0, 255], uint8 or any float dtype (cast to float32,
+  not rescaled), as a batch: ``[N, H, W, 3]``, grey ``[N, H, W, 1]`` or
+  ``[N, H, W]`` (repeated to three channels) or RGBA ``[N, H, W, 4]``
+  (alpha dropped). Other dtypes, ranks and channel counts, and a rank-3
+  batch whose last axis is 1, 3 or 4 (most likely one image without its
+  batch axis), raise ``ValueError`` (:mod:`mtssl_tf.models.inputs`).
+  Float images whose largest value lies in (0, 1] were most likely scaled
+  to [0, 1]: the trunk warns (``UserWarning``, once per trunk) and computes
+  on them as they are; a warning rather than an error because a dark image
+  in [0, 255] can lie there too. The values can only be measured when they
+  are concrete (NumPy, eager tensors): inside a traced function
+  (``tf.function``, ``fit``, ``predict``) and on symbolic Keras tensors the
+  check is skipped.
+
   Example:
     >>> trunk = Trunk(depth=26, width=0.25)
-    >>> feats = trunk(tf.zeros([2, 64, 64, 3]))
+    >>> feats = trunk(np.zeros([2, 64, 64, 3], np.uint8))
     >>> sorted(feats)[:2]
     ['conv2_block2_out', 'conv3_block2_out']
   """
@@ -311,6 +328,36 @@ class Trunk(keras.Model):
     outputs = trunk_graph(inputs, config, keras)
     super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
     self.config = config
+    self._warned_unit_range = False
+
+  def __call__(self, *args, **kwargs):
+    # The images are made RGB float32 here, before Keras's own input
+    # handling: Keras would cast any dtype silently, and on grey or RGBA
+    # input fail with a shape error that prints the pixels.
+    if args:
+      args = (self._standardize_images(args[0]),) + args[1:]
+    elif "inputs" in kwargs:
+      kwargs["inputs"] = self._standardize_images(kwargs["inputs"])
+    return super().__call__(*args, **kwargs)
+
+  def _standardize_images(self, inputs):
+    """Images, or Keras's one-entry dict ``{"images": images}``, made RGB
+    of the input dtype; warns once if float images look scaled to [0, 1]."""
+    if isinstance(inputs, dict) and list(inputs) == ["images"]:
+      return {"images": self._standardize_images(inputs["images"])}
+    inputs = inputs_lib.as_array(inputs)
+    images = inputs_lib.standardize_images(inputs, dtype=self.inputs[0].dtype)
+    if (inputs_lib.is_float_dtype(inputs.dtype)
+        and not self._warned_unit_range):
+      maximum = inputs_lib.unit_range_maximum(images)
+      if maximum is not None:
+        self._warned_unit_range = True
+        warnings.warn(
+            f"{self.name}: float images with maximum {maximum:.3g} look "
+            "scaled to [0, 1]; the trunk expects RGB in [0, 255] (multiply "
+            "by 255). This warning is given once per trunk.",
+            UserWarning, stacklevel=3)
+    return images
 
   @property
   def unit_names(self) -> List[str]:

@@ -57,7 +57,9 @@ def _check_images(images: tf.Tensor) -> tf.Tensor:
   shape = tf.shape(images)
   checks = [
       tf.debugging.assert_equal(
-          shape[-1], 3, message="images must have 3 (RGB) channels"),
+          shape[-1], 3, message="images must have 3 (RGB) channels, "
+                                "[N, H, W, 3]; convert grey or RGBA images "
+                                "to RGB first"),
       tf.debugging.assert_greater(
           tf.reduce_min(shape[:3]), 0,
           message="images must be a non-empty batch [N, H, W, 3] with N, "
@@ -148,6 +150,16 @@ class FeatureExtractor(tf.Module):
   @tf.function(input_signature=[
       tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
   def serve(self, images):
+    """The ``serving_default`` signature: uint8 RGB [N, H, W, 3] only.
+
+    A signature declares one dtype and shape per input, and TF Serving
+    converts nothing, so what the Keras trunk converts (floats, grey
+    [N, H, W] or [N, H, W, 1], RGBA) is refused here: other dtypes by the
+    signature, other shapes and empty batches by the checks inside the
+    graph or by the resize. Clients convert first
+    (:func:`mtssl_tf.serving.client.check_images` says how;
+    :func:`~mtssl_tf.serving.client.load_images` reads files as RGB).
+    """
     return self.features(images)
 
   def pooled(self, images: tf.Tensor, training: bool) -> tf.Tensor:
