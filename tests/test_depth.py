@@ -250,7 +250,10 @@ def test_preprocess_eager_equals_tf_data(rng, training):
                                                        training))
   for (ei, ed), (gi, gd) in zip(eager, ds):
     assert gi.shape == (24, 32, 3) and gd.shape == (24, 32)
-    np.testing.assert_array_equal(ei.numpy(), gi.numpy())
+    # The antialiased bilinear resize may be fused differently in a graph:
+    # a few float32 ulps of the 0..255 scale. Nearest resizing and cropping
+    # copy depth values, so which values land where is exact.
+    np.testing.assert_allclose(gi.numpy(), ei.numpy(), rtol=0, atol=1e-3)
     np.testing.assert_array_equal(ed.numpy(), gd.numpy())
   # Nearest resizing: every depth is an input value or 0 (holes, NaN -> 0).
   for (_, d), e in zip(eager, examples):

@@ -92,7 +92,9 @@ def test_preprocess_image_crops_centre_eagerly_and_in_tf_data(rng):
   np.testing.assert_allclose(eager, want, atol=1e-3)
   in_data = next(iter(tf.data.Dataset.from_tensors(image).map(
       lambda x: preprocess_image(x, 16)))).numpy()
-  np.testing.assert_array_equal(eager, in_data)
+  # The antialiased resize may be fused differently inside tf.data: a few
+  # float32 ulps of the 0..255 scale.
+  np.testing.assert_allclose(in_data, eager, rtol=0, atol=1e-3)
   # Upsampling a tall RGBA image: a constant stays constant, alpha dropped.
   tall = np.full([12, 8, 4], 77, np.uint8)
   tall[..., 3] = 0
