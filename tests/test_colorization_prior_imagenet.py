@@ -36,7 +36,8 @@ def test_shipped_imagenet_prior_matches_the_313_bins_and_sums_to_one():
   assert table[:, 2].sum() == pytest.approx(1.0, abs=1e-12)
   assert np.all(table[:, 2] > 0)
   prior = prior_lib.load_imagenet_prior()
-  np.testing.assert_array_equal(prior, table[:, 2] / table[:, 2].sum())
+  np.testing.assert_allclose(prior, table[:, 2] / table[:, 2].sum(),
+                             rtol=1e-15, atol=0)
   # The README beside the file records the values' hash.
   with open(os.path.join(RESOURCES,
                          "colorization_prior_imagenet_313.README.txt")) as f:
