@@ -32,11 +32,17 @@ def main(argv):
     return 2
   from mtssl_tf.training import distribute
   distribute.setup_cpu_replicas(FLAGS.cpu_replicas)
+  from mtssl_tf.data.skips import NoUsableDataError
   from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
   try:
     trainer = Trainer(config, log=lambda s: print(s, flush=True))
     trainer.train(flags_text=mt_flags.flags_as_text(FLAGS))
   except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except (FileNotFoundError, NoUsableDataError) as e:
+    # The data named in the flags cannot be read or used: the message says
+    # what and why; a traceback would only bury it.
     print(f"error: {e}", file=sys.stderr)
     return 2
   except NonFiniteLossError as e:

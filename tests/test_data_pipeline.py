@@ -193,7 +193,7 @@ def test_source_counter_collects_source_and_pipeline_skips(tmp_path):
                     shuffle_buffer=0, repeat=False)
   assert len(batches(ds, 10)) == 2
   assert source.counter.as_dict() == {"read": 4, "corrupt": 1,
-                                      "undersized": 1, "failed": 0}
+                                      "undersized": 1, "failed": 0, "unusable": 0}
 
 
 def test_non_deterministic_mode_yields_the_same_examples():

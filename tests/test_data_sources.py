@@ -74,9 +74,16 @@ def test_folder_source_skips_and_counts_bad_files(image_folder):
   examples = read_all(source.dataset)
   # 9 image files: 2 undecodable (random bytes, empty), 1 of 4x4 pixels.
   assert source.counter.as_dict() == {"read": 9, "corrupt": 2,
-                                      "undersized": 1, "failed": 0}
+                                      "undersized": 1, "failed": 0,
+                                      "unusable": 0}
+  refused = {os.path.relpath(name, image_folder["path"]): code
+             for name, code in source.counter.refused()}
+  assert refused == {"g_corrupt.jpg": sources.NOT_IMAGE,
+                     "h_empty.png": sources.EMPTY,
+                     "i_tiny.png": sources.UNDERSIZED}
   assert source.counter.summary() == (
-      "skipped 2 corrupt, 1 undersized images (of 9 read)")
+      "refused 3 files: 1 not a JPEG, PNG, GIF, BMP or WebP image, "
+      "1 empty file, 1 too small (of 9 files)")
   assert len(examples) == 6
   files = sources.list_image_files(str(image_folder["path"]))
   by_name = {os.path.relpath(files[e["id"]], image_folder["path"]): e
@@ -96,12 +103,18 @@ def test_folder_source_skips_and_counts_bad_files(image_folder):
   assert err < 6
 
 
-def test_folder_source_counts_each_pass(image_folder):
+def test_folder_source_reads_an_undecodable_file_once(image_folder):
   source = make_source("folder", path=str(image_folder["path"]), min_size=16)
-  read_all(source.dataset.repeat(2))
-  assert source.counter.corrupt == 4 and source.counter.undersized == 2
+  first = read_all(source.dataset)
+  second = read_all(source.dataset)
+  assert [e["id"] for e in second] == [e["id"] for e in first]
+  # The 2 undecodable files are not read again; the small one is (its
+  # refusal depends on the reader's minimum size).
+  assert source.counter.read == 9 + 7
+  assert source.counter.corrupt == 2 and source.counter.undersized == 2
+  assert len(source.counter.refused()) == 3
   source.counter.reset()
-  assert source.counter.skipped == 0
+  assert source.counter.skipped == 0 and source.counter.refused() == []
 
 
 def test_folder_source_shuffle_is_seeded(image_folder):
@@ -198,7 +211,7 @@ def test_skip_counter_in_a_strategy_scope(two_cpu_devices):
       lambda x: counter.keep(tf.cast(x % 4 == 0, tf.int32)))
   assert len(list(dataset)) == 7
   assert counter.as_dict() == {"read": 10, "corrupt": 3, "undersized": 0,
-                               "failed": 0}
+                               "failed": 0, "unusable": 0}
 
 
 # --- TFDS ------------------------------------------------------------------
@@ -295,7 +308,7 @@ def test_motion_source_reads_frames_masks_and_skips_bad_records(tmp_path):
   source = make_source("motion", path=str(tmp_path))
   examples = read_all(source.dataset)
   assert source.counter.as_dict() == {"read": 5, "corrupt": 2,
-                                      "undersized": 0, "failed": 0}
+                                      "undersized": 0, "failed": 0, "unusable": 0}
   assert len(examples) == 3
   for got, frame, mask in zip(examples, frames, masks):
     np.testing.assert_array_equal(got["image"], frame)

@@ -143,6 +143,33 @@ def _record_batches(trainer):
   return seen
 
 
+def _assert_start_lines_match_config_json(lines, run_dir):
+  """Each task's start line gives the batch that config.json records (its
+  task_batch_sizes entry, else batch_size) and where its data come from."""
+  with open(os.path.join(run_dir, "config.json")) as f:
+    saved = json.load(f)
+  start = lines.index(next(l for l in lines if l.startswith("training ")))
+  for i, task in enumerate(saved["tasks"]):
+    want = (saved.get("task_batch_sizes") or {}).get(task,
+                                                     saved["batch_size"])
+    line = lines[start + 1 + i]
+    assert line.startswith(f"  {task}: global batch {want}, inputs "), line
+    assert ", data: " in line and "offline photos" in line, line
+
+
+def test_one_task_with_its_own_batch_says_that_batch(tmp_path, mirrored):
+  lines = []
+  config = harness.train_config(tmp_path / "run", (RP,), batch_size=16,
+                                task_batch_sizes={RP: 3}, steps=1,
+                                lasso=False)
+  trainer = Trainer(config, strategy=mirrored(("/cpu:0",)),
+                    log=lines.append)
+  trainer.train()
+  _assert_start_lines_match_config_json(lines, config.run_dir)
+  assert any(l.startswith(f"  {RP}: global batch 3, inputs 2x16x16x3")
+             for l in lines), lines
+
+
 def test_input_pipelines_give_each_task_its_batch_and_the_log_says_so(
     tmp_path, mirrored, monkeypatch):
   """The run's own input functions (data=offline) at 4 pairs of relative
@@ -163,8 +190,7 @@ def test_input_pipelines_give_each_task_its_batch_and_the_log_says_so(
   # 2 groups of num_views=2 views = 4 crops.
   assert trainer._images_per_step(RP) == 8
   assert trainer._images_per_step("exemplar") == 4
-  start = [l for l in lines if l.startswith("training ")]
-  assert "global batches relative_position 4, exemplar 2" in start[0]
+  _assert_start_lines_match_config_json(lines, config.run_dir)
   # The single-pipeline path (datasets of global batches) too.
   data = pipeline.training_datasets(config, trainer.model.tasks, log=_quiet)
   for name, size in ((RP, 4), ("exemplar", 2)):

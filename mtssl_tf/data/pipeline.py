@@ -33,8 +33,13 @@ from typing import Any, Optional, Union
 
 import tensorflow as tf
 
-from mtssl_tf.data.sources import (FAILED, OK, UNDERSIZED, SkipCounter,
-                                   Source, try_map)
+from mtssl_tf.data.skips import (FAILED, NO_USABLE_DATA, OK, REASONS,
+                                 UNDERSIZED, UNUSABLE, SkipCounter)
+from mtssl_tf.data.sources import Source, try_map
+
+# Without a known pass length, the guard of SkipCounter allows this many
+# reads without a usable example (plus the shuffle buffer).
+UNKNOWN_PASS_LENGTH = 50_000
 
 
 def per_replica_batch(global_batch: int, num_replicas: int) -> int:
@@ -191,35 +196,66 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
       base_seed, 1).numpy()[0] & 0x7FFFFFFF)
   map_deterministic = True if deterministic else None
 
+  name = getattr(task, "name", "") or type(task).__name__
+  counter.reason_text[UNDERSIZED] = (
+      f"too small for {name} (shorter side below {need} px)")
+  counter.reason_text[UNUSABLE] = (
+      f"{getattr(task, 'unusable_reason', REASONS[UNUSABLE])}")
   if repeat:
+    # The guard: a source that yields no usable example in about a pass
+    # fails the pipeline instead of repeating forever (see skips.py).
+    counter.set_limit(2 * _pass_length(source) + max(int(shuffle_buffer), 0))
     dataset = dataset.repeat()
   if shuffle_buffer and shuffle_buffer > 1:
     dataset = dataset.shuffle(int(shuffle_buffer), seed=shuffle_seed,
                               reshuffle_each_iteration=True)
   dataset = dataset.enumerate()
+  usable_of = getattr(task, "usable", None)
+
+  def item(example):
+    return example["id"] if "id" in example else None
 
   def size_ok(index, example):
     del index
     shape = tf.shape(example["image"])
     small = tf.minimum(shape[0], shape[1]) < need
     return counter.keep(tf.where(small, UNDERSIZED, OK),
-                        count_read=count_read)
+                        count_read=count_read, item=item(example),
+                        check=repeat)
 
   dataset = dataset.filter(size_ok)
 
   def preprocess(index, example):
     element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
-    return task.preprocess(example, element_seed)
+    usable = (tf.constant(True) if usable_of is None
+              else tf.convert_to_tensor(usable_of(example), tf.bool))
+    return task.preprocess(example, element_seed), usable
+
+  def tag(element):
+    found = item(element[1])
+    return tf.constant(-1, tf.int64) if found is None else found
 
   if skip_errors:
     dataset = try_map(dataset, lambda e: preprocess(*e), num_parallel_calls,
-                      map_deterministic, error_status=FAILED)
+                      map_deterministic, error_status=FAILED, tag=tag)
     dataset = dataset.filter(
-        lambda out, status: counter.keep(status, count_read=False))
-    dataset = dataset.map(lambda out, status: out)
+        lambda out, status, found: counter.keep(
+            status, count_read=False, item=found, check=repeat))
+    dataset = dataset.map(lambda out, status, found: (out, found))
   else:
-    dataset = dataset.map(preprocess, num_parallel_calls=num_parallel_calls,
-                          deterministic=map_deterministic)
+    dataset = dataset.map(
+        lambda index, example: (preprocess(index, example),
+                                tag((index, example))),
+        num_parallel_calls=num_parallel_calls,
+        deterministic=map_deterministic)
+
+  if repeat:
+    dataset = dataset.filter(lambda out, found: counter.deliver(out[1], found))
+  dataset = dataset.map(lambda out, found: out[0])
+  if repeat:
+    # repeat() ends at once when a pass yields nothing (every file refused
+    # at decoding): fail as the guard does rather than end the stream.
+    dataset = dataset.concatenate(_ran_dry(dataset.element_spec, counter))
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                           num_parallel_calls=num_parallel_calls,
                           deterministic=map_deterministic)
@@ -228,6 +264,33 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
   options = tf.data.Options()
   options.deterministic = bool(deterministic)
   return dataset.with_options(options)
+
+
+def _ran_dry(spec, counter: SkipCounter) -> tf.data.Dataset:
+  """One element that fails with :data:`NO_USABLE_DATA`, of ``spec``."""
+
+  def fail(zero):
+    check = tf.debugging.assert_equal(
+        zero, tf.constant(1, tf.int64),
+        message=f"{NO_USABLE_DATA}: no example of {counter.what} passed")
+    with tf.control_dependencies([check]):
+      return tf.nest.map_structure(
+          lambda s: tf.zeros([0 if d is None else d for d in s.shape],
+                             s.dtype), spec)
+
+  return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(fail)
+
+
+def _pass_length(source) -> int:
+  """Examples in one pass of ``source``, or a bound when unknown."""
+  if isinstance(source, Source):
+    if source.num_files:
+      return int(source.num_files)
+  else:
+    cardinality = int(source.cardinality())
+    if cardinality > 0:
+      return cardinality
+  return UNKNOWN_PASS_LENGTH
 
 
 __all__ = ["per_replica_batch", "task_dataset", "task_min_image_size"]
@@ -242,9 +305,11 @@ MOTION_TASK = "motion_segmentation"
 class TrainingData(dict):
   """task name -> dataset of global batches, plus the sources' skip counts."""
 
-  def __init__(self, datasets, sources):
+  def __init__(self, datasets, sources, descriptions=None):
     super().__init__(datasets)
     self.sources = sources
+    # task -> what its source is, filled in as the sources are opened.
+    self.descriptions = {} if descriptions is None else descriptions
 
   def skipped_summary(self) -> str:
     return "; ".join(f"{task}: {source.counter.summary()}"
@@ -343,9 +408,13 @@ def training_input_fns(config, tasks, log=print) -> TrainingData:
               for name in config.tasks}
   sources = {}
   fns = {}
+  descriptions = {}
   for name in config.tasks:
     def fn(ctx, name=name):
       source = _open_source(config, name, log, ctx, counters[name])
+      descriptions[name] = source.description
+      if not counters[name].tracks_items:
+        counters[name].what = source.description
       log(f"data for {name} (input pipeline {ctx.input_pipeline_id} of "
           f"{ctx.num_input_pipelines}): {source.description}")
       return _for_checkpoints(task_dataset(
@@ -355,7 +424,7 @@ def training_input_fns(config, tasks, log=print) -> TrainingData:
           input_context=ctx))
     fns[name] = fn
     sources[name] = _CounterOnly(counters[name])
-  return TrainingData(fns, sources)
+  return TrainingData(fns, sources, descriptions)
 
 
 class _CounterOnly:
@@ -378,15 +447,18 @@ def training_datasets(config, tasks, log=print) -> TrainingData:
   :mod:`mtssl_tf.training.pretext_eval`).
   """
   data = config.data
-  datasets, sources = {}, {}
+  datasets, sources, descriptions = {}, {}, {}
   for name in config.tasks:
     task = tasks[name]
     source = _open_source(config, name, log)
     log(f"data for {name}: {source.description}")
+    if not source.counter.tracks_items:
+      source.counter.what = source.description
+    descriptions[name] = source.description
     sources[name] = source
     datasets[name] = _for_checkpoints(task_dataset(
         task, source, batch_size=config.task_batch_size(name),
         seed=config.seed,
         deterministic=data.deterministic,
         shuffle_buffer=min(data.shuffle_buffer, 10_000)))
-  return TrainingData(datasets, sources)
+  return TrainingData(datasets, sources, descriptions)

@@ -46,6 +46,11 @@ import numpy as np
 import tensorflow as tf
 
 from mtssl_tf import config as config_lib
+from mtssl_tf.data.image_files import (IMAGE_EXTENSIONS, checked_decode,
+                                       decode_image, list_image_files)
+from mtssl_tf.data.skips import (CORRUPT, EMPTY, FAILED, NOT_IMAGE, OK,
+                                 TOO_LARGE, TRUNCATED, UNDERSIZED,
+                                 SkipCounter)
 
 # An image op (ops layer); still importable from here, where it is used.
 from mtssl_tf.ops.image import limit_image_size
@@ -54,95 +59,6 @@ KINDS = ("tfds", "folder", "motion", "offline", "tfds_motion")
 # kind "offline": draw every image once a pass ("image"), or every source (a
 # photo, or a whole video) equally often ("source").
 OFFLINE_BALANCE = config_lib.OFFLINE_BALANCE
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
-# Status of one example on its way through the pipeline.
-OK = 0
-CORRUPT = 1
-UNDERSIZED = 2
-FAILED = 3
-
-
-class SkipCounter(tf.Module):
-  """Counts the examples a pipeline reads and the ones it skips, and why.
-
-  The counts are ``tf.Variable`` s that the filters of the ``tf.data``
-  pipeline add to (no ``py_function``, so parallel maps stay in C++). They
-  count every pass: a corrupt file read in each epoch is counted in each
-  epoch. Being a ``tf.Module``, a counter can be put in a
-  ``tf.train.Checkpoint`` so that counts survive a restart.
-
-  Attributes (Python ints, read at log time):
-    read: examples the source read (decoded or not).
-    corrupt: skipped because they could not be decoded.
-    undersized: skipped because they are smaller than needed.
-    failed: skipped because the task's preprocessing raised an error.
-  """
-
-  _FIELDS = ("read", "corrupt", "undersized", "failed")
-
-  def __init__(self, name: str = "skip_counter"):
-    super().__init__(name=name)
-    # init_scope: the counter may be made inside a tf.function or strategy
-    # scope; the variables must live outside any function graph.
-    with tf.init_scope():
-      self._vars = {
-          field: tf.Variable(0, dtype=tf.int64, trainable=False, name=field)
-          for field in self._FIELDS}
-
-  @property
-  def read(self) -> int:
-    return int(self._vars["read"].numpy())
-
-  @property
-  def corrupt(self) -> int:
-    return int(self._vars["corrupt"].numpy())
-
-  @property
-  def undersized(self) -> int:
-    return int(self._vars["undersized"].numpy())
-
-  @property
-  def failed(self) -> int:
-    return int(self._vars["failed"].numpy())
-
-  @property
-  def skipped(self) -> int:
-    return self.corrupt + self.undersized + self.failed
-
-  def as_dict(self) -> Dict[str, int]:
-    return {field: int(v.numpy()) for field, v in self._vars.items()}
-
-  def reset(self) -> None:
-    for v in self._vars.values():
-      v.assign(0)
-
-  def summary(self) -> str:
-    """A log line: "skipped 3 corrupt, 2 undersized images (of 120 read)"."""
-    counts = self.as_dict()
-    parts = [f"{counts[k]} {k}" for k in ("corrupt", "undersized", "failed")
-             if counts[k]]
-    if not parts:
-      return f"skipped no images (of {counts['read']} read)"
-    return f"skipped {', '.join(parts)} images (of {counts['read']} read)"
-
-  def keep(self, status: tf.Tensor, count_read: bool = True) -> tf.Tensor:
-    """Adds one example of ``status`` to the counts; True when it is OK.
-
-    Meant as (part of) a ``Dataset.filter`` predicate.
-    """
-    status = tf.convert_to_tensor(status, tf.int32)
-    updates = [
-        self._vars[field].assign_add(tf.cast(tf.equal(status, code), tf.int64))
-        for field, code in (("corrupt", CORRUPT), ("undersized", UNDERSIZED),
-                            ("failed", FAILED))]
-    if count_read:
-      updates.append(self._vars["read"].assign_add(1))
-    with tf.control_dependencies(updates):
-      return tf.equal(status, OK)
-
-  def __repr__(self) -> str:
-    return f"SkipCounter({self.as_dict()})"
 
 
 @dataclasses.dataclass
@@ -171,18 +87,6 @@ class Source:
 # Element-wise helpers (all usable inside tf.data).
 
 
-def decode_image(data: tf.Tensor) -> tf.Tensor:
-  """Encoded bytes (JPEG/PNG/BMP/GIF/WebP) -> uint8 RGB [H, W, 3].
-
-  Grey is repeated to three channels, alpha is dropped and a GIF gives its
-  first frame. Raises ``InvalidArgumentError`` on bytes it cannot decode.
-  """
-  image = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
-                             expand_animations=False)
-  image.set_shape([None, None, 3])
-  return image
-
-
 def _size_status(image: tf.Tensor, min_size: int) -> tf.Tensor:
   shape = tf.shape(image)
   small = tf.minimum(shape[0], shape[1]) < min_size
@@ -207,7 +111,9 @@ def _zeros_like_spec(spec: Any) -> Any:
 def try_map(dataset: tf.data.Dataset, fn: Callable[[Any], Any],
             num_parallel_calls: int = tf.data.AUTOTUNE,
             deterministic: Optional[bool] = None,
-            error_status: int = CORRUPT) -> tf.data.Dataset:
+            error_status: int = CORRUPT,
+            with_status: bool = False,
+            tag: Optional[Callable[[Any], Any]] = None) -> tf.data.Dataset:
   """``dataset.map(fn)`` where elements on which ``fn`` fails are flagged.
 
   Yields ``(fn(element), status)``: ``status`` is :data:`OK`, or
@@ -219,12 +125,19 @@ def try_map(dataset: tf.data.Dataset, fn: Callable[[Any], Any],
   ``Dataset.ignore_errors`` (silent) cannot.
 
   ``fn`` takes the element as one argument (a tuple element arrives as a
-  tuple).
+  tuple). With ``with_status``, ``fn`` returns ``(value, status)`` itself
+  (a refusal it found without an error, e.g. a file that is not an image).
+  With ``tag``, elements are ``(value, status, tag(element))``: something
+  of the input (its id, say) that survives a failure of ``fn``.
   """
 
   def call(*element):
     # Dataset.map unpacks tuple elements into arguments; fn takes one value.
-    return fn(element[0] if len(element) == 1 else element), tf.constant(OK)
+    out = fn(element[0] if len(element) == 1 else element)
+    if with_status:
+      value, status = out
+      return value, tf.cast(status, tf.int32)
+    return out, tf.constant(OK)
 
   def attempt(*element):
     element = element[0] if len(element) == 1 else element
@@ -233,7 +146,11 @@ def try_map(dataset: tf.data.Dataset, fn: Callable[[Any], Any],
     placeholder = _zeros_like_spec(good.element_spec[0])
     bad = tf.data.Dataset.from_tensors(
         (placeholder, tf.constant(error_status)))
-    return good.concatenate(bad).take(1)
+    out = good.concatenate(bad).take(1)
+    if tag is not None:
+      tagged = tag(element)
+      out = out.map(lambda value, status: (value, status, tagged))
+    return out
 
   if num_parallel_calls is None or num_parallel_calls == tf.data.AUTOTUNE:
     cycle_length = tf.data.AUTOTUNE
@@ -256,7 +173,8 @@ def _finish(decoded: tf.data.Dataset, counter: SkipCounter, min_size: int,
     return example, status
 
   dataset = decoded.map(with_size_status)
-  dataset = dataset.filter(lambda example, status: counter.keep(status))
+  dataset = dataset.filter(
+      lambda example, status: counter.keep(status, item=example["id"]))
   dataset = dataset.map(lambda example, status: example)
   if image_size_limit is not None:
     limit = int(image_size_limit)
@@ -278,31 +196,6 @@ def _finish(decoded: tf.data.Dataset, counter: SkipCounter, min_size: int,
 # Kinds.
 
 
-def list_image_files(path: str,
-                     extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
-  """Image files under ``path`` (recursive, sorted, extension case-insensitive).
-
-  Raises:
-    FileNotFoundError: ``path`` is missing or not a folder, or holds no image
-      file; the message names the path.
-  """
-  path = os.fspath(path)
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"image folder {path!r} does not exist")
-  if not tf.io.gfile.isdir(path):
-    raise FileNotFoundError(f"image folder {path!r} is not a folder")
-  extensions = tuple(e.lower() for e in extensions)
-  files = []
-  for root, _, names in tf.io.gfile.walk(path):
-    for name in names:
-      if name.lower().endswith(extensions):
-        files.append(os.path.join(root, name))
-  if not files:
-    raise FileNotFoundError(
-        f"no image files ({', '.join(extensions)}) under {path!r}")
-  return sorted(files)
-
-
 def files_dataset(files: Sequence[str], counter: SkipCounter, *,
                   min_size: int = 1, image_size_limit: Optional[int] = None,
                   shuffle: bool = False, seed: int = 0,
@@ -314,7 +207,10 @@ def files_dataset(files: Sequence[str], counter: SkipCounter, *,
   unique across input pipelines).
 
   With ``shuffle`` the (cheap) list of paths is shuffled, with ``seed``,
-  anew on every pass, before anything is read.
+  anew on every pass, before anything is read. Files are checked before
+  they are decoded (:func:`~mtssl_tf.data.image_files.checked_decode`); when
+  ``counter`` tracks the list (:meth:`SkipCounter.track`), a file refused
+  there is not read again.
   """
   paths = tf.constant([os.fspath(f) for f in files], tf.string)
   dataset = tf.data.Dataset.from_tensor_slices(
@@ -325,13 +221,20 @@ def files_dataset(files: Sequence[str], counter: SkipCounter, *,
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
 
+  if counter.tracks_items:
+    # Skipping them changes nothing downstream (they never get past the
+    # source) but their decoding errors and reads.
+    dataset = dataset.filter(
+        lambda element: tf.logical_not(counter.known_bad(element["id"])))
+
   def load(element):
     # Reading inside the guarded function: a file deleted or unreadable
     # mid-run counts as corrupt instead of stopping the run.
-    return {"image": decode_image(tf.io.read_file(element["path"])),
-            "id": element["id"]}
+    image, status = checked_decode(tf.io.read_file(element["path"]))
+    return {"image": image, "id": element["id"]}, status
 
-  decoded = try_map(dataset, load, num_parallel_calls, deterministic)
+  decoded = try_map(dataset, load, num_parallel_calls, deterministic,
+                    with_status=True)
   return _finish(decoded, counter, min_size, image_size_limit)
 
 
@@ -354,8 +257,11 @@ def _folder_source(path, counter, num_shards=1, shard_index=0,
                    **kw) -> Source:
   if path is None:
     raise ValueError("kind 'folder' needs path=<folder of images>")
-  files, ids = _shard_list(list_image_files(path), num_shards, shard_index,
+  everything = list_image_files(path)
+  files, ids = _shard_list(everything, num_shards, shard_index,
                            "image files")
+  counter.track(everything, readable=len(files), item_kind="files",
+                what=f"image folder {path}")
   return Source(files_dataset(files, counter, ids=ids, **kw), counter,
                 "folder",
                 f"{len(files)} image files under {path}"
@@ -390,6 +296,10 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
   images, ids = _shard_list(
       [image for _, image in photos] + [f.image for f in frames],
       num_shards, shard_index, "offline sample images")
+  counter.track([name for name, _ in photos]
+                + [f"{f.source} frame {f.index}" for f in frames],
+                readable=len(ids), item_kind="images",
+                what=f"the offline sample set (split {split})")
   order = np.arange(len(images), dtype=np.int64)
   if balance == "source":
     # ids are the images' indices in the whole list: the shard's sources.
@@ -610,10 +520,11 @@ def _tfds_source(name, data_dir, split, counter, *, image_key=None,
   key = keys[0]
 
   def load(example):
-    return {"image": decode_image(example[key]),
-            "id": _hash_id(example["tfds_id"])}
+    image, status = checked_decode(example[key])
+    return {"image": image, "id": _hash_id(example["tfds_id"])}, status
 
-  decoded = try_map(raw, load, num_parallel_calls, deterministic)
+  decoded = try_map(raw, load, num_parallel_calls, deterministic,
+                    with_status=True)
   return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
                 "tfds", f"TFDS {name}[{split}] from {where}"
                 + _shard_note(num_shards, shard_index), None)

@@ -71,6 +71,22 @@ class Task(abc.ABC):
   def loss(self, targets: Any, outputs: Any) -> tf.Tensor:
     """Per-example loss, shape [B] (B = local batch size)."""
 
+  # Why an example for which ``usable`` is False teaches the task nothing
+  # (for messages: "grey: no colour to learn", ...).
+  unusable_reason: ClassVar[str] = "unusable for the task"
+
+  def usable(self, example: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Whether the task can learn from ``example`` at all (a bool scalar).
+
+    An example that is not usable still trains (it contributes the loss the
+    task gives it); the input pipeline counts it, names its file, and stops
+    a run whose source yields no usable example in a whole pass (e.g. a
+    folder of grey photos for colorization). Override it when some inputs
+    carry no signal for the task; the default accepts every example.
+    """
+    del example
+    return tf.constant(True)
+
   def metrics(self, targets: Any, outputs: Any) -> Dict[str, tf.Tensor]:
     """Scalar metrics of one batch (mean over the batch)."""
     del targets, outputs

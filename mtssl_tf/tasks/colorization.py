@@ -30,12 +30,15 @@ import tensorflow as tf
 
 from mtssl_tf.tasks import colorization_prior as prior_lib
 from mtssl_tf.ops import color
-from mtssl_tf.ops.image import check_min_size, ensure_rgb
+from mtssl_tf.ops.image import check_min_size, ensure_rgb, limit_image_size
 from mtssl_tf.tasks.base import Task
 
 # Zhang et al.'s annealed-mean temperature: between the mean (T=1, dull
 # colours) and the mode (T->0, vivid but patchy).
 DEFAULT_TEMPERATURE = 0.38
+# The grey test of Colorization.usable looks at the image this small: cheap
+# inside tf.data, and a colour region still shows after area averaging.
+USABLE_THUMBNAIL = 64
 
 ArrayOrPath = Union[None, str, Sequence[Any], np.ndarray]
 
@@ -445,6 +448,18 @@ class Colorization(Task):
       crop = tf.image.stateless_random_flip_left_right(crop, seed=flip_seed)
     lab = color.rgb_to_lab(crop)
     return color.lightness_to_harmonized(lab[..., 0]), lab[..., 1:]
+
+  unusable_reason = "grey (no colour to learn)"
+
+  def usable(self, example: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """False for a grey image: every pixel of a thumbnail (shorter side at
+    most :data:`USABLE_THUMBNAIL` px) within ``grey_threshold`` of grey in
+    ab. Such an image gives no colour target; with ``grey_mask="image"`` it
+    adds no loss at all."""
+    image = ensure_rgb(example["image"])
+    image = limit_image_size(image, USABLE_THUMBNAIL)
+    ab = color.rgb_to_lab(image)[..., 1:]
+    return tf.reduce_any(tf.abs(ab) > self.grey_threshold)
 
   def trunk_images(self, inputs: tf.Tensor) -> tf.Tensor:
     return inputs

@@ -72,7 +72,8 @@ import tensorflow as tf
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.build import build_model
 from mtssl_tf.training import checkpoints as ckpt_lib
-from mtssl_tf.training import colorization_prior
+from mtssl_tf.data.skips import NO_USABLE_DATA
+from mtssl_tf.training import colorization_prior, data_report
 from mtssl_tf.training import learning_rate as lr_lib
 from mtssl_tf.training import pretext_eval, regularization, schedules
 from mtssl_tf.training.distribute import (is_chief, make_strategy,
@@ -232,6 +233,8 @@ class Trainer:
     self.datasets = datasets
     self.local_datasets = {t: self._local_dataset(t, datasets[t])
                            for t in config.tasks}
+    self.refusals = data_report.RefusalReport(
+        self._skip_counters(), config.run_dir if self.chief else None, log)
     self.iterators = {t: iter(self.local_datasets[t]) for t in config.tasks}
     if config.jit_compile:
       if config.trunk.sync_bn:
@@ -263,6 +266,11 @@ class Trainer:
     self.pretext_eval = (pretext_eval.from_config(config, self.model, log)
                          if self.chief else None)
 
+  def _skip_counters(self) -> Dict[str, Any]:
+    """task -> the skip counter of its input (made from ``config.data``)."""
+    return {t: source.counter for t, source in
+            getattr(self.datasets, "sources", {}).items()}
+
   def _checkpoint_items(self) -> Dict[str, Any]:
     """The run checkpoint's objects, every one keyed by name (the layout is
     described in :mod:`mtssl_tf.training.checkpoints`)."""
@@ -283,8 +291,7 @@ class Trainer:
     else:
       items["optimizer"] = ckpt_lib.optimizer_trackable(
           self.model, next(iter(self.optimizers.values())))
-    skips = {t: source.counter for t, source in
-             getattr(self.datasets, "sources", {}).items()}
+    skips = self._skip_counters()
     if skips:
       items["skips"] = tf.train.Checkpoint(**skips)
     if self.loss_scale is not None:
@@ -723,16 +730,12 @@ class Trainer:
     if start >= cfg.steps:
       self.log(f"already trained to step {start} (steps={cfg.steps})")
       return self._finish(start, 0.0, 0)
-    sizes = {t: cfg.task_batch_size(t) for t in cfg.tasks}
-    if len(set(sizes.values())) == 1:
-      batch = f"global batch {cfg.batch_size}"
-    else:
-      batch = "global batches " + ", ".join(
-          f"{t} {n}" for t, n in sizes.items())
     self.log(f"training {', '.join(cfg.tasks)} from step {start} to "
-             f"{cfg.steps} on {self.num_replicas} replica(s), {batch}, "
+             f"{cfg.steps} on {self.num_replicas} replica(s), "
              f"update={cfg.update}, lasso={cfg.lasso}, "
              f"lr_schedule={cfg.optimizer.lr_schedule}")
+    for task in cfg.tasks:
+      self.log(self.task_line(task))
     hist_file = open(self._history_path(), "a") if self.chief else None
     window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
     summary_window: Dict[str, List[float]] = {t: [] for t in cfg.tasks}
@@ -755,6 +758,7 @@ class Trainer:
             self._summaries(step, summary_window, rate)
             summary_window = {t: [] for t in cfg.tasks}
           if step % cfg.log_every == 0 or step == cfg.steps:
+            self.refusals.report()
             dt = max(time.time() - t_window, 1e-9)
             text = " ".join(f"{t}={np.mean(v):.4f}"
                             for t, v in window.items() if v)
@@ -782,6 +786,17 @@ class Trainer:
         self.writer.flush()
     return self._finish(step, time.time() - t0, step - start)
 
+  def task_line(self, task: str) -> str:
+    """What ``task`` trains on, as the data pipeline delivers it: its global
+    batch, the shape of one example's trunk input, and its data source."""
+    spec = tf.nest.flatten(self.local_datasets[task].element_spec[0])[0]
+    # [local_replicas, per_replica, (views,) H, W, 3]
+    shape = "x".join(str(d) for d in spec.shape.as_list()[2:])
+    source = getattr(self.datasets, "descriptions", {}).get(task)
+    line = (f"  {task}: global batch {self.config.task_batch_size(task)}, "
+            f"inputs {shape}")
+    return line + (f", data: {source}" if source else "")
+
   def _images_per_step(self, task: str) -> int:
     """Images one global batch of ``task`` sends through the trunk."""
     spec = tf.nest.flatten(self.local_datasets[task].element_spec[0])[0]
@@ -804,8 +819,20 @@ class Trainer:
     """
     plan = self._plan(step)
     t_call = time.time()
-    losses, penalties, rates = self._loop_fn(plan)(
-        tf.constant(self.rates(step, len(plan))))
+    try:
+      losses, penalties, rates = self._loop_fn(plan)(
+          tf.constant(self.rates(step, len(plan))))
+    except (tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as e:
+      if not (isinstance(e, tf.errors.OutOfRangeError)
+              or NO_USABLE_DATA in str(e)):
+        raise
+      # A task's input ran dry or its guard found nothing usable: say
+      # which files were refused, once, instead of TensorFlow's trace.
+      self.refusals.report(quiet=True)
+      raise data_report.no_usable_data_error(
+          self._skip_counters(), dict.fromkeys(t for t, _ in plan),
+          getattr(self.datasets, "descriptions", {}),
+          self.refusals.path, self.manager.latest_checkpoint) from None
     # The one host read per loop.
     losses, penalties, rates = (losses.numpy(), penalties.numpy(),
                                 rates.numpy())
@@ -850,6 +877,7 @@ class Trainer:
         outputs["pretext_metrics"] = self.pretext_eval.run(
             step, writer=self.writer, history=history, log=self.log,
             run_dir=self.config.run_dir)
+    self.refusals.report()
     skipped = getattr(self.datasets, "skipped_summary", None)
     if callable(skipped):
       self.log(skipped())
