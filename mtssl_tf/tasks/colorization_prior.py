@@ -58,6 +58,23 @@ PRIOR_NAMES = (PRIOR_IMAGENET, PRIOR_UNIFORM, PRIOR_AUTO)
 AUTO_PRIOR_FILE = "colorization_prior.npz"
 AUTO_PRIOR_MAX_IMAGES = 500
 AUTO_PRIOR_MAX_SIDE = 256
+# The least a prior is computed from (the auto prior and the prior command);
+# below either, it is refused with an error that asks for a given prior.
+# Colour images: a prior describes a collection, and one or two pictures
+# give their own palette instead (a folder holding one usable 1x1 PNG once
+# gave a "prior" of one pixel), whose rebalancing then up-weights every
+# colour they lack. Three is a floor against such degenerate samples, not a
+# quality bar: the zoo's small recipes train on the 7 colour photos of the
+# pip-installed offline set, and the sample takes up to
+# AUTO_PRIOR_MAX_IMAGES when the data has them.
+MIN_PRIOR_COLOUR_IMAGES = 3
+# Colour pixels, per ab bin (313 for Zhang et al.'s bins): with fewer pixels
+# than bins most bins are empty by construction and the smoothed prior
+# (sigma 5 on a grid of 10) is a few bumps around the pixels seen; 10 per
+# bin on average is the usual floor on a histogram's expected cell counts
+# (one 56x56 image for 313 bins; any photo at AUTO_PRIOR_MAX_SIDE has 20x
+# that).
+MIN_PRIOR_PIXELS_PER_BIN = 10
 GRID_STEP = 10.0
 GREY_MASK_MODES = ("image", "pixel", "none")
 

@@ -11,14 +11,15 @@ import os
 
 import numpy as np
 
-from mtssl_tf.data.color_statistics import training_images
+from mtssl_tf.data.color_statistics import (check_prior_sample,
+                                            training_histogram)
 from mtssl_tf.tasks.colorization import Colorization
 from mtssl_tf.tasks.colorization_prior import (AUTO_PRIOR_FILE,
                                                AUTO_PRIOR_MAX_IMAGES,
                                                AUTO_PRIOR_MAX_SIDE,
                                                PRIOR_AUTO, PRIOR_IMAGENET,
-                                               PRIOR_UNIFORM, ab_histogram,
-                                               bin_counts, describe_weights,
+                                               PRIOR_UNIFORM, bin_counts,
+                                               describe_weights,
                                                load_prior, save_prior,
                                                smooth_prior)
 
@@ -37,7 +38,11 @@ def resolve_training_prior(config, log=print, write: bool = True,
   with the code of ``python -m mtssl_tf.colorization_prior``, and caches it
   in ``<run_dir>/colorization_prior.npz``; later calls (a resumed run) read
   that file, so a run keeps one prior. A given prior (``"imagenet"``,
-  ``"uniform"``, a file or values) is used as it is.
+  ``"uniform"``, a file or values) is used as it is. A sample with fewer
+  than ``MIN_PRIOR_COLOUR_IMAGES`` colour images or
+  ``MIN_PRIOR_PIXELS_PER_BIN`` colour pixels per bin
+  (:mod:`mtssl_tf.tasks.colorization_prior`) is refused before anything is
+  written: a prior from a picture or two would only describe them.
 
   Args:
     config: a :class:`~mtssl_tf.config.TrainConfig`.
@@ -54,8 +59,10 @@ def resolve_training_prior(config, log=print, write: bool = True,
     unchanged otherwise.
 
   Raises:
-    ValueError: the cached file holds other bins than the task's, or the
-      sample holds no colour pixel (give a prior then).
+    ValueError: the cached file holds other bins than the task's.
+    mtssl_tf.data.color_statistics.PriorSampleError: (a ``ValueError``)
+      the sample holds too few colour images or pixels; the message names
+      the data source and the counts, and asks for a given prior.
   """
   if "colorization" not in config.tasks:
     return config
@@ -88,16 +95,15 @@ def resolve_training_prior(config, log=print, write: bool = True,
           "delete it to recompute, or give the task a prior")
     what = f"computed from the training images, cached in {path}"
   else:
-    images, description = training_images(config.data, max_images,
-                                          max_side)
-    hist = ab_histogram(images, grey_mask=task.grey_mask,
-                        grey_threshold=task.grey_threshold)
-    if hist.num_pixels == 0:
-      raise ValueError(
-          f"cannot compute the colorization prior: the {hist.num_images} "
-          f"sampled training images ({description}) hold no colour pixel; "
-          "give one with --task_param=colorization.prior=imagenet (or a "
-          "file of python -m mtssl_tf.colorization_prior)")
+    hist, description = training_histogram(
+        config.data, max_images, max_side, grey_mask=task.grey_mask,
+        grey_threshold=task.grey_threshold)
+    check_prior_sample(
+        hist, f"the training data ({description})", task.num_bins,
+        "Give a prior with --task_param=colorization.prior=imagenet (Zhang "
+        "et al.'s ImageNet prior; or a file of python -m "
+        "mtssl_tf.colorization_prior), or add colour images to the "
+        "training data.")
     counts = bin_counts(hist, task.bins)
     prior = smooth_prior(counts / counts.sum(), task.bins)
     if write:
