@@ -39,6 +39,7 @@ from mtssl_tf.models.multitask import MultiTaskModel
 # The one way to load a run's checkpoint (named layout, old positional ones
 # converted); re-exported because exporting a run starts with it.
 from mtssl_tf.training.checkpoints import load_run_model  # noqa: F401
+from mtssl_tf.training.checkpoints import is_disk_full
 
 DEFAULT_IMAGE_SIZE = 224
 
@@ -210,6 +211,11 @@ def _atomic_replace(tmp_path: str, final_path: str) -> None:
     os.replace(tmp_path, final_path)
 
 
+class ExportWriteError(OSError):
+  """Writing an export failed (a full disk, a lost mount); the message names
+  what was being written, the cause, and what the export folder holds."""
+
+
 def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
                  version: int = 1,
                  image_size: int = DEFAULT_IMAGE_SIZE) -> Dict[str, str]:
@@ -217,8 +223,10 @@ def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
 
   Both are written under temporary names in their final folders first and
   renamed into place only once both are complete, so an interrupted export
-  (an exception, Ctrl-C) leaves the previous export, if any, as it was and
-  no half-written file or ``<model_name>/<version>`` folder.
+  (an exception, Ctrl-C, a full disk) leaves the previous export, if any,
+  as it was and no half-written file or ``<model_name>/<version>`` folder.
+  A write that fails (``OSError``, or TensorFlow's ``ResourceExhaustedError``
+  for a full disk) is reported as :class:`ExportWriteError`.
 
   Args:
     model: the multi-task model (its trunk and mixer are exported).
@@ -230,6 +238,11 @@ def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
 
   Returns:
     ``{"keras": <path of the .keras file>, "saved_model": <version folder>}``.
+
+  Raises:
+    ExportWriteError: a write or rename failed; the message names the file
+      or folder, whether the disk is full, and which of the two exports
+      are the previous ones (kept) or missing.
   """
   if int(version) < 1:
     raise ValueError(f"version={version!r} must be an integer >= 1 (TF "
@@ -239,13 +252,22 @@ def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
   os.makedirs(export_dir, exist_ok=True)
   keras_path = os.path.join(export_dir, f"{model_name}.keras")
   serving_path = os.path.join(export_dir, model_name, str(int(version)))
-  os.makedirs(os.path.dirname(serving_path), exist_ok=True)
-  fd, tmp_keras = tempfile.mkstemp(suffix=".keras", dir=export_dir,
-                                   prefix=".tmp_")
-  os.close(fd)
-  tmp_dir = tempfile.mkdtemp(prefix=".tmp_", dir=os.path.dirname(serving_path))
+  model_dir = os.path.dirname(serving_path)
+  made_model_dir = not os.path.isdir(model_dir)
+  had = {keras_path: os.path.exists(keras_path),
+         serving_path: os.path.isdir(serving_path)}
+  replaced = []
+  doing = f"creating the temporary files in {export_dir}"
+  tmp_keras = tmp_dir = None
   try:
+    os.makedirs(model_dir, exist_ok=True)
+    fd, tmp_keras = tempfile.mkstemp(suffix=".keras", dir=export_dir,
+                                     prefix=".tmp_")
+    os.close(fd)
+    tmp_dir = tempfile.mkdtemp(prefix=".tmp_", dir=model_dir)
+    doing = f"writing the Keras file (as {tmp_keras}, for {keras_path})"
     model.save(tmp_keras)
+    doing = f"writing the SavedModel (as {tmp_dir}, for {serving_path})"
     module = FeatureExtractor(model, image_size)
     module.trace_reusable()
     tf.saved_model.save(module, tmp_dir,
@@ -256,14 +278,45 @@ def export_model(model: MultiTaskModel, export_dir: str, model_name: str,
     os.umask(umask)
     os.chmod(tmp_keras, 0o666 & ~umask)
     os.chmod(tmp_dir, 0o777 & ~umask)
+    doing = f"moving the SavedModel into place ({tmp_dir} to {serving_path})"
     _atomic_replace(tmp_dir, serving_path)
+    replaced.append(serving_path)
+    doing = f"moving the Keras file into place ({tmp_keras} to {keras_path})"
     os.replace(tmp_keras, keras_path)
+  except (OSError, tf.errors.OpError) as error:
+    raise _write_error(error, doing, had, replaced) from error
   finally:
-    if os.path.exists(tmp_keras):
+    if tmp_keras and os.path.exists(tmp_keras):
       os.remove(tmp_keras)
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if tmp_dir:
+      shutil.rmtree(tmp_dir, ignore_errors=True)
+    if made_model_dir and os.path.isdir(model_dir) \
+        and not os.listdir(model_dir):
+      # A failed first export leaves no empty model folder for TF Serving
+      # to watch.
+      os.rmdir(model_dir)
   return {"keras": keras_path, "saved_model": serving_path}
 
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "FeatureExtractor", "export_model",
-           "load_run_model"]
+def _write_error(error: BaseException, doing: str, had: Dict[str, bool],
+                 replaced: list) -> ExportWriteError:
+  """The :class:`ExportWriteError` of a failed export: what was being
+  written, why, and the state of each of the two export paths."""
+  cause = "the disk is full" if is_disk_full(error) else "the write failed"
+  states = []
+  for path, existed in had.items():
+    if path in replaced:
+      states.append(f"{path} is the new export")
+    elif existed:
+      states.append(f"{path} is the previous export, unchanged")
+    else:
+      states.append(f"{path} was not written")
+  failure = ExportWriteError(
+      f"export failed while {doing}: {cause} ({type(error).__name__}: "
+      f"{error}); no partial file is left: {'; '.join(states)}.")
+  failure.errno = getattr(error, "errno", None)
+  return failure
+
+
+__all__ = ["DEFAULT_IMAGE_SIZE", "ExportWriteError", "FeatureExtractor",
+           "export_model", "load_run_model"]

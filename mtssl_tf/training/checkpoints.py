@@ -37,8 +37,11 @@ Example:
 """
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
+import shutil
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import tensorflow as tf
@@ -58,6 +61,12 @@ class CheckpointTasksError(ValueError):
 
 class LegacyCheckpointError(ValueError):
   """A positional (pre-name) checkpoint cannot be loaded as asked."""
+
+
+class CheckpointWriteError(OSError):
+  """Writing a checkpoint failed (a full disk, a lost mount); the message
+  names the checkpoint, the cause and the complete checkpoint that is
+  kept."""
 
 
 def tree(named: Dict[str, Any]) -> tf.train.Checkpoint:
@@ -182,6 +191,106 @@ def save_model(model, prefix: str) -> str:
   entry of the named layout); returns the checkpoint path. For tests and
   tools that make a run folder without training."""
   return tf.train.Checkpoint(**{MODEL: model_trackable(model)}).save(prefix)
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether a write failed for lack of space (or of quota). TensorFlow's
+  file system reports ENOSPC and EDQUOT as ``ResourceExhaustedError`` with
+  the OS's text; Python raises ``OSError`` with the errno."""
+  if isinstance(error, OSError) and error.errno in (errno.ENOSPC,
+                                                    errno.EDQUOT):
+    return True
+  text = str(error)
+  return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def _recorded_checkpoints(directory: str) -> List[str]:
+  """The checkpoints the ``checkpoint`` state file names, latest last."""
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None:
+    return []
+  paths = list(state.all_model_checkpoint_paths)
+  if state.model_checkpoint_path not in paths:
+    paths.append(state.model_checkpoint_path)
+  return paths
+
+
+def _remove_unrecorded(prefix: str, directory: str) -> None:
+  """Removes what a failed write of checkpoint ``prefix`` left, unless the
+  state file names it: its ``<prefix>_temp/`` shard folder, its data and
+  index files, and the state file's own temporary copies."""
+  if prefix not in _recorded_checkpoints(directory):
+    shutil.rmtree(prefix + "_temp", ignore_errors=True)
+    for path in ([prefix + ".index"]
+                 + glob.glob(glob.escape(prefix) + ".data-?????-of-?????")):
+      if os.path.exists(path):
+        os.remove(path)
+  # tf.io.gfile's atomic write: "checkpoint.tmp<uuid hex>", renamed when
+  # complete, left behind when the write itself fails.
+  for path in glob.glob(os.path.join(glob.escape(directory),
+                                     "checkpoint.tmp" + "[0-9a-f]" * 32)):
+    os.remove(path)
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
+  """``manager.save(checkpoint_number=step)``; a failed write is cleaned up
+  and reported as :class:`CheckpointWriteError`.
+
+  What survives a kill or a full disk: TensorFlow writes checkpoint
+  ``ckpt-<step>`` into ``ckpt-<step>_temp/`` (each file under a
+  ``.tempstate<n>`` name, renamed once complete), moves the data to
+  ``ckpt-<step>.data-*``, writes ``ckpt-<step>.index``, and only then
+  names the checkpoint in the ``checkpoint`` state file (written aside as
+  ``checkpoint.tmp<hex>`` and renamed). A resumed run restores what the
+  state file names, so a process killed anywhere in a save resumes from
+  the previous complete checkpoint; the files the killed save left are
+  overwritten when that step is saved again.
+
+  A save that fails with an error (a full disk: TensorFlow's
+  ``ResourceExhaustedError``, Python's ``OSError``) leaves the same kind
+  of files; they are removed here, so that they take no space and no one
+  mistakes them for a checkpoint, and the earlier checkpoints stay as
+  they were. The manager is not used for another save after the error
+  (the trainer stops; a re-run makes a new one from the state file).
+
+  Args:
+    manager: the run's ``tf.train.CheckpointManager`` (checkpoints named
+      ``<directory>/ckpt-<number>``).
+    step: the checkpoint number (the trainer's global step).
+
+  Returns:
+    The new checkpoint's prefix.
+
+  Raises:
+    CheckpointWriteError: the write failed; the message names the
+      checkpoint, whether the disk is full, TensorFlow's or the OS's
+      message (with the file), and the last complete checkpoint, which is
+      kept and from which a re-run resumes.
+  """
+  try:
+    return manager.save(checkpoint_number=step)
+  except (OSError, tf.errors.OpError) as error:
+    directory = manager.directory
+    prefix = os.path.join(directory, f"ckpt-{int(step)}")
+    try:
+      _remove_unrecorded(prefix, directory)
+      cleaned = "its partial files were removed"
+    except OSError as cleanup:
+      cleaned = f"its partial files could not all be removed ({cleanup})"
+    kept = tf.train.latest_checkpoint(directory)
+    cause = ("the disk is full" if is_disk_full(error)
+             else "the write failed")
+    if kept:
+      outcome = (f"The last complete checkpoint, {kept}, is kept: make room "
+                 "and re-run the same command to resume from it.")
+    else:
+      outcome = ("There is no earlier checkpoint: a re-run starts from "
+                 "step 0.")
+    failure = CheckpointWriteError(
+        f"writing checkpoint {prefix} failed: {cause} "
+        f"({type(error).__name__}: {error}); {cleaned}. {outcome}")
+    failure.errno = getattr(error, "errno", None)
+    raise failure from error
 
 
 def checkpoint_keys(path: str) -> List[str]:
@@ -362,9 +471,10 @@ def load_run_model(run_dir: str, checkpoint: Optional[str] = None, *,
   return model
 
 
-__all__ = ["CheckpointTasksError", "LEGACY_MODEL_KEY", "LegacyCheckpointError",
-           "MODEL", "canonical_order", "check_tasks", "checkpoint_keys", "checkpoint_step",
-           "checkpoint_tasks", "is_legacy", "load_run_model",
-           "model_trackable", "model_variables", "optimizer_trackable",
-           "optimizer_variables",
-           "read_run_config", "restore_model", "save_model", "tree"]
+__all__ = ["CheckpointTasksError", "CheckpointWriteError", "LEGACY_MODEL_KEY",
+           "LegacyCheckpointError", "MODEL", "canonical_order", "check_tasks",
+           "checkpoint_keys", "checkpoint_step", "checkpoint_tasks",
+           "is_disk_full", "is_legacy", "load_run_model", "model_trackable",
+           "model_variables", "optimizer_trackable", "optimizer_variables",
+           "read_run_config", "restore_model", "save_checkpoint",
+           "save_model", "tree"]

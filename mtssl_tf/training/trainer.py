@@ -778,7 +778,7 @@ class Trainer:
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
           if hist_file:
             hist_file.flush()
-          self.manager.save(checkpoint_number=step)
+          ckpt_lib.save_checkpoint(self.manager, step)
     finally:
       if hist_file:
         hist_file.close()
