@@ -34,9 +34,13 @@ def main(argv):
   distribute.setup_cpu_replicas(FLAGS.cpu_replicas)
   from mtssl_tf.data.skips import NoUsableDataError
   from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
+  from mtssl_tf.utils.native_stderr import hidden_decoder_messages
   try:
-    trainer = Trainer(config, log=lambda s: print(s, flush=True))
-    trainer.train(flags_text=mt_flags.flags_as_text(FLAGS))
+    # The decoders' unnamed messages are dropped: the run names each
+    # refused file itself.
+    with hidden_decoder_messages():
+      trainer = Trainer(config, log=lambda s: print(s, flush=True))
+      trainer.train(flags_text=mt_flags.flags_as_text(FLAGS))
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -163,6 +163,19 @@ def try_map(dataset: tf.data.Dataset, fn: Callable[[Any], Any],
       num_parallel_calls=num_parallel_calls, deterministic=deterministic)
 
 
+def _with_ids(tagged: tf.data.Dataset) -> tf.data.Dataset:
+  """``(example, status, id)`` of :func:`try_map` -> ``(example, status)``
+  whose ``"id"`` is the input's, also when ``example`` is a failure's
+  placeholder (so a refusal is remembered under the right file)."""
+
+  def restore(example, status, item):
+    example = dict(example)
+    example["id"] = item
+    return example, status
+
+  return tagged.map(restore)
+
+
 def _finish(decoded: tf.data.Dataset, counter: SkipCounter, min_size: int,
             image_size_limit: Optional[int]) -> tf.data.Dataset:
   """(example, status) -> counted, filtered, size-limited examples."""
@@ -234,8 +247,8 @@ def files_dataset(files: Sequence[str], counter: SkipCounter, *,
     return {"image": image, "id": element["id"]}, status
 
   decoded = try_map(dataset, load, num_parallel_calls, deterministic,
-                    with_status=True)
-  return _finish(decoded, counter, min_size, image_size_limit)
+                    with_status=True, tag=lambda element: element["id"])
+  return _finish(_with_ids(decoded), counter, min_size, image_size_limit)
 
 
 def _shard_list(items, num_shards: int, shard_index: int, what: str):
