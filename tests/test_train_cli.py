@@ -355,6 +355,25 @@ def _model_tensors(checkpoint_prefix):
   return {n: reader.get_tensor(n) for n in names}
 
 
+# The real entry point (python -c _PAUSED_TRAIN STEP MARKER FLAGS...), held
+# still when it is about to save checkpoint STEP: it creates MARKER and
+# sleeps until killed. The kill then lands at one known point, however fast
+# or slow the machine.
+_PAUSED_TRAIN = """
+import runpy, sys, time
+import tensorflow as tf
+pause_at, marker = int(sys.argv.pop(1)), sys.argv.pop(1)
+save = tf.train.CheckpointManager.save
+def save_or_pause(self, checkpoint_number=None, *args, **kwargs):
+  if checkpoint_number == pause_at:
+    open(marker, "w").close()
+    time.sleep(3600)
+  return save(self, checkpoint_number, *args, **kwargs)
+tf.train.CheckpointManager.save = save_or_pause
+runpy.run_module("mtssl_tf.train", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.mark.slow
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path,
                                                          motion_records):
@@ -364,30 +383,37 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path,
   whole = _run(common + [f"--run_dir={tmp_path / 'whole'}"])
   assert whole.returncode == 0, whole.stderr[-2000:]
   run_dir = tmp_path / "killed"
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "mtssl_tf.train"] + common
-      + [f"--run_dir={run_dir}"], cwd=REPO, stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  deadline = time.time() + 300
-  state = run_dir / "checkpoints" / "checkpoint"  # written after the files
-
-  def checkpointed():
-    return state.exists() and "ckpt-4" in state.read_text()
-
-  while not checkpointed():
-    assert proc.poll() is None, "training ended before its first checkpoint"
-    assert time.time() < deadline
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  marker = tmp_path / "paused"
+  # Killed when about to save ckpt-8: steps 1-8 are in history.jsonl (it is
+  # flushed before each save), the last checkpoint is ckpt-4.
+  with open(tmp_path / "killed.log", "w+") as log:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_TRAIN, "8", str(marker)] + common
+        + [f"--run_dir={run_dir}"], cwd=REPO, stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+      deadline = time.monotonic() + 600  # as _run's timeout
+      while not marker.exists():
+        if proc.poll() is not None:
+          log.seek(0)
+          raise AssertionError("training ended before step 8's checkpoint:\n"
+                               + log.read()[-2000:])
+        assert time.monotonic() < deadline, "no step 8 within 600 s"
+        time.sleep(0.1)
+    finally:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
   assert proc.returncode == -signal.SIGKILL
+  assert sorted(p.name for p in (run_dir / "checkpoints").glob(
+      "ckpt-*.index")) == ["ckpt-4.index"]
+  logged = [json.loads(l)["step"] for l in open(run_dir / "history.jsonl")]
+  assert logged == list(range(1, 9))
   again = _run(common + [f"--run_dir={run_dir}"])
   assert again.returncode == 0, again.stderr[-2000:]
-  # The kill may land while a later checkpoint is half written; the run
-  # resumes from the last complete one, which is at least step 4.
   resumed = re.search(r"resumed from \S+ at step (\d+)", again.stdout)
   assert resumed, again.stdout[-2000:]
-  assert int(resumed.group(1)) in (4, 8)
+  assert int(resumed.group(1)) == 4
   want = _model_tensors(str(tmp_path / "whole" / "checkpoints" / "ckpt-12"))
   got = _model_tensors(str(run_dir / "checkpoints" / "ckpt-12"))
   assert want.keys() == got.keys()
