@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mtssl_tf.data.skips import NoUsableDataError
 from mtssl_tf.tasks.colorization_prior import (GRID_STEP,
                                                MIN_PRIOR_COLOUR_IMAGES,
                                                MIN_PRIOR_PIXELS_PER_BIN,
@@ -34,9 +35,11 @@ def list_images(pattern: str) -> list:
   return sorted(p for p in paths if p.lower().endswith(_IMAGE_EXTENSIONS))
 
 
-class PriorSampleError(ValueError):
+class PriorSampleError(NoUsableDataError, ValueError):
   """Too few colour images or pixels to compute a colorization prior from
-  (the message names the images, the counts, the minimum and what to do)."""
+  (the message names the images, the counts, the minimum and what to do).
+  A :class:`~mtssl_tf.data.skips.NoUsableDataError`: the training data
+  cannot serve the task."""
 
 
 def _plural(count: int, noun: str) -> str:

@@ -155,7 +155,7 @@ class SkipCounter(tf.Module):
     refused = self.refused()
     if self._by_item is not None:
       if not refused:
-        return f"skipped no {self.item_kind} (of {self._readable})"
+        return f"refused no {self.item_kind} (of {self._readable})"
       by_reason: Dict[str, int] = {}
       for _, code in refused:
         text = self.reason_text.get(code, REASONS.get(code, str(code)))
