@@ -275,7 +275,8 @@ class TrainConfig:
   data: DataConfig = DataConfig()
   steps: int = option(1000, "Total training steps.")
   batch_size: int = option(32, "Global batch size (images, or pairs/views "
-                           "groups).")
+                           "groups); a task given its own --task_batch_size "
+                           "(a flagfile's too) keeps that size.")
   # The paper grouped its GPUs per task, so each task had its own batch
   # (recalled); at CPU scale a relative-position step is far cheaper than a
   # colorization one. None (the default) becomes an empty mapping: every task
@@ -450,9 +451,9 @@ class TrainConfig:
       except ValueError as e:
         raise ConfigError(f"task_batch_size: {e}") from None
       if name not in self.tasks:
-        # Unlike task_param (checked, then kept for configs that share a
-        # flagfile), a batch size of a task that is not trained would be
-        # silently unused.
+        # A batch size of a task that is not trained would be silently
+        # unused. (A flagfile's entry under a --tasks that drops its task is
+        # removed before, with a warning: options.config_from_values.)
         raise ConfigError(
             f"task_batch_size {name}={size!r}: {name} is not in --tasks "
             f"({', '.join(self.tasks)})")

@@ -38,6 +38,7 @@ def define_eval_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     define(name, default, text, flag_values=fv)
   # The trunk: train's flags, derived from TrunkConfig (mtssl_tf.cli.flags).
   mt_flags.define_trunk_flags(fv)
+  mt_flags.define_task_module_flag(fv)
   flags.DEFINE_enum("protocol", "demo", protocols.PROTOCOLS, "demo: offline "
                     "data at CPU size; paper: the paper's settings (needs "
                     "prepared data).", flag_values=fv)
@@ -45,6 +46,7 @@ def define_eval_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 def config_from_flags(fv: flags.FlagValues = flags.FLAGS) -> driver.EvalConfig:
   """Parsed flags -> EvalConfig; trunk flags constrain a checkpoint if given."""
+  mt_flags.import_task_modules(fv)
   given = bool(mt_flags.trunk_kwargs_from_flags(fv, only_present=True))
   trunk = (mt_flags.trunk_kwargs_from_flags(fv)
            if given or fv.checkpoint == "random" else None)
@@ -65,16 +67,18 @@ def main(argv):
   return outputs.publish(config, results)
 
 
-def parse_flags(argv):
-  """absl's parser; a renamed flag (even in a flagfile) names its new name."""
-  try:
-    renamed = driver.renamed_flags(flags.FLAGS.read_flags_from_files(argv[1:]))
-  except flags.Error:
-    renamed = None  # absl's parser reports the unreadable flagfile.
-  if renamed:
-    print(f"error: {renamed}", file=sys.stderr)
-    sys.exit(2)
-  return app.parse_flags_with_usage(argv)
+def _sections(fv):
+  return [("evaluation", [n for n in _OWN if n in fv] + ["task_module"]),
+          ("model (train's trunk flags; a checkpoint holds its own)",
+           [o.name for o in mt_flags.options_lib.trunk_options()])]
+
+
+_OWN = ("checkpoint", "evaluators", "eval_param", "protocol", "baseline",
+        "eval_lasso", "seed", "output", "markdown", "work_dir")
+# --help grouped; flagfiles found from any folder; a renamed flag (even in a
+# flagfile) names its new name.
+parse_flags = mt_flags.flags_parser("evaluate", _sections,
+                                    check=driver.renamed_flags)
 
 
 def run():

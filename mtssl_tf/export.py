@@ -4,6 +4,10 @@
     python -m mtssl_tf.export --run_dir=runs/demo --export_dir=exports \
         --model_name=mtssl_demo --export_version=1
 
+The export is named by ``--model_name`` on the command line, else after the
+folder of a ``--run_dir`` given on the command line, else by the flagfile's
+``--model_name``.
+
 The run's model is rebuilt from its ``config.json`` and its latest
 checkpoint restored by task name (a checkpoint written before checkpoints
 were keyed by name is converted on load, with a log line;
@@ -26,6 +30,9 @@ def main(argv):
   from absl import logging
   import tensorflow as tf
 
+  from mtssl_tf.cli import flags as mt_flags
+  from mtssl_tf.config import ConfigError
+
   f = flags.FLAGS
   if len(argv) > 1:
     raise SystemExit(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -33,12 +40,13 @@ def main(argv):
   tf.get_logger().setLevel("WARNING")
   export_dir = f.export_dir or os.path.join(f.run_dir, "export")
   try:
+    mt_flags.import_task_modules(f)
     model = load_run_model(f.run_dir)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  paths = export_model(model, export_dir, f.model_name, f.export_version,
-                       f.serving_image_size)
+  paths = export_model(model, export_dir, mt_flags.export_model_name(f),
+                       f.export_version, f.serving_image_size)
   print(f"wrote {paths['keras']}")
   print(f"wrote {paths['saved_model']} (serving_default: uint8 images -> "
         "pooled, block3" + (", mixed_<task>" if model.mixer else "") + ")")
@@ -55,4 +63,7 @@ if __name__ == "__main__":
   absl_flags.DEFINE_integer("export_version", 1, "SavedModel version folder.")
   absl_flags.DEFINE_integer("serving_image_size", DEFAULT_IMAGE_SIZE,
                             "Images are resized to this size in serving.")
-  app.run(main)
+  app.run(main, flags_parser=mt_flags.flags_parser(
+      "export", mt_flags.export_sections, note="A training flagfile is "
+      "accepted (every train flag is); the run folder's config.json decides "
+      "the model."))

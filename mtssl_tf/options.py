@@ -30,6 +30,7 @@ import collections.abc
 import dataclasses
 import difflib
 import functools
+import importlib
 import os
 import sys
 import typing
@@ -74,7 +75,9 @@ class Option:
 # Options that are not config fields. harmonize is a preset-level switch
 # (paper Table 3, "/H") that becomes relative_position.color_mode;
 # cpu_replicas splits the CPU into logical devices before the strategy is
-# made (a process setting, recorded in flags.txt for the record).
+# made (a process setting, recorded in flags.txt for the record);
+# task_module imports a user's task modules before the task names are
+# checked (recorded in flags.txt, so that the flags reparse).
 _EXTRA = (
     Option("harmonize", "bool", False,
            "Harmonized inputs: relative position sees the Lab L channel (as "
@@ -83,6 +86,11 @@ _EXTRA = (
     Option("cpu_replicas", "integer", 0,
            "Split the CPU into this many logical devices (tests of several "
            "replicas without GPUs)."),
+    Option("task_module", "multi_string", (),
+           "Python module to import before the config is checked "
+           "(repeatable or comma-separated), e.g. my_package.my_task: a task "
+           "registered there with mtssl_tf.tasks.register_task can then be "
+           "named in --tasks. The module must be importable (PYTHONPATH)."),
 )
 
 
@@ -212,15 +220,101 @@ def _coerce(option: Option, value: Any) -> Any:
   return value
 
 
-def resolve_flagfile(path: str, root: Optional[str] = None) -> str:
-  """``path`` as a file: absolute as it is, relative from ``root`` (default:
-  the working directory, as absl resolves ``--flagfile``)."""
+def resolve_flagfile(path: str, root: Optional[str] = None,
+                     including: Optional[str] = None) -> str:
+  """``path`` as a file.
+
+  An absolute path is taken as it is. A relative path nested in the
+  flagfile ``including`` is looked for next to that file, then in the
+  folders above it (``configs/demo.cfg`` includes
+  ``configs/study_common.cfg``, a path from the checkout: found from the
+  checkout wherever the command runs), then from ``root``; a top-level one
+  from ``root`` (default: the working directory, as absl resolves
+  ``--flagfile``).
+  """
   path = os.path.expanduser(path)
+  if not os.path.isabs(path) and including:
+    folder = os.path.dirname(os.path.abspath(including))
+    while True:
+      candidate = os.path.join(folder, path)
+      if os.path.isfile(candidate):
+        return candidate
+      parent = os.path.dirname(folder)
+      if parent == folder:
+        break
+      folder = parent
   if not os.path.isabs(path):
     path = os.path.join(root or os.getcwd(), path)
   if not os.path.isfile(path):
-    raise ConfigError(f"--flagfile={path}: no such file")
+    where = (f" (nor next to {including} or in a folder above it)"
+             if including else "")
+    raise ConfigError(f"--flagfile={path}: no such file{where}")
   return path
+
+
+def _flagfile_name(token: str) -> Optional[str]:
+  """The path of a ``--flagfile=PATH`` (or ``-flagfile=PATH``) token."""
+  for prefix in ("--flagfile=", "-flagfile="):
+    if token.startswith(prefix):
+      return token[len(prefix):]
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpandedArgv:
+  """The result of :func:`expand_flagfiles`.
+
+  Attributes:
+    argv: the arguments with every ``--flagfile`` replaced by its lines.
+    command_line: the options given outside any flagfile, by flag name:
+      their raw values (``""`` for ``--flag``, ``--noflag`` under ``flag``).
+  """
+  argv: Tuple[str, ...]
+  command_line: Mapping[str, Tuple[str, ...]]
+
+
+def expand_flagfiles(argv: Sequence[str],
+                     root: Optional[str] = None) -> ExpandedArgv:
+  """Replaces each ``--flagfile=PATH`` in ``argv`` by the file's options,
+  nested flagfiles resolved by :func:`resolve_flagfile` (next to the file
+  that includes them, then from ``root`` or the working directory). The
+  entry points hand the result to absl, which then sees no flagfile.
+
+  Raises:
+    ConfigError: a flagfile that does not exist or includes itself.
+  """
+  out: List[str] = []
+  given: Dict[str, List[str]] = {}
+  bools = {o.name for o in train_options() if o.kind == "bool"}
+
+  def expand(tokens, stack):
+    tokens = list(tokens)
+    i = 0
+    while i < len(tokens):
+      token = tokens[i]
+      i += 1
+      path = _flagfile_name(token)
+      if path is None and token in ("--flagfile", "-flagfile") and i < len(
+          tokens):
+        path, i = tokens[i], i + 1
+      if path is not None:
+        if not path:
+          raise ConfigError("--flagfile needs a path: --flagfile=PATH")
+        full = resolve_flagfile(path, root, stack[-1] if stack else None)
+        if full in stack:
+          raise ConfigError(f"--flagfile={path} includes itself")
+        expand(_flagfile_lines(full), stack + [full])
+        continue
+      out.append(token)
+      if not stack and token.startswith("-") and token != "--":
+        name, _, raw = token.lstrip("-").partition("=")
+        if name.startswith("no") and name[2:] in bools:
+          name = name[2:]
+        given.setdefault(name, []).append(raw)
+
+  expand(argv, [])
+  return ExpandedArgv(argv=tuple(out), command_line={
+      k: tuple(v) for k, v in given.items()})
 
 
 def _flagfile_lines(path: str) -> List[str]:
@@ -241,6 +335,8 @@ class _Parser:
     self.values = default_values()
     self.present: Dict[str, int] = {}
     self.files: List[str] = []
+    # Options given outside any flagfile (config_from_values' command_line).
+    self.command_line: Dict[str, List[str]] = {}
 
   def _unknown(self, name: str) -> ConfigError:
     close = difflib.get_close_matches(name, list(self.options), n=3)
@@ -261,7 +357,8 @@ class _Parser:
       if name == "flagfile":
         if not eq:
           raise ConfigError("--flagfile needs a path: --flagfile=PATH")
-        path = resolve_flagfile(raw, self.root)
+        path = resolve_flagfile(raw, self.root,
+                                self.files[-1] if self.files else None)
         if path in self.files:
           raise ConfigError(f"--flagfile={raw} includes itself")
         self.files.append(path)
@@ -289,6 +386,8 @@ class _Parser:
       self._set(option, _parse_value(option, raw))
 
   def _set(self, option: Option, value: Any) -> None:
+    if not self.files:
+      self.command_line.setdefault(option.name, []).append(str(value))
     if option.kind == "multi_string":
       # Repeated options accumulate, across flagfiles too (absl's rule).
       current = self.values[option.name] if self.present.get(
@@ -318,6 +417,7 @@ class _Parser:
       for entry in value:
         self._set(option, entry)
       return
+    self.command_line.setdefault(name, []).append(str(value))
     self.values[name] = value
     self.present[name] = self.present.get(name, 0) + 1
 
@@ -377,7 +477,8 @@ def parse_args(*sources: Any, root: Optional[str] = None,
                       f"{source!r}")
     else:
       parser.parse(source)
-  config = config_from_values(parser.values, parser.present, warn=warn)
+  config = config_from_values(parser.values, parser.present, warn=warn,
+                              command_line=parser.command_line)
   return ParsedArgs(config=config, values=dict(parser.values),
                     present=tuple(sorted(parser.present)))
 
@@ -484,25 +585,92 @@ def _named_task_weights(weights, tasks) -> Optional[List[float]]:
   return [named.get(t, 1.0) for t in names]
 
 
+def import_task_modules(names: Sequence[str]) -> List[str]:
+  """Imports the ``--task_module`` modules (comma-separated entries
+  allowed), so that the tasks they register can be named in ``--tasks``;
+  returns the module names.
+
+  Raises:
+    ConfigError: a module that cannot be imported, with the reason.
+  """
+  modules = [m.strip() for entry in (names or ()) for m in str(entry).split(
+      ",") if m.strip()]
+  for module in modules:
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ConfigError(
+          f"--task_module={module}: cannot import it ({e}); its folder must "
+          "be on the module search path (PYTHONPATH)") from None
+  return modules
+
+
+def _say(line: str, warn: Optional[Callable[[str], None]]) -> None:
+  if warn is None:
+    print(line, file=sys.stderr, flush=True)
+  else:
+    warn(line)
+
+
+def _task_batch_entries(values: Mapping[str, Any],
+                        command_line: Optional[Mapping[str, Sequence[str]]],
+                        tasks: Sequence[str],
+                        warn: Optional[Callable[[str], None]]) -> List[str]:
+  """``--task_batch_size`` entries to validate. A flagfile's entry for a
+  task that the run does not train (a mode switch such as ``--tasks`` on
+  top of a recipe) is dropped with one warning line; one given on the
+  command line stays (the config refuses it: it would do nothing). With
+  ``command_line`` unknown (None), every entry counts as a flagfile's.
+  When the command line sets ``--batch_size`` and a flagfile gives a
+  trained task its own size, one line says that task keeps it."""
+  entries = [str(e) for e in values.get("task_batch_size") or ()]
+  typed = [e for e in (command_line or {}).get("task_batch_size", ())]
+  from_command_line = {e.partition("=")[0].strip() for e in typed}
+  sizes = config_lib.parse_task_batch_sizes(entries)
+  from mtssl_tf import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  known = set(tasks_lib.task_names())
+  dropped = [n for n in sizes if n in known and n not in tasks
+             and n not in from_command_line]
+  if dropped:
+    _say("warning: ignoring --task_batch_size " + ", ".join(
+        f"{n}={sizes[n]}" for n in dropped) + " from a flagfile: not in "
+         f"--tasks ({', '.join(tasks)})", warn)
+  kept = [n for n in sizes if n in tasks and n not in from_command_line]
+  if command_line is not None and "batch_size" in command_line and kept:
+    _say(f"warning: --batch_size={values['batch_size']} does not change "
+         "the task batch sizes a flagfile sets: " + ", ".join(
+             f"{n} keeps {sizes[n]}" for n in kept) + "; add " + " ".join(
+                 f"--task_batch_size={n}=N" for n in kept) +
+         " to change it", warn)
+  return [e for e in entries if e.partition("=")[0].strip() not in dropped]
+
+
 def config_from_values(values: Mapping[str, Any],
                        present: Collection[str] = (),
-                       warn: Optional[Callable[[str], None]] = None
-                       ) -> config_lib.TrainConfig:
+                       warn: Optional[Callable[[str], None]] = None,
+                       command_line: Optional[Mapping[str, Sequence[str]]]
+                       = None) -> config_lib.TrainConfig:
   """Turns option values (by flag name) into a validated config.
 
-  Options of an unselected mode (``--lasso_l1`` under ``--nolasso``,
-  ``--image_folder`` under ``--data=tfds``) are ignored and named in one
-  line passed to ``warn`` (default: standard error); settings that
-  contradict each other within the selected mode raise ``ConfigError``.
+  The ``--task_module`` modules are imported first. Options of an
+  unselected mode (``--lasso_l1`` under ``--nolasso``, ``--image_folder``
+  under ``--data=tfds``) and a flagfile's ``--task_batch_size`` of a task
+  not in ``--tasks`` are ignored and named in one line passed to ``warn``
+  (default: standard error); settings that contradict each other within
+  the selected mode raise ``ConfigError``.
+
+  Args:
+    values: every option's value, by flag name.
+    present: names of the options that were set.
+    warn: receives each warning line.
+    command_line: the options given outside any flagfile (name -> raw
+      values), as :func:`expand_flagfiles` returns them; None: unknown.
   """
+  import_task_modules(values.get("task_module", ()))
   ignored = inapplicable_options(values, present)
   if ignored:
-    line = ("warning: ignoring options of unselected modes: " + ", ".join(
-        f"--{name} ({why})" for name, why in ignored))
-    if warn is None:
-      print(line, file=sys.stderr, flush=True)
-    else:
-      warn(line)
+    _say("warning: ignoring options of unselected modes: " + ", ".join(
+        f"--{name} ({why})" for name, why in ignored), warn)
   skip = {name for name, _ in ignored}
   by_name = options_by_name()
 
@@ -537,15 +705,12 @@ def config_from_values(values: Mapping[str, Any],
     if rp.get("color_mode", "harmonize") != "harmonize":
       # A preset switch over a flagfile's colour mode (the CPU recipe's
       # full colour): it wins, said in one line.
-      line = ("warning: --harmonize replaces task_param "
-              f"relative_position.color_mode={rp['color_mode']}")
-      if warn is None:
-        print(line, file=sys.stderr, flush=True)
-      else:
-        warn(line)
+      _say("warning: --harmonize replaces task_param "
+           f"relative_position.color_mode={rp['color_mode']}", warn)
     rp["color_mode"] = "harmonize"
-  task_batch_sizes = config_lib.parse_task_batch_sizes(
-      value("task_batch_size"))
+  trained = [str(t).strip() for t in value("tasks") if str(t).strip()]
+  task_batch_sizes = config_lib.parse_task_batch_sizes(_task_batch_entries(
+      values, command_line, trained, warn))
   try:
     trunk = TrunkConfig(**tree.pop("trunk"))
   except ValueError as e:
@@ -578,7 +743,8 @@ def flags_text(values: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["KINDS", "Option", "ParsedArgs", "config_from_values",
-           "default_values", "flags_text", "inapplicable_options",
+__all__ = ["ExpandedArgv", "KINDS", "Option", "ParsedArgs",
+           "config_from_values", "default_values", "expand_flagfiles",
+           "flags_text", "import_task_modules", "inapplicable_options",
            "options_by_name", "parse_args", "resolve_flagfile",
            "train_options", "trunk_options"]

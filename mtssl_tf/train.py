@@ -3,6 +3,7 @@
     python -m mtssl_tf.train --flagfile=configs/demo.cfg
     python -m mtssl_tf.train --flagfile=configs/paper_4task_lasso.cfg \
         --data=tfds --data_dir=/data/tfds
+    python -m mtssl_tf.train --help     # flags by group, task parameters
 
 Re-running the same command resumes from the run folder's last checkpoint.
 """
@@ -30,6 +31,7 @@ def main(argv):
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  print(mt_flags.run_folder_line(config.run_dir), flush=True)
   from mtssl_tf.training import distribute
   distribute.setup_cpu_replicas(FLAGS.cpu_replicas)
   from mtssl_tf.data.skips import NoUsableDataError
@@ -55,8 +57,14 @@ def main(argv):
   return 0
 
 
+# --help: the package's flags by group and every task parameter; flagfiles
+# found from any folder (mtssl_tf.cli.flags.flags_parser).
+parse_flags = mt_flags.flags_parser("train", mt_flags.train_sections,
+                                    task_params=True)
+
+
 def run():
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

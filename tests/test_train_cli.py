@@ -124,10 +124,12 @@ def test_every_config_field_has_exactly_one_flag_with_its_default_and_type():
       default = list(default)
     assert flag.default == default, path
     assert flag.help.startswith(field.metadata["help"]), path
-  # The other flags: harmonize and cpu_replicas, and nothing else.
+  # The other flags: harmonize, cpu_replicas and task_module, and nothing
+  # else.
   field_flags = {n for path, names in by_field.items() if path
                  for n in names}
-  assert set(fv) - field_flags == {"harmonize", "cpu_replicas"}
+  assert set(fv) - field_flags == {"harmonize", "cpu_replicas",
+                                   "task_module"}
   assert sorted(fv) == mt_flags.TRAIN_FLAG_NAMES
 
 

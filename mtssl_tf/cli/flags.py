@@ -9,6 +9,12 @@ them receives a frozen config.
 
 Flagfiles (``--flagfile=configs/X.cfg``) hold one ``--name=value`` per line;
 later flags win, so ``--flagfile=configs/demo.cfg --steps=10`` overrides.
+The entry points parse with :func:`flags_parser`: it expands flagfiles
+itself (a nested ``--flagfile`` is found next to the file that includes it,
+so a recipe works from any folder; :func:`mtssl_tf.options.expand_flagfiles`)
+and answers ``--help`` / ``--helpshort`` with the package's own flags,
+grouped, and every task parameter with its default (``--helpfull``: absl's
+list, its own flags included).
 
 Trunk flags for another command (the names ``train`` uses)::
 
@@ -18,7 +24,12 @@ Trunk flags for another command (the names ``train`` uses)::
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import inspect
+import os
+import sys
+import textwrap
+import weakref
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import flags
 
@@ -122,9 +133,231 @@ def config_from_flags(f: flags.FlagValues = FLAGS,
   """Turns parsed flags into a validated :class:`TrainConfig`, as
   :func:`mtssl_tf.options.config_from_values` does: options of an unselected
   mode are ignored with one line passed to ``warn`` (default: standard
-  error); contradicting settings raise ``ConfigError``."""
+  error); contradicting settings raise ``ConfigError``. Flags parsed by
+  :func:`parse_argv` know which options the command line itself gave."""
   values, present = _values(f)
-  return options_lib.config_from_values(values, present, warn=warn)
+  return options_lib.config_from_values(values, present, warn=warn,
+                                        command_line=command_line(f))
+
+
+# -- parsing: flagfiles found from any folder ----------------------------------
+# What the command line itself gave (not a flagfile), by FlagValues, as
+# parse_argv last saw it.
+_COMMAND_LINE: Dict[int, Tuple[Any, Mapping[str, Tuple[str, ...]]]] = {}
+
+
+def command_line(f: flags.FlagValues = FLAGS
+                 ) -> Optional[Mapping[str, Tuple[str, ...]]]:
+  """The options given outside any flagfile in the last :func:`parse_argv`
+  of ``f`` (name -> raw values); None if ``f`` was parsed otherwise."""
+  ref, given = _COMMAND_LINE.get(id(f), (None, None))
+  return given if ref is not None and ref() is f else None
+
+
+def parse_argv(argv: Sequence[str], f: flags.FlagValues = FLAGS,
+               check: Optional[Callable[[List[str]], Optional[str]]] = None
+               ) -> List[str]:
+  """Parses ``argv`` (program name first) into ``f`` after expanding every
+  ``--flagfile`` (:func:`mtssl_tf.options.expand_flagfiles`); returns the
+  remaining arguments, as ``f(argv)`` does.
+
+  Args:
+    argv: the arguments, program name first.
+    f: where to parse them.
+    check: called with the expanded arguments before absl parses them; a
+      message it returns is raised as a ``ConfigError``.
+
+  Raises:
+    mtssl_tf.config.ConfigError: a flagfile that is missing or includes
+      itself, or ``check``'s message.
+    absl.flags.Error: what absl refuses.
+  """
+  expanded = options_lib.expand_flagfiles(list(argv[1:]))
+  message = check(list(expanded.argv)) if check else None
+  if message:
+    raise config_lib.ConfigError(message)
+  remaining = f([argv[0]] + list(expanded.argv))
+  _COMMAND_LINE[id(f)] = (weakref.ref(f), expanded.command_line)
+  return remaining
+
+
+def flags_parser(command: str,
+                 sections: Callable[[flags.FlagValues],
+                                    Sequence[Tuple[str, Sequence[str]]]],
+                 task_params: bool = False, note: str = "",
+                 check: Optional[Callable[[List[str]], Optional[str]]] = None,
+                 f: flags.FlagValues = FLAGS) -> Callable[[List[str]], Any]:
+  """A ``flags_parser`` for ``absl.app.run``: ``--help``/``--helpshort``
+  print :func:`help_text` and exit 0; flagfiles are expanded by
+  :func:`parse_argv` (with ``check``); an error prints one line and exits
+  with status 2."""
+
+  def parse(argv):
+    if any(a in HELP_ARGS for a in argv[1:]):
+      print(help_text(command, sections(f), f, task_params=task_params,
+                      note=note))
+      sys.exit(0)
+    try:
+      return parse_argv(argv, f, check)
+    except (config_lib.ConfigError, flags.Error) as e:
+      print(f"error: {e}", file=sys.stderr)
+      print(f"python -m mtssl_tf.{command} --help lists its flags.",
+            file=sys.stderr)
+      sys.exit(2)
+
+  return parse
+
+
+def define_task_module_flag(f: flags.FlagValues = FLAGS) -> None:
+  """Defines ``--task_module`` (train's option) on ``f`` if missing."""
+  option = options_lib.options_by_name()["task_module"]
+  if option.name not in f:
+    _define(option, f)
+
+
+def import_task_modules(f: flags.FlagValues = FLAGS) -> None:
+  """Imports the ``--task_module`` modules (raises ``ConfigError``)."""
+  options_lib.import_task_modules(f.task_module)
+
+
+def run_folder_line(run_dir: str) -> str:
+  """The start line that names the run folder, as an absolute path (a
+  relative ``--run_dir``, from the working folder, says so)."""
+  line = f"run folder: {os.path.abspath(run_dir)}"
+  if not os.path.isabs(os.path.expanduser(run_dir)):
+    line += f" (--run_dir={run_dir}, relative to the working folder)"
+  return line
+
+
+def export_model_name(f: flags.FlagValues = FLAGS) -> str:
+  """The export's name: ``--model_name`` given on the command line; else,
+  when the command line gives ``--run_dir``, the run folder's base name (an
+  export of a user's run is not named after a recipe's model); else the
+  flagfile's (or the default) ``--model_name``."""
+  given = command_line(f)
+  if given is None or "model_name" in given:
+    return f.model_name
+  if "run_dir" in given:
+    return os.path.basename(os.path.normpath(f.run_dir)) or f.model_name
+  return f.model_name
+
+
+# -- help ------------------------------------------------------------------------
+HELP_ARGS = ("--help", "-help", "--helpshort", "-helpshort", "-h", "-?")
+
+# Train's option groups, in the order --help shows them; an option's group is
+# that of its nested config (trunk: model, optimizer, data), else this table,
+# else "other".
+GROUPS = ("run", "tasks", "model", "data", "optimizer", "accelerator",
+          "other")
+_GROUP = {
+    "run_dir": "run", "steps": "run", "seed": "run", "log_every": "run",
+    "summary_every": "run", "checkpoint_every": "run", "max_to_keep": "run",
+    "export_dir": "run", "model_name": "run", "plots": "run",
+    "tasks": "tasks", "task_module": "tasks", "task_param": "tasks",
+    "task_batch_size": "tasks", "schedule": "tasks", "task_weights": "tasks",
+    "harmonize": "tasks", "pretext_eval_every": "tasks",
+    "pretext_eval_examples": "tasks", "heldout_motion_records": "data",
+    "batch_size": "data", "lasso": "model", "lasso_l1": "model",
+    "lasso_init": "model", "update": "optimizer",
+    "weight_decay": "optimizer", "strategy": "accelerator",
+    "devices": "accelerator", "tpu": "accelerator",
+    "steps_per_loop": "accelerator", "mixed_precision": "accelerator",
+    "jit_compile": "accelerator", "cpu_replicas": "accelerator",
+}
+_NESTED_GROUP = {"trunk": "model", "optimizer": "optimizer", "data": "data"}
+
+
+def option_group(option: options_lib.Option) -> str:
+  """The --help group of one of train's options."""
+  if option.field and "." in option.field:
+    return _NESTED_GROUP.get(option.field.split(".", 1)[0], "other")
+  return _GROUP.get(option.name, "other")
+
+
+def train_sections(f: flags.FlagValues = FLAGS
+                   ) -> List[Tuple[str, List[str]]]:
+  """``[(group, flag names)]`` of train's options, in :data:`GROUPS` order."""
+  del f
+  by_group: Dict[str, List[str]] = {g: [] for g in GROUPS}
+  for option in options_lib.train_options():
+    by_group[option_group(option)].append(option.name)
+  return [(g, names) for g, names in by_group.items() if names]
+
+
+def export_sections(f: flags.FlagValues = FLAGS
+                    ) -> List[Tuple[str, List[str]]]:
+  """The flags that ``python -m mtssl_tf.export`` uses."""
+  del f
+  return [("export", ["run_dir", "export_dir", "model_name",
+                      "export_version", "serving_image_size",
+                      "task_module"])]
+
+
+def _default_text(flag) -> str:
+  value = flag.default
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value) if value else "none"
+  if value is None:
+    return "none"
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  return str(value)
+
+
+def task_parameter_lines() -> List[str]:
+  """``--task_param=task.name=default`` for every registered task's
+  constructor parameter (the paper's four and added ones)."""
+  from mtssl_tf import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  lines = []
+  for name in tasks_lib.task_names():
+    cls = tasks_lib.get_task_class(name)
+    for param in inspect.signature(cls.__init__).parameters.values():
+      if param.name == "self" or param.kind in (param.VAR_POSITIONAL,
+                                                param.VAR_KEYWORD):
+        continue
+      default = ("(required)" if param.default is param.empty
+                 else repr(param.default))
+      lines.append(f"  --task_param={name}.{param.name}={default}")
+  return lines
+
+
+def help_text(command: str, sections: Sequence[Tuple[str, Sequence[str]]],
+              f: flags.FlagValues = FLAGS, task_params: bool = False,
+              note: str = "") -> str:
+  """``--help`` of an entry point: usage, then each section's flags (name,
+  help, default), then (``task_params``) every task parameter with its
+  default."""
+  wrap = textwrap.TextWrapper(width=79, initial_indent="      ",
+                              subsequent_indent="      ")
+  out = [f"usage: python -m mtssl_tf.{command} [--flagfile=PATH] "
+         "[--name=value ...]",
+         "",
+         "Later flags win: a flag after --flagfile=PATH overrides the "
+         "file's value. A",
+         "--flagfile inside a flagfile is found next to the including file "
+         "(or in a",
+         "folder above it), so a recipe runs from any folder. --helpfull: "
+         "absl's list,",
+         "its own flags included."]
+  if note:
+    out += [""] + textwrap.wrap(note, width=79)
+  for title, names in sections:
+    names = [n for n in names if n in f]
+    if not names:
+      continue
+    out += ["", f"{title}:"]
+    for name in names:
+      flag = f[name]
+      out.append(f"  --{name}  (default: {_default_text(flag)})")
+      # absl's note on repeatable flags: our help texts say it.
+      text = flag.help.split(";\n")[0].replace("\n", " ")
+      out.extend(wrap.wrap(text))
+  if task_params:
+    out += ["", "task parameters (--task_param=task.name=value, repeatable; "
+            "defaults shown):"]
+    out += task_parameter_lines()
+  return "\n".join(out)
 
 
 def flags_as_text(f: flags.FlagValues = FLAGS) -> str:
