@@ -314,6 +314,40 @@ def check_loss_and_metrics(task: tasks_lib.Task, targets, outputs,
   return values
 
 
+def check_heldout_metric(name: str, model, batches: int = 2,
+                         size: int = 4) -> Optional[Dict[str, float]]:
+  """The task's own hooks of the trainer and the held-out evaluation:
+  ``xla_incompatibility`` is None or a reason; with a ``headline_metric``,
+  ``heldout_scores`` of the model's outputs on ``batches`` batches (as
+  :mod:`mtssl_tf.training.pretext_eval` passes them: NumPy) holds it and
+  ``"chance"`` as finite floats, and its log part and table rows read them.
+  Returns the scores (None for a task without held-out metric)."""
+  task = model.task_objects[name]
+  for replicas in (1, 2):
+    why = task.xla_incompatibility(replicas)
+    assert why is None or (isinstance(why, str) and why), (name, why)
+  if task.headline_metric is None:
+    return None
+  heldout = [tf.nest.map_structure(np.asarray, batch(task, size, size * k))
+             for k in range(batches)]
+  outputs = [np.asarray(model(tf.nest.map_structure(tf.constant, x),
+                              task=name, training=False))
+             for x, _ in heldout]
+  scores = task.heldout_scores(heldout, outputs)
+  assert {task.headline_metric, "chance"} <= set(scores), scores
+  for key, value in scores.items():
+    assert isinstance(key, str) and isinstance(value, float), (key, value)
+    assert math.isfinite(value), (key, value)
+  summary = type(task).heldout_summary(scores)
+  assert isinstance(summary, str) and summary, summary
+  rows = type(task).heldout_table(scores)
+  assert rows, name
+  for label, value, chance, baseline in rows:
+    assert isinstance(label, str) and isinstance(baseline, str)
+    assert value in scores.values() and chance in scores.values(), rows
+  return scores
+
+
 def _perturb(model: keras.Model, seed: int = 0) -> None:
   """Weights and batch-norm statistics away from their initial values, so
   that a reload that silently re-initialises would be caught. Scaling by

@@ -5,19 +5,24 @@ degrees.
 It is registered through the public registry (``tasks.register_task``) and
 shows what adding a task takes: this file, its own specific tests
 (``tests/test_rotation_task.py``), and nothing else; the generic checks of
-``tests/test_task_contract.py`` pick it up from the registry.
+``tests/test_task_contract.py`` pick it up from the registry, and its
+held-out metric (4-way accuracy beside chance 1/4, ``heldout_scores``) joins
+a run's ``pretext_metrics.json`` like the paper tasks' metrics.
 """
 from __future__ import annotations
 
 from typing import Any, Dict
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtssl_tf import tasks
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 
 NUM_ROTATIONS = 4
+# Held-out accuracy of a uniform guess.
+CHANCE = 1.0 / NUM_ROTATIONS
 
 
 @keras.saving.register_keras_serializable(package="mtssl_tf_tests")
@@ -104,3 +109,17 @@ class Rotation(tasks.Task):
     predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
     return {"accuracy": tf.reduce_mean(tf.cast(
         tf.equal(predicted, tf.cast(targets, tf.int32)), tf.float32))}
+
+  # The held-out pretext metric (mtssl_tf.training.pretext_eval).
+  headline_metric = "accuracy"
+
+  def heldout_scores(self, batches, outputs):
+    labels = np.concatenate([np.asarray(t).reshape(-1) for _, t in batches])
+    predicted = np.argmax(np.concatenate(outputs), axis=-1)
+    return {"accuracy": float(np.mean(predicted == labels)),
+            "chance": CHANCE, "examples": float(len(labels))}
+
+  @classmethod
+  def heldout_table(cls, scores):
+    return [("4-way accuracy", scores["accuracy"], scores["chance"],
+             "uniform guess")]

@@ -1,8 +1,10 @@
 """Held-out pretext metrics (mtssl_tf/training/pretext_eval.py): the metrics
-against NumPy references and known values, the scorers on oracle outputs, and
-the trainer's reports (log, TensorBoard, history.jsonl, pretext_metrics.json)."""
+against NumPy references and known values, each task's scores
+(``Task.heldout_scores``) on oracle outputs, and the trainer's reports (log,
+TensorBoard, history.jsonl, pretext_metrics.json)."""
 import glob
 import json
+import types
 
 import numpy as np
 import pytest
@@ -98,7 +100,7 @@ def test_binary_iou_known_values():
   assert pe.binary_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
 
 
-# --- the scorers on oracle and trivial outputs -------------------------------
+# --- each task's scores on oracle and trivial outputs -------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,7 @@ def test_scorers_give_oracle_one_and_trivial_outputs_their_chance(
     heldout_batches):
   task, batches = heldout_batches["relative_position"]
   oracle = [np.eye(8)[t] for _, t in batches]
-  scores = pe.SCORERS["relative_position"](task, batches, oracle)
+  scores = task.heldout_scores(batches, oracle)
   assert scores["accuracy"] == 1.0 and scores["chance"] == 0.125
   assert scores["examples"] == 8
 
@@ -152,7 +154,7 @@ def test_scorers_give_oracle_one_and_trivial_outputs_their_chance(
   for _, t in batches:  # one-hot of the image, the same for each view
     oracle.append(np.repeat(np.eye(n)[start:start + len(t)], 2, axis=0))
     start += len(t)
-  scores = pe.SCORERS["exemplar"](task, batches, oracle)
+  scores = task.heldout_scores(batches, oracle)
   assert scores["top1"] == 1.0 and scores["chance"] == pytest.approx(1 / n)
 
   task, batches = heldout_batches["colorization"]
@@ -164,7 +166,7 @@ def test_scorers_give_oracle_one_and_trivial_outputs_their_chance(
     bins = nearest_bin(small, task.bins).numpy()
     oracle.append(50.0 * np.eye(len(task.bins))[bins])
     constant.append(np.zeros(bins.shape + (len(task.bins),)))
-  scores = pe.SCORERS["colorization"](task, batches, oracle)
+  scores = task.heldout_scores(batches, oracle)
   assert scores["top5_accuracy"] == 1.0
   # The decoded bin centre is at most half a 10-wide bin's diagonal away.
   assert scores["auc"] > 1 - 7.1 / 150
@@ -172,22 +174,26 @@ def test_scorers_give_oracle_one_and_trivial_outputs_their_chance(
   # The prior baseline (held-out bin distribution here: the task has no
   # prior) is a real baseline: well below the oracle.
   assert 0 < scores["chance"] < 1 and 0 < scores["chance_auc"] < 1
-  flat = pe.SCORERS["colorization"](task, batches, constant)
+  flat = task.heldout_scores(batches, constant)
   assert flat["top5_accuracy"] < 1
 
   truth = np.array([[[0, 1], [1, 1]], [[0, 0], [0, 1]]])
   batches = [(None, truth)]
   logits = np.stack([1 - truth, truth], -1).astype(float)
-  scores = pe.SCORERS["motion_segmentation"](None, batches, [logits])
+  task = tasks_lib.get_task("motion_segmentation",
+                            **TASK_PARAMS["motion_segmentation"])
+  scores = task.heldout_scores(batches, [logits])
   assert scores["iou"] == 1.0 and scores["chance"] == 0.0
   assert scores["iou_all_moving"] == pytest.approx(4 / 8)
   assert scores["pixel_accuracy_all_static"] == pytest.approx(4 / 8)
 
 
-def test_evaluator_refuses_unknown_tasks_and_too_small_images():
+def test_evaluator_refuses_tasks_without_metric_and_too_small_images():
+  model = types.SimpleNamespace(
+      task_objects={"jigsaw": types.SimpleNamespace(headline_metric=None)})
   with pytest.raises(ValueError, match="no held-out metric for tasks "
-                     r"\['jigsaw'\]"):
-    pe.PretextEvaluator(None, {"jigsaw": []})
+                     r"\['jigsaw'\]: they set no headline_metric"):
+    pe.PretextEvaluator(model, {"jigsaw": []})
   # Relative position needs 3 * 16 + 2 * 4 (gaps) + 2 * 2 (jitter) = 60 px
   # here; 48 px images: a clear error, not an endless loop.
   task = tasks_lib.get_task("relative_position",
@@ -241,7 +247,7 @@ def test_trainer_reports_heldout_metrics_everywhere(tmp_path):
   assert set(metrics) == set(names)
   for task, m in metrics.items():
     assert m["step"] == 8 and "chance" in m, task
-    assert 0 <= m[pe.HEADLINE[task]] <= 1
+    assert 0 <= m[pe.headline(task)] <= 1
   assert metrics["relative_position"]["chance"] == 0.125
   # Held out: 3 photos + the carphone video's frames every 10th, of which
   # pretext_eval_examples=8 images at most.

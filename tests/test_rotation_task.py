@@ -76,3 +76,65 @@ def test_trains_beside_a_paper_task_through_the_trainer(tmp_path, mirrored):
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
   assert any("rotation=" in line for line in lines if line.startswith("step "))
   assert (tmp_path / "run" / "checkpoints" / "checkpoint").exists()
+
+
+def test_heldout_accuracy_against_numpy_and_its_chance():
+  task = Rotation()
+  rng = np.random.default_rng(2)
+  labels = [rng.integers(0, 4, 5), rng.integers(0, 4, 3)]
+  logits = [rng.normal(size=(5, 4)), rng.normal(size=(3, 4))]
+  batches = [(None, t) for t in labels]
+  scores = task.heldout_scores(batches, logits)
+  want = np.mean(np.concatenate(logits).argmax(1) == np.concatenate(labels))
+  assert scores["accuracy"] == pytest.approx(want, abs=1e-12)
+  assert scores["chance"] == 0.25 and scores["examples"] == 8
+  oracle = [np.eye(4)[t] for t in labels]
+  assert task.heldout_scores(batches, oracle)["accuracy"] == 1.0
+
+
+def test_run_writes_the_added_tasks_heldout_metric(tmp_path, mirrored):
+  """Through the generic interface only (headline_metric, heldout_scores,
+  heldout_table): the trainer's held-out evaluation scores the added task
+  beside relative position, in the log, its table and
+  pretext_metrics.json."""
+  import json
+  names = ("relative_position", "rotation")
+  config = harness.train_config(tmp_path / "run", names,
+                                pretext_eval_every=4,
+                                pretext_eval_examples=8)
+  lines = []
+  trainer = Trainer(config, strategy=mirrored(("/cpu:0",)),
+                    datasets={n: harness.training_dataset(
+                        harness.tiny_task(n)) for n in names},
+                    log=lines.append)
+  out = trainer.train()
+  metrics = json.loads((tmp_path / "run" / "pretext_metrics.json").read_text())
+  assert out["pretext_metrics"] == metrics
+  assert set(metrics) == set(names)
+  rotation = metrics["rotation"]
+  assert rotation["step"] == 4 and rotation["chance"] == 0.25
+  assert rotation["examples"] == 8  # two batches of 4 held-out crops
+  assert 0.0 <= rotation["accuracy"] <= 1.0
+  assert metrics["relative_position"]["chance"] == 0.125
+  line = next(l for l in lines if l.startswith("held-out @ step 4"))
+  assert "rotation accuracy=" in line and "(chance 0.250)" in line
+  table = next(l for l in lines if l.startswith("held-out pretext metrics"))
+  assert "4-way accuracy" in table and "8-way accuracy" in table
+
+
+def test_a_task_without_heldout_metric_is_left_out_with_one_line(
+    monkeypatch):
+  from mtssl_tf.config import TrainConfig
+  from mtssl_tf.training import pretext_eval
+  monkeypatch.setattr(Rotation, "headline_metric", None)
+  config = TrainConfig(run_dir="r", tasks=("relative_position", "rotation"),
+                       task_params={}, pretext_eval_every=10)
+  sources, notes = pretext_eval.heldout_sources(config, log=lambda l: None)
+  assert set(sources) == {"relative_position"}
+  assert notes == ["rotation: the task defines no held-out metric "
+                   "(Task.headline_metric, Task.heldout_scores)"]
+  lines = []
+  alone = TrainConfig(run_dir="r", tasks=("rotation",), task_params={},
+                      pretext_eval_every=10)
+  assert pretext_eval.from_config(alone, model=None, log=lines.append) is None
+  assert sum("rotation" in l for l in lines) == 1, lines

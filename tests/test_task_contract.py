@@ -4,8 +4,9 @@ the shared harness (tests/harness.py).
 Tasks: the paper's four and every task registered through
 ``mtssl_tf.tasks.register_task`` (here also the tests' fifth task,
 ``tests/rotation_task.py``): registry and config, data op eagerly vs inside
-``tf.data``, loss and metrics, ``.keras`` round trip inside a multi-task
-model, and a fixed-batch overfit through the shared trunk and the mixer.
+``tf.data``, loss and metrics, the held-out metric and XLA hooks, ``.keras``
+round trip inside a multi-task model, and a fixed-batch overfit through the
+shared trunk and the mixer.
 
 Evaluators: ``run`` yields unique, finite ``<name>/<metric>`` values, leaves
 the caller's trunk untouched, and with eval lasso trains a unit-norm mixer
@@ -86,6 +87,13 @@ def test_loss_and_metrics_of_the_model_outputs(name, models):
   assert images.dtype == tf.float32
   harness.check_loss_and_metrics(
       task, targets, model(inputs, task=name, training=False), 4)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_heldout_metric_and_xla_hooks(name, models):
+  scores = harness.check_heldout_metric(name, models(name))
+  # The paper's four and the tests' rotation all define a held-out metric.
+  assert scores is not None
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -19,7 +19,9 @@ reload, and register the task::
 
 From then on ``get_task("rotation")``, :class:`~mtssl_tf.config.TrainConfig`
 (``tasks=("relative_position", "rotation")``), the multi-task model and the
-trainer accept it like the paper's four. The task's own tests need only its
+trainer accept it like the paper's four; with a ``headline_metric`` and
+``heldout_scores`` (see ``tasks/base.py``) the held-out pretext evaluation
+scores it too. The task's own tests need only its
 specific maths: ``tests/harness.py`` holds the generic checks, which
 ``tests/test_task_contract.py`` runs over every registered task
 (``tests/rotation_task.py`` is such a task, registered from the tests).
@@ -29,7 +31,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Dict, Optional, Tuple, Union
 
-from mtssl_tf.tasks.base import Task
+from mtssl_tf.tasks.base import PrepareContext, Task
 
 # name -> (module, class) of the package's tasks, imported on first use, or
 # the class itself for a task registered with register_task. The order is
@@ -129,5 +131,5 @@ def get_task(name: str, **params: Any) -> Task:
   return get_task_class(name)(**params)
 
 
-__all__ = ["import_all", "Task", "TASK_NAMES", "ABBREVIATIONS", "check_task_name",
+__all__ = ["import_all", "PrepareContext", "Task", "TASK_NAMES", "ABBREVIATIONS", "check_task_name",
            "get_task_class", "get_task", "register_task", "task_names"]

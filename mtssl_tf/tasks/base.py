@@ -20,14 +20,65 @@ Conventions:
     eagerly and inside ``tf.data``.
   * ``loss`` returns one value per example of the (local) batch; the trainer
     sums and divides by the *global* batch size.
+
+Besides the data flow, a task owns what is specific to it around training;
+the trainer and the evaluators call these hooks on every task alike and never
+branch on a task's name:
+
+  * ``prepare(params, context)`` (classmethod): before the run's model is
+    built, makes the task's parameters concrete from the training data
+    (colorization: its ``prior="auto"``, computed from a sample of the
+    training images and cached in the run folder); ``params_to_check``
+    says what the config validates before that, and ``data_problem`` why
+    the run's data cannot feed the task (motion segmentation without
+    masks).
+  * ``xla_incompatibility(num_replicas)``: why the task's step must run
+    uncompiled under ``jit_compile`` (None: it compiles).
+  * ``headline_metric``, ``heldout_scores(batches, outputs)``,
+    ``heldout_summary`` / ``heldout_table`` and ``one_pass_heldout``: the
+    held-out pretext metric(s) of :mod:`mtssl_tf.training.pretext_eval`;
+    a task without a ``headline_metric`` is left out of that evaluation.
 """
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Dict, Tuple
+import dataclasses
+from typing import (Any, Callable, ClassVar, Dict, List, Optional, Sequence,
+                    Tuple)
 
 import keras
 import tensorflow as tf
+
+
+# One held-out batch: (inputs, targets) as NumPy structures.
+HeldoutBatch = Tuple[Any, Any]
+# One row of the held-out table: (metric, value, chance value, baseline).
+HeldoutRow = Tuple[str, float, float, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareContext:
+  """What :meth:`Task.prepare` may use besides the task's own parameters.
+
+  Attributes:
+    run_dir: the run folder; a task caches what it computed here, so that a
+      resumed run reads it back instead of computing it again.
+    log: callable taking one line of text for the run's log.
+    write: whether this process writes into ``run_dir`` (False on non-chief
+      workers: they compute the same seeded result instead of reading a
+      file the chief may be writing).
+    data: the run's :class:`~mtssl_tf.config.DataConfig` (opaque to tasks:
+      passed back to ``training_statistics``).
+    training_statistics: the data layer's statistics over a bounded, seeded
+      sample of a run's training images
+      (:mod:`mtssl_tf.data.color_statistics`). Tasks sit below the data
+      layer, so they never import it; the trainer hands it over.
+  """
+  run_dir: str
+  log: Callable[[str], None] = print
+  write: bool = True
+  data: Any = None
+  training_statistics: Any = None
 
 
 class Task(abc.ABC):
@@ -91,6 +142,109 @@ class Task(abc.ABC):
     """Scalar metrics of one batch (mean over the batch)."""
     del targets, outputs
     return {}
+
+  # -- before training -------------------------------------------------------
+
+  @classmethod
+  def prepare(cls, params: Dict[str, Any],
+              context: PrepareContext) -> Dict[str, Any]:
+    """Makes the task's parameters concrete before a run builds the task.
+
+    Called by the trainer for every task of a run, chief and workers, before
+    the run's config is compared with a resumed run's and written. Whatever
+    the task computes from the training data goes into the returned
+    parameters (so ``config.json`` holds it) and may be cached in
+    ``context.run_dir``. The default changes nothing.
+
+    Args:
+      params: the task's parameters (``config.task_params[name]``; a copy).
+      context: a :class:`PrepareContext`.
+
+    Returns:
+      The parameters to build the task with: ``params`` itself when nothing
+      changes.
+    """
+    del context
+    return params
+
+  @classmethod
+  def params_to_check(cls, params: Dict[str, Any]) -> Dict[str, Any]:
+    """``params`` as the config validates them (by building the task)
+    before :meth:`prepare` has made them concrete: a task whose ``prepare``
+    replaces a placeholder value (one its constructor refuses) maps it to a
+    value the constructor takes. The default is ``params``."""
+    return params
+
+  @classmethod
+  def data_problem(cls, data: Any) -> Optional[str]:
+    """Why the run's data cannot feed this task, or None (the default).
+
+    Args:
+      data: the run's :class:`~mtssl_tf.config.DataConfig`.
+
+    Returns:
+      The message of the config error (it names the flags to give).
+    """
+    del data
+    return None
+
+  # -- training step ---------------------------------------------------------
+
+  def xla_incompatibility(self, num_replicas: int) -> Optional[str]:
+    """Why this task's step cannot be XLA-compiled, or None when it can.
+
+    Under ``jit_compile`` the trainer compiles each task's forward, loss and
+    backward pass; a task that returns a reason here runs uncompiled, and
+    the run's log gives the reason.
+
+    Args:
+      num_replicas: replicas in sync (some ops, e.g. a cross-replica call
+        inside the loss, cannot sit in a compiled function nested in
+        ``strategy.run``).
+    """
+    del num_replicas
+    return None
+
+  # -- held-out pretext metrics (mtssl_tf.training.pretext_eval) -----------
+
+  # The key of heldout_scores' result reported first (log line, zoo table);
+  # None: the task has no held-out metric and is left out of the evaluation.
+  headline_metric: ClassVar[Optional[str]] = None
+  # True: each held-out image is scored once (a retrieval over N distinct
+  # images); False: passes repeat over the held-out images, drawing new
+  # crops and pairs, until the requested number of examples.
+  one_pass_heldout: ClassVar[bool] = False
+
+  def heldout_scores(self, batches: Sequence[HeldoutBatch],
+                     outputs: Sequence[Any]) -> Dict[str, float]:
+    """Scores the head's outputs on held-out batches.
+
+    Args:
+      batches: the held-out ``(inputs, targets)`` NumPy batches.
+      outputs: the model's outputs (NumPy, ``training=False``) on each
+        batch's inputs, in the same order.
+
+    Returns:
+      ``{metric: value}`` with at least :attr:`headline_metric` and
+      ``"chance"`` (the headline's value for a trivial prediction), all
+      floats.
+    """
+    raise NotImplementedError(
+        f"task {self.name!r} defines headline_metric but not heldout_scores")
+
+  @classmethod
+  def heldout_summary(cls, scores: Dict[str, float]) -> str:
+    """The task's part of the held-out log line: ``accuracy=0.312 (chance
+    0.125)``."""
+    metric = cls.headline_metric
+    return f"{metric}={scores[metric]:.3f} (chance {scores['chance']:.3f})"
+
+  @classmethod
+  def heldout_table(cls, scores: Dict[str, float]) -> List[HeldoutRow]:
+    """The task's rows of the final held-out table: ``(metric, value,
+    chance value, baseline)``; by default the headline against ``chance``."""
+    metric = cls.headline_metric
+    return [(metric, scores[metric], scores["chance"], "chance")]
 
   def __repr__(self) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -22,6 +22,7 @@ The user guide is ``docs/colorization.md``.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import keras
@@ -31,7 +32,8 @@ import tensorflow as tf
 from mtssl_tf.tasks import colorization_prior as prior_lib
 from mtssl_tf.ops import color
 from mtssl_tf.ops.image import check_min_size, ensure_rgb, limit_image_size
-from mtssl_tf.tasks.base import Task
+from mtssl_tf.tasks import heldout_metrics
+from mtssl_tf.tasks.base import PrepareContext, Task
 
 # Zhang et al.'s annealed-mean temperature: between the mean (T=1, dull
 # colours) and the mode (T->0, vivid but patchy).
@@ -280,7 +282,7 @@ def _resolve_bins_and_prior(bins: ArrayOrPath, prior: ArrayOrPath
   if isinstance(prior, str) and prior == prior_lib.PRIOR_AUTO:
     raise ValueError(
         "prior='auto' (computed from the training images) is resolved by the "
-        "trainer (mtssl_tf.colorization_prior.resolve_training_prior); give "
+        "trainer (Colorization.prepare, before the run builds the task); give "
         "the task a prior file, 'imagenet', 'uniform' or [Q] values.")
   if isinstance(prior, str) and prior == prior_lib.PRIOR_UNIFORM:
     prior = None
@@ -306,6 +308,10 @@ def _resolve_bins_and_prior(bins: ArrayOrPath, prior: ArrayOrPath
   if prior is None:
     return bins, None
   return bins, prior_lib.check_prior(prior, len(bins))
+
+
+def _is_auto(prior: Any) -> bool:
+  return isinstance(prior, str) and prior == prior_lib.PRIOR_AUTO
 
 
 def _to_config_value(value: Any) -> Any:
@@ -344,8 +350,8 @@ class Colorization(Task):
       (which also sets the bins when ``bins`` is None), or [Q]
       probabilities; None or ``"uniform"`` means uniform, which makes every
       rebalancing weight 1 (no rebalancing). In training, an unset prior
-      (or ``"auto"``) is computed from the training images by the trainer
-      (:func:`mtssl_tf.colorization_prior.resolve_training_prior`).
+      (or ``"auto"``) is computed from the training images before the
+      trainer builds the task (:meth:`Colorization.prepare`).
     bins: the ab bins: None for the 313 of Zhang et al. (or the prior file's),
       a path to a prior ``.npz``, or [Q, 2] centres.
     grey_mask: ``"image"`` (Zhang et al.: an image whose every pixel has
@@ -528,6 +534,161 @@ class Colorization(Task):
     accuracy = tf.math.divide_no_nan(tf.reduce_sum(correct * mask),
                                      tf.reduce_sum(mask))
     return {"bin_accuracy": accuracy}
+
+  # -- before training and the training step -----------------------------
+
+  @classmethod
+  def params_to_check(cls, params: Dict[str, Any]) -> Dict[str, Any]:
+    # "auto" is made concrete by prepare() from the training images; the
+    # config checks the rest.
+    if _is_auto(params.get("prior")):
+      return dict(params, prior=None)
+    return params
+
+  @classmethod
+  def prepare(cls, params: Dict[str, Any],
+              context: PrepareContext) -> Dict[str, Any]:
+    """Makes the prior concrete (``prior="auto"``, or none given), and logs it.
+
+    Zhang et al. rebalance the colorization loss with the empirical ab prior
+    of the training set. A run that gives no prior (no ``prior`` parameter,
+    None or ``"auto"``) gets the prior of its own training images: the first
+    call computes it from a bounded, seeded sample of the run's data source
+    (:data:`~mtssl_tf.tasks.colorization_prior.AUTO_PRIOR_MAX_IMAGES`
+    images, shorter side downscaled to
+    :data:`~mtssl_tf.tasks.colorization_prior.AUTO_PRIOR_MAX_SIDE`, grey
+    images left out as the task does) with the code of ``python -m
+    mtssl_tf.colorization_prior``, and caches it in
+    ``<run_dir>/colorization_prior.npz``; later calls (a resumed run) read
+    that file, so a run keeps one prior. A given prior (``"imagenet"``,
+    ``"uniform"``, a file or values) is used as it is. A sample with fewer
+    than ``MIN_PRIOR_COLOUR_IMAGES`` colour images or
+    ``MIN_PRIOR_PIXELS_PER_BIN`` colour pixels per bin
+    (:mod:`mtssl_tf.tasks.colorization_prior`) is refused before anything
+    is written: a prior from a picture or two would only describe them.
+
+    Returns:
+      ``params`` unchanged for a given prior; else a copy whose ``prior`` is
+      the values (a [Q] list).
+
+    Raises:
+      ValueError: the cached file holds other bins than the task's.
+      mtssl_tf.data.color_statistics.PriorSampleError: (a ``ValueError``)
+        the sample holds too few colour images or pixels; the message names
+        the data source and the counts, and asks for a given prior.
+    """
+    log = context.log
+    given = params.get("prior")
+    if given is not None and not _is_auto(given):
+      task = cls(**params)
+      if isinstance(given, str):
+        what = {prior_lib.PRIOR_IMAGENET:
+                    "Zhang et al.'s ImageNet prior (package data "
+                    "resources/colorization_prior_imagenet_313.txt)",
+                prior_lib.PRIOR_UNIFORM: "uniform (no rebalancing)"}.get(
+                    given, f"from {given}")
+      else:
+        what = f"given as {len(task.bins)} values"
+      uniform = np.full(task.num_bins, 1.0 / task.num_bins)
+      log(f"colorization prior: {what}; " + prior_lib.describe_weights(
+          uniform if task.prior is None else task.prior, task.gamma))
+      return params
+    task = cls(**dict(params, prior=None))
+    path = os.path.join(context.run_dir, prior_lib.AUTO_PRIOR_FILE)
+    # Only the writer reads the cache: other workers compute the same
+    # seeded sample rather than read a file the chief may be writing.
+    if context.write and os.path.exists(path):
+      bins, prior = prior_lib.load_prior(path)
+      if bins.shape != task.bins.shape or not np.array_equal(bins,
+                                                             task.bins):
+        raise ValueError(
+            f"{path} (this run's cached colorization prior) holds "
+            f"{len(bins)} other ab bins than the task's {task.num_bins}; "
+            "delete it to recompute, or give the task a prior")
+      what = f"computed from the training images, cached in {path}"
+    else:
+      statistics = context.training_statistics
+      hist, description = statistics.training_histogram(
+          context.data, prior_lib.AUTO_PRIOR_MAX_IMAGES,
+          prior_lib.AUTO_PRIOR_MAX_SIDE, grey_mask=task.grey_mask,
+          grey_threshold=task.grey_threshold)
+      statistics.check_prior_sample(
+          hist, f"the training data ({description})", task.num_bins,
+          "Give a prior with --task_param=colorization.prior=imagenet (Zhang "
+          "et al.'s ImageNet prior; or a file of python -m "
+          "mtssl_tf.colorization_prior), or add colour images to the "
+          "training data.")
+      counts = prior_lib.bin_counts(hist, task.bins)
+      prior = prior_lib.smooth_prior(counts / counts.sum(), task.bins)
+      if context.write:
+        # Written aside, then renamed: a killed run leaves no half a file.
+        prior_lib.save_prior(
+            path + ".tmp", task.bins, prior, counts=counts,
+            num_images=hist.num_images, num_grey_images=hist.num_grey_images,
+            num_pixels=hist.num_pixels, sigma=5.0, grey_mask=task.grey_mask,
+            grey_threshold=task.grey_threshold, derived_bins=False)
+        os.replace(path + ".tmp", path)
+      what = (f"computed from {hist.num_images - hist.num_grey_images} "
+              f"colour training images of {hist.num_images} sampled "
+              f"({description})"
+              + (f", cached in {path}" if context.write else ""))
+    log(f"colorization prior: {what}; "
+        + prior_lib.describe_weights(prior, task.gamma))
+    return dict(params, prior=[float(x) for x in prior])
+
+  def xla_incompatibility(self, num_replicas: int) -> Optional[str]:
+    del num_replicas
+    return ("its loss resizes the ab targets to the logits' size with "
+            "tf.image.resize(method='area'): ResizeArea has no XLA kernel")
+
+  # -- held-out pretext metric (mtssl_tf.training.pretext_eval) ----------
+
+  headline_metric = "top5_accuracy"
+
+  def heldout_scores(self, batches, outputs) -> Dict[str, float]:
+    """Per-pixel top-5 accuracy of the ab bin and Zhang et al.'s AuC of the
+    annealed-mean decode, beside the prior's (see the module doc of
+    :mod:`mtssl_tf.training.pretext_eval`)."""
+    top_k_hits = heldout_metrics.top_k_hits
+    hits, pred_ab, true_ab, true_bins = [], [], [], []
+    for (_, targets), logits in zip(batches, outputs):
+      logits = tf.constant(logits)
+      ab, _, logits = self.targets_at(targets, logits)
+      bins = nearest_bin(ab, self.bins).numpy()
+      hits.append(top_k_hits(logits.numpy(), bins, 5).reshape(-1))
+      pred_ab.append(self.decode(logits).numpy().reshape(-1, 2))
+      true_ab.append(ab.numpy().reshape(-1, 2))
+      true_bins.append(bins.reshape(-1))
+    pred_ab, true_ab = np.concatenate(pred_ab), np.concatenate(true_ab)
+    true_bins = np.concatenate(true_bins)
+    prior = self.prior
+    if prior is None:
+      # No training prior: the held-out pixels' own distribution (an oracle
+      # baseline, see pretext_eval's module doc).
+      prior = np.bincount(true_bins, minlength=len(self.bins)).astype(float)
+    prior = np.asarray(prior, np.float64)
+    prior_hits = top_k_hits(np.broadcast_to(prior, (len(true_bins),
+                                                    len(prior))), true_bins, 5)
+    mode_ab = np.broadcast_to(np.asarray(self.bins)[np.argmax(prior)],
+                              true_ab.shape)
+    return {"top5_accuracy": float(np.mean(np.concatenate(hits))),
+            "auc": heldout_metrics.ab_error_auc(pred_ab, true_ab),
+            "chance": float(np.mean(prior_hits)),
+            "chance_auc": heldout_metrics.ab_error_auc(mode_ab, true_ab),
+            "pixels": float(len(true_bins))}
+
+  @classmethod
+  def heldout_summary(cls, scores: Dict[str, float]) -> str:
+    return (super().heldout_summary(scores)
+            + f" auc={scores['auc']:.3f} (prior mode "
+            f"{scores['chance_auc']:.3f})")
+
+  @classmethod
+  def heldout_table(cls, scores):
+    return [("top-5 bin accuracy", scores["top5_accuracy"], scores["chance"],
+             "prior's top 5"),
+            ("AuC ab error (0-150)", scores["auc"], scores["chance_auc"],
+             "prior's mode")]
 
   # -- looking at predictions -------------------------------------------------
 

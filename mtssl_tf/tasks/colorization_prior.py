@@ -28,8 +28,8 @@ holds everything about the bins and their statistics:
 Computing a prior from image files or a run's data is
 :mod:`mtssl_tf.data.color_statistics` (behind ``python -m
 mtssl_tf.colorization_prior``); what training uses when no prior is given
-(``prior="auto"``) is
-:func:`mtssl_tf.training.colorization_prior.resolve_training_prior`.
+(``prior="auto"``) is :meth:`mtssl_tf.tasks.colorization.Colorization.prepare`,
+which the trainer calls with the data layer's sample of the training images.
 
 NumPy does the statistics (they run once, offline); the images are decoded
 and converted to Lab with TensorFlow so that the conversion is the very one

@@ -32,13 +32,15 @@ the jitter strengths.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtssl_tf.ops import losses
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
+from mtssl_tf.tasks import heldout_metrics
 from mtssl_tf.tasks.base import Task
 
 # ITU-R 601 luma, the weights of tf.image.rgb_to_grayscale.
@@ -442,6 +444,36 @@ class Exemplar(Task):
     own = all_labels[offset:offset + num_local]
     nn_acc = tf.reduce_mean(tf.cast(tf.equal(nearest, own), tf.float32))
     return {"active_triplets": active, "nn_same_image": nn_acc}
+
+  def xla_incompatibility(self, num_replicas: int) -> Optional[str]:
+    if num_replicas > 1:
+      # The triplets are mined over embeddings all-gathered across replicas
+      # inside the loss; a cross-replica call cannot sit inside a compiled
+      # function nested in strategy.run.
+      return "the cross-replica gather of its triplet loss"
+    return None
+
+  # -- held-out pretext metric (mtssl_tf.training.pretext_eval) ----------
+
+  headline_metric = "top1"
+  # Retrieval among N distinct held-out images: each image once.
+  one_pass_heldout = True
+
+  def heldout_scores(self, batches, outputs) -> Dict[str, float]:
+    """View-retrieval top-1 among the N held-out images' K views (see
+    :func:`mtssl_tf.tasks.heldout_metrics.retrieval_top1`) beside 1/N."""
+    k = self.num_views
+    embeddings = np.concatenate(
+        [np.asarray(o).reshape(-1, k, np.asarray(o).shape[-1])
+         for o in outputs])
+    n = embeddings.shape[0]
+    return {"top1": heldout_metrics.retrieval_top1(embeddings),
+            "chance": 1.0 / n, "images": float(n)}
+
+  @classmethod
+  def heldout_table(cls, scores):
+    return [(f"retrieval top-1 (N={int(scores['images'])})", scores["top1"],
+             scores["chance"], "1/N")]
 
 
 __all__ = ["Exemplar", "ExemplarHead", "example_id", "similarity_transforms",

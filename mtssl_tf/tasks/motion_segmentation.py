@@ -23,9 +23,11 @@ import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
+from mtssl_tf.tasks import heldout_metrics
 from mtssl_tf.tasks.base import Task
 
 # Output stride of the trunk's block 3: heads see [N, ceil(S/16), ceil(S/16)].
@@ -103,6 +105,11 @@ class MotionSegmentationHead(keras.layers.Layer):
       x = keras.ops.relu(norm(conv(x), training=training))
     logits = self.classifier(x)
     if self.output_size is not None:
+      # Bilinear resizing computes in float32 whatever it is given; an
+      # explicit cast keeps the backward pass in one precision per op
+      # under a mixed policy (XLA refuses a bfloat16/float32 mix). The
+      # loss reads the logits in float32 anyway.
+      logits = keras.ops.cast(logits, "float32")
       logits = keras.ops.image.resize(
           logits, (self.output_size, self.output_size),
           interpolation="bilinear")
@@ -361,6 +368,41 @@ class MotionSegmentation(Task):
     iou = tf.where(union > 0, inter / tf.maximum(union, 1.0), 1.0)
     return {"pixel_accuracy": tf.reduce_mean(accuracy),
             "moving_iou": tf.reduce_mean(iou)}
+
+  @classmethod
+  def data_problem(cls, data) -> Optional[str]:
+    # Photos carry no motion: the masks come from videos (the offline set's,
+    # a TFDS dataset's) or from TFRecords made beforehand.
+    if data.source not in ("offline", "tfds") and not data.motion_records:
+      return ("task motion_segmentation needs --motion_records (TFRecords "
+              "made by `python -m mtssl_tf.make_motion_masks`) unless "
+              "data=offline or data=tfds (which reads the TFDS dataset "
+              "--motion_tfds_name)")
+    return None
+
+  # -- held-out pretext metric (mtssl_tf.training.pretext_eval) ----------
+
+  headline_metric = "iou"
+
+  def heldout_scores(self, batches, outputs) -> Dict[str, float]:
+    """IoU of the moving class (pooled over pixels) beside the all-static
+    prediction's (0) and the all-moving one's."""
+    truth = np.concatenate([np.asarray(t) for _, t in batches]).astype(bool)
+    pred = np.concatenate([np.argmax(o, axis=-1) for o in outputs]) == 1
+    static = np.zeros_like(truth)
+    iou = heldout_metrics.binary_iou
+    return {"iou": iou(pred, truth),
+            "chance": iou(static, truth),
+            "iou_all_moving": iou(np.ones_like(truth), truth),
+            "pixel_accuracy": float(np.mean(pred == truth)),
+            "pixel_accuracy_all_static": float(np.mean(~truth)),
+            "examples": float(len(truth))}
+
+  @classmethod
+  def heldout_table(cls, scores):
+    return [("IoU moving", scores["iou"], scores["chance"], "all static"),
+            ("IoU moving", scores["iou"], scores["iou_all_moving"],
+             "all moving")]
 
   def _check_outputs(self, targets, outputs):
     logits = tf.cast(outputs, tf.float32)

@@ -24,15 +24,19 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
+from mtssl_tf.tasks import heldout_metrics
 from mtssl_tf.tasks.base import Task
 
 COLOR_MODES = ("drop", "harmonize", "none")
 POOLINGS = ("mean", "flatten")
 AUGMENTS = ("none", "flip", "dihedral")
 NUM_CLASSES = 8
+# Held-out 8-way accuracy of a uniform guess.
+CHANCE = 1.0 / NUM_CLASSES
 
 # (row, column) of each label's patch in the 3x3 grid; the centre is (1, 1).
 GRID_POSITIONS = ((0, 0), (0, 1), (0, 2),
@@ -410,6 +414,23 @@ class RelativePosition(Task):
     correct = tf.cast(tf.equal(predicted, tf.cast(targets, tf.int32)),
                       tf.float32)
     return {"accuracy": tf.reduce_mean(correct)}
+
+  # -- held-out pretext metric (mtssl_tf.training.pretext_eval) ----------
+
+  headline_metric = "accuracy"
+
+  def heldout_scores(self, batches, outputs) -> Dict[str, float]:
+    """8-way accuracy of the held-out pairs beside a uniform guess's
+    (:data:`CHANCE`, 1/8)."""
+    labels = np.concatenate([np.asarray(t).reshape(-1) for _, t in batches])
+    logits = np.concatenate(outputs)
+    return {"accuracy": heldout_metrics.rp_accuracy(logits, labels),
+            "chance": CHANCE, "examples": float(len(labels))}
+
+  @classmethod
+  def heldout_table(cls, scores):
+    return [("8-way accuracy", scores["accuracy"], scores["chance"],
+             "uniform guess")]
 
 
 @keras.saving.register_keras_serializable(package="mtssl_tf")

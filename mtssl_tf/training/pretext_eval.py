@@ -3,7 +3,10 @@
 Training losses are measured on the batches being trained on; they cannot
 tell learning from memorising a few dozen images. This module measures every
 task on images (and videos) that training never sees, each beside the score
-of a trivial prediction:
+of a trivial prediction. Each task owns its metric (``Task.headline_metric``,
+``Task.heldout_scores``, its log and table rows: see ``tasks/base.py``); a
+task that defines none is left out, with one line in the log. The paper's
+four tasks:
 
 =====================  ============================  ===========================
 task                   metric                        chance / baseline
@@ -48,182 +51,43 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 
-RP_CHANCE = 1.0 / 8.0
-AUC_MAX_THRESHOLD = 150
+from mtssl_tf import tasks as tasks_lib
+# The metrics, importable from here as before (the tasks score with them).
+from mtssl_tf.tasks.heldout_metrics import (AUC_MAX_THRESHOLD, ab_error_auc,
+                                            ab_error_curve, binary_iou,
+                                            curve_auc, retrieval_top1,
+                                            rp_accuracy, top_k_hits)
+from mtssl_tf.tasks.relative_position import CHANCE as RP_CHANCE
+
 # Held-out video frames for evaluation: every 10th frame (every 2nd would
 # give near-duplicate queries and inflate N for retrieval).
 EVAL_FRAME_STRIDE = 10
-# The metric reported first for each task (the table's and the log's).
-HEADLINE = {"relative_position": "accuracy", "colorization": "top5_accuracy",
-            "exemplar": "top1", "motion_segmentation": "iou"}
 JSON_NAME = "pretext_metrics.json"
-# Tasks scored on each held-out image once (exemplar retrieval: N distinct
-# images); the others draw pairs and crops over repeated passes.
-ONE_PASS_TASKS = frozenset({"exemplar"})
 
 
-# -- metrics (NumPy) ----------------------------------------------------------
-
-def rp_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-  """Fraction of pairs whose arg-max class is the label. logits [N, 8]."""
-  logits, labels = np.asarray(logits), np.asarray(labels).reshape(-1)
-  if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
-    raise ValueError(f"logits [N, C] and labels [N] expected, got "
-                     f"{logits.shape} and {labels.shape}")
-  return float(np.mean(np.argmax(logits, axis=-1) == labels))
+def _task_class(name: str) -> Optional[type]:
+  """The registered task class ``name``; None for a name this process does
+  not know (e.g. a run's JSON naming a task registered elsewhere)."""
+  try:
+    return tasks_lib.get_task_class(name)
+  except ValueError:
+    return None
 
 
-def top_k_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-  """Per position, whether ``labels`` is among the ``k`` highest ``scores``.
-
-  Args:
-    scores: [..., Q] (logits, or a prior broadcast to the positions).
-    labels: [...] ints in [0, Q).
-    k: 1 <= k <= Q.
-
-  Ties count against the label (the label must be strictly inside the top
-  k under a stable ordering), so a constant score cannot look perfect.
-  """
-  scores, labels = np.asarray(scores), np.asarray(labels)
-  if not 1 <= k <= scores.shape[-1]:
-    raise ValueError(f"k={k} must be in [1, {scores.shape[-1]}]")
-  label_score = np.take_along_axis(scores, labels[..., None], -1)
-  above = np.sum(scores > label_score, axis=-1)
-  # Equal scores before the label (by index) take places ahead of it.
-  ties_before = np.sum((scores == label_score) & (
-      np.arange(scores.shape[-1]) < labels[..., None]), axis=-1)
-  return above + ties_before < k
+def has_heldout_metric(name: str) -> bool:
+  """Whether the task ``name`` defines a held-out metric."""
+  cls = _task_class(name)
+  return cls is not None and cls.headline_metric is not None
 
 
-def ab_error_curve(pred_ab: np.ndarray, true_ab: np.ndarray,
-                   max_threshold: int = AUC_MAX_THRESHOLD) -> np.ndarray:
-  """Fraction of pixels within distance t of the true ab, t = 0..max."""
-  errors = np.linalg.norm(
-      np.asarray(pred_ab, np.float64) - np.asarray(true_ab, np.float64),
-      axis=-1).reshape(-1)
-  if errors.size == 0:
-    raise ValueError("no pixels to score")
-  errors = np.sort(errors)
-  thresholds = np.arange(max_threshold + 1, dtype=np.float64)
-  return np.searchsorted(errors, thresholds, side="right") / errors.size
-
-
-def curve_auc(curve: np.ndarray) -> float:
-  """Area under an :func:`ab_error_curve` (thresholds 0..len - 1), divided
-  by its largest threshold, so in [0, 1]."""
-  curve = np.asarray(curve, np.float64)
-  area = np.sum((curve[1:] + curve[:-1]) / 2.0)  # trapezoid, unit spacing
-  return float(area / (len(curve) - 1))
-
-
-def ab_error_auc(pred_ab: np.ndarray, true_ab: np.ndarray,
-                 max_threshold: int = AUC_MAX_THRESHOLD) -> float:
-  """Zhang et al.'s AuC: area under :func:`ab_error_curve`, in [0, 1]."""
-  return curve_auc(ab_error_curve(pred_ab, true_ab, max_threshold))
-
-
-def retrieval_top1(embeddings: np.ndarray) -> float:
-  """View-retrieval top-1 of [N, K, D] embeddings (see the module doc)."""
-  emb = np.asarray(embeddings, np.float64)
-  if emb.ndim != 3 or emb.shape[1] < 2:
-    raise ValueError(f"embeddings [N images, K >= 2 views, D] expected, got "
-                     f"{emb.shape}")
-  emb = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
-  n, k = emb.shape[:2]
-  scores = []
-  for a in range(k):
-    for b in range(k):
-      if a != b:
-        similarity = emb[:, a] @ emb[:, b].T  # [query image, gallery image]
-        scores.append(np.mean(np.argmax(similarity, axis=1) == np.arange(n)))
-  return float(np.mean(scores))
-
-
-def binary_iou(pred: np.ndarray, truth: np.ndarray) -> float:
-  """IoU of the positive (moving) class over all pixels given (pooled, not
-  a mean over images); 1.0 when both are empty."""
-  pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-  if pred.shape != truth.shape:
-    raise ValueError(f"prediction {pred.shape} and truth {truth.shape} "
-                     "differ in shape")
-  union = np.sum(pred | truth)
-  return 1.0 if union == 0 else float(np.sum(pred & truth) / union)
-
-
-# -- per-task scoring of model outputs -------------------------------------
-
-def _score_relative_position(task, batches, outputs) -> Dict[str, float]:
-  del task
-  labels = np.concatenate([np.asarray(t).reshape(-1) for _, t in batches])
-  logits = np.concatenate(outputs)
-  return {"accuracy": rp_accuracy(logits, labels), "chance": RP_CHANCE,
-          "examples": float(len(labels))}
-
-
-def _score_colorization(task, batches, outputs) -> Dict[str, float]:
-  from mtssl_tf.tasks import colorization  # pylint: disable=g-import-not-at-top
-  hits, pred_ab, true_ab, true_bins = [], [], [], []
-  for (_, targets), logits in zip(batches, outputs):
-    logits = tf.constant(logits)
-    ab, _, logits = task.targets_at(targets, logits)
-    bins = colorization.nearest_bin(ab, task.bins).numpy()
-    hits.append(top_k_hits(logits.numpy(), bins, 5).reshape(-1))
-    pred_ab.append(task.decode(logits).numpy().reshape(-1, 2))
-    true_ab.append(ab.numpy().reshape(-1, 2))
-    true_bins.append(bins.reshape(-1))
-  pred_ab, true_ab = np.concatenate(pred_ab), np.concatenate(true_ab)
-  true_bins = np.concatenate(true_bins)
-  prior = task.prior
-  if prior is None:
-    # No training prior: the held-out pixels' own distribution (an oracle
-    # baseline, see the module doc).
-    prior = np.bincount(true_bins, minlength=len(task.bins)).astype(float)
-  prior = np.asarray(prior, np.float64)
-  prior_hits = top_k_hits(np.broadcast_to(prior, (len(true_bins),
-                                                  len(prior))), true_bins, 5)
-  mode_ab = np.broadcast_to(np.asarray(task.bins)[np.argmax(prior)],
-                            true_ab.shape)
-  return {"top5_accuracy": float(np.mean(np.concatenate(hits))),
-          "auc": ab_error_auc(pred_ab, true_ab),
-          "chance": float(np.mean(prior_hits)),
-          "chance_auc": ab_error_auc(mode_ab, true_ab),
-          "pixels": float(len(true_bins))}
-
-
-def _score_exemplar(task, batches, outputs) -> Dict[str, float]:
-  k = task.num_views
-  embeddings = np.concatenate(
-      [np.asarray(o).reshape(-1, k, np.asarray(o).shape[-1])
-       for o in outputs])
-  n = embeddings.shape[0]
-  return {"top1": retrieval_top1(embeddings), "chance": 1.0 / n,
-          "images": float(n)}
-
-
-def _score_motion_segmentation(task, batches, outputs) -> Dict[str, float]:
-  del task
-  truth = np.concatenate([np.asarray(t) for _, t in batches]).astype(bool)
-  pred = np.concatenate([np.argmax(o, axis=-1) for o in outputs]) == 1
-  static = np.zeros_like(truth)
-  return {"iou": binary_iou(pred, truth),
-          "chance": binary_iou(static, truth),
-          "iou_all_moving": binary_iou(np.ones_like(truth), truth),
-          "pixel_accuracy": float(np.mean(pred == truth)),
-          "pixel_accuracy_all_static": float(np.mean(~truth)),
-          "examples": float(len(truth))}
-
-
-SCORERS: Dict[str, Callable[..., Dict[str, float]]] = {
-    "relative_position": _score_relative_position,
-    "colorization": _score_colorization,
-    "exemplar": _score_exemplar,
-    "motion_segmentation": _score_motion_segmentation,
-}
+def headline(name: str) -> Optional[str]:
+  """The key of task ``name``'s headline held-out metric (None: none)."""
+  cls = _task_class(name)
+  return None if cls is None else cls.headline_metric
 
 
 # -- held-out inputs -------------------------------------------------------
@@ -235,10 +99,10 @@ def materialize(task, source, *, examples: int, batch_size: int,
                 seed: int = 0) -> List[Batch]:
   """Fixed held-out ``(inputs, targets)`` NumPy batches of ``task``.
 
-  Exemplar makes at most one pass (each held-out image at most once: N
-  distinct images, about ``examples`` at most); the other tasks make
-  further passes over the source (new crops and pairs) until ``examples``
-  examples are made.
+  A task with ``one_pass_heldout`` (exemplar) makes at most one pass (each
+  held-out image at most once: N distinct images, about ``examples`` at
+  most); the other tasks make further passes over the source (new crops and
+  pairs) until ``examples`` examples are made.
 
   Raises:
     ValueError: every held-out image is smaller than the task needs.
@@ -248,7 +112,7 @@ def materialize(task, source, *, examples: int, batch_size: int,
   def batches_of(dataset):
     return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in dataset]
 
-  one_pass = task.name in ONE_PASS_TASKS
+  one_pass = task.one_pass_heldout
   # A repeated dataset whose every image is filtered out (too small for the
   # task) would never end: check the (cheap, undecoded-crop) source first.
   need = pipeline.task_min_image_size(task)
@@ -261,7 +125,7 @@ def materialize(task, source, *, examples: int, batch_size: int,
   batches = pipeline.task_dataset(
       task, source, batch_size=batch_size, seed=seed, deterministic=True,
       shuffle_buffer=1, repeat=not one_pass, drop_remainder=False)
-  # Exemplar: at most ``examples`` distinct images (a TFDS validation split
+  # One pass: at most ``examples`` distinct images (a TFDS validation split
   # has 50,000). Others: each example's seed folds in its index after
   # repeat, so every pass over the held-out images draws new crops and pairs.
   return batches_of(batches.take(math.ceil(examples / batch_size)))
@@ -280,16 +144,21 @@ class PretextEvaluator:
     model: a :class:`~mtssl_tf.models.MultiTaskModel` (called with
       ``training=False``).
     heldout: task -> list of ``(inputs, targets)`` batches
-      (:func:`materialize`).
+      (:func:`materialize`); each task defines a held-out metric
+      (``Task.headline_metric``, ``Task.heldout_scores``).
     description: what was held out, for the log.
+
+  Raises:
+    ValueError: a task of ``heldout`` defines no held-out metric.
   """
 
   def __init__(self, model, heldout: Dict[str, List[Batch]],
                description: str = ""):
-    unknown = sorted(set(heldout) - set(SCORERS))
+    unknown = sorted(name for name in heldout
+                     if model.task_objects[name].headline_metric is None)
     if unknown:
-      raise ValueError(f"no held-out metric for tasks {unknown}; known: "
-                       f"{', '.join(SCORERS)}")
+      raise ValueError(f"no held-out metric for tasks {unknown}: they set no "
+                       "headline_metric (see Task.heldout_scores)")
     self.model = model
     self.heldout = dict(heldout)
     self.description = description
@@ -303,7 +172,7 @@ class PretextEvaluator:
     for name, batches in self.heldout.items():
       outputs = [self._forward[name](tf.constant(inputs)).numpy()
                  for inputs, _ in batches]
-      scores = SCORERS[name](self.model.task_objects[name], batches, outputs)
+      scores = self.model.task_objects[name].heldout_scores(batches, outputs)
       results[name] = {**scores, "step": int(step)}
     return results
 
@@ -367,34 +236,24 @@ def format_line(step: int, results: Dict[str, Dict[str, float]]) -> str:
   0.125) | ...``"""
   parts = []
   for task, m in results.items():
-    metric = HEADLINE[task]
-    text = f"{task} {metric}={m[metric]:.3f} (chance {m['chance']:.3f})"
-    if task == "colorization":
-      text += f" auc={m['auc']:.3f} (prior mode {m['chance_auc']:.3f})"
-    parts.append(text)
+    cls = _task_class(task)
+    if cls is None or cls.headline_metric is None:
+      continue
+    parts.append(f"{task} {cls.heldout_summary(m)}")
   return f"held-out @ step {step} | " + " | ".join(parts)
 
 
 def format_table(results: Dict[str, Dict[str, float]],
                  description: str = "") -> str:
-  """The run's final table of held-out metrics, chance beside each."""
+  """The run's final table of held-out metrics, chance beside each (each
+  task's rows: ``Task.heldout_table``; tasks this process does not know are
+  left out)."""
   rows = []
   for task, m in results.items():
-    if task == "relative_position":
-      rows.append((task, "8-way accuracy", m["accuracy"], m["chance"],
-                   "uniform guess"))
-    elif task == "colorization":
-      rows.append((task, "top-5 bin accuracy", m["top5_accuracy"],
-                   m["chance"], "prior's top 5"))
-      rows.append((task, "AuC ab error (0-150)", m["auc"], m["chance_auc"],
-                   "prior's mode"))
-    elif task == "exemplar":
-      rows.append((task, f"retrieval top-1 (N={int(m['images'])})",
-                   m["top1"], m["chance"], "1/N"))
-    elif task == "motion_segmentation":
-      rows.append((task, "IoU moving", m["iou"], m["chance"], "all static"))
-      rows.append((task, "IoU moving", m["iou"], m["iou_all_moving"],
-                   "all moving"))
+    cls = _task_class(task)
+    if cls is None or cls.headline_metric is None:
+      continue
+    rows.extend((task,) + tuple(row) for row in cls.heldout_table(m))
   step = next(iter(results.values()))["step"] if results else 0
   lines = [f"held-out pretext metrics at step {step}"
            + (f" ({description})" if description else "") + ":",
@@ -420,6 +279,8 @@ def heldout_sources(config, log: Callable[[str], None] = print
   * ``data=tfds``: the dataset's ``validation`` split.
   * ``data=folder``: no held-out images are known.
   * motion segmentation reads ``config.heldout_motion_records`` when given.
+  * a task that defines no held-out metric (``Task.headline_metric``) gets
+    a note instead.
   """
   from mtssl_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   from mtssl_tf.data.sources import make_source  # pylint: disable=g-import-not-at-top
@@ -428,6 +289,10 @@ def heldout_sources(config, log: Callable[[str], None] = print
   sources, notes = {}, []
   image_source = None
   for name in config.tasks:
+    if not has_heldout_metric(name):
+      notes.append(f"{name}: the task defines no held-out metric "
+                   "(Task.headline_metric, Task.heldout_scores)")
+      continue
     if name == pipeline.MOTION_TASK:
       records = config.heldout_motion_records
       if not records and data.source == "offline":
@@ -449,7 +314,8 @@ def heldout_sources(config, log: Callable[[str], None] = print
         image_source = lambda task: make_source(  # noqa: E731
             "offline", split="heldout", packages=packages,
             frame_stride=EVAL_FRAME_STRIDE,
-            balance="image" if task in ONE_PASS_TASKS else "source",
+            balance=("image" if tasks_lib.get_task_class(task)
+                     .one_pass_heldout else "source"),
             image_size_limit=data.image_size_limit)
       elif data.source == "tfds":
         image_source = lambda task: make_source(  # noqa: E731
@@ -496,6 +362,6 @@ __all__ = ["AUC_MAX_THRESHOLD", "EVAL_FRAME_STRIDE", "JSON_NAME",
            "PretextEvaluator", "RP_CHANCE", "ab_error_auc", "ab_error_curve",
            "curve_auc",
            "binary_iou", "format_line", "format_table", "from_config",
-           "heldout_sources", "materialize", "read_json", "retrieval_top1",
-           "rp_accuracy",
+           "has_heldout_metric", "headline", "heldout_sources",
+           "materialize", "read_json", "retrieval_top1", "rp_accuracy",
            "top_k_hits", "write_json"]

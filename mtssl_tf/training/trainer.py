@@ -59,6 +59,7 @@ its batch (the paper averages over heads).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -69,11 +70,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.models.build import build_model
 from mtssl_tf.training import checkpoints as ckpt_lib
+from mtssl_tf.data import color_statistics
 from mtssl_tf.data.skips import NO_USABLE_DATA
-from mtssl_tf.training import colorization_prior, data_report
+from mtssl_tf.training import data_report
 from mtssl_tf.training import learning_rate as lr_lib
 from mtssl_tf.training import pretext_eval, regularization, schedules
 from mtssl_tf.training.distribute import (is_chief, make_strategy,
@@ -121,14 +124,57 @@ def _float32(outputs):
   return tf.nest.map_structure(cast, outputs)
 
 
-# Tasks whose step cannot be XLA-compiled, and why; they run uncompiled under
-# --jit_compile (the run's log says so). tests/test_scale_out.py checks that
-# each listed reason still holds.
-XLA_UNSUPPORTED = {
-    "colorization": (
-        "its loss resizes the ab targets to the logits' size with "
-        "tf.image.resize(method='area'): ResizeArea has no XLA kernel"),
-}
+def prepare_tasks(config: TrainConfig, log=print,
+                  write: bool = True) -> TrainConfig:
+  """Makes a training config concrete: each task's ``prepare`` hook.
+
+  Every task of the run gets its parameters, the run folder and the data
+  layer's statistics over the training images
+  (:class:`~mtssl_tf.tasks.PrepareContext`), and returns the parameters to
+  train with (e.g. colorization's ``prior="auto"`` becomes the prior of the
+  training images, cached in the run folder:
+  :meth:`~mtssl_tf.tasks.colorization.Colorization.prepare`). Called by the
+  :class:`Trainer` before the config is compared with a resumed run's, so a
+  run's ``config.json`` holds the prepared values.
+
+  Args:
+    config: a :class:`TrainConfig`.
+    log: callable taking one line of text (what each task prepared).
+    write: whether tasks may read and write their caches in the run folder
+      (False on non-chief workers, which compute the same seeded result).
+
+  Returns:
+    ``config`` itself when no task changed its parameters, else a copy with
+    the prepared parameters.
+  """
+  context = tasks_lib.PrepareContext(
+      run_dir=config.run_dir, log=log, write=write, data=config.data,
+      training_statistics=color_statistics)
+  prepared = {}
+  for name in config.tasks:
+    params = dict(config.task_params.get(name, {}))
+    result = tasks_lib.get_task_class(name).prepare(params, context)
+    if result is not params:
+      prepared[name] = dict(result)
+  if not prepared:
+    return config
+  task_params = {n: dict(p) for n, p in config.task_params.items()}
+  task_params.update(prepared)
+  return dataclasses.replace(config, task_params=task_params)
+
+
+def __getattr__(name: str):
+  """``XLA_UNSUPPORTED`` for older imports: task -> why its step never
+  compiles (on one replica), asked of each registered task with its default
+  parameters. Tasks say it themselves: ``Task.xla_incompatibility``."""
+  if name == "XLA_UNSUPPORTED":
+    reasons = {}
+    for task in tasks_lib.task_names():
+      why = tasks_lib.get_task(task).xla_incompatibility(1)
+      if why is not None:
+        reasons[task] = why
+    return reasons
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Trainer:
@@ -166,11 +212,11 @@ class Trainer:
         t: config.per_replica_batch_size(t, self.num_replicas)
         for t in config.tasks}
     self.chief = is_chief(self.strategy)
-    config = self.config = colorization_prior.resolve_training_prior(
-        config, log=log, write=self.chief)
+    config = self.config = prepare_tasks(config, log=log, write=self.chief)
     # Before the model or the data are built: a run folder trained under
-    # another config must not be resumed with this one. (After the prior is
-    # resolved: a run's config.json holds its resolved colorization prior.)
+    # another config must not be resumed with this one. (After the tasks are
+    # prepared: a run's config.json holds what they made concrete, such as
+    # colorization's prior.)
     check_resume(config)
     self.schedule = schedules.make_schedule(config)
     keras.utils.set_random_seed(config.seed)
@@ -244,9 +290,8 @@ class Trainer:
             "function nested in strategy.run (contradicting flags: "
             "--sync_bn); use --nosync_bn")
       for t in config.tasks:
-        if not self.compiled(t):
-          why = XLA_UNSUPPORTED.get(
-              t, "the cross-replica gather of its triplet loss")
+        why = self._xla_incompatibility(t)
+        if why is not None:
           log(f"jit_compile: {t} runs uncompiled ({why})")
     self._replica_steps = {t: self._make_replica_step(t)
                            for t in config.tasks}
@@ -517,16 +562,13 @@ class Trainer:
 
   def compiled(self, task: str) -> bool:
     """Whether ``task``'s forward/loss/backward is XLA-compiled."""
-    if not self.config.jit_compile:
-      return False
-    if task in XLA_UNSUPPORTED:
-      return False
-    if task == "exemplar" and self.num_replicas > 1:
-      # The triplets are mined over embeddings all-gathered across replicas
-      # inside the loss; a cross-replica call cannot sit inside a compiled
-      # function nested in strategy.run.
-      return False
-    return True
+    return (self.config.jit_compile
+            and self._xla_incompatibility(task) is None)
+
+  def _xla_incompatibility(self, task: str) -> Optional[str]:
+    """Why ``task``'s step runs uncompiled here (the task says), or None."""
+    return self.model.task_objects[task].xla_incompatibility(
+        self.num_replicas)
 
   def _run_replicas(self, task: str, local_batch):
     """One step of ``task`` on this worker's batch; global (loss, penalty)."""
