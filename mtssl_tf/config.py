@@ -431,12 +431,10 @@ class TrainConfig:
           f"pretext_eval_every={self.pretext_eval_every} must be >= 0 (0: "
           f"off) and pretext_eval_examples={self.pretext_eval_examples} "
           ">= 1")
-    if "motion_segmentation" in self.tasks and self.data.source not in (
-        "offline", "tfds") and not self.data.motion_records:
-      raise ConfigError(
-          "task motion_segmentation needs --motion_records (TFRecords made by "
-          "`python -m mtssl_tf.make_motion_masks`) unless data=offline or "
-          "data=tfds (which reads the TFDS dataset --motion_tfds_name)")
+    for name in self.tasks:
+      problem = tasks_lib.get_task_class(name).data_problem(self.data)
+      if problem:
+        raise ConfigError(problem)
 
   def _check_task_batch_sizes(self):
     sizes = self.task_batch_sizes
@@ -660,10 +658,9 @@ def check_resume(config: "TrainConfig") -> None:
 
 def _check_task_params(name: str, params: Mapping[str, Any]) -> None:
   cls = tasks_lib.get_task_class(name)
-  if name == "colorization" and params.get("prior") == "auto":
-    # "auto" is made concrete by the trainer from the training images
-    # (colorization_prior.resolve_training_prior); check the rest here.
-    params = dict(params, prior=None)
+  # A value the task's prepare() makes concrete before training (e.g.
+  # colorization's prior="auto") is checked as the task says.
+  params = cls.params_to_check(dict(params))
   allowed = [p for p in inspect.signature(cls.__init__).parameters
              if p != "self"]
   for key in params:
