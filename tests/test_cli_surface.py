@@ -93,7 +93,7 @@ def _help(parse, argv, capsys):
 
 
 def test_help_lists_the_package_flags_by_group_and_every_task_parameter(
-    capsys):
+    capsys, monkeypatch):
   # The parser `python -m mtssl_tf.train` runs, on the process's flags
   # (absl's own and TensorFlow's are defined there too).
   for arg in ("--help", "--helpshort"):
@@ -108,6 +108,11 @@ def test_help_lists_the_package_flags_by_group_and_every_task_parameter(
     assert "--task_param=colorization.crop_size=" in text
     assert "--alsologtostderr" not in text and "--v " not in text
     assert "\nother:\n" not in text  # every option has a group
+  # A task of one's own: its parameters too.
+  monkeypatch.syspath_prepend(TESTS)
+  text = _help(train.parse_flags, ["train", "--task_module=rotation_task",
+                                   "--help"], capsys)
+  assert "--task_param=rotation.crop_size=32" in text
   # export: the run folder, export folder and name; evaluate: its flags and
   # the trunk's.
   fv = _train_flags(("export_version", 1, "SavedModel version."),

@@ -194,6 +194,14 @@ def flags_parser(command: str,
 
   def parse(argv):
     if any(a in HELP_ARGS for a in argv[1:]):
+      # A task of one's own shows its parameters too.
+      try:
+        options_lib.import_task_modules(
+            [a.split("=", 1)[1] for a in argv[1:]
+             if a.startswith("--task_module=")])
+      except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
       print(help_text(command, sections(f), f, task_params=task_params,
                       note=note))
       sys.exit(0)
