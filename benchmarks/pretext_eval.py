@@ -3,9 +3,11 @@
     python benchmarks/pretext_eval.py               # BENCHMARKS.md table
     python benchmarks/pretext_eval.py --rounds=3    # quicker
 
-Builds the depth-26 demo recipe's :class:`Trainer`
-(``configs/demo_4task_lasso.cfg``, the size BENCHMARKS.md measured; its real
-offline pipelines, held-out metrics on) in a temporary run folder and times,
+Builds the demo recipe's :class:`Trainer` (``configs/demo.cfg``, what
+``make demo`` trains; its real offline pipelines, held-out metrics on; the
+figures in BENCHMARKS.md were measured on the depth-26 recipe,
+``--demo_flags=--flagfile=configs/depth26_4task_lasso.cfg``) in a temporary
+run folder and times,
 in the same process, calls alternating so that load from other processes
 hits all alike:
 
@@ -32,8 +34,7 @@ import time
 from absl import app
 from absl import flags
 
-flags.DEFINE_string("demo_flags",
-                    "--flagfile=configs/demo_4task_lasso.cfg",
+flags.DEFINE_string("demo_flags", "--flagfile=configs/demo.cfg",
                     "Training flags (flagfile and overrides).")
 flags.DEFINE_integer("rounds", 5, "Timed rounds.")
 FLAGS = flags.FLAGS

@@ -39,7 +39,7 @@ def _config(argv, warnings=None):
 # One real run (about 75 s on 2 cores: TF import, two tasks built, traced).
 @pytest.mark.slow
 def test_a_recipe_and_a_task_module_train_from_another_folder(tmp_path):
-  # smoke.cfg includes configs/demo_common.cfg: found from the checkout
+  # smoke.cfg is found from the checkout (nested includes: the next test)
   # although the command runs in tmp_path; rotation is registered by
   # tests/rotation_task.py, imported by --task_module before the config is
   # checked. A relative --run_dir is under the working folder, said as an
@@ -65,7 +65,7 @@ def test_a_recipe_and_a_task_module_train_from_another_folder(tmp_path):
 def test_nested_flagfiles_resolve_next_to_the_including_file(
     tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  # demo.cfg -> configs/study_common.cfg -> configs/demo_common.cfg.
+  # demo.cfg -> configs/base_cpu.cfg.
   config, _ = _config([f"--flagfile={CONFIGS}/demo.cfg"])
   assert config.trunk.depth == 50 and config.run_dir == "runs/demo"
   assert options.parse_args(

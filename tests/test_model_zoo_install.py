@@ -111,7 +111,7 @@ def host_report(tmp_path_factory):
   assert out.returncode == 0, out.stderr[-3000:]
   configs = site / "mtssl_tf" / "configs"
   assert configs.is_dir() and not configs.is_symlink()
-  assert (configs / "demo_common.cfg").is_file()
+  assert (configs / "base_cpu.cfg").is_file()
   (work / "host.py").write_text(HOST_PROGRAM)
   out = subprocess.run(
       [sys.executable, "host.py", "--seed=123", "--steps=456"], cwd=str(work),

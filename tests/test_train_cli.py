@@ -49,7 +49,7 @@ def test_every_config_parses_and_validates(path, monkeypatch):
   name = os.path.basename(path)
   if name.startswith("paper_") and name != "paper_common.cfg":
     assert config.trunk.depth == 101 and config.optimizer.name == "rmsprop"
-  if name in ("demo.cfg", "paper_4task_lasso.cfg", "demo_4task_lasso.cfg"):
+  if name in ("demo.cfg", "paper_4task_lasso.cfg", "depth26_4task_lasso.cfg"):
     assert config.lasso and len(config.tasks) == 4
   # The JSON written into the run folder round-trips.
   assert json.loads(config.to_json())["tasks"] == list(config.tasks)
@@ -58,8 +58,8 @@ def test_every_config_parses_and_validates(path, monkeypatch):
 def test_expected_configs_exist():
   names = {os.path.basename(p) for p in TRAIN_CONFIGS}
   assert {"paper_rp.cfg", "paper_rp_col.cfg", "paper_4task.cfg",
-          "paper_4task_lasso.cfg", "demo.cfg", "demo_rp.cfg",
-          "demo_rp_col.cfg", "demo_4task.cfg", "smoke.cfg"} <= names
+          "paper_4task_lasso.cfg", "demo.cfg", "depth26_rp.cfg",
+          "depth26_rp_col.cfg", "depth26_4task.cfg", "smoke.cfg"} <= names
 
 
 def test_flags_written_to_the_run_folder_reparse_to_the_same_config(
