@@ -1,0 +1,277 @@
+"""The examples in README.md and the user guides under docs/ run.
+
+Every ```python block of a page runs, in order, in one fresh interpreter per
+page (the blocks of a page share their names, as a reader pasting them into
+one session would), in a temporary working directory. A block that cannot run
+here (it needs prepared ImageNet, a live TF Serving, a run folder) says so in
+its fence's info string: ```python no-run: <why>; the reason is required.
+
+Every `python -m mtssl_tf.X ...` command in the other fences (```bash,
+```shell, plain ```) has its flags parsed by the real entry point, which
+then stops before doing any work: a renamed or removed flag, a flagfile that
+is not there, or a value of the wrong type fails here. `make X` lines must
+name a Makefile target. Research records (docs/records/) are not checked:
+they describe past runs.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+# The top of RESULTS.md, which `make study` writes: its commands are
+# templates (`study_<row>.cfg`), not commands to run.
+NOT_USER_PAGES = ("study_preamble.md",)
+
+
+def user_pages():
+  pages = [os.path.join(REPO, "README.md")]
+  pages += sorted(p for p in glob.glob(os.path.join(REPO, "docs", "*.md"))
+                  if os.path.basename(p) not in NOT_USER_PAGES)
+  return pages
+
+
+def fences(path):
+  """(language, info string, body) of each fenced block of a page."""
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  for m in FENCE.finditer(text):
+    info = m.group(1).strip()
+    language = info.split()[0] if info else ""
+    yield language, info, m.group(2)
+
+
+def rel(path):
+  return os.path.relpath(path, REPO)
+
+
+# ---------------------------------------------------------------- python
+
+
+def python_blocks(path):
+  blocks, skipped = [], []
+  for language, info, body in fences(path):
+    if language != "python":
+      continue
+    rest = info[len("python"):].strip()
+    if rest.startswith("no-run"):
+      skipped.append(rest)
+    else:
+      blocks.append(body)
+  return blocks, skipped
+
+
+PAGES_WITH_PYTHON = [p for p in user_pages()
+                     if python_blocks(p)[0] or python_blocks(p)[1]]
+
+
+# Runs each page's blocks in a child forked from one interpreter that has
+# already imported TensorFlow and Keras (one import instead of one per page;
+# nothing has run yet, so the child starts TensorFlow's runtime itself). The
+# child is a fresh process for the page: its own working directory, names and
+# registered tasks.
+_PYTHON_DRIVER = textwrap.dedent(r"""
+    import json, os, sys, tempfile, traceback
+    import tensorflow, keras                      # imported once, before fork
+    results = []
+    for page, blocks, workdir in json.load(sys.stdin):
+      out = tempfile.TemporaryFile()
+      pid = os.fork()
+      if pid == 0:
+        os.dup2(out.fileno(), 1); os.dup2(out.fileno(), 2)
+        os.chdir(workdir)
+        namespace = {"__name__": "__main__"}
+        try:
+          for i, body in enumerate(blocks):
+            print(f"--- block {i + 1} of {len(blocks)}", flush=True)
+            exec(compile(body, f"{page}, python block {i + 1}", "exec"),
+                 namespace)
+        except BaseException:
+          traceback.print_exc()
+          sys.stdout.flush(); sys.stderr.flush()
+          os._exit(1)
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(0)
+      _, status = os.waitpid(pid, 0)
+      out.seek(0)
+      text = out.read().decode("utf-8", "replace")
+      results.append({"ok": os.waitstatus_to_exitcode(status) == 0,
+                      "output": text[-6000:]})
+    json.dump(results, sys.stdout)
+""")
+
+
+def _env():
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  env["MPLBACKEND"] = "Agg"
+  return env
+
+
+@pytest.fixture(scope="module")
+def ran_examples(tmp_path_factory):
+  jobs = []
+  for page in PAGES_WITH_PYTHON:
+    blocks, _ = python_blocks(page)
+    if blocks:
+      workdir = tmp_path_factory.mktemp(os.path.basename(page)[:-3])
+      jobs.append((rel(page), blocks, str(workdir)))
+  proc = subprocess.run([sys.executable, "-c", _PYTHON_DRIVER], cwd=REPO,
+                        env=_env(), input=json.dumps(jobs),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  return dict(zip([j[0] for j in jobs], json.loads(proc.stdout)))
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_PYTHON, ids=rel)
+def test_python_examples_run(page, ran_examples):
+  blocks, skipped = python_blocks(page)
+  for reason in skipped:
+    assert re.match(r"no-run:\s*\S", reason), (
+        f"{rel(page)}: a ```python no-run block must say why "
+        f"(```python no-run: <reason>), got {reason!r}")
+  if not blocks:
+    return
+  result = ran_examples[rel(page)]
+  assert result["ok"], (
+      f"{rel(page)}: its python examples failed (blocks run in order, in one "
+      f"namespace; the last '--- block' line says which):\n"
+      f"{result['output']}")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def commands(path):
+  """The `python -m mtssl_tf.X` and `make X` lines of a page's non-python
+  fences, continuation lines joined, as token lists."""
+  found = []
+  for language, _, body in fences(path):
+    if language == "python":
+      continue
+    text = re.sub(r"\\\n\s*", " ", body)
+    for line in text.splitlines():
+      line = line.strip()
+      if line.startswith("$ "):
+        line = line[2:]
+      for part in re.split(r"\s*&&\s*", line):
+        if part.startswith("python -m mtssl_tf") or part.startswith("make "):
+          # "[--flag=value]" is usage notation for an optional flag: the
+          # flag inside is checked; "..." stands for more arguments.
+          tokens = [re.sub(r"^\[(--[^\]]+)\]$", r"\1", t)
+                    for t in shlex.split(part, comments=True) if t != "..."]
+          found.append(tokens)
+  return found
+
+
+ALL_COMMANDS = [(rel(p), tuple(c)) for p in user_pages() for c in commands(p)]
+MTSSL_COMMANDS = sorted({c for _, c in ALL_COMMANDS if c[0] == "python"})
+MAKE_COMMANDS = sorted({c for _, c in ALL_COMMANDS if c[0] == "make"})
+
+
+# Runs each command's entry point in a child forked from one interpreter
+# that has already imported TensorFlow (one import instead of one per
+# command). In the child, the first full parse of absl flags or of an
+# argparse parser prints a marker and exits: nothing after it runs.
+_DRIVER = textwrap.dedent(r"""
+    import argparse, io, json, os, runpy, sys, tempfile
+    import tensorflow, keras                      # imported once, before fork
+    from absl import flags
+    MARK = "DOCS-FLAGS-PARSED"
+    results = []
+    for module, argv in json.load(sys.stdin):
+      out = tempfile.TemporaryFile()
+      pid = os.fork()
+      if pid == 0:
+        os.dup2(out.fileno(), 1); os.dup2(out.fileno(), 2)
+        orig_call = flags.FlagValues.__call__
+        def call(self, argv, known_only=False):
+          result = orig_call(self, argv, known_only)
+          if not known_only:
+            print(MARK, flush=True); os._exit(0)
+          return result
+        flags.FlagValues.__call__ = call
+        orig_parse = argparse.ArgumentParser.parse_args
+        def parse_args(self, *a, **k):
+          orig_parse(self, *a, **k)
+          print(MARK, flush=True); os._exit(0)
+        argparse.ArgumentParser.parse_args = parse_args
+        sys.argv = [module] + argv
+        try:
+          runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+          os._exit(e.code if isinstance(e.code, int) and e.code else 5)
+        except BaseException:
+          import traceback; traceback.print_exc(); os._exit(4)
+        print("the entry point ended without parsing its flags", flush=True)
+        os._exit(6)
+      _, status = os.waitpid(pid, 0)
+      out.seek(0)
+      text = out.read().decode("utf-8", "replace")
+      ok = os.waitstatus_to_exitcode(status) == 0 and MARK in text
+      results.append({"ok": ok, "output": text[-4000:]})
+    json.dump(results, sys.stdout)
+""")
+
+
+@pytest.fixture(scope="module")
+def parsed_commands():
+  if not MTSSL_COMMANDS:
+    return {}
+  jobs = [(c[2], list(c[3:])) for c in MTSSL_COMMANDS]
+  proc = subprocess.run([sys.executable, "-c", _DRIVER], cwd=REPO, env=_env(),
+                        input=json.dumps(jobs), capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  return dict(zip(MTSSL_COMMANDS, json.loads(proc.stdout)))
+
+
+def test_pages_document_commands():
+  assert MTSSL_COMMANDS, "no `python -m mtssl_tf...` command found in the docs"
+
+
+@pytest.mark.parametrize("command", MTSSL_COMMANDS, ids=" ".join)
+def test_documented_command_parses(command, parsed_commands):
+  result = parsed_commands[command]
+  pages = sorted({p for p, c in ALL_COMMANDS if c == command})
+  assert result["ok"], (
+      f"`{' '.join(command)}` (in {', '.join(pages)}) does not parse:\n"
+      f"{result['output']}")
+
+
+def makefile_targets():
+  with open(os.path.join(REPO, "Makefile"), encoding="utf-8") as f:
+    return set(re.findall(r"^([A-Za-z][\w-]*):", f.read(), re.M))
+
+
+@pytest.mark.parametrize("command", MAKE_COMMANDS, ids=" ".join)
+def test_documented_make_target_exists(command):
+  targets = [t for t in command[1:] if "=" not in t]
+  missing = [t for t in targets if t not in makefile_targets()]
+  assert not missing, f"`{' '.join(command)}`: no Makefile target {missing}"
+
+
+def test_python_block_extraction_honours_no_run(tmp_path):
+  page = tmp_path / "page.md"
+  page.write_text("```python\nx = 1\n```\n\n"
+                  "```python no-run: needs /data\nraise SystemExit(1)\n```\n"
+                  "```bash\npython -m mtssl_tf.train --steps=1 \\\n"
+                  "    --run_dir=/tmp/x   # a comment\n```\n")
+  blocks, skipped = python_blocks(str(page))
+  assert blocks == ["x = 1\n"] and skipped == ["no-run: needs /data"]
+  assert commands(str(page)) == [
+      ["python", "-m", "mtssl_tf.train", "--steps=1", "--run_dir=/tmp/x"]]
