@@ -301,7 +301,7 @@ class TrainConfig:
       None, "Export folder (default: <run_dir>/export).")
   model_name: str = option("mtssl", "Model name in the export folder.")
   plots: bool = option(True, "Write loss-curve and alpha PNGs.")
-  # Scale-out and accelerators (issue 13): steps per host round trip, Keras
+  # Scale-out and accelerators: steps per host round trip, Keras
   # dtype policy of the model, XLA-compiled step computations.
   steps_per_loop: int = option(
       1, "Training steps run inside one tf.function call; the host reads the "

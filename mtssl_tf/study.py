@@ -1,4 +1,4 @@
-"""The CPU-scale study with seeds (issue 11 item 6; ``make study``).
+"""The CPU-scale study with seeds (``make study``).
 
     python -m mtssl_tf.study                   # train what is missing, report
     python -m mtssl_tf.study --dry_run         # print the commands only

@@ -1,4 +1,4 @@
-"""Zoo weights by URL (issue 14, items 2 and 4): fetched with
+"""Zoo weights by URL: fetched with
 ``keras.utils.get_file`` from a loopback HTTP server on 127.0.0.1 that the
 tests start and stop, sha256-checked, cached in a folder under ``tmp_path``
 (``MTSSL_TF_CACHE_DIR``; never the user's cache) and loaded again from the

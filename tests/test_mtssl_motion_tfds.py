@@ -1,4 +1,4 @@
-"""The ``mtssl_motion`` TFDS dataset (issue 14, item 3), end to end on
+"""The ``mtssl_motion`` TFDS dataset, end to end on
 synthetic videos the test writes: a manual folder with train/ and
 validation/ videos -> ``download_and_prepare(manual_dir=...)`` ->
 ``tfds.load``; every example equals the package's motion pipeline run

@@ -1,4 +1,4 @@
-"""Scale-out and accelerator options of the trainer (issue 13): input per
+"""Scale-out and accelerator options of the trainer: input per
 pipeline, several steps per tf.function, mixed precision, XLA."""
 import glob
 import json

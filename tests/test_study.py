@@ -1,4 +1,4 @@
-"""The CPU-scale study with seeds (issue 11 item 6): several runs per row in
+"""The CPU-scale study with seeds: several runs per row in
 the report (mean +- sample std against NumPy), the --runs syntax and its
 errors, the held-out pretext table from hand-written pretext_metrics.json
 files, the analysis sentences, Figure 5, and the study runner's commands."""

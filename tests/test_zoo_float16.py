@@ -1,4 +1,4 @@
-"""Float16 zoo weights files (issue 11, item 7): the rule that decides which
+"""Float16 zoo weights files: the rule that decides which
 float32 arrays may be stored as float16 (checked against NumPy's own
 rounding), and a tiny model's file: half the data bytes in Keras's layout,
 loading back float32 variables equal to the float32 originals rounded

@@ -1,4 +1,4 @@
-"""``model_zoo build NAME --from_run=RUN_DIR`` (issue 11, item 7): a finished
+"""``model_zoo build NAME --from_run=RUN_DIR``: a finished
 run of a preset's recipe becomes the preset without retraining. One tiny
 run (rp_col, 2 steps, seed 1, without deterministic ops, another model
 name: what the study's runs differ in) is imported; its weights must equal

@@ -40,7 +40,7 @@ Implementation choices (the paper leaves them open):
   small next to the task losses (about 2 for RP) and their step-to-step
   noise. At 1e-2 and demo scale the rows tilt apart by about 0.01 in 1,500
   steps, driven by their tasks; at 1e-1 they move further but together.
-  docs/lasso.md has the runs behind the choice.
+  docs/records/lasso_runs.md has the runs behind the choice.
 * The L1 penalty of the task being run is added with ``add_loss``; the
   trainer adds ``model.losses`` to the task loss.
 """

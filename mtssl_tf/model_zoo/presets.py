@@ -53,7 +53,7 @@ SCALES = ("paper", "demo", "tiny")
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS_DIR = os.path.join(PACKAGE_DIR, "configs")
 
-# The zoo follows the CPU-scale study (issue 11, item 7): the "demo" scale
+# The zoo follows the CPU-scale study: the "demo" scale
 # is configs/study_common.cfg, the recipe of the study's rows.
 DEMO_FLAGFILE = "configs/study_common.cfg"
 # Deterministic ops make a rebuild on the same machine and stack reproduce
@@ -88,7 +88,7 @@ TINY: Mapping[str, Any] = types.MappingProxyType({
 # RP's share of the steps against each other task's in multi-task presets
 # (the study's weighted schedule).
 RP_WEIGHT = 4.0
-# The lasso of configs/study_4task_lasso.cfg (docs/lasso.md: at 1e-3 the
+# The lasso of the study's lasso row (docs/records/lasso_runs.md: at 1e-3 the
 # L1 term is worth a few thousandths of the loss and the rows barely move).
 LASSO: Mapping[str, Any] = types.MappingProxyType(
     {"lasso": True, "lasso_l1": 0.01})

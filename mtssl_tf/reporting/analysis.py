@@ -92,7 +92,7 @@ def ordering_analysis(number: int, results: Results) -> List[PairOrder]:
 
 
 # The rows the study must show beating random init by more than twice the
-# larger of the two standard deviations (issue 11 item 6).
+# larger of the two standard deviations.
 SEED_CLAIM_ROWS = ("RP+Col", "RP+Col+Ex+MS")
 
 

@@ -1,4 +1,4 @@
-"""The CPU-scale study (issue 11 item 6): which runs, their commands, and
+"""The CPU-scale study: which runs, their commands, and
 the report over them.
 
 Five pre-training rows from ``configs/study_*.cfg``; RP+Col and the
