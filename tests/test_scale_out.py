@@ -14,8 +14,7 @@ from mtssl_tf.config import ConfigError, DataConfig, OptimizerConfig
 from mtssl_tf.data.pipeline import task_dataset
 from mtssl_tf.data.sources import make_source
 from mtssl_tf.models.trunk import TrunkConfig
-from mtssl_tf.training.trainer import (XLA_UNSUPPORTED, NonFiniteLossError,
-                                       Trainer)
+from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
 from test_training import TASK_PARAMS, _config, _datasets, _weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -306,7 +305,7 @@ def test_jit_compile_limits_are_real_and_reported(tmp_path, mirrored):
   targets = tf.zeros([2, 32, 32, 2])
   with pytest.raises(tf.errors.InvalidArgumentError, match="ResizeArea"):
     tf.function(task.loss, jit_compile=True)(targets, logits)
-  assert "ResizeArea" in XLA_UNSUPPORTED["colorization"]
+  assert "ResizeArea" in task.xla_incompatibility(1)
   lines = []
   cfg = _config(tmp_path / "a", NAMES, jit_compile=True,
                 trunk=TrunkConfig(depth=14, width=0.25, sync_bn=False))

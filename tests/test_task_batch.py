@@ -226,7 +226,7 @@ def test_loss_is_the_mean_over_the_tasks_own_global_batch(
   in NumPy from the logits of the same weights and batch; dividing by
   batch_size would double it. With 2 replicas each gets 2 pairs; under
   jit_compile relative position's step is XLA-compiled at its own shape
-  (colorization runs uncompiled: XLA_UNSUPPORTED)."""
+  (colorization runs uncompiled: Colorization.xla_incompatibility)."""
   names = (RP, COL)
   config = harness.train_config(tmp_path / "run", names, batch_size=2,
                                 task_batch_sizes={RP: 4}, steps=2,

@@ -163,20 +163,6 @@ def prepare_tasks(config: TrainConfig, log=print,
   return dataclasses.replace(config, task_params=task_params)
 
 
-def __getattr__(name: str):
-  """``XLA_UNSUPPORTED`` for older imports: task -> why its step never
-  compiles (on one replica), asked of each registered task with its default
-  parameters. Tasks say it themselves: ``Task.xla_incompatibility``."""
-  if name == "XLA_UNSUPPORTED":
-    reasons = {}
-    for task in tasks_lib.task_names():
-      why = tasks_lib.get_task(task).xla_incompatibility(1)
-      if why is not None:
-        reasons[task] = why
-    return reasons
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class Trainer:
   """Builds everything a run needs from a :class:`TrainConfig` and runs it.
 
