@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python 3.11 (see README "Quick start"):
-#   make demo   - set up .venv, pre-train on offline data, export, evaluate
-#                 (trained and random-init trunks), write runs/demo/results.md
+#   make demo   - set up .venv, pre-train on offline data (configs/demo.cfg),
+#                 export, evaluate (trained and random-init trunks), write
+#                 runs/demo/results.md, print a short summary
 #   make test   - set up .venv, run the whole test suite
 #   make study  - the CPU-scale study with seeds (configs/study_*.cfg): train
 #                 what is missing under runs/study, write RESULTS.md
@@ -35,9 +36,10 @@ demo: venv
 	$(PY) -m mtssl_tf.train --flagfile=configs/demo.cfg
 	$(PY) -m mtssl_tf.export --flagfile=configs/demo.cfg
 	$(PY) -m mtssl_tf.evaluate --checkpoint=runs/demo
-	@# The trainer printed this table before export and evaluation; again at
-	@# the end so the demo closes on the held-out pretext metrics.
-	@$(PY) -c "import json; from mtssl_tf.training import pretext_eval as pe; print(pe.format_table(json.load(open('runs/demo/pretext_metrics.json'))))"
+	@# The demo closes on what the run learned: the held-out pretext metrics
+	@# beside chance and the evaluations beside a random-init trunk, each with
+	@# a line on what it means at this scale.
+	@$(PY) -m mtssl_tf.demo_summary runs/demo
 
 # Resumable: a run whose final checkpoint and held-out metrics exist is
 # skipped, a half-finished one resumes; the evaluations are cached in
