@@ -1,8 +1,10 @@
 """The examples in README.md and the user guides under docs/ run.
 
-Every ```python block of a page runs, in order, in one fresh interpreter per
+Every ```python block of a page runs, in order, in one fresh process per
 page (the blocks of a page share their names, as a reader pasting them into
-one session would), in a temporary working directory. A block that cannot run
+one session would), in a temporary working directory; the examples use the
+zoo's small CPU-scale presets and tiny trunks, so the whole file takes about
+a minute of CPU. A block that cannot run
 here (it needs prepared ImageNet, a live TF Serving, a run folder) says so in
 its fence's info string: ```python no-run: <why>; the reason is required.
 
@@ -11,7 +13,8 @@ Every `python -m mtssl_tf.X ...` command in the other fences (```bash,
 then stops before doing any work: a renamed or removed flag, a flagfile that
 is not there, or a value of the wrong type fails here. `make X` lines must
 name a Makefile target. Research records (docs/records/) are not checked:
-they describe past runs.
+they describe past runs. A failing example, a misspelt flag and a missing
+flagfile are fed through the same checks to show that they are caught.
 """
 from __future__ import annotations
 
@@ -130,11 +133,22 @@ def ran_examples(tmp_path_factory):
     if blocks:
       workdir = tmp_path_factory.mktemp(os.path.basename(page)[:-3])
       jobs.append((rel(page), blocks, str(workdir)))
+  # The check itself: an example that fails must be reported as failed.
+  jobs.append((SELF_CHECK, ["import mtssl_tf\nmtssl_tf.Trunk.from_presett"],
+               str(tmp_path_factory.mktemp("self_check"))))
   proc = subprocess.run([sys.executable, "-c", _PYTHON_DRIVER], cwd=REPO,
                         env=_env(), input=json.dumps(jobs),
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-5000:]
   return dict(zip([j[0] for j in jobs], json.loads(proc.stdout)))
+
+
+SELF_CHECK = "<a renamed function>"
+
+
+def test_a_failing_example_is_caught(ran_examples):
+  result = ran_examples[SELF_CHECK]
+  assert not result["ok"] and "from_presett" in result["output"]
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_PYTHON, ids=rel)
@@ -230,14 +244,28 @@ _DRIVER = textwrap.dedent(r"""
 
 @pytest.fixture(scope="module")
 def parsed_commands():
-  if not MTSSL_COMMANDS:
-    return {}
-  jobs = [(c[2], list(c[3:])) for c in MTSSL_COMMANDS]
+  # The check itself: a renamed flag and a missing flagfile must fail.
+  jobs = [(c[2], list(c[3:])) for c in MTSSL_COMMANDS + BAD_COMMANDS]
   proc = subprocess.run([sys.executable, "-c", _DRIVER], cwd=REPO, env=_env(),
                         input=json.dumps(jobs), capture_output=True,
                         text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-5000:]
-  return dict(zip(MTSSL_COMMANDS, json.loads(proc.stdout)))
+  return dict(zip(MTSSL_COMMANDS + BAD_COMMANDS, json.loads(proc.stdout)))
+
+
+BAD_COMMANDS = [
+    ("python", "-m", "mtssl_tf.train", "--flagfile=configs/demo.cfg",
+     "--stepz=10"),
+    ("python", "-m", "mtssl_tf.train", "--flagfile=configs/no_such.cfg"),
+    ("python", "-m", "mtssl_tf.evaluate", "--checkpoint=runs/demo",
+     "--protocl=paper"),
+    ("python", "-m", "mtssl_tf.model_zoo", "export", "rp", "--outptu=x"),
+]
+
+
+@pytest.mark.parametrize("command", BAD_COMMANDS, ids=" ".join)
+def test_a_wrong_command_is_caught(command, parsed_commands):
+  assert not parsed_commands[command]["ok"], parsed_commands[command]
 
 
 def test_pages_document_commands():
