@@ -477,7 +477,12 @@ def test_config_with_a_prior_defaults_and_bad_arguments(rng):
   assert (defaults.crop_size, defaults.num_neighbors, defaults.sigma,
           defaults.gamma, defaults.temperature) == (224, 5, 5.0, 0.5, 0.38)
   np.testing.assert_allclose(defaults.rebalance_weights, 1.0, rtol=1e-6)
-  for bad in (dict(grey_mask="x"), dict(crop_size=0), dict(num_neighbors=0),
-              dict(prior=np.ones(5)), dict(target_resize="cubic")):
-    with pytest.raises(ValueError):
+  for bad, message in [
+      (dict(grey_mask="x"), r"grey_mask must be one of .*got 'x'"),
+      (dict(crop_size=0), "crop_size must be a positive int, got 0"),
+      (dict(num_neighbors=0), r"num_neighbors must be in \[1, 313\], got 0"),
+      (dict(prior=np.ones(5)), r"prior must have shape \[313\].*got \(5,\)"),
+      (dict(target_resize="cubic"),
+       "target_resize must be 'area' or 'nearest', got 'cubic'")]:
+    with pytest.raises(ValueError, match=message):
       col.Colorization(**bad)

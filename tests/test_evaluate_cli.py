@@ -1,5 +1,6 @@
 """The evaluate command: registry, flags -> config, checkpoint loading, bad
 input, and the command end to end in a subprocess."""
+import dataclasses
 import json
 import os
 import re
@@ -78,9 +79,10 @@ def test_demo_flagfile_parses_into_a_frozen_config():
   assert config.trunk == TrunkConfig(depth=26, width=0.25)
   params = config.eval_params["linear_probe"]
   assert params["data"] == "digits" and params["steps"] == 7  # later wins
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match="does not support item assignment"):
     params["steps"] = 1
-  with pytest.raises(Exception):
+  with pytest.raises(dataclasses.FrozenInstanceError,
+                     match="cannot assign to field 'checkpoint'"):
     config.checkpoint = "x"
 
 

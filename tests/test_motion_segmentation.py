@@ -128,10 +128,18 @@ def test_missing_mask_and_bad_arguments(rng):
     # Without rescaling, frames must hold a full crop.
     _small_task(scale_range=None, crop_size=64, output_size=16).preprocess(
         _example(rng), tf.constant([1, 2]))
-  for kwargs in [{"crop_size": 8}, {"output_size": 0},
-                 {"output_size": 64}, {"scale_range": (1.5, 1.0)},
-                 {"scale_range": (0.5, 1.0)}, {"min_image_size": 0}]:
-    with pytest.raises(ValueError):
+  for kwargs, message in [
+      ({"crop_size": 8}, "crop_size must be >= 16, got 8"),
+      ({"output_size": 0}, r"output_size must be in \[1, crop_size=32\] or "
+       "None, got 0"),
+      ({"output_size": 64}, r"output_size must be in \[1, crop_size=32\] or "
+       "None, got 64"),
+      ({"scale_range": (1.5, 1.0)}, r"scale_range must be \(low, high\) "
+       r"with 0 < low <= high, got \(1.5, 1.0\)"),
+      ({"scale_range": (0.5, 1.0)}, r"scale_range low must be >= 1 .*got "
+       r"\(0.5, 1.0\)"),
+      ({"min_image_size": 0}, "min_image_size must be >= 1, got 0")]:
+    with pytest.raises(ValueError, match=message):
       _small_task(**kwargs)
 
 
@@ -158,9 +166,11 @@ def test_head_shapes(rng):
   assert task.build_head()(tf.zeros([2, 4, 4, 16])).shape == (2, 4, 4, 2)
   with pytest.raises(ValueError, match="features"):
     MotionSegmentationHead()(tf.zeros([2, 4, 16]))
-  for kwargs in [{"output_size": 0}, {"hidden_channels": 0},
-                 {"num_hidden_layers": -1}]:
-    with pytest.raises(ValueError):
+  for kwargs, message in [
+      ({"output_size": 0}, "output_size must be >= 1 or None, got 0"),
+      ({"hidden_channels": 0}, "hidden_channels must be >= 1, got 0"),
+      ({"num_hidden_layers": -1}, "num_hidden_layers must be >= 0, got -1")]:
+    with pytest.raises(ValueError, match=message):
       MotionSegmentationHead(**kwargs)
 
 

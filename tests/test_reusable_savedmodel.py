@@ -10,6 +10,7 @@ training changes the trunk's weights and the batch-norm moving statistics,
 and the training loss falls.
 """
 import os
+import re
 
 import keras
 import numpy as np
@@ -97,7 +98,10 @@ def test_saved_model_has_the_reusable_interface(exported):
   # A wrong channel count or dtype is refused by the endpoint's input spec.
   for bad in (tf.zeros([1, SIZE, SIZE, 4]), tf.zeros([1, SIZE, SIZE, 3],
                                                      tf.uint8)):
-    with pytest.raises((TypeError, ValueError)):
+    given = tf.TensorSpec.from_tensor(bad, name="images")
+    want = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+    with pytest.raises(TypeError,
+                       match=re.escape(f"Can not cast {given} to {want}")):
       loaded.call_inference(bad)
   # A zero-argument function of the restored variable, not a constant.
   assert len(loaded.regularization_losses) == 1
