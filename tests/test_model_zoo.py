@@ -314,7 +314,9 @@ def test_tampered_weights_are_refused(copied_preset):
   assert path in message and expected in message and actual in message
   assert isinstance(info.value, ValueError)
   # Architecture only needs no weights, so it still works.
-  assert model_zoo.load(name, weights=False, weights_dir=folder)
+  model = model_zoo.load(name, weights=False, weights_dir=folder)
+  assert model.count_params() == model_zoo.load_metadata(name,
+                                                         folder)["params"]
 
 
 def test_missing_weights_say_how_to_build_them(tmp_path, copied_preset):

@@ -93,7 +93,10 @@ def test_l1_penalty_through_add_loss(rng):
     opt.apply_gradients(zip(grads, mixer.trainable_variables))
   alpha = np.abs(mixer.alphas()["colorization"])
   assert np.sum(alpha) < 1.5 and alpha.max() > 0.9
-  assert UnitMixer(TASKS, 4, l1=0.0)(units, task="colorization") is not None
+  # l1=0 disables the penalty: the mix is computed, no loss is added.
+  plain = UnitMixer(TASKS, 4, l1=0.0)
+  assert plain(units, task="colorization").shape == units[0].shape
+  assert plain.losses == []
 
 
 def _numpy_l1_sphere_gradient(raw, lam):
