@@ -195,7 +195,7 @@ STUDY_ROWS = {"rp": "rp", "rp_h": "rp_h", "rp_col": "rp_col",
 
 @pytest.mark.parametrize("name", sorted(STUDY_ROWS))
 def test_demo_recipe_is_the_study_rows_config(name):
-  # The zoo follows the CPU-scale study (issue 11 item 7): a preset's demo
+  # The zoo follows the CPU-scale study: a preset's demo
   # config is its study row's, parsed as `python -m mtssl_tf.train
   # --flagfile=configs/study_<row>.cfg --run_dir=X` parses it, but for the
   # model name and deterministic ops (reproducible committed files).
@@ -275,7 +275,7 @@ def test_committed_preset_loads_with_matching_hash_and_params(name):
       _data_bytes(meta) + 1_000_000)
   # The metadata describes the run that made the file: its model is the
   # recorded training config's (whichever recipe built it: the files change
-  # when the zoo is rebuilt, issue 11 item 7).
+  # when the zoo is rebuilt).
   train = meta["train_config"]
   assert meta["model"]["trunk"] == train["trunk"]
   assert (meta["steps"], meta["seed"]) == (train["steps"], train["seed"])

@@ -1,5 +1,4 @@
-"""The model zoo from an installed wheel, inside a host absl program
-(issue 10, item 1).
+"""The model zoo from an installed wheel, inside a host absl program.
 
 One subprocess, run from a folder outside the repository with only the
 installed wheel on its path, is an absl program that defines its OWN

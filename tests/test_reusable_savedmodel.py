@@ -1,4 +1,4 @@
-"""The export as a reusable, fine-tunable SavedModel (issue 14, item 1).
+"""The export as a reusable, fine-tunable SavedModel.
 
 A tiny exported trunk is fine-tuned for a few steps on a toy labelled set
 (reddish vs bluish noise images) twice: (a) tf_keras +

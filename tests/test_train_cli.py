@@ -1,6 +1,6 @@
 """The training entry point: every config parses and validates, clear errors
 before any work, SIGKILL and resume, two workers on loopback; the flags
-derived from the config dataclasses (issue 10, item 2)."""
+derived from the config dataclasses."""
 import dataclasses
 import glob
 import json
