@@ -88,6 +88,19 @@ PAGES_WITH_PYTHON = [p for p in user_pages()
 _PYTHON_DRIVER = textwrap.dedent(r"""
     import json, os, sys, tempfile, traceback
     import tensorflow, keras                      # imported once, before fork
+    import signal, time
+    def wait_or_kill(pid, limit=300):
+      # A child that neither finishes nor fails in time (a lock held at
+      # fork time, say) is killed: the test fails instead of hanging.
+      deadline = time.monotonic() + limit
+      while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+          return status
+        if time.monotonic() > deadline:
+          os.kill(pid, signal.SIGKILL)
+          return os.waitpid(pid, 0)[1]
+        time.sleep(0.05)
     results = []
     for page, blocks, workdir in json.load(sys.stdin):
       out = tempfile.TemporaryFile()
@@ -107,7 +120,7 @@ _PYTHON_DRIVER = textwrap.dedent(r"""
           os._exit(1)
         sys.stdout.flush(); sys.stderr.flush()
         os._exit(0)
-      _, status = os.waitpid(pid, 0)
+      status = wait_or_kill(pid)
       out.seek(0)
       text = out.read().decode("utf-8", "replace")
       results.append({"ok": os.waitstatus_to_exitcode(status) == 0,
@@ -204,6 +217,19 @@ MAKE_COMMANDS = sorted({c for _, c in ALL_COMMANDS if c[0] == "make"})
 _DRIVER = textwrap.dedent(r"""
     import argparse, io, json, os, runpy, sys, tempfile
     import tensorflow, keras                      # imported once, before fork
+    import signal, time
+    def wait_or_kill(pid, limit=300):
+      # A child that neither finishes nor fails in time (a lock held at
+      # fork time, say) is killed: the test fails instead of hanging.
+      deadline = time.monotonic() + limit
+      while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+          return status
+        if time.monotonic() > deadline:
+          os.kill(pid, signal.SIGKILL)
+          return os.waitpid(pid, 0)[1]
+        time.sleep(0.05)
     from absl import flags
     MARK = "DOCS-FLAGS-PARSED"
     results = []
@@ -233,7 +259,7 @@ _DRIVER = textwrap.dedent(r"""
           import traceback; traceback.print_exc(); os._exit(4)
         print("the entry point ended without parsing its flags", flush=True)
         os._exit(6)
-      _, status = os.waitpid(pid, 0)
+      status = wait_or_kill(pid)
       out.seek(0)
       text = out.read().decode("utf-8", "replace")
       ok = os.waitstatus_to_exitcode(status) == 0 and MARK in text
