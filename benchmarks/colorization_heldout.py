@@ -139,7 +139,7 @@ def main(argv=None):
       print(f"{run}: data={config['data']['source']}; this script reads "
             "the offline set's splits", file=sys.stderr)
       return 2
-    model = load_run_model(run, log=lambda s: None)
+    model = load_run_model(run)
     task = model.task_objects["colorization"]
     row = {}
     for split in ("heldout", "train"):

@@ -62,10 +62,9 @@ def main():
             folder, images)
     if args.run_dir:
       from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
-      run = checkpoints.load_run_model(args.run_dir, log=lambda s: None)
+      run = checkpoints.load_run_model(args.run_dir)
       config = checkpoints.read_run_config(args.run_dir)
-      make_run = lambda: checkpoints.load_run_model(args.run_dir,
-                                                    log=lambda s: None)
+      make_run = lambda: checkpoints.load_run_model(args.run_dir)
       measure(f"{args.run_dir} (trained, depth {config['trunk']['depth']})",
               run, make_run, folder, images)
 

@@ -1,12 +1,10 @@
 """Run checkpoints keyed by name (mtssl_tf.training.checkpoints): a run's
 checkpoint restores into a model built with its tasks in another order,
-task mismatches are named, old positional checkpoints load (and resume)
-through the documented conversion, and the zoo's weight files are keyed by
-task name too."""
+task mismatches are named, a checkpoint in another layout is refused, and
+the zoo's weight files are keyed by task name too."""
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -147,92 +145,24 @@ def test_missing_and_extra_tasks_are_named(trained_run):
     checkpoints.restore_model(no_lasso, path)
 
 
-def _legacy_run(run_dir, names=("relative_position", "colorization")):
-  """A run folder as written before checkpoints were named: config.json and
-  one positional list of every model weight (the old trainer's layout)."""
-  config = _config(run_dir, names)
-  os.makedirs(run_dir, exist_ok=True)
-  with open(os.path.join(run_dir, "config.json"), "w") as f:
-    f.write(config.to_json())
-  model = build_model(config)
-  for i, task in enumerate(names):
-    row = np.linspace(1.0, 2.0 + i, model.mixer.num_units)
-    model.mixer.row(task).assign(row / np.linalg.norm(row))
-  tf.train.Checkpoint(model_weights=list(model.weights)).save(
-      os.path.join(run_dir, "checkpoints", "ckpt"))
-  return model
-
-
-def test_legacy_checkpoint_loads_by_conversion_with_a_log_line(tmp_path):
-  names = ("relative_position", "colorization")
-  old = _legacy_run(tmp_path, names)
-  lines = []
-  loaded = checkpoints.load_run_model(str(tmp_path), log=lines.append)
-  _assert_same_per_task(old, loaded)
-  assert len(lines) == 1 and "positional checkpoint" in lines[0]
-  assert "docs/checkpoints.md" in lines[0]
-  # Another task order: converted in the run's order, then handed over by
-  # name.
-  reordered = checkpoints.load_run_model(str(tmp_path), task_order=names[::-1],
-                                         log=lines.append)
-  assert reordered.task_names == list(names[::-1])
-  _assert_same_per_task(old, reordered)
-  # Loading it directly into a reordered model is refused, naming the way.
-  path = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
-  with pytest.raises(checkpoints.LegacyCheckpointError,
-                     match="positional layout.*load_run_model"):
-    checkpoints.restore_model(
-        build_model(_config(tmp_path, names[::-1])), path,
-        legacy_task_order=names)
-
-
-def test_legacy_training_checkpoint_resumes_exactly(tmp_path, mirrored):
-  """A run checkpointed by the old trainer (positional model, optimizer
-  and accumulators in ``model.trainable_variables`` order, flat counter and
-  iterator names) resumes to the same weights as an uninterrupted run."""
-  names = ("relative_position", "colorization")
-  config = _config(tmp_path, names, steps=4, checkpoint_every=2)
-  first = Trainer(config, strategy=mirrored(("/cpu:0",)),
-                  datasets=_datasets(names, 4), log=lambda s: None)
-  for step in (0, 1):  # two steps, one cycle, through the public loop call
-    first.run_loop(step)
-  assert int(first.step.numpy()) == 2
-  # Rewrite its checkpoint in the old layout, built here independently of
-  # the trainer's own conversion: the old optimizer was built over
-  # model.trainable_variables (construction order).
-  model = first.model
-  old_opt = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
-  old_opt.build(list(model.trainable_variables))
-  current = {v.name: v for v in first.optimizers[names[0]].variables}
-  for v in old_opt.variables:
-    v.assign(current[v.name])
-  index = {id(v): i for i, v in enumerate(first.variables)}
-  old = tf.train.Checkpoint(
-      model_weights=list(model.weights), step=first.step,
-      accumulators=[first.accumulators[index[id(v)]]
-                    for v in model.trainable_variables],
-      optimizer=list(old_opt.variables),
-      **{f"task_step_{t}": v for t, v in first.task_steps.items()},
-      **{f"data_{t}": it for t, it in first.iterators.items()})
-  ckpt_dir = tmp_path / "checkpoints"
-  tf.train.CheckpointManager(old, str(ckpt_dir), max_to_keep=3).save(
-      checkpoint_number=2)
-  assert checkpoints.is_legacy(str(ckpt_dir / "ckpt-2"))
-  # The uninterrupted reference: the same trainer goes on to step 4.
-  for step in (2, 3):
-    first.run_loop(step)
-  lines = []
-  resumed = Trainer(config, strategy=mirrored(("/cpu:0",)),
-                    datasets=_datasets(names, 4), log=lines.append)
-  out = resumed.train()
-  assert any("positional checkpoint" in l for l in lines), lines
-  assert out["steps_run"] == 2
-  for name, v in checkpoints.model_variables(first.model).items():
-    np.testing.assert_allclose(
-        checkpoints.model_variables(resumed.model)[name].numpy(), v.numpy(),
-        rtol=0, atol=1e-6, err_msg=name)
-  # Its new checkpoint is in the named layout.
-  assert not checkpoints.is_legacy(out["checkpoint"])
+def test_checkpoint_without_the_named_layout_is_refused(tmp_path, mirrored):
+  """A run folder whose checkpoint holds no ``model/...`` objects (here one
+  positional list of the model's weights) gets one error saying to start a
+  new run folder, when loading and when resuming."""
+  config = _config(tmp_path)
+  make = lambda: Trainer(config, strategy=mirrored(("/cpu:0",)),
+                         datasets=_datasets(NAMES, 4), log=lambda s: None)
+  first = make()
+  with open(os.path.join(tmp_path, "config.json"), "w") as f:
+    f.write(first.config.to_json())  # with the tasks' prepared params
+  tf.train.CheckpointManager(
+      tf.train.Checkpoint(model_weights=list(first.model.weights)),
+      str(tmp_path / "checkpoints"), max_to_keep=1).save(checkpoint_number=2)
+  match = r"holds no model keyed by name.*start a new run folder"
+  with pytest.raises(checkpoints.CheckpointTasksError, match=match):
+    checkpoints.load_run_model(str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointTasksError, match=match):
+    make().restore()
 
 
 def test_zoo_weights_load_by_task_name_in_any_order(tmp_path):

@@ -78,8 +78,7 @@ def _check_requested(trunk: Trunk, trunk_config: Optional[TrunkConfig],
 def _load_run(run_dir: str) -> Trunk:
   try:
     model = run_checkpoints.load_run_model(run_dir)
-  except (FileNotFoundError, run_checkpoints.CheckpointTasksError,
-          run_checkpoints.LegacyCheckpointError):
+  except (FileNotFoundError, run_checkpoints.CheckpointTasksError):
     raise  # their messages name the file and the tasks already
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     # TF reports a variable of the wrong shape (ValueError / OpError) or

@@ -397,8 +397,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
   os.makedirs(out_dir, exist_ok=True)
   log(f"[{name}] importing {preset.display_name} ({scale}, step {reached}) "
       f"from {from_run}")
-  trained = checkpoints.load_run_model(run_dir, latest,
-                                       log=lambda s: log(f"[{name}] {s}"))
+  trained = checkpoints.load_run_model(run_dir, latest)
   model = make_model(config.model_kwargs())
   _copy_by_name(trained, model)
   del trained

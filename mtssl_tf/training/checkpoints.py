@@ -24,12 +24,8 @@ zoo rebuild the model from a config whose order they do not control). A
 checkpoint that lacks one of the model's tasks, or holds a task the model
 does not have, is refused with :class:`CheckpointTasksError` naming them.
 
-Checkpoints written before this layout held the model as one positional
-list ``model_weights`` (``list(model.weights)``). They still load, by
-position, into a model built from the run's own ``config.json`` in its own
-task order (:func:`load_run_model` does so and logs that it did); resuming
-training converts them (:meth:`mtssl_tf.training.trainer.Trainer.restore`);
-docs/checkpoints.md describes both.
+A checkpoint without this layout (no ``model/...`` objects) is refused
+with :class:`CheckpointTasksError` saying to start a new run folder.
 
 Example:
   >>> model = load_run_model("runs/demo")           # the latest checkpoint
@@ -42,25 +38,18 @@ import glob
 import json
 import os
 import shutil
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import tensorflow as tf
 
 from mtssl_tf.models.build import build_model
 
 MODEL = "model"
-# The single positional list of every model weight that checkpoints held
-# before they were keyed by name.
-LEGACY_MODEL_KEY = "model_weights"
 _SUFFIX = "/.ATTRIBUTES/"
 
 
 class CheckpointTasksError(ValueError):
   """A checkpoint's tasks differ from the model's (names them)."""
-
-
-class LegacyCheckpointError(ValueError):
-  """A positional (pre-name) checkpoint cannot be loaded as asked."""
 
 
 class CheckpointWriteError(OSError):
@@ -299,18 +288,22 @@ def checkpoint_keys(path: str) -> List[str]:
   return [name.split(_SUFFIX)[0] for name, _ in tf.train.list_variables(path)]
 
 
-def is_legacy(path: str) -> bool:
-  """Whether checkpoint ``path`` holds the positional ``model_weights``
-  list of checkpoints written before the named layout."""
-  return any(k.split("/")[0] == LEGACY_MODEL_KEY
-             for k in checkpoint_keys(path))
-
-
 def checkpoint_tasks(path: str) -> Dict[str, List[str]]:
   """``{"heads": [...], "mixer": [...]}``: the task names a named
-  checkpoint holds heads and mixer rows for (sorted)."""
+  checkpoint holds heads and mixer rows for (sorted).
+
+  Raises:
+    CheckpointTasksError: ``path`` holds no ``model/...`` objects, so it is
+      not a run checkpoint of this layout.
+  """
+  keys = checkpoint_keys(path)
+  if not any(k.split("/")[0] == MODEL for k in keys):
+    raise CheckpointTasksError(
+        f"checkpoint {path} holds no model keyed by name ('{MODEL}/...'): "
+        "its layout is not this version's run checkpoint layout "
+        "(docs/checkpoints.md); start a new run folder")
   heads, rows = set(), set()
-  for key in checkpoint_keys(path):
+  for key in keys:
     parts = key.split("/")
     if len(parts) >= 3 and parts[0] == MODEL and parts[1] == "heads":
       heads.add(parts[2])
@@ -322,7 +315,7 @@ def checkpoint_tasks(path: str) -> Dict[str, List[str]]:
 def check_tasks(model, path: str) -> None:
   """Raises :class:`CheckpointTasksError` naming every task whose head or
   mixer row is missing from checkpoint ``path`` or present there but not
-  in ``model``."""
+  in ``model`` (or saying that ``path`` is not in the named layout)."""
   found = checkpoint_tasks(path)
   want = set(model.task_names)
   problems = []
@@ -352,9 +345,7 @@ def check_tasks(model, path: str) -> None:
         + "; ".join(problems))
 
 
-def restore_model(model, path: str, *,
-                  legacy_task_order: Optional[Sequence[str]] = None,
-                  log: Callable[[str], None] = print) -> None:
+def restore_model(model, path: str) -> None:
   """Restores ``model``'s weights from run checkpoint ``path``, by name.
 
   The optimizer, counters and data iterators in the checkpoint are not
@@ -364,50 +355,18 @@ def restore_model(model, path: str, *,
     model: a :class:`~mtssl_tf.models.multitask.MultiTaskModel`, its tasks
       in any order.
     path: a checkpoint prefix (``.../ckpt-200``).
-    legacy_task_order: the task order of the run that wrote ``path``
-      (its ``config.json``): needed only for a positional checkpoint
-      written before the named layout, which loads only into a model with
-      exactly that order.
-    log: receives the line saying a positional checkpoint was converted.
 
   Raises:
     CheckpointTasksError: the checkpoint lacks a task of the model or has
-      one the model lacks (names them).
-    LegacyCheckpointError: a positional checkpoint without
-      ``legacy_task_order``, or with another order than the model's.
+      one the model lacks (names them), or is not in the named layout.
     AssertionError, ValueError, tf.errors.OpError: a weight is missing or
       has another shape (TF's messages name it).
   """
-  if is_legacy(path):
-    _restore_legacy(model, path, legacy_task_order, log)
-    return
   check_tasks(model, path)
   status = tf.train.Checkpoint(**{MODEL: model_trackable(model)}).restore(
       path)
   status.expect_partial()  # optimizer slots, iterators: not needed here
   status.assert_existing_objects_matched()
-
-
-def _restore_legacy(model, path, task_order, log):
-  order = list(model.task_names)
-  if task_order is None or list(task_order) != order:
-    raise LegacyCheckpointError(
-        f"checkpoint {path} is in the positional layout written before "
-        "checkpoints were keyed by name (one 'model_weights' list): it "
-        "loads only into the model of its own run's config.json, in that "
-        f"order ({'run order unknown' if task_order is None else list(task_order)}"
-        f" vs the model's {order}). Load it with "
-        "mtssl_tf.training.checkpoints.load_run_model(run_dir), or resume "
-        "the run (python -m mtssl_tf.train) to rewrite it in the named "
-        "layout; see docs/checkpoints.md")
-  status = tf.train.Checkpoint(**{LEGACY_MODEL_KEY: list(model.weights)}
-                               ).restore(path)
-  status.expect_partial()
-  status.assert_existing_objects_matched()
-  log(f"{path}: positional checkpoint (written before checkpoints were "
-      "keyed by name) loaded by position in the run's task order "
-      f"{order}; resume the run once to rewrite it in the named layout "
-      "(docs/checkpoints.md)")
 
 
 def read_run_config(run_dir: str) -> Dict[str, Any]:
@@ -429,8 +388,7 @@ def checkpoint_step(path: str) -> int:
 
 
 def load_run_model(run_dir: str, checkpoint: Optional[str] = None, *,
-                   task_order: Optional[Sequence[str]] = None,
-                   log: Callable[[str], None] = print):
+                   task_order: Optional[Sequence[str]] = None):
   """Rebuilds a run's model from ``config.json`` and restores its weights.
 
   Args:
@@ -439,7 +397,6 @@ def load_run_model(run_dir: str, checkpoint: Optional[str] = None, *,
       ``<run_dir>/checkpoints``.
     task_order: build the model with its tasks in this order (same names
       as the run's); weights are matched by task name.
-    log: receives a line when a positional (old) checkpoint is converted.
 
   Returns:
     A :class:`~mtssl_tf.models.multitask.MultiTaskModel`.
@@ -455,26 +412,15 @@ def load_run_model(run_dir: str, checkpoint: Optional[str] = None, *,
     raise FileNotFoundError(
         f"no checkpoint under {os.path.join(run_dir, 'checkpoints')}: train "
         "first (python -m mtssl_tf.train ...)")
-  run_order = list(config["tasks"])
-  if task_order is not None and is_legacy(checkpoint):
-    # A positional checkpoint loads in the run's order only; the model is
-    # rebuilt in the requested order from the restored one's weights.
-    model = build_model(config)
-    restore_model(model, checkpoint, legacy_task_order=run_order, log=log)
-    ordered = build_model(config, task_order=task_order)
-    source = model_variables(model)
-    for name, v in model_variables(ordered).items():
-      v.assign(source[name])
-    return ordered
   model = build_model(config, task_order=task_order)
-  restore_model(model, checkpoint, legacy_task_order=run_order, log=log)
+  restore_model(model, checkpoint)
   return model
 
 
-__all__ = ["CheckpointTasksError", "CheckpointWriteError", "LEGACY_MODEL_KEY",
-           "LegacyCheckpointError", "MODEL", "canonical_order", "check_tasks",
+__all__ = ["CheckpointTasksError", "CheckpointWriteError", "MODEL",
+           "canonical_order", "check_tasks",
            "checkpoint_keys", "checkpoint_step", "checkpoint_tasks",
-           "is_disk_full", "is_legacy", "load_run_model", "model_trackable",
+           "is_disk_full", "load_run_model", "model_trackable",
            "model_variables", "optimizer_trackable", "optimizer_variables",
            "read_run_config", "restore_model", "save_checkpoint",
            "save_model", "tree"]

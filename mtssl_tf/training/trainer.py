@@ -330,42 +330,6 @@ class Trainer:
                    cycle_finite=self.cycle_finite)
     return items
 
-  def _legacy_checkpoint(self) -> tf.train.Checkpoint:
-    """The positional layout of checkpoints written before they were keyed
-    by name, over this trainer's objects: the model's weights in
-    construction order, the optimizer's variables and the accumulators in
-    the order of ``model.trainable_variables`` (which the optimizer was
-    built over then), counters and iterators under flat names."""
-    config = self.config
-    old_order = list(self.model.trainable_variables)
-
-    def legacy_optimizer_variables(opt):
-      # Keras names each slot after its model variable, so a throwaway
-      # optimizer built over the old order gives the old positions by name.
-      probe = make_optimizer(config.optimizer)
-      probe.build(old_order)
-      by_name = {v.name: v for v in opt.variables}
-      return [by_name[v.name] for v in probe.variables]
-
-    items = dict(model_weights=list(self.model.weights), step=self.step,
-                 accumulators=[self.accumulators[self._index[id(v)]]
-                               for v in old_order] if self.accumulators
-                 else [],
-                 **{f"task_step_{t}": v for t, v in self.task_steps.items()})
-    if config.optimizer.per_task:
-      items.update({f"optimizer_{t}": legacy_optimizer_variables(o)
-                    for t, o in self.optimizers.items()})
-    else:
-      items["optimizer"] = legacy_optimizer_variables(
-          next(iter(self.optimizers.values())))
-    items.update({f"data_{t}": it for t, it in self.iterators.items()})
-    for t, source in getattr(self.datasets, "sources", {}).items():
-      items[f"skips_{t}"] = source.counter
-    if self.loss_scale is not None:
-      items.update(loss_scale=self.loss_scale, good_steps=self.good_steps,
-                   cycle_finite=self.cycle_finite)
-    return tf.train.Checkpoint(**items)
-
   # -- input --------------------------------------------------------------
   def _worker_index(self) -> int:
     """This worker's position among the input pipelines (0 on one host)."""
@@ -681,18 +645,8 @@ class Trainer:
     """Restores the latest checkpoint if any; returns the step reached."""
     latest = self.manager.latest_checkpoint
     if latest:
-      if ckpt_lib.is_legacy(latest):
-        # check_resume has made sure the config (task order included) is
-        # the one that wrote it, so the positions line up.
-        self._legacy_checkpoint().restore(
-            latest).assert_existing_objects_matched()
-        self.log(f"{latest}: positional checkpoint (written before "
-                 "checkpoints were keyed by name) restored; the next "
-                 "checkpoint is written in the named layout "
-                 "(docs/checkpoints.md)")
-      else:
-        ckpt_lib.check_tasks(self.model, latest)
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      ckpt_lib.check_tasks(self.model, latest)
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
       self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
       self._load_history()
     return int(self.step.numpy())
