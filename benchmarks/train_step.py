@@ -376,7 +376,8 @@ def _cached_datasets(config, tasks, datasets):
   out = {}
   for name, source in datasets.sources.items():
     out[name] = pipeline.task_dataset(
-        tasks[name], source.dataset.cache(), batch_size=config.batch_size,
+        tasks[name], source.dataset.cache(),
+        batch_size=config.task_batch_size(name),
         seed=config.seed, deterministic=config.data.deterministic,
         shuffle_buffer=min(config.data.shuffle_buffer, 10_000))
   return out
@@ -523,7 +524,7 @@ def bench_scale_out(size: str, args: str, run_dir: str, only):
   batches = {}
   for name in tasks:
     task = tasks_lib.get_task(name, **base.task_kwargs(name))
-    batches[name] = _fixed_batch(task, base.batch_size, base.seed)
+    batches[name] = _fixed_batch(task, base.task_batch_size(name), base.seed)
   for label, extra in SCALE_OUT_VARIANTS:
     extra = " ".join(extra).replace("CYCLE", str(max(cycle, 2)))
     config = _config(args + common + " " + extra,
