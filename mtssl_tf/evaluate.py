@@ -75,10 +75,8 @@ def _sections(fv):
 
 _OWN = ("checkpoint", "evaluators", "eval_param", "protocol", "baseline",
         "eval_lasso", "seed", "output", "markdown", "work_dir")
-# --help grouped; flagfiles found from any folder; a renamed flag (even in a
-# flagfile) names its new name.
-parse_flags = mt_flags.flags_parser("evaluate", _sections,
-                                    check=driver.renamed_flags)
+# --help grouped; flagfiles found from any folder.
+parse_flags = mt_flags.flags_parser("evaluate", _sections)
 
 
 def run():

@@ -105,23 +105,7 @@ def test_trunk_flags_have_train_names():
   for option in options_lib.trunk_options():
     assert fv[option.name].help == train_fv[option.name].help, option.name
     assert fv[option.name].default == train_fv[option.name].default
-  assert "trunk_depth" not in fv and "eval_seed" not in fv
   assert _parse(["--checkpoint=random", "--seed=5"]).seed == 5
-
-
-def test_old_flag_names_are_an_error_naming_the_new_ones(tmp_path, capsys):
-  # On the command line or in an old flagfile: exit status 2 and the new
-  # names, not absl's "unknown flag".
-  old = tmp_path / "old.cfg"
-  old.write_text("--checkpoint=random\n--trunk_width=0.25\n")
-  for argv, message in [
-      (["--trunk_depth=14", "--eval_seed=1", "--checkpoint=random"],
-       "--trunk_depth is now --depth, --eval_seed is now --seed"),
-      ([f"--flagfile={old}"], "--trunk_width is now --width")]:
-    with pytest.raises(SystemExit) as exit_info:
-      evaluate.parse_flags(["evaluate"] + argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
 
 
 def test_eval_lasso_with_last_stride_2_is_a_clear_error(tmp_path):

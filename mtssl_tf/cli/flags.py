@@ -154,8 +154,7 @@ def command_line(f: flags.FlagValues = FLAGS
   return given if ref is not None and ref() is f else None
 
 
-def parse_argv(argv: Sequence[str], f: flags.FlagValues = FLAGS,
-               check: Optional[Callable[[List[str]], Optional[str]]] = None
+def parse_argv(argv: Sequence[str], f: flags.FlagValues = FLAGS
                ) -> List[str]:
   """Parses ``argv`` (program name first) into ``f`` after expanding every
   ``--flagfile`` (:func:`mtssl_tf.options.expand_flagfiles`); returns the
@@ -164,18 +163,13 @@ def parse_argv(argv: Sequence[str], f: flags.FlagValues = FLAGS,
   Args:
     argv: the arguments, program name first.
     f: where to parse them.
-    check: called with the expanded arguments before absl parses them; a
-      message it returns is raised as a ``ConfigError``.
 
   Raises:
     mtssl_tf.config.ConfigError: a flagfile that is missing or includes
-      itself, or ``check``'s message.
+      itself.
     absl.flags.Error: what absl refuses.
   """
   expanded = options_lib.expand_flagfiles(list(argv[1:]))
-  message = check(list(expanded.argv)) if check else None
-  if message:
-    raise config_lib.ConfigError(message)
   remaining = f([argv[0]] + list(expanded.argv))
   _COMMAND_LINE[id(f)] = (weakref.ref(f), expanded.command_line)
   return remaining
@@ -185,11 +179,10 @@ def flags_parser(command: str,
                  sections: Callable[[flags.FlagValues],
                                     Sequence[Tuple[str, Sequence[str]]]],
                  task_params: bool = False, note: str = "",
-                 check: Optional[Callable[[List[str]], Optional[str]]] = None,
                  f: flags.FlagValues = FLAGS) -> Callable[[List[str]], Any]:
   """A ``flags_parser`` for ``absl.app.run``: ``--help``/``--helpshort``
   print :func:`help_text` and exit 0; flagfiles are expanded by
-  :func:`parse_argv` (with ``check``); an error prints one line and exits
+  :func:`parse_argv`; an error prints one line and exits
   with status 2."""
 
   def parse(argv):
@@ -206,7 +199,7 @@ def flags_parser(command: str,
                       note=note))
       sys.exit(0)
     try:
-      return parse_argv(argv, f, check)
+      return parse_argv(argv, f)
     except (config_lib.ConfigError, flags.Error) as e:
       print(f"error: {e}", file=sys.stderr)
       print(f"python -m mtssl_tf.{command} --help lists its flags.",

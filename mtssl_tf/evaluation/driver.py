@@ -53,20 +53,6 @@ KINDS = ("run", "preset", "random")
 # architecture of a random trunk, or the one a checkpoint must have.
 TRUNK_FIELDS = ("depth", "width", "block3_last_stride", "pool_padding",
                 "input_normalization")
-# The evaluate command's flags before they took train's names.
-RENAMED_FLAGS = dict({f"trunk_{n}": n for n in TRUNK_FIELDS},
-                     eval_seed="seed")
-
-
-def renamed_flags(args: Sequence[str]) -> Optional[str]:
-  """A message naming the new name of each renamed flag in ``args``
-  (``--trunk_depth`` is now ``--depth``); None when there is none."""
-  old = [a[2:].split("=", 1)[0] for a in args if a.startswith("--")]
-  old = [n for n in old if n in RENAMED_FLAGS]
-  if not old:
-    return None
-  return ("renamed flag(s), use train's names: " + ", ".join(
-      f"--{n} is now --{RENAMED_FLAGS[n]}" for n in old))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,7 +452,7 @@ def run_evaluation(config: EvalConfig,
 
 
 __all__ = ["Checkpoint", "EvalConfig", "EvalResults", "KINDS", "RANDOM_LABEL",
-           "RENAMED_FLAGS", "TRUNK_FIELDS", "check_evaluators",
+           "TRUNK_FIELDS", "check_evaluators",
            "checkpoint_label", "evaluate_checkpoints", "evaluation_params",
            "load_checkpoint_trunk", "make_eval_config", "parse_eval_params",
-           "renamed_flags", "run_evaluation"]
+           "run_evaluation"]
