@@ -248,20 +248,14 @@ def evaluate_checkpoints(
                        "architecture: give a checkpoint or a trunk config")
     if is_random:
       # The standard initialisation even after a zero-init run (and so in
-      # the cache key: the zero-init random trunk of earlier versions is a
-      # different baseline).
+      # the cache key).
       architecture = checkpoints.random_architecture(architecture)
     what = f"{checkpoint.label}{' + eval lasso' if eval_lasso else ''}"
     init_seed = (seed if checkpoint.init_seed is None
                  else checkpoint.init_seed)
-    # A random trunk seeded with the evaluation seed keeps the key it had
-    # before init seeds existed, so earlier cache entries stay valid.
-    random_key = (architecture.to_dict() if init_seed == seed else
-                  dict(architecture.to_dict(), init_seed=init_seed)
-                  ) if is_random else None
     key = cache.cache_key(
         checkpoint.kind, checkpoint.source, eval_lasso, params, seed,
-        random_key if is_random else
+        dict(architecture.to_dict(), init_seed=init_seed) if is_random else
         {"checkpoint": cache.checkpoint_stamp(checkpoint.kind,
                                               checkpoint.source),
          "requested": None if trunk is None else trunk.to_dict()})
