@@ -268,23 +268,17 @@ def test_weights_file_keys_rows_by_task_name(tmp_path):
     third.load_weights(path)
 
 
-def test_positional_weights_file_loads_in_order_with_a_warning(tmp_path):
-  """A file written before rows were keyed by name (vars/0, vars/1, as
-  Keras' default layout) loads in the mixer's order, with a warning."""
+def test_positional_weights_file_is_refused(tmp_path):
+  """A file whose rows are keyed by position (vars/0, vars/1, Keras'
+  default layout) is refused like any file without the mixer's tasks."""
   import h5py
-  model, mixer = _wrapped(TASKS)
-  mixer.row("relative_position").assign([0.6, 0.0, 0.8])
-  mixer.row("colorization").assign([0.0, 0.8, 0.6])
-  path = str(tmp_path / "old.weights.h5")
+  model, _ = _wrapped(TASKS)
+  path = str(tmp_path / "positional.weights.h5")
   model.save_weights(path)
   with h5py.File(path, "r+") as f:
     group = f["layers/unit_mixer/vars"]
     for i, task in enumerate(TASKS):
       group.move(task, str(i))
-  fresh, fresh_mixer = _wrapped(TASKS)
-  with pytest.warns(UserWarning, match="stored by position"):
+  fresh, _ = _wrapped(TASKS)
+  with pytest.raises(ValueError, match=r"unexpected \['0', '1'\]"):
     fresh.load_weights(path)
-  np.testing.assert_allclose(fresh_mixer.row("relative_position").numpy(),
-                             [0.6, 0.0, 0.8])
-  np.testing.assert_allclose(fresh_mixer.row("colorization").numpy(),
-                             [0.0, 0.8, 0.6])

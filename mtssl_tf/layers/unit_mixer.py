@@ -235,9 +235,6 @@ class UnitMixer(keras.layers.Layer):
 
   def load_own_variables(self, store):
     keys = list(store.keys())
-    if keys and all(k.isdigit() for k in keys):
-      self._load_positional(store, keys)
-      return
     missing = [t for t in self._task_names if t not in keys]
     extra = [k for k in keys if k not in self._alphas]
     if missing or extra:
@@ -247,27 +244,6 @@ class UnitMixer(keras.layers.Layer):
           f"{extra or 'none'} (saved rows: {', '.join(keys)})")
     for task in self._task_names:
       self._alphas[task].assign(store[task])
-
-  def _load_positional(self, store, keys):
-    """A file written before rows were keyed by task name: its rows are in
-    the writer's task order, which a ``.keras`` file restores (it rebuilds
-    the mixer from its config) but a ``.weights.h5`` loaded into a model
-    built in another order does not. Loaded in this mixer's order, with a
-    warning; re-saving writes the named layout."""
-    if len(keys) != len(self._task_names):
-      raise ValueError(
-          f"UnitMixer {self.name!r}: the file holds {len(keys)} positional "
-          f"alpha rows but this mixer has {len(self._task_names)} tasks "
-          f"({', '.join(self._task_names)})")
-    warnings.warn(
-        f"UnitMixer {self.name!r}: alpha rows stored by position (a file "
-        "written before mtssl_tf keyed them by task name) are loaded in "
-        f"this mixer's task order {self._task_names}; this is right only "
-        "if the file was written by a model with the same task order. "
-        "Save the model again to store the rows by task name "
-        "(docs/checkpoints.md).", stacklevel=3)
-    for i, task in enumerate(self._task_names):
-      self._alphas[task].assign(store[str(i)])
 
   def get_config(self):
     config = super().get_config()

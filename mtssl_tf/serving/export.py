@@ -36,8 +36,7 @@ from typing import Dict
 import tensorflow as tf
 
 from mtssl_tf.models.multitask import MultiTaskModel
-# The one way to load a run's checkpoint (named layout, old positional ones
-# converted); re-exported because exporting a run starts with it.
+# The one way to load a run's checkpoint; re-exported because exporting a run starts with it.
 from mtssl_tf.training.checkpoints import load_run_model  # noqa: F401
 from mtssl_tf.training.checkpoints import is_disk_full
 
