@@ -540,10 +540,8 @@ def _effective_batch_sizes(config: Mapping[str, Any]) -> Mapping[str, Any]:
   """``config`` (a :meth:`TrainConfig.to_dict`) with ``task_batch_sizes``
   spelled out for every task (a task not named trains at ``batch_size``), so
   that resume compares the batches each task trains on: naming a task at
-  the old ``batch_size`` changes nothing, a config written before the field
-  existed means ``batch_size`` for every task, and a new entry is a change
-  (an empty mapping would flatten to no key at all, and keys the old config
-  lacks are not compared)."""
+  the old ``batch_size`` changes nothing, and a new entry is a change (an
+  empty mapping would flatten to no key at all)."""
   if not isinstance(config.get("tasks"), (list, tuple)) or \
       "batch_size" not in config:
     return config
@@ -568,31 +566,24 @@ def field_covered(key: str, fields: Sequence[str]) -> bool:
 
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], *,
-                       ignore: Tuple[str, ...] = RESUMABLE_FIELDS,
-                       compare_absent: bool = False
+                       ignore: Tuple[str, ...] = RESUMABLE_FIELDS
                        ) -> List[Tuple[str, Any, Any]]:
   """``[(field, old value, new value), ...]``: every field of two configs
   (as :meth:`TrainConfig.to_dict` gives them, nested fields dotted, e.g.
-  ``optimizer.learning_rate``) that differs, sorted by field.
+  ``optimizer.learning_rate``) that differs, sorted by field; a field
+  one side lacks is compared as ``"<absent>"``.
 
   Args:
     old, new: the configs as dicts.
     ignore: fields that may differ: a top-level name covers its nested
       fields (``data``), a dotted name one nested field
       (``data.deterministic``). Default: what a resume may change.
-    compare_absent: compare fields that ``old`` lacks as ``"<absent>"``.
-      Off for a resume, where a field the old config does not have was
-      written by an older version; a task parameter the old run did not set
-      that the new config sets is a change either way.
   """
   old_flat = _flatten(_effective_batch_sizes(old))
   new_flat = _flatten(_effective_batch_sizes(new))
   out = []
   for key in sorted(set(old_flat) | set(new_flat)):
     if field_covered(key, ignore):
-      continue
-    if not compare_absent and key not in old_flat and not (
-        key.startswith("task_params.") and "task_params" in old):
       continue
     before, after = (old_flat.get(key, "<absent>"),
                      new_flat.get(key, "<absent>"))
@@ -607,8 +598,7 @@ def resume_differences(old: Mapping[str, Any],
                        new: Mapping[str, Any]) -> List[str]:
   """``["tasks: [...] -> [...]", ...]``: every field of two configs (as
   :meth:`TrainConfig.to_dict` gives them) that differs and may not change
-  on resume. Fields the old config does not have (written by an older
-  version) are not compared."""
+  on resume."""
   return [f"{key}: {_short(before)} -> {_short(after)}"
           for key, before, after in config_differences(old, new)]
 

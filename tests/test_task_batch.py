@@ -111,18 +111,11 @@ def test_resume_treats_task_batch_sizes_like_batch_size(tmp_path):
   # Naming a task at the batch size it already had changes nothing.
   assert resume_differences(old, config(task_batch_size={RP: 2}).to_dict()) \
       == []
-  # A config.json written before the field existed: every task trained at
-  # batch_size, so the same run resumes, and a new size is refused.
-  older = dict(old)
-  del older["task_batch_sizes"]
-  assert resume_differences(older, old) == []
-  assert resume_differences(older, config(
-      task_batch_size={COL: 4}).to_dict()) == [
-          "task_batch_sizes.colorization: 2 -> 4"]
-  # check_resume refuses it before anything is built, as for batch_size.
+  # check_resume refuses a new size before anything is built, as for
+  # batch_size.
   (tmp_path / "checkpoints").mkdir()
   (tmp_path / "checkpoints" / "checkpoint").write_text("")
-  (tmp_path / "config.json").write_text(json.dumps(older))
+  (tmp_path / "config.json").write_text(json.dumps(old))
   check_resume(plain)
   with pytest.raises(ConfigError, match="colorization: 2 -> 4"):
     check_resume(config(task_batch_size={COL: 4}))

@@ -225,8 +225,8 @@ def test_resume_differences_lists_nested_fields():
   new = {"tasks": ("b", "a"), "steps": 9, "trunk": {"depth": 26},
          "task_params": {"a": {"x": 2}}, "new_field": 3}
   assert resume_differences(old, new) == [
-      "task_params.a.x: 1 -> 2", "tasks: ['a', 'b'] -> ['b', 'a']",
-      "trunk.depth: 14 -> 26"]
+      "new_field: '<absent>' -> 3", "task_params.a.x: 1 -> 2",
+      "tasks: ['a', 'b'] -> ['b', 'a']", "trunk.depth: 14 -> 26"]
   # Float round trips (JSON, .npz, renormalising a computed prior) are the
   # same setting; a real change in a value list is not.
   prior = [0.1 / 3, 1e-40, 0.5]
