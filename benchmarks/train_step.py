@@ -537,7 +537,7 @@ def bench_scale_out(size: str, args: str, run_dir: str, only):
     step = 0
     start = time.perf_counter()
     while step < per_pass:  # traces every plan of a pass
-      plan, _, _ = trainer.run_loop(step)
+      plan = trainer.run_loop(step)[0]
       step += len(plan)
     _log(f"[{size}] {label}: warm-up {time.perf_counter() - start:.0f}s")
     trainer.device_seconds = 0.0
@@ -548,7 +548,7 @@ def bench_scale_out(size: str, args: str, run_dir: str, only):
     for _ in range(loops):
       done = 0
       while done < per_pass:
-        plan, _, _ = trainer.run_loop(step)
+        plan = trainer.run_loop(step)[0]
         step += len(plan)
         done += len(plan)
         calls += 1
