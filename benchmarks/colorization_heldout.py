@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtssl_tf.data.sources import make_source
-from mtssl_tf.tasks import colorization
+from mtssl_tf.tasks import colorization, heldout_metrics
 from mtssl_tf.training import pretext_eval
 from mtssl_tf.training.checkpoints import load_run_model, read_run_config
 
@@ -73,13 +73,13 @@ def _aucs(task, logits, ab):
   for t in TEMPERATURES:
     decoded = colorization.decode_annealed_mean(tf.constant(flat_logits),
                                                 bins, t).numpy()
-    out[f"T={t:g}"] = pretext_eval.ab_error_auc(decoded, flat_ab)
+    out[f"T={t:g}"] = heldout_metrics.ab_error_auc(decoded, flat_ab)
     if t == colorization.DEFAULT_TEMPERATURE:
       metric_decode = decoded.reshape(ab.shape)
   for name, ab_value in (("prior mode", bins[np.argmax(prior)]),
                          ("grey", np.zeros(2)),
                          ("prior mean", prior @ bins / prior.sum())):
-    out[name] = pretext_eval.ab_error_auc(
+    out[name] = heldout_metrics.ab_error_auc(
         np.broadcast_to(ab_value, flat_ab.shape), flat_ab)
   return out, metric_decode
 
@@ -87,8 +87,8 @@ def _aucs(task, logits, ab):
 def _top5_gain(task, logits, bins, rounds, seed):
   prior = np.asarray(task.prior, np.float64)
   n, pixels, q = logits.shape
-  hits = pretext_eval.top_k_hits(logits.reshape(-1, q), bins.reshape(-1), 5)
-  prior_hits = pretext_eval.top_k_hits(
+  hits = heldout_metrics.top_k_hits(logits.reshape(-1, q), bins.reshape(-1), 5)
+  prior_hits = heldout_metrics.top_k_hits(
       np.broadcast_to(prior, (n * pixels, q)), bins.reshape(-1), 5)
   gain = (hits.reshape(n, pixels).mean(1)
           - prior_hits.reshape(n, pixels).mean(1))
@@ -104,12 +104,12 @@ def _auc_gain(task, decoded, ab, rounds, seed):
   resampled crops for both). Every crop has the same number of pixels, so
   the pooled curve of a set of crops is the mean of their curves."""
   mode = np.asarray(task.bins)[np.argmax(np.asarray(task.prior))]
-  curves = [np.stack([pretext_eval.ab_error_curve(p, t)
+  curves = [np.stack([heldout_metrics.ab_error_curve(p, t)
                       for p, t in zip(pred, ab)])
             for pred in (decoded, np.broadcast_to(mode, ab.shape))]
 
   def gain(idx):
-    model, prior = (pretext_eval.curve_auc(c[idx].mean(0)) for c in curves)
+    model, prior = (heldout_metrics.curve_auc(c[idx].mean(0)) for c in curves)
     return model - prior
 
   n = len(ab)

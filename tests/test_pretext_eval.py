@@ -15,6 +15,7 @@ from mtssl_tf.config import OptimizerConfig, TrainConfig
 from mtssl_tf.data import offline
 from mtssl_tf.data.sources import make_source
 from mtssl_tf.models.trunk import TrunkConfig
+from mtssl_tf.tasks import heldout_metrics as hm
 from mtssl_tf.training import pretext_eval as pe
 from harness import TASK_PARAMS  # the tiny task parameters of every test
 
@@ -24,13 +25,13 @@ from harness import TASK_PARAMS  # the tiny task parameters of every test
 
 def test_rp_accuracy_and_its_chance_level():
   logits = np.array([[0, 5, 0, 0, 0, 0, 0, 0], [9, 0, 0, 0, 0, 0, 0, 0.]])
-  assert pe.rp_accuracy(logits, [1, 2]) == 0.5
+  assert hm.rp_accuracy(logits, [1, 2]) == 0.5
   rng = np.random.default_rng(0)
   n = 40_000
-  chance = pe.rp_accuracy(rng.normal(size=(n, 8)), rng.integers(0, 8, n))
+  chance = hm.rp_accuracy(rng.normal(size=(n, 8)), rng.integers(0, 8, n))
   assert abs(chance - pe.RP_CHANCE) < 0.01  # 3 standard errors is 0.005
   with pytest.raises(ValueError, match="logits"):
-    pe.rp_accuracy(np.zeros((3, 8)), [1, 2])
+    hm.rp_accuracy(np.zeros((3, 8)), [1, 2])
 
 
 def test_top_k_hits_matches_a_sort_reference_ties_included():
@@ -40,41 +41,41 @@ def test_top_k_hits_matches_a_sort_reference_ties_included():
   for k in (1, 5, 12):
     reference = [label in np.argsort(-row, kind="stable")[:k]
                  for row, label in zip(scores, labels)]
-    np.testing.assert_array_equal(pe.top_k_hits(scores, labels, k),
+    np.testing.assert_array_equal(hm.top_k_hits(scores, labels, k),
                                   reference)
   # A constant score is no better than the first k classes.
-  flat = pe.top_k_hits(np.zeros((12, 12)), np.arange(12), 5)
+  flat = hm.top_k_hits(np.zeros((12, 12)), np.arange(12), 5)
   np.testing.assert_array_equal(flat, np.arange(12) < 5)
 
 
 def test_ab_error_auc_known_values_and_loop_reference():
   true = np.zeros((4, 5, 2))
-  assert pe.ab_error_auc(true, true) == 1.0
+  assert hm.ab_error_auc(true, true) == 1.0
   # Every pixel off by exactly 30: the curve steps from 0 to 1 at t = 30;
   # trapezoid area 120 + 1/2 over 150.
   off = true + np.array([18.0, 24.0])  # |(18, 24)| = 30
-  assert pe.ab_error_auc(off, true) == pytest.approx(120.5 / 150)
-  assert pe.ab_error_auc(true + 200.0, true) == 0.0
+  assert hm.ab_error_auc(off, true) == pytest.approx(120.5 / 150)
+  assert hm.ab_error_auc(true + 200.0, true) == 0.0
   rng = np.random.default_rng(2)
   pred, truth = rng.normal(0, 60, (300, 2)), rng.normal(0, 60, (300, 2))
   errors = np.sqrt(((pred - truth) ** 2).sum(-1))
   curve = [np.mean(errors <= t) for t in range(151)]
-  np.testing.assert_allclose(pe.ab_error_curve(pred, truth), curve)
+  np.testing.assert_allclose(hm.ab_error_curve(pred, truth), curve)
   reference = sum((curve[t] + curve[t + 1]) / 2 for t in range(150)) / 150
-  assert pe.ab_error_auc(pred, truth) == pytest.approx(reference)
+  assert hm.ab_error_auc(pred, truth) == pytest.approx(reference)
   # curve_auc: a straight ramp has area one half; equal-sized parts pool by
   # averaging their curves (what the colorization benchmark's bootstrap
   # over crops relies on).
-  assert pe.curve_auc(np.linspace(0.0, 1.0, 151)) == pytest.approx(0.5)
-  halves = [pe.ab_error_curve(pred[i::2], truth[i::2]) for i in (0, 1)]
-  assert pe.curve_auc(np.mean(halves, 0)) == pytest.approx(reference)
+  assert hm.curve_auc(np.linspace(0.0, 1.0, 151)) == pytest.approx(0.5)
+  halves = [hm.ab_error_curve(pred[i::2], truth[i::2]) for i in (0, 1)]
+  assert hm.curve_auc(np.mean(halves, 0)) == pytest.approx(reference)
 
 
 def test_retrieval_top1_reference_and_limits():
   rng = np.random.default_rng(3)
   n, k, d = 7, 3, 5
   centres = rng.normal(size=(n, 1, d))
-  assert pe.retrieval_top1(np.repeat(centres, k, axis=1)) == 1.0
+  assert hm.retrieval_top1(np.repeat(centres, k, axis=1)) == 1.0
   emb = centres + rng.normal(0, 0.8, (n, k, d))
   unit = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
   hits = []
@@ -85,19 +86,19 @@ def test_retrieval_top1_reference_and_limits():
       for i in range(n):
         sims = [unit[i, a] @ unit[j, b] for j in range(n)]
         hits.append(int(np.argmax(sims)) == i)
-  assert pe.retrieval_top1(emb) == pytest.approx(np.mean(hits))
+  assert hm.retrieval_top1(emb) == pytest.approx(np.mean(hits))
   noise = rng.normal(size=(50, 2, 16))
-  assert pe.retrieval_top1(noise) < 0.12  # chance 1/50 = 0.02
+  assert hm.retrieval_top1(noise) < 0.12  # chance 1/50 = 0.02
   with pytest.raises(ValueError, match="K >= 2"):
-    pe.retrieval_top1(np.zeros((4, 1, 3)))
+    hm.retrieval_top1(np.zeros((4, 1, 3)))
 
 
 def test_binary_iou_known_values():
   truth = np.array([[1, 1, 0, 0]], bool)
-  assert pe.binary_iou(np.array([[1, 0, 1, 0]]), truth) == pytest.approx(1 / 3)
-  assert pe.binary_iou(np.zeros_like(truth), truth) == 0.0
-  assert pe.binary_iou(np.ones_like(truth), truth) == 0.5
-  assert pe.binary_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+  assert hm.binary_iou(np.array([[1, 0, 1, 0]]), truth) == pytest.approx(1 / 3)
+  assert hm.binary_iou(np.zeros_like(truth), truth) == 0.0
+  assert hm.binary_iou(np.ones_like(truth), truth) == 0.5
+  assert hm.binary_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
 
 
 # --- each task's scores on oracle and trivial outputs -------------------------------

@@ -56,11 +56,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from mtssl_tf import tasks as tasks_lib
-# The metrics, importable from here as before (the tasks score with them).
-from mtssl_tf.tasks.heldout_metrics import (AUC_MAX_THRESHOLD, ab_error_auc,
-                                            ab_error_curve, binary_iou,
-                                            curve_auc, retrieval_top1,
-                                            rp_accuracy, top_k_hits)
 from mtssl_tf.tasks.relative_position import CHANCE as RP_CHANCE
 
 # Held-out video frames for evaluation: every 10th frame (every 2nd would
@@ -358,10 +353,7 @@ def from_config(config, model, log: Callable[[str], None] = print
   return PretextEvaluator(model, heldout, description)
 
 
-__all__ = ["AUC_MAX_THRESHOLD", "EVAL_FRAME_STRIDE", "JSON_NAME",
-           "PretextEvaluator", "RP_CHANCE", "ab_error_auc", "ab_error_curve",
-           "curve_auc",
-           "binary_iou", "format_line", "format_table", "from_config",
+__all__ = ["EVAL_FRAME_STRIDE", "JSON_NAME", "PretextEvaluator", "RP_CHANCE",
+           "format_line", "format_table", "from_config",
            "has_heldout_metric", "headline", "heldout_sources",
-           "materialize", "read_json", "retrieval_top1", "rp_accuracy",
-           "top_k_hits", "write_json"]
+           "materialize", "read_json", "write_json"]
