@@ -15,11 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from mtssl_tf.data.color_statistics import write_prior_file
-# The library's names stay importable from this module (older imports).
-from mtssl_tf.tasks.colorization_prior import *  # noqa: F401,F403
 from mtssl_tf.tasks.colorization_prior import GREY_MASK_MODES, GRID_STEP
-from mtssl_tf.training.colorization_prior import (  # noqa: F401
-    resolve_training_prior)
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -11,7 +11,8 @@ from skimage import color as skcolor
 from skimage import data as skdata
 
 import harness
-from mtssl_tf import colorization_prior as prior_lib
+from mtssl_tf import colorization_prior as prior_cli
+from mtssl_tf.tasks import colorization_prior as prior_lib
 from mtssl_tf.ops import color
 from mtssl_tf.tasks import colorization as col
 
@@ -203,7 +204,7 @@ def test_prior_command_on_real_images(tmp_path):
     skimage.io.imsave(str(folder / f"{name}.png"),
                       getattr(skdata, name)()[::4, ::4], check_contrast=False)
   out313 = str(tmp_path / "prior.npz")
-  assert prior_lib.main([f"--images={folder}", f"--output={out313}"]) == 0
+  assert prior_cli.main([f"--images={folder}", f"--output={out313}"]) == 0
   bins, prior = prior_lib.load_prior(out313)
   np.testing.assert_array_equal(bins, BINS)
   np.testing.assert_allclose(prior.sum(), 1.0)
@@ -216,7 +217,7 @@ def test_prior_command_on_real_images(tmp_path):
   assert np.abs(counts - ref_counts).sum() <= 0.01 * ref_counts.sum()
 
   out_derived = str(tmp_path / "derived.npz")
-  assert prior_lib.main([f"--images={folder}/*.png",
+  assert prior_cli.main([f"--images={folder}/*.png",
                          f"--output={out_derived}", "--derive_bins"]) == 0
   dbins, dprior = prior_lib.load_prior(out_derived)
   assert 2 <= len(dbins) < 313
@@ -229,7 +230,7 @@ def test_prior_command_on_real_images(tmp_path):
   with pytest.raises(ValueError, match="other ab bins"):
     col.Colorization(crop_size=32, prior=out_derived, bins=BINS)
   with pytest.raises(SystemExit, match="no images"):
-    prior_lib.main([f"--images={tmp_path}/nothing/*.jpg", "--output=x.npz"])
+    prior_cli.main([f"--images={tmp_path}/nothing/*.jpg", "--output=x.npz"])
 
 
 def test_load_prior_errors(tmp_path):

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtssl_tf import colorization_prior as prior_lib
+from mtssl_tf import colorization_prior as prior_cli
+from mtssl_tf.tasks import colorization_prior as prior_lib
+from mtssl_tf.training.colorization_prior import resolve_training_prior
 from mtssl_tf import model_zoo
 from mtssl_tf.config import DataConfig, OptimizerConfig, TrainConfig
 from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.tasks.colorization import Colorization
 
-RESOURCES = os.path.join(os.path.dirname(prior_lib.__file__), "resources")
+RESOURCES = os.path.join(os.path.dirname(prior_cli.__file__), "resources")
 COL = {"crop_size": 32, "hidden_channels": 8}
 
 
@@ -94,11 +96,11 @@ def test_auto_prior_is_the_commands_prior_of_the_training_images(tmp_path):
   _write_photos(folder, range(5))
   config = _config(tmp_path, folder)
   lines = []
-  resolved = prior_lib.resolve_training_prior(config, log=lines.append)
+  resolved = resolve_training_prior(config, log=lines.append)
   prior = np.asarray(resolved.task_params["colorization"]["prior"])
   # The existing command on the same images gives the same prior.
   out = str(tmp_path / "command.npz")
-  assert prior_lib.main([f"--images={folder}", f"--output={out}"]) == 0
+  assert prior_cli.main([f"--images={folder}", f"--output={out}"]) == 0
   bins, want = prior_lib.load_prior(out)
   np.testing.assert_allclose(prior, want, rtol=1e-9, atol=1e-15)
   # Cached in the run folder; the log names the prior and its weights.
@@ -112,7 +114,7 @@ def test_auto_prior_is_the_commands_prior_of_the_training_images(tmp_path):
   # images changed meanwhile.
   _write_photos(folder, range(5, 9))
   again = []
-  second = prior_lib.resolve_training_prior(config, log=again.append)
+  second = resolve_training_prior(config, log=again.append)
   np.testing.assert_array_equal(
       second.task_params["colorization"]["prior"], prior)
   assert "cached in" in again[0] and "computed from 5" not in again[0]
@@ -121,13 +123,13 @@ def test_auto_prior_is_the_commands_prior_of_the_training_images(tmp_path):
 def test_given_prior_is_used_and_nothing_is_computed(tmp_path):
   config = _config(tmp_path, str(tmp_path / "none"), prior="imagenet")
   lines = []
-  assert prior_lib.resolve_training_prior(config, log=lines.append) is config
+  assert resolve_training_prior(config, log=lines.append) is config
   assert "ImageNet prior" in lines[0]
   w = _numpy_weights(prior_lib.load_imagenet_prior())
   assert f"from {w.min():.3g} to {w.max():.3g}" in lines[0]
   assert not os.path.exists(config.run_dir)
   uniform = _config(tmp_path, str(tmp_path / "none"), prior="uniform")
-  prior_lib.resolve_training_prior(uniform, log=lines.append)
+  resolve_training_prior(uniform, log=lines.append)
   assert "uniform" in lines[1] and "from 1 to 1" in lines[1]
 
 
@@ -135,7 +137,7 @@ def test_grey_training_images_ask_for_a_prior(tmp_path):
   folder = str(tmp_path / "grey")
   _write_photos(folder, range(2), grey=True)
   with pytest.raises(ValueError, match="no colour pixel.*colorization.prior"):
-    prior_lib.resolve_training_prior(_config(tmp_path, folder),
+    resolve_training_prior(_config(tmp_path, folder),
                                      log=lambda s: None)
 
 
