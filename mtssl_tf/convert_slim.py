@@ -19,8 +19,6 @@ from typing import Callable, Optional, Sequence
 
 from absl import flags
 
-# The library's names stay importable from this module (older imports).
-from mtssl_tf.models.slim_conversion import *  # noqa: F401,F403
 from mtssl_tf.models.slim_conversion import (SLIM_POOL_PADDINGS,
                                              SlimConversionError,
                                              check_command_settings, convert,

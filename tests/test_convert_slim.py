@@ -18,8 +18,9 @@ import tensorflow as tf
 
 import mtssl_tf  # noqa: F401  (registers the Trunk for load_model)
 from mtssl_tf import convert_slim
-from mtssl_tf.convert_slim import SlimConversionError
 from mtssl_tf.models import Trunk
+from mtssl_tf.models import slim_conversion
+from mtssl_tf.models.slim_conversion import SlimConversionError
 
 MEAN_RGB = np.array([123.68, 116.779, 103.939])
 SLIM_UNITS = {26: (2, 2, 2), 101: (3, 4, 23)}
@@ -215,7 +216,7 @@ def small_ckpt(tmp_path_factory):
                          [(2, "same"), (1, "same"), (2, "valid")])
 def test_converted_trunk_matches_slim_reference(small_ckpt, block3_last_stride,
                                                 pool_padding):
-  trunk, report = convert_slim.convert_checkpoint(
+  trunk, report = slim_conversion.convert_checkpoint(
       small_ckpt["prefix"], depth=26, width=0.25,
       block3_last_stride=block3_last_stride, pool_padding=pool_padding)
   images = _images()
@@ -235,7 +236,7 @@ def test_converted_trunk_matches_slim_reference(small_ckpt, block3_last_stride,
 def test_default_conversion_pools_like_slim_to_56x56_at_224_px(small_ckpt):
   """Slim's resnet_arg_scope pools with 'SAME': conv1 112x112 -> pool1
   56x56 at 224 px (a 'VALID' pool would give 55x55, shifted by a pixel)."""
-  trunk, report = convert_slim.convert_checkpoint(small_ckpt["prefix"],
+  trunk, report = slim_conversion.convert_checkpoint(small_ckpt["prefix"],
                                                   depth=26, width=0.25)
   assert report.trunk_config["pool_padding"] == "same"
   images = _images((1, 224, 224, 3), seed=4)
@@ -249,7 +250,7 @@ def test_default_conversion_pools_like_slim_to_56x56_at_224_px(small_ckpt):
 
 
 def test_last_stride_one_is_slims_last_unit_computed_densely(small_ckpt):
-  trunk, _ = convert_slim.convert_checkpoint(small_ckpt["prefix"], depth=26,
+  trunk, _ = slim_conversion.convert_checkpoint(small_ckpt["prefix"], depth=26,
                                              width=0.25, block3_last_stride=1)
   images = _images()
   dense = np.asarray(trunk(images)["conv4_block2_out"])
@@ -262,7 +263,7 @@ def test_last_stride_one_is_slims_last_unit_computed_densely(small_ckpt):
 def test_reference_is_sensitive_to_epsilon_pool_and_mean(small_ckpt):
   """The reference test above would catch each of the differences between
   Slim and Keras's ResNetV2 that the converter must get right."""
-  trunk, _ = convert_slim.convert_checkpoint(
+  trunk, _ = slim_conversion.convert_checkpoint(
       small_ckpt["prefix"], depth=26, width=0.25, block3_last_stride=2)
   assert all(l.epsilon == 1e-5 for l in trunk.layers
              if isinstance(l, keras.layers.BatchNormalization))
@@ -318,7 +319,7 @@ def test_random_trunk_round_trip_gives_identical_outputs(tmp_path):
   prefix = _write_checkpoint(str(tmp_path), {
       **values, "global_step": np.array(7, np.int64),
       "resnet_v2_26/postnorm/beta": np.zeros(512, np.float32)})
-  trunk, report = convert_slim.convert_checkpoint(prefix, depth=26,
+  trunk, report = slim_conversion.convert_checkpoint(prefix, depth=26,
                                                   width=0.25)
   assert trunk.get_config() == dict(source.get_config())
   images = _images()
@@ -328,12 +329,12 @@ def test_random_trunk_round_trip_gives_identical_outputs(tmp_path):
     np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=1e-5,
                                err_msg=name)
   assert report.ignored == {
-      "global_step": convert_slim.REASON_GLOBAL_STEP,
-      "resnet_v2_26/postnorm/beta": convert_slim.REASON_NOT_IN_TRUNK}
+      "global_step": slim_conversion.REASON_GLOBAL_STEP,
+      "resnet_v2_26/postnorm/beta": slim_conversion.REASON_NOT_IN_TRUNK}
 
 
 def test_ignored_variables_are_listed_with_reasons(small_ckpt):
-  _, report = convert_slim.convert_checkpoint(small_ckpt["directory"],
+  _, report = slim_conversion.convert_checkpoint(small_ckpt["directory"],
                                               depth=26, width=0.25)
   assert report.checkpoint == small_ckpt["prefix"]   # directory -> latest
   scope = small_ckpt["scope"]
@@ -344,7 +345,7 @@ def test_ignored_variables_are_listed_with_reasons(small_ckpt):
     assert (report.ignored[f"{scope}/{part}"]
             == "not part of the trunk through block 3")
   assert report.ignored[f"{scope}/conv1/weights/RMSProp_1"] == (
-      convert_slim.REASON_SLOT)
+      slim_conversion.REASON_SLOT)
   assert set(report.mapped) == set(small_ckpt["values"])
   assert report.mapped[
       f"{scope}/block3/unit_2/bottleneck_v2/conv2/BatchNorm/moving_mean"] == (
@@ -370,7 +371,7 @@ def test_missing_variables_fail_and_are_listed(tmp_path, small_ckpt):
           f"{s}/block3/unit_1/bottleneck_v2/shortcut/biases"]
   prefix = _variant(tmp_path, small_ckpt, drop=gone)
   with pytest.raises(SlimConversionError) as e:
-    convert_slim.convert_checkpoint(prefix, depth=26, width=0.25)
+    slim_conversion.convert_checkpoint(prefix, depth=26, width=0.25)
   assert e.value.missing == sorted(gone)
   assert e.value.unexpected == [] and e.value.shape_mismatches == []
   assert "2 missing variables" in str(e.value)
@@ -385,7 +386,7 @@ def test_unexpected_variables_fail_and_are_listed(tmp_path, small_ckpt):
            "other_net/conv1/biases": np.zeros(3, np.float32)}
   prefix = _variant(tmp_path, small_ckpt, add=extra)
   with pytest.raises(SlimConversionError) as e:
-    convert_slim.convert_checkpoint(prefix, depth=26, width=0.25)
+    slim_conversion.convert_checkpoint(prefix, depth=26, width=0.25)
   assert e.value.unexpected == sorted(extra)
   assert e.value.missing == []
   for name in extra:
@@ -397,7 +398,7 @@ def test_shape_mismatch_names_variable_and_both_shapes(tmp_path, small_ckpt):
   prefix = _variant(tmp_path, small_ckpt,
                     replace={name: np.zeros((3, 3, 32, 31), np.float32)})
   with pytest.raises(SlimConversionError) as e:
-    convert_slim.convert_checkpoint(prefix, depth=26, width=0.25)
+    slim_conversion.convert_checkpoint(prefix, depth=26, width=0.25)
   assert e.value.shape_mismatches == [(name, (3, 3, 32, 31), (3, 3, 32, 32))]
   assert (f"{name}: (3, 3, 32, 31) in the checkpoint, (3, 3, 32, 32) in the "
           "trunk") in str(e.value)
@@ -405,42 +406,42 @@ def test_shape_mismatch_names_variable_and_both_shapes(tmp_path, small_ckpt):
 
 def test_wrong_scope_or_depth_fails_with_a_hint(small_ckpt):
   with pytest.raises(SlimConversionError) as e:
-    convert_slim.convert_checkpoint(small_ckpt["prefix"], depth=26,
+    slim_conversion.convert_checkpoint(small_ckpt["prefix"], depth=26,
                                     width=0.25, scope="resnet_v2_101")
   assert "top-level scopes in the checkpoint: ['resnet_v2_26']" in str(e.value)
   # depth 38 over a depth-26 checkpoint: unit 3 of each block is missing.
   with pytest.raises(SlimConversionError) as e:
-    convert_slim.convert_checkpoint(small_ckpt["prefix"], depth=38,
+    slim_conversion.convert_checkpoint(small_ckpt["prefix"], depth=38,
                                     width=0.25, scope="resnet_v2_26")
   assert all("unit_3" in n for n in e.value.missing) and e.value.missing
 
 
 def test_nonexistent_and_object_based_checkpoints_are_refused(tmp_path):
   with pytest.raises(FileNotFoundError, match="cannot read a TensorFlow"):
-    convert_slim.convert_checkpoint(str(tmp_path / "nothing"), depth=26,
+    slim_conversion.convert_checkpoint(str(tmp_path / "nothing"), depth=26,
                                     width=0.25)
   ckpt = tf.train.Checkpoint(v=tf.Variable(1.0))
   path = ckpt.save(str(tmp_path / "tf2" / "ckpt"))
   with pytest.raises(SlimConversionError, match="object-based TF2"):
-    convert_slim.convert_checkpoint(path, depth=26, width=0.25)
+    slim_conversion.convert_checkpoint(path, depth=26, width=0.25)
 
 
 def test_bad_arguments_are_refused(small_ckpt):
   with pytest.raises(ValueError, match="pool_padding"):
-    convert_slim.convert_checkpoint(small_ckpt["prefix"], depth=26,
+    slim_conversion.convert_checkpoint(small_ckpt["prefix"], depth=26,
                                     width=0.25, pool_padding="keras")
   with pytest.raises(ValueError, match="depth"):
-    convert_slim.convert_checkpoint(small_ckpt["prefix"], depth=27)
+    slim_conversion.convert_checkpoint(small_ckpt["prefix"], depth=27)
 
 
 def test_slim_name_covers_every_trunk_weight_once():
   trunk = Trunk(depth=26, width=0.25)
-  names = convert_slim.slim_variable_map(trunk, "resnet_v2_26")
+  names = slim_conversion.slim_variable_map(trunk, "resnet_v2_26")
   assert len(names) == len(trunk.weights)
   assert set(names) == set(_slim_shapes("resnet_v2_26", SLIM_UNITS[26],
                                         width=0.25))
   with pytest.raises(ValueError, match="no Slim name"):
-    convert_slim.slim_name("head_dense/kernel", "resnet_v2_26")
+    slim_conversion.slim_name("head_dense/kernel", "resnet_v2_26")
 
 
 # ---------------------------------------------------------------------------
