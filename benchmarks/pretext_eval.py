@@ -54,7 +54,7 @@ def main(argv):
 
   run_dir = tempfile.mkdtemp(prefix="bench_pretext_")
   values = flags.FlagValues()
-  for name in mt_flags._TRAIN_FLAG_NAMES:  # pylint: disable=protected-access
+  for name in mt_flags.TRAIN_FLAG_NAMES:
     values[name] = FLAGS[name]
   values(["bench"] + shlex.split(FLAGS.demo_flags)
          + [f"--run_dir={run_dir}", "--noplots"])

@@ -115,7 +115,7 @@ def _config(args: str, run_dir: str):
   before = set(FLAGS)
   mt_flags.define_train_flags()
   names = [n for n in FLAGS if n not in before] or list(
-      mt_flags._TRAIN_FLAG_NAMES)
+      mt_flags.TRAIN_FLAG_NAMES)
   values = flags.FlagValues()
   for name in names:
     values[name] = copy.deepcopy(FLAGS[name])

@@ -40,7 +40,6 @@ FLAGS = flags.FLAGS
 
 # Flag names of `python -m mtssl_tf.train`, sorted (the order of flags.txt).
 TRAIN_FLAG_NAMES = sorted(o.name for o in options_lib.train_options())
-_TRAIN_FLAG_NAMES = TRAIN_FLAG_NAMES  # the benchmarks' older spelling
 
 
 def _define(option: options_lib.Option, flag_values: flags.FlagValues,
