@@ -9,10 +9,9 @@ folder of a ``--run_dir`` given on the command line, else by the flagfile's
 ``--model_name``.
 
 The run's model is rebuilt from its ``config.json`` and its latest
-checkpoint restored by task name (a checkpoint written before checkpoints
-were keyed by name is converted on load, with a log line;
-docs/checkpoints.md). What is written is described in
-:mod:`mtssl_tf.serving.export`, the library this command calls.
+checkpoint restored by task name (docs/checkpoints.md). What is written is
+described in :mod:`mtssl_tf.serving.export`, the library this command
+calls.
 """
 from __future__ import annotations
 
