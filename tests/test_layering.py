@@ -25,6 +25,7 @@ PACKAGE = "mtssl_tf"
 ENTRY_POINTS = frozenset({
     "mtssl_tf.colorization_prior",
     "mtssl_tf.convert_slim",
+    "mtssl_tf.demo_summary",
     "mtssl_tf.data.mtssl_motion",
     "mtssl_tf.evaluate",
     "mtssl_tf.export",
