@@ -345,3 +345,23 @@ def test_decoder_messages_are_filtered_and_other_lines_pass(tmp_path):
   assert out.returncode == 0, out.stderr
   assert out.stderr.splitlines() == ["kept 1", "kept 2"]
   assert out.stdout.strip() == "2"
+
+
+def test_motion_records_without_any_moving_pixel_stop_the_task(tmp_path):
+  """Videos without motion: every frame's mask is empty."""
+  from mtssl_tf import motion
+  with tf.io.TFRecordWriter(str(tmp_path / "still.tfrecord")) as writer:
+    for index in range(3):
+      writer.write(motion.encode_example(
+          photo(index), np.zeros((72, 96), np.uint8), "png", "still.avi",
+          index))
+  task = tasks_lib.get_task("motion_segmentation",
+                            **harness.TASK_PARAMS["motion_segmentation"])
+  source = make_source("motion", path=str(tmp_path))
+  assert source.num_files == 3
+  dataset = task_dataset(task, source, batch_size=2, seed=0, shuffle_buffer=1)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=skips.NO_USABLE_DATA):
+    next(iter(dataset))
+  assert source.counter.unusable > 0 and source.counter.exhausted()
+  assert "no moving pixel" in source.counter.describe(skips.UNUSABLE)

@@ -439,7 +439,21 @@ def _motion_source(path, counter, *, min_size: int = 1,
   decoded = try_map(records, load, num_parallel_calls, deterministic)
   return Source(_finish(decoded, counter, min_size, image_size_limit), counter,
                 "motion", f"{len(files)} motion TFRecord files"
-                + _shard_note(num_shards, shard_index), None)
+                + _shard_note(num_shards, shard_index),
+                _count_small(files, num_shards if not by_file else 1))
+
+
+# Record files up to this size are counted when opened (a fraction of a
+# second): the pipeline's guard then knows the length of a pass.
+COUNT_RECORDS_BYTES = 64 * 2**20
+
+
+def _count_small(files: Sequence[str], num_shards: int = 1) -> Optional[int]:
+  """Records in ``files`` (per shard), when they are small enough to count."""
+  if sum(tf.io.gfile.stat(f).length for f in files) > COUNT_RECORDS_BYTES:
+    return None
+  count = sum(1 for _ in tf.data.TFRecordDataset(list(files)))
+  return max(1, -(-count // num_shards))
 
 
 def _hash_id(key: tf.Tensor) -> tf.Tensor:

@@ -323,6 +323,15 @@ class MotionSegmentation(Task):
         message="motion segmentation: mask size does not match its image")]):
       return tf.identity(image)
 
+  unusable_reason = "no moving pixel in its motion mask"
+
+  def usable(self, example: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """False for a frame whose mask marks nothing as moving: a source made
+    only of such frames (videos without motion) cannot teach the task."""
+    if "mask" not in example:
+      return tf.constant(True)
+    return tf.reduce_any(tf.convert_to_tensor(example["mask"]) > 0)
+
   def trunk_images(self, inputs: tf.Tensor) -> tf.Tensor:
     return inputs
 
