@@ -1,6 +1,6 @@
 """Colorization of a trained run on held-out and on training images.
 
-Issue 11, item 4: at CPU scale colorization's held-out top-5 bin accuracy is
+At CPU scale colorization's held-out top-5 bin accuracy is
 above the prior's top 5, but its AuC (Zhang et al.'s per-pixel ab error
 curve, docs/pretext_metrics.md) stays at the prior mode's. This script tells
 a colorization head that learned nothing apart from one that learned colours

@@ -1,6 +1,6 @@
 """Short RP-only trainings that print held-out 8-way accuracy (chance 12.5%).
 
-Issue 11, item 2: relative position (RP) collapsed to a uniform output under
+Relative position (RP) collapsed to a uniform output under
 colour dropping while it learned with harmonized or full-colour input. Each
 run of this script trains the demo trunk + RP head alone for a few hundred
 steps on the offline photos of the training split and measures, every

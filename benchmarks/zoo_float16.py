@@ -1,4 +1,4 @@
-"""Float16 zoo weights files (issue 11, item 7): bytes, the arrays the rule
+"""Float16 zoo weights files: bytes, the arrays the rule
 keeps float32, and how far the features of a model loaded from the float16
 file are from the float32 model's, for the largest preset's architecture at
 the zoo's (study) scale and for a trained run.

@@ -31,7 +31,7 @@ def make_strategy(config) -> tf.distribute.Strategy:
     if "TF_CONFIG" not in os.environ:
       raise ValueError(
           "strategy=multi_worker_mirrored needs the TF_CONFIG environment "
-          "variable (cluster and task); see README 'Several hosts'")
+          "variable (cluster and task); see docs/training.md, 'Several hosts'")
     json.loads(os.environ["TF_CONFIG"])  # a clear error if malformed
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "tpu":
