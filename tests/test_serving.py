@@ -317,8 +317,11 @@ def test_batched_predict_groups_sizes_and_keeps_order(loaded):
   for i, image in enumerate(images):
     want = _direct(loaded, image[None])
     for name, value in want.items():
+      # A batch of another size runs other kernel blockings: the rounding
+      # errors scale with the output's magnitude (up to ~40 here).
       np.testing.assert_allclose(got[name][i], value[0], rtol=1e-5,
-                                 atol=1e-5, err_msg=f"{name}[{i}]")
+                                 atol=1e-5 * np.abs(value).max(),
+                                 err_msg=f"{name}[{i}]")
 
 
 def _load_script(name):
