@@ -319,8 +319,7 @@ def from_run_differences(run_config: Mapping[str, Any],
   holds its resolved prior).
   """
   from mtssl_tf.config import config_differences, field_covered  # pylint: disable=g-import-not-at-top
-  everything = config_differences(run_config, preset_config, ignore=(),
-                                  compare_absent=True)
+  everything = config_differences(run_config, preset_config, ignore=())
   return {"refused": [d for d in everything
                       if not field_covered(d[0], FROM_RUN_ALLOWED)],
           "allowed": [d for d in everything
