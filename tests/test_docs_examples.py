@@ -80,18 +80,12 @@ PAGES_WITH_PYTHON = [p for p in user_pages()
                      if python_blocks(p)[0] or python_blocks(p)[1]]
 
 
-# Runs each page's blocks in a child forked from one interpreter that has
-# already imported TensorFlow and Keras (one import instead of one per page;
-# nothing has run yet, so the child starts TensorFlow's runtime itself). The
-# child is a fresh process for the page: its own working directory, names and
-# registered tasks.
-_PYTHON_DRIVER = textwrap.dedent(r"""
-    import json, os, sys, tempfile, traceback
-    import tensorflow, keras                      # imported once, before fork
-    import signal, time
+# Both drivers wait for their forked children with this: a child that
+# neither finishes nor fails in time (a lock held at fork time, say) is
+# killed, so the test fails instead of hanging.
+_WAIT_OR_KILL = textwrap.dedent(r"""
+    import os, signal, time
     def wait_or_kill(pid, limit=300):
-      # A child that neither finishes nor fails in time (a lock held at
-      # fork time, say) is killed: the test fails instead of hanging.
       deadline = time.monotonic() + limit
       while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -101,6 +95,17 @@ _PYTHON_DRIVER = textwrap.dedent(r"""
           os.kill(pid, signal.SIGKILL)
           return os.waitpid(pid, 0)[1]
         time.sleep(0.05)
+""")
+
+
+# Runs each page's blocks in a child forked from one interpreter that has
+# already imported TensorFlow and Keras (one import instead of one per page;
+# nothing has run yet, so the child starts TensorFlow's runtime itself). The
+# child is a fresh process for the page: its own working directory, names and
+# registered tasks.
+_PYTHON_DRIVER = _WAIT_OR_KILL + textwrap.dedent(r"""
+    import json, os, sys, tempfile, traceback
+    import tensorflow, keras                      # imported once, before fork
     results = []
     for page, blocks, workdir in json.load(sys.stdin):
       out = tempfile.TemporaryFile()
@@ -214,22 +219,9 @@ MAKE_COMMANDS = sorted({c for _, c in ALL_COMMANDS if c[0] == "make"})
 # that has already imported TensorFlow (one import instead of one per
 # command). In the child, the first full parse of absl flags or of an
 # argparse parser prints a marker and exits: nothing after it runs.
-_DRIVER = textwrap.dedent(r"""
+_DRIVER = _WAIT_OR_KILL + textwrap.dedent(r"""
     import argparse, io, json, os, runpy, sys, tempfile
     import tensorflow, keras                      # imported once, before fork
-    import signal, time
-    def wait_or_kill(pid, limit=300):
-      # A child that neither finishes nor fails in time (a lock held at
-      # fork time, say) is killed: the test fails instead of hanging.
-      deadline = time.monotonic() + limit
-      while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-          return status
-        if time.monotonic() > deadline:
-          os.kill(pid, signal.SIGKILL)
-          return os.waitpid(pid, 0)[1]
-        time.sleep(0.05)
     from absl import flags
     MARK = "DOCS-FLAGS-PARSED"
     results = []
