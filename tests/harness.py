@@ -227,7 +227,7 @@ def check_registry(name: str, params: Optional[Dict[str, Any]] = None
     TrainConfig(run_dir="unused", tasks=(name,),
                 task_params={name: {"no_such_param": 1}})
   except ConfigError as e:
-    assert f"{name}.no_such_param is unknown" in str(e), e
+    assert f"--{name}.no_such_param: {name} has no parameter" in str(e), e
   else:
     raise AssertionError("a run config accepted an unknown task parameter")
   try:

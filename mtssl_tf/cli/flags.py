@@ -90,12 +90,6 @@ def trunk_kwargs_from_flags(f: flags.FlagValues = FLAGS,
   return out
 
 
-def inapplicable_options(f: flags.FlagValues = FLAGS):
-  """``[(flag, why)]``: options set (on the command line or in a flagfile)
-  for a mode that the other flags do not select."""
-  return options_lib.inapplicable_options(*options_lib.flag_values(f))
-
-
 def config_from_flags(f: flags.FlagValues = FLAGS,
                       warn=None) -> config_lib.TrainConfig:
   """Turns parsed flags into a validated :class:`TrainConfig`, as

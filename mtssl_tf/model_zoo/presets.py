@@ -18,14 +18,15 @@ its paper numbers (from :mod:`mtssl_tf.evaluation.paper_tables`) and one
   batch 16, 1,200 steps, held-out metrics) with deterministic ops, so a
   preset that is also a study row (rp, rp_h, rp_col, rp_col_ex_ms,
   rp_col_ex_ms_lasso) has exactly that row's config;
-* ``"tiny"``: the demo recipe shrunk to a depth-14 trunk and small heads,
-  for tests.
+* ``"tiny"``: the demo recipe shrunk to the sizes of ``configs/tiny.cfg``
+  (a depth-14 trunk and small heads), for tests.
 
 A recipe is a flagfile of the package's ``configs/`` folder (the
 repository's ``configs/``, shipped as package data: one source for the
 values that ``python -m mtssl_tf.train --flagfile=configs/X.cfg`` reads)
-plus typed overrides; it is parsed by :func:`mtssl_tf.options.parse_args`,
-without absl and without the working directory.
+plus typed overrides; it is parsed by :func:`mtssl_tf.options.parse_args`
+(absl on a private ``FlagValues``: the process's flags stay untouched),
+independently of the working directory.
 
 >>> preset = get_preset("rp_col")
 >>> config = preset.config("tiny", run_dir="/tmp/rp_col")
