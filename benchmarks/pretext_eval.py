@@ -54,8 +54,7 @@ def main(argv):
 
   run_dir = tempfile.mkdtemp(prefix="bench_pretext_")
   values = flags.FlagValues()
-  for name in mt_flags.TRAIN_FLAG_NAMES:
-    values[name] = FLAGS[name]
+  mt_flags.define_train_flags(values)
   values(["bench"] + shlex.split(FLAGS.demo_flags)
          + [f"--run_dir={run_dir}", "--noplots"])
   config = mt_flags.config_from_flags(values)

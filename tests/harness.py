@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mtssl_tf import options
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.config import ConfigError, DataConfig, OptimizerConfig, TrainConfig
 from mtssl_tf.data.offline import PIP_PACKAGES as PIP_OFFLINE_PACKAGES
@@ -29,8 +31,12 @@ from mtssl_tf.models.trunk import TrunkConfig
 
 # -- tiny configurations ------------------------------------------------------
 
+# The tiny sizes: configs/tiny.cfg, the one place they are written (the
+# smoke recipe and the model zoo's tiny scale read it too).
+_TINY = options.flagfile_settings(os.path.join(options.CONFIGS_DIR,
+                                               "tiny.cfg"))
 # The smallest trunk: one unit per block (block 3 has a single unit).
-TRUNK = {"depth": 14, "width": 0.25}
+TRUNK = {"depth": _TINY["depth"], "width": _TINY["width"]}
 # Two block-3 units: the smallest trunk where a UnitMixer row really mixes.
 MIXER_TRUNK = {"depth": 26, "width": 0.25}
 
@@ -38,14 +44,7 @@ MIXER_TRUNK = {"depth": 26, "width": 0.25}
 # them. A task added in the tests whose defaults are already tiny needs no
 # entry (tiny_params falls back to its defaults).
 TASK_PARAMS: Dict[str, Dict[str, Any]] = {
-    "relative_position": {"patch_size": 16, "gap": 4, "jitter": 2,
-                          "rescale_pixels": None, "embedding_units": 16,
-                          "hidden_units": (16,)},
-    "colorization": {"crop_size": 32, "hidden_channels": 8},
-    "exemplar": {"num_views": 2, "crop_size": 32, "embedding_dim": 8},
-    "motion_segmentation": {"crop_size": 32, "output_size": 8,
-                            "hidden_channels": 8},
-}
+    name: dict(params) for name, params in _TINY["task_param"].items()}
 
 # Eager and tf.data results of a data op agree to this absolute tolerance
 # on float leaves (integer leaves always exactly; tasks not listed: a few
@@ -228,7 +227,7 @@ def check_registry(name: str, params: Optional[Dict[str, Any]] = None
     TrainConfig(run_dir="unused", tasks=(name,),
                 task_params={name: {"no_such_param": 1}})
   except ConfigError as e:
-    assert f"{name}.no_such_param is unknown" in str(e), e
+    assert f"--{name}.no_such_param: {name} has no parameter" in str(e), e
   else:
     raise AssertionError("a run config accepted an unknown task parameter")
   try:

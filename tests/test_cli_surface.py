@@ -104,15 +104,15 @@ def test_help_lists_the_package_flags_by_group_and_every_task_parameter(
     for flag in ("--run_dir", "--tasks", "--task_module", "--depth",
                  "--learning_rate", "--batch_size", "--strategy"):
       assert f"\n  {flag}  (default: " in text, flag
-    assert "--task_param=relative_position.patch_size=" in text
-    assert "--task_param=colorization.crop_size=" in text
+    assert "\n  --relative_position.patch_size  (default: 96)" in text
+    assert "\n  --colorization.crop_size  (default: 224)" in text
     assert "--alsologtostderr" not in text and "--v " not in text
     assert "\nother:\n" not in text  # every option has a group
   # A task of one's own: its parameters too.
   monkeypatch.syspath_prepend(TESTS)
   text = _help(train.parse_flags, ["train", "--task_module=rotation_task",
                                    "--help"], capsys)
-  assert "--task_param=rotation.crop_size=32" in text
+  assert "\n  --rotation.crop_size  (default: 32)" in text
   # export: the run folder, export folder and name; evaluate: its flags and
   # the trunk's.
   fv = _train_flags(("export_version", 1, "SavedModel version."),

@@ -15,8 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.cfg")))
 MAX_DEPTH = 2  # files in the longest include chain, the recipe counted
 # Options that repeat with one entry a line: keyed by the part before the
-# value (``--task_param=relative_position.gap=0`` -> ``relative_position.gap``).
-KEYED = ("task_param", "task_batch_size", "eval_param")
+# value (``--task_batch_size=relative_position=64`` ->
+# ``task_batch_size=relative_position``).
+KEYED = ("task_batch_size", "eval_param")
 
 
 def _key(line):
@@ -102,19 +103,19 @@ def test_the_recipe_names():
 
 def test_the_checker_finds_overrides_and_deep_chains(tmp_path):
   (tmp_path / "base.cfg").write_text(
-      "# base\n--depth=26\n--task_param=relative_position.gap=8\n"
+      "# base\n--depth=26\n--relative_position.gap=8\n"
       "--lasso\n")
   (tmp_path / "ok.cfg").write_text(
-      "--flagfile=base.cfg\n--task_param=relative_position.jitter=3\n"
+      "--flagfile=base.cfg\n--relative_position.jitter=3\n"
       "--task_batch_size=relative_position=64\n")
   options, depth = parse(tmp_path / "ok.cfg")
   assert depth == 2 and set(options) == {
-      "depth", "task_param=relative_position.gap", "lasso",
-      "task_param=relative_position.jitter",
+      "depth", "relative_position.gap", "lasso",
+      "relative_position.jitter",
       "task_batch_size=relative_position"}
   for line, key in (("--depth=50", "depth"),
-                    ("--task_param=relative_position.gap=0",
-                     "task_param=relative_position.gap"),
+                    ("--relative_position.gap=0",
+                     "relative_position.gap"),
                     ("--nolasso", "lasso")):
     (tmp_path / "bad.cfg").write_text(f"--flagfile=base.cfg\n{line}\n")
     with pytest.raises(ValueError, match=f"--{key} set twice: base.cfg:"):

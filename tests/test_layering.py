@@ -70,7 +70,8 @@ UPWARD_ALLOWED = {
 }
 ENTRY_POINT_IMPORT_ALLOWED = set()
 # Modules that may import absl.flags besides mtssl_tf.cli and entry points.
-ABSL_FLAGS_ALLOWED = set()
+# The library's parser: absl on a private FlagValues (never FLAGS).
+ABSL_FLAGS_ALLOWED = {"mtssl_tf.options"}
 # Entry points allowed over MAX_ENTRY_POINT_LINES (none).
 LONG_ENTRY_POINTS_ALLOWED = set()
 

@@ -78,7 +78,7 @@ def test_one_tiny_colour_image_and_broken_files_is_refused(tmp_path):
   want = (re.escape(folder) + r".*(skipped|refused) 3 .*: 1 image sampled, "
           r"1 of them colour \(0 grey\), 1 colour pixel; a prior needs at "
           rf"least {MIN_PRIOR_COLOUR_IMAGES} colour images and {MIN_PIXELS} "
-          r"colour pixels .*--task_param=colorization\.prior=imagenet.*add "
+          r"colour pixels .*--colorization\.prior=imagenet.*add "
           r"colour images")
   with pytest.raises(PriorSampleError, match=want) as info:
     _resolve(tmp_path, folder)

@@ -285,7 +285,7 @@ def test_resume_notices_a_task_param_added_to_a_task_that_had_none(tmp_path):
   def config(*extra):
     return options.parse_args(_argv(f"--run_dir={tmp_path}", *extra)).config
   plain = config().to_dict()
-  changed = config("--task_param=relative_position.gap=2").to_dict()
+  changed = config("--relative_position.gap=2").to_dict()
   assert resume_differences(plain, changed) == [
       "task_params.relative_position.gap: '<absent>' -> 2"]
   assert resume_differences(changed, plain) == [

@@ -153,10 +153,10 @@ def test_trunk_get_config_round_trip():
 
 
 @pytest.mark.parametrize("field,value,words", [
-    ("depth", 34, "allowed: [14, 26, 38, 50, 101, 152]"),
+    ("depth", 34, "allowed: 14, 26, 38, 50, 101, 152"),
     ("width", 0, "must be a number > 0"),
     ("width", -0.5, "-0.5"),
-    ("block3_last_stride", 3, "allowed: 1 or 2"),
+    ("block3_last_stride", 3, "allowed: 1, 2"),
     ("pool_padding", "zero", "allowed: valid, keras, same"),
     ("input_normalization", "caffe", "allowed: slim"),
 ])

@@ -1,20 +1,22 @@
 """absl flags of the entry points, derived from the config dataclasses.
 
-The flags (names, types, defaults, help) are made from the option table of
-:mod:`mtssl_tf.options`, which reads them from the fields of
-:class:`~mtssl_tf.config.TrainConfig` and its nested configs: a
-hyperparameter is declared once, in its dataclass. Only the entry points
-(``train``, ``export``, ``evaluate``) import this module; everything below
-them receives a frozen config.
+The flags (names, types, defaults, help) are made by
+:func:`mtssl_tf.options.define_flags` from the fields of
+:class:`~mtssl_tf.config.TrainConfig`, its nested configs and each task's
+parameter dataclass (``--relative_position.gap=8``): a hyperparameter is
+declared once, in its dataclass. Only the entry points (``train``,
+``export``, ``evaluate``) import this module; everything below them
+receives a frozen config.
 
 Flagfiles (``--flagfile=configs/X.cfg``) hold one ``--name=value`` per line;
 later flags win, so ``--flagfile=configs/demo.cfg --steps=10`` overrides.
-The entry points parse with :func:`flags_parser`: it expands flagfiles
-itself (a nested ``--flagfile`` is found next to the file that includes it,
-so a recipe works from any folder; :func:`mtssl_tf.options.expand_flagfiles`)
-and answers ``--help`` / ``--helpshort`` with the package's own flags,
-grouped, and every task parameter with its default (``--helpfull``: absl's
-list, its own flags included).
+The entry points parse with :func:`flags_parser`: a pre-pass expands
+flagfiles (a nested ``--flagfile`` is found next to the file that includes
+it, so a recipe works from any folder) and imports the ``--task_module``
+modules, whose tasks' parameters then get flags; absl parses the rest.
+``--help`` / ``--helpshort`` list the package's own flags, grouped, and
+every task parameter with its default (``--helpfull``: absl's list, its own
+flags included).
 
 Trunk flags for another command (the names ``train`` uses)::
 
@@ -24,7 +26,6 @@ Trunk flags for another command (the names ``train`` uses)::
 """
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import textwrap
@@ -38,40 +39,15 @@ from mtssl_tf import options as options_lib
 
 FLAGS = flags.FLAGS
 
-# Flag names of `python -m mtssl_tf.train`, sorted (the order of flags.txt).
+# Flag names of `python -m mtssl_tf.train` but the task parameters, sorted.
 TRAIN_FLAG_NAMES = sorted(o.name for o in options_lib.train_options())
 
 
-def _define(option: options_lib.Option, flag_values: flags.FlagValues,
-            default: Any = None, use_default: bool = False) -> None:
-  value = default if use_default else option.default
-  fv = dict(flag_values=flag_values)
-  if option.kind == "bool":
-    flags.DEFINE_bool(option.name, value, option.help, **fv)
-  elif option.kind == "integer":
-    flags.DEFINE_integer(option.name, value, option.help, **fv)
-  elif option.kind == "float":
-    flags.DEFINE_float(option.name, value, option.help, **fv)
-  elif option.kind == "string":
-    # Not DEFINE_enum: the dataclass checks the choices with a message that
-    # names the field and the allowed values.
-    flags.DEFINE_string(option.name, value, option.help, **fv)
-  elif option.kind == "list":
-    flags.DEFINE_list(option.name, None if value is None else list(value),
-                      option.help, **fv)
-  elif option.kind == "multi_string":
-    flags.DEFINE_multi_string(option.name, list(value), option.help, **fv)
-  else:
-    raise TypeError(f"option {option.name}: unknown kind {option.kind!r}")
-
-
 def define_train_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-  """Defines the training flags on ``flag_values`` (idempotent; a name
-  that another module already defined raises absl's
-  ``DuplicateFlagError``)."""
-  for option in options_lib.train_options():
-    if option.name not in flag_values:
-      _define(option, flag_values)
+  """Defines the training flags, and those of every registered task's
+  parameters, on ``flag_values`` (idempotent; a name that another module
+  already defined is kept)."""
+  options_lib.define_flags(flag_values)
 
 
 def define_trunk_flags(flag_values: flags.FlagValues = FLAGS,
@@ -93,10 +69,8 @@ def define_trunk_flags(flag_values: flags.FlagValues = FLAGS,
   if unknown:
     raise ValueError(f"defaults for unknown trunk flags {unknown}; trunk "
                      f"flags: {sorted(names)}")
-  for option in options_lib.trunk_options():
-    if option.name not in flag_values:
-      _define(option, flag_values, defaults.get(option.name),
-              use_default=option.name in defaults)
+  options_lib.define_flags(flag_values, options_lib.trunk_options(),
+                           defaults)
 
 
 def trunk_kwargs_from_flags(f: flags.FlagValues = FLAGS,
@@ -116,17 +90,6 @@ def trunk_kwargs_from_flags(f: flags.FlagValues = FLAGS,
   return out
 
 
-def _values(f: flags.FlagValues):
-  names = [o.name for o in options_lib.train_options()]
-  return ({n: f[n].value for n in names}, {n for n in names if f[n].present})
-
-
-def inapplicable_options(f: flags.FlagValues = FLAGS):
-  """``[(flag, why)]``: options set (on the command line or in a flagfile)
-  for a mode that the other flags do not select."""
-  return options_lib.inapplicable_options(*_values(f))
-
-
 def config_from_flags(f: flags.FlagValues = FLAGS,
                       warn=None) -> config_lib.TrainConfig:
   """Turns parsed flags into a validated :class:`TrainConfig`, as
@@ -134,9 +97,8 @@ def config_from_flags(f: flags.FlagValues = FLAGS,
   mode are ignored with one line passed to ``warn`` (default: standard
   error); contradicting settings raise ``ConfigError``. Flags parsed by
   :func:`parse_argv` know which options the command line itself gave."""
-  values, present = _values(f)
-  return options_lib.config_from_values(values, present, warn=warn,
-                                        command_line=command_line(f))
+  return options_lib.config_from_flags(f, warn=warn,
+                                       command_line=command_line(f))
 
 
 # -- parsing: flagfiles found from any folder ----------------------------------
@@ -156,8 +118,10 @@ def command_line(f: flags.FlagValues = FLAGS
 def parse_argv(argv: Sequence[str], f: flags.FlagValues = FLAGS
                ) -> List[str]:
   """Parses ``argv`` (program name first) into ``f`` after expanding every
-  ``--flagfile`` (:func:`mtssl_tf.options.expand_flagfiles`); returns the
-  remaining arguments, as ``f(argv)`` does.
+  ``--flagfile`` (:func:`mtssl_tf.options.expand_flagfiles`) and importing
+  the ``--task_module`` modules (where ``f`` holds train's flags, their
+  tasks' parameters become flags); returns the remaining arguments, as
+  ``f(argv)`` does.
 
   Args:
     argv: the arguments, program name first.
@@ -169,6 +133,9 @@ def parse_argv(argv: Sequence[str], f: flags.FlagValues = FLAGS
     absl.flags.Error: what absl refuses.
   """
   expanded = options_lib.expand_flagfiles(list(argv[1:]))
+  options_lib.import_task_modules(options_lib.task_modules_in(expanded.argv))
+  if "tasks" in f:
+    options_lib.define_flags(f, options_lib.all_task_options())
   remaining = f([argv[0]] + list(expanded.argv))
   _COMMAND_LINE[id(f)] = (weakref.ref(f), expanded.command_line)
   return remaining
@@ -210,9 +177,8 @@ def flags_parser(command: str,
 
 def define_task_module_flag(f: flags.FlagValues = FLAGS) -> None:
   """Defines ``--task_module`` (train's option) on ``f`` if missing."""
-  option = options_lib.options_by_name()["task_module"]
-  if option.name not in f:
-    _define(option, f)
+  options_lib.define_flags(f, [o for o in options_lib.train_options()
+                               if o.name == "task_module"])
 
 
 def import_task_modules(f: flags.FlagValues = FLAGS) -> None:
@@ -254,7 +220,7 @@ _GROUP = {
     "run_dir": "run", "steps": "run", "seed": "run", "log_every": "run",
     "summary_every": "run", "checkpoint_every": "run", "max_to_keep": "run",
     "export_dir": "run", "model_name": "run", "plots": "run",
-    "tasks": "tasks", "task_module": "tasks", "task_param": "tasks",
+    "tasks": "tasks", "task_module": "tasks",
     "task_batch_size": "tasks", "schedule": "tasks", "task_weights": "tasks",
     "harmonize": "tasks", "pretext_eval_every": "tasks",
     "pretext_eval_examples": "tasks", "heldout_motion_records": "data",
@@ -305,29 +271,23 @@ def _default_text(flag) -> str:
   return str(value)
 
 
-def task_parameter_lines() -> List[str]:
-  """``--task_param=task.name=default`` for every registered task's
-  constructor parameter (the paper's four and added ones)."""
+def task_sections(f: flags.FlagValues = FLAGS
+                  ) -> List[Tuple[str, List[str]]]:
+  """``[(title, flag names)]``: each registered task's parameter flags
+  (the paper's four and added ones)."""
   from mtssl_tf import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
-  lines = []
-  for name in tasks_lib.task_names():
-    cls = tasks_lib.get_task_class(name)
-    for param in inspect.signature(cls.__init__).parameters.values():
-      if param.name == "self" or param.kind in (param.VAR_POSITIONAL,
-                                                param.VAR_KEYWORD):
-        continue
-      default = ("(required)" if param.default is param.empty
-                 else repr(param.default))
-      lines.append(f"  --task_param={name}.{param.name}={default}")
-  return lines
+  options_lib.define_flags(f, options_lib.all_task_options())
+  return [(f"task {name} (--{name}.<parameter>=value)",
+           [o.name for o in options_lib.task_options(name)])
+          for name in tasks_lib.task_names()]
 
 
 def help_text(command: str, sections: Sequence[Tuple[str, Sequence[str]]],
               f: flags.FlagValues = FLAGS, task_params: bool = False,
               note: str = "") -> str:
   """``--help`` of an entry point: usage, then each section's flags (name,
-  help, default), then (``task_params``) every task parameter with its
-  default."""
+  help, default), then (``task_params``) every task's parameter flags with
+  their defaults."""
   wrap = textwrap.TextWrapper(width=79, initial_indent="      ",
                               subsequent_indent="      ")
   out = [f"usage: python -m mtssl_tf.{command} [--flagfile=PATH] "
@@ -342,6 +302,8 @@ def help_text(command: str, sections: Sequence[Tuple[str, Sequence[str]]],
          "its own flags included."]
   if note:
     out += [""] + textwrap.wrap(note, width=79)
+  if task_params:
+    sections = list(sections) + task_sections(f)
   for title, names in sections:
     names = [n for n in names if n in f]
     if not names:
@@ -353,14 +315,10 @@ def help_text(command: str, sections: Sequence[Tuple[str, Sequence[str]]],
       # absl's note on repeatable flags: our help texts say it.
       text = flag.help.split(";\n")[0].replace("\n", " ")
       out.extend(wrap.wrap(text))
-  if task_params:
-    out += ["", "task parameters (--task_param=task.name=value, repeatable; "
-            "defaults shown):"]
-    out += task_parameter_lines()
   return "\n".join(out)
 
 
 def flags_as_text(f: flags.FlagValues = FLAGS) -> str:
   """The resolved flags, one ``--name=value`` per line (a valid flagfile,
   a run folder's ``flags.txt``)."""
-  return options_lib.flags_text(_values(f)[0])
+  return options_lib.flags_text(options_lib.flag_values(f)[0])

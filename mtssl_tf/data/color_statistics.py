@@ -186,7 +186,7 @@ def write_prior_file(images: str, output: str, derive: bool = False,
     where += f"; {len(unreadable)} could not be read or decoded: {shown}"
   where += ")"
   remedy = ("Give the command more colour images, or train with Zhang et "
-            "al.'s ImageNet prior (--task_param=colorization.prior=imagenet).")
+            "al.'s ImageNet prior (--colorization.prior=imagenet).")
   bins = load_ab_bins_313()
   if derive:
     try:

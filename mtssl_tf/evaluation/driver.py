@@ -29,6 +29,7 @@ parameters and seed give the same numbers from either command:
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -113,7 +114,17 @@ def parse_eval_params(entries: Sequence[str]) -> Dict[str, Dict[str, Any]]:
       raise ConfigError(
           f"eval_param {entry!r} must look like evaluator.name=value, e.g. "
           "linear_probe.steps=100")
-  return config_lib.parse_task_params(entries)
+  result: Dict[str, Dict[str, Any]] = {}
+  for entry in entries:
+    key, value = entry.split("=", 1)
+    evaluator, param = key.split(".", 1)
+    try:
+      parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      parsed = value
+    result.setdefault(evaluator.strip(), {})[param.strip()] = (
+        tuple(parsed) if isinstance(parsed, list) else parsed)
+  return result
 
 
 def check_evaluators(evaluators: Sequence[str]) -> Tuple[str, ...]:

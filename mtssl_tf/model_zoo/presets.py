@@ -18,14 +18,15 @@ its paper numbers (from :mod:`mtssl_tf.evaluation.paper_tables`) and one
   batch 16, 1,200 steps, held-out metrics) with deterministic ops, so a
   preset that is also a study row (rp, rp_h, rp_col, rp_col_ex_ms,
   rp_col_ex_ms_lasso) has exactly that row's config;
-* ``"tiny"``: the demo recipe shrunk to a depth-14 trunk and small heads,
-  for tests.
+* ``"tiny"``: the demo recipe shrunk to the sizes of ``configs/tiny.cfg``
+  (a depth-14 trunk and small heads), for tests.
 
 A recipe is a flagfile of the package's ``configs/`` folder (the
 repository's ``configs/``, shipped as package data: one source for the
 values that ``python -m mtssl_tf.train --flagfile=configs/X.cfg`` reads)
-plus typed overrides; it is parsed by :func:`mtssl_tf.options.parse_args`,
-without absl and without the working directory.
+plus typed overrides; it is parsed by :func:`mtssl_tf.options.parse_args`
+(absl on a private ``FlagValues``: the process's flags stay untouched),
+independently of the working directory.
 
 >>> preset = get_preset("rp_col")
 >>> config = preset.config("tiny", run_dir="/tmp/rp_col")
@@ -60,12 +61,10 @@ DEMO_FLAGFILE = "configs/study_common.cfg"
 # the committed file bit for bit (the study's runs leave them off: the only
 # difference from a study row besides model_name).
 ZOO_DEMO: Mapping[str, Any] = types.MappingProxyType({"deterministic": True})
-# Tiny: the sizes of configs/smoke.cfg (depth-14 trunk, 32 px inputs, small
-# heads), written out so that non-lasso presets can use them too (smoke.cfg
-# sets --lasso_l1, which contradicts --nolasso).
+# Tiny: the sizes of configs/tiny.cfg (depth-14 trunk, 32 px inputs, small
+# heads; smoke.cfg and the tests use them too), with short-run settings.
 TINY: Mapping[str, Any] = types.MappingProxyType({
-    "depth": 14,
-    "width": 0.25,
+    **options_lib.flagfile_settings(os.path.join(CONFIGS_DIR, "tiny.cfg")),
     "batch_size": 2,
     "log_every": 1,
     "summary_every": 1,
@@ -77,13 +76,6 @@ TINY: Mapping[str, Any] = types.MappingProxyType({
     # step has not fetched OpenCV's samples (the demo recipe names them, and
     # a named package that is missing is an error).
     "offline_packages": offline.PIP_PACKAGES,
-    "task_param": {
-        RP: {"patch_size": 16, "gap": 4, "jitter": 2, "downsample_max": 15,
-             "embedding_units": 32, "hidden_units": (32,)},
-        COL: {"crop_size": 32, "hidden_channels": 16},
-        EX: {"crop_size": 32, "num_views": 2, "embedding_dim": 16},
-        MS: {"crop_size": 32, "output_size": 8, "hidden_channels": 16},
-    },
 })
 # RP's share of the steps against each other task's in multi-task presets
 # (the study's weighted schedule).
@@ -96,14 +88,7 @@ LASSO: Mapping[str, Any] = types.MappingProxyType(
 
 def _format(name: str, value: Any) -> List[str]:
   """A typed override as ``python -m mtssl_tf.train`` arguments."""
-  if isinstance(value, bool):
-    return [f"--{name}" if value else f"--no{name}"]
-  if isinstance(value, Mapping):  # task_param
-    return [f"--{name}={task}.{param}={v!r}"
-            for task, params in value.items() for param, v in params.items()]
-  if isinstance(value, (list, tuple)):
-    return [f"--{name}={','.join(str(v) for v in value)}"]
-  return [f"--{name}={value}"]
+  return options_lib.override_lines({name: value})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import keras
 
 from mtssl_tf.models import inputs as inputs_lib
+from mtssl_tf.utils.fields import check_fields
+from mtssl_tf.utils.fields import option
 
 # Units per block for blocks 1-3. 101 and 50 are the paper's and Keras's; the
 # small depths are named like ResNet-14/26/38 (a block 4 of the same count
@@ -82,60 +84,37 @@ class TrunkConfig:
       on a CPU budget it is what lets relative position learn at all
       (docs/relative_position.md); off by default.
   """
-  # metadata["help"] / ["choices"]: the command-line flag of each field
-  # (mtssl_tf.config derives the options of train, evaluate and export).
-  depth: int = dataclasses.field(default=101, metadata={
-      "help": "Trunk depth (14, 26, 38: CPU sizes; 50, 101: the paper's).",
-      "choices": tuple(DEPTHS)})
-  width: float = dataclasses.field(default=1.0, metadata={
-      "help": "Trunk width multiplier (0.25 for CPU tests)."})
-  block3_last_stride: int = dataclasses.field(default=1, metadata={
-      "help": "Stride of block 3's last unit (1 keeps all units mixable).",
-      "choices": (1, 2)})
-  pool_padding: str = dataclasses.field(default=PAPER_POOL_PADDING, metadata={
-      "help": "Stem max-pool padding: same (TF-Slim's resnet_arg_scope, the "
-              "paper's network), keras, valid.",
-      "choices": POOL_PADDINGS})
-  bn_epsilon: float = dataclasses.field(default=1.001e-5, metadata={
-      "help": "Batch-norm epsilon (Keras 1.001e-5, Slim 1e-5)."})
-  bn_momentum: float = dataclasses.field(default=0.997, metadata={
-      "help": "Batch-norm moving-average momentum (Slim 0.997)."})
-  sync_bn: bool = dataclasses.field(default=False, metadata={
-      "help": "Synchronise batch norm across replicas."})
-  input_normalization: str = dataclasses.field(default="slim", metadata={
-      "help": "slim (RGB minus the ImageNet mean), keras_v2 or none.",
-      "choices": INPUT_NORMALIZATIONS})
-  zero_init_residual: bool = dataclasses.field(default=False, metadata={
-      "help": "Start every residual branch's last convolution at zero (each "
-              "unit starts as the identity; our choice, not the paper's)."})
+  # Each field's flag and allowed values (mtssl_tf.utils.fields.option):
+  # the options of train, evaluate and export derive from them, and
+  # check_fields checks them.
+  depth: int = option(
+      101, "Trunk depth (14, 26, 38: CPU sizes; 50, 101: the paper's).",
+      choices=tuple(DEPTHS))
+  width: float = option(1.0, "Trunk width multiplier (0.25 for CPU tests).",
+                        above=0)
+  block3_last_stride: int = option(
+      1, "Stride of block 3's last unit (1 keeps all units mixable).",
+      choices=(1, 2))
+  pool_padding: str = option(
+      PAPER_POOL_PADDING, "Stem max-pool padding: same (TF-Slim's "
+      "resnet_arg_scope, the paper's network), keras, valid.",
+      choices=POOL_PADDINGS)
+  bn_epsilon: float = option(
+      1.001e-5, "Batch-norm epsilon (Keras 1.001e-5, Slim 1e-5).", above=0,
+      below=1)
+  bn_momentum: float = option(
+      0.997, "Batch-norm moving-average momentum (Slim 0.997).", minimum=0,
+      below=1)
+  sync_bn: bool = option(False, "Synchronise batch norm across replicas.")
+  input_normalization: str = option(
+      "slim", "slim (RGB minus the ImageNet mean), keras_v2 or none.",
+      choices=INPUT_NORMALIZATIONS)
+  zero_init_residual: bool = option(
+      False, "Start every residual branch's last convolution at zero (each "
+      "unit starts as the identity; our choice, not the paper's).")
 
   def __post_init__(self):
-    if self.depth not in DEPTHS:
-      raise ValueError(
-          f"TrunkConfig.depth={self.depth!r} is not supported; allowed: "
-          f"{sorted(DEPTHS)}")
-    if not isinstance(self.width, (int, float)) or not self.width > 0:
-      raise ValueError(
-          f"TrunkConfig.width={self.width!r} must be a number > 0 "
-          "(1.0 = the paper's ResNet widths)")
-    if self.block3_last_stride not in (1, 2):
-      raise ValueError(
-          f"TrunkConfig.block3_last_stride={self.block3_last_stride!r}; "
-          "allowed: 1 or 2")
-    if self.pool_padding not in POOL_PADDINGS:
-      raise ValueError(
-          f"TrunkConfig.pool_padding={self.pool_padding!r}; allowed: "
-          f"{', '.join(POOL_PADDINGS)}")
-    if self.input_normalization not in INPUT_NORMALIZATIONS:
-      raise ValueError(
-          f"TrunkConfig.input_normalization={self.input_normalization!r}; "
-          f"allowed: {', '.join(INPUT_NORMALIZATIONS)}")
-    if not 0 < self.bn_epsilon < 1:
-      raise ValueError(
-          f"TrunkConfig.bn_epsilon={self.bn_epsilon!r} must be in (0, 1)")
-    if not 0 <= self.bn_momentum < 1:
-      raise ValueError(
-          f"TrunkConfig.bn_momentum={self.bn_momentum!r} must be in [0, 1)")
+    check_fields(self, prefix="TrunkConfig.")
 
   @property
   def units(self) -> Tuple[int, int, int]:

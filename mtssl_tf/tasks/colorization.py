@@ -614,7 +614,7 @@ class Colorization(Task):
           grey_threshold=task.grey_threshold)
       statistics.check_prior_sample(
           hist, f"the training data ({description})", task.num_bins,
-          "Give a prior with --task_param=colorization.prior=imagenet (Zhang "
+          "Give a prior with --colorization.prior=imagenet (Zhang "
           "et al.'s ImageNet prior; or a file of python -m "
           "mtssl_tf.colorization_prior), or add colour images to the "
           "training data.")
