@@ -7,6 +7,10 @@ zoo's small CPU-scale presets and tiny trunks, so the whole file takes about
 a minute of CPU. A block that cannot run
 here (it needs prepared ImageNet, a live TF Serving, a run folder) says so in
 its fence's info string: ```python no-run: <why>; the reason is required.
+A block for another Keras backend says which (```python backend=jax): a
+page's blocks of one backend run together in a process of their own with
+``KERAS_BACKEND`` set, as a reader would run them (the backend's package is
+part of the test extra, so a missing one fails).
 
 Every `python -m mtssl_tf.X ...` command in the other fences (```bash,
 ```shell, plain ```) has its flags parsed by the real entry point, which
@@ -63,7 +67,18 @@ def rel(path):
 # ---------------------------------------------------------------- python
 
 
-def python_blocks(path):
+DEFAULT_BACKEND = "tensorflow"
+
+
+def block_backend(rest):
+  """The Keras backend a fence's info string names (``backend=jax``)."""
+  m = re.match(r"backend=(\w+)$", rest)
+  return m.group(1) if m else DEFAULT_BACKEND
+
+
+def python_blocks(path, backend=DEFAULT_BACKEND):
+  """The page's runnable ```python blocks for ``backend``, and the reasons
+  of its ``no-run`` blocks."""
   blocks, skipped = [], []
   for language, info, body in fences(path):
     if language != "python":
@@ -71,13 +86,20 @@ def python_blocks(path):
     rest = info[len("python"):].strip()
     if rest.startswith("no-run"):
       skipped.append(rest)
-    else:
+    elif block_backend(rest) == backend:
       blocks.append(body)
   return blocks, skipped
 
 
+def page_backends(path):
+  """The Keras backends other than the default that a page's blocks name."""
+  return sorted({block_backend(info[len("python"):].strip())
+                 for language, info, _ in fences(path)
+                 if language == "python"} - {DEFAULT_BACKEND})
+
+
 PAGES_WITH_PYTHON = [p for p in user_pages()
-                     if python_blocks(p)[0] or python_blocks(p)[1]]
+                     if any(python_blocks(p)) or page_backends(p)]
 
 
 # Both drivers wait for their forked children with this: a child that
@@ -105,7 +127,9 @@ _WAIT_OR_KILL = textwrap.dedent(r"""
 # registered tasks.
 _PYTHON_DRIVER = _WAIT_OR_KILL + textwrap.dedent(r"""
     import json, os, sys, tempfile, traceback
-    import tensorflow, keras                      # imported once, before fork
+    import importlib
+    for module in os.environ["DOCS_PRELOAD"].split(","):   # once, before fork
+      importlib.import_module(module)
     results = []
     for page, blocks, workdir in json.load(sys.stdin):
       out = tempfile.TemporaryFile()
@@ -145,30 +169,51 @@ def _env():
   return env
 
 
-@pytest.fixture(scope="module")
-def ran_examples(tmp_path_factory):
-  jobs = []
-  for page in PAGES_WITH_PYTHON:
-    blocks, _ = python_blocks(page)
-    if blocks:
-      workdir = tmp_path_factory.mktemp(os.path.basename(page)[:-3])
-      jobs.append((rel(page), blocks, str(workdir)))
-  # The check itself: an example that fails must be reported as failed.
-  jobs.append((SELF_CHECK, ["import mtssl_tf\nmtssl_tf.Trunk.from_presett"],
-               str(tmp_path_factory.mktemp("self_check"))))
+def _run_pages(jobs, backend):
+  """Runs (page, blocks, workdir) jobs under a Keras backend; the results
+  by page."""
+  env = dict(_env(), KERAS_BACKEND=backend,
+             DOCS_PRELOAD=("tensorflow,keras" if backend == "tensorflow"
+                           else "keras"))
   proc = subprocess.run([sys.executable, "-c", _PYTHON_DRIVER], cwd=REPO,
-                        env=_env(), input=json.dumps(jobs),
+                        env=env, input=json.dumps(jobs),
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-5000:]
   return dict(zip([j[0] for j in jobs], json.loads(proc.stdout)))
+
+
+@pytest.fixture(scope="module")
+def ran_examples(tmp_path_factory):
+  """Results by (page, backend)."""
+  results = {}
+  backends = sorted({DEFAULT_BACKEND}.union(
+      *[page_backends(p) for p in PAGES_WITH_PYTHON]))
+  for backend in backends:
+    jobs = []
+    for page in PAGES_WITH_PYTHON:
+      blocks, _ = python_blocks(page, backend)
+      if blocks:
+        workdir = tmp_path_factory.mktemp(
+            f"{os.path.basename(page)[:-3]}_{backend}")
+        jobs.append((rel(page), blocks, str(workdir)))
+    # The check itself: an example that fails must be reported as failed.
+    jobs.append((SELF_CHECK,
+                 ["import mtssl_tf\nmtssl_tf.Trunk.from_presett"],
+                 str(tmp_path_factory.mktemp(f"self_check_{backend}"))))
+    for page, result in _run_pages(jobs, backend).items():
+      results[page, backend] = result
+  return results
 
 
 SELF_CHECK = "<a renamed function>"
 
 
 def test_a_failing_example_is_caught(ran_examples):
-  result = ran_examples[SELF_CHECK]
-  assert not result["ok"] and "from_presett" in result["output"]
+  checks = [r for (page, _), r in ran_examples.items() if page == SELF_CHECK]
+  assert len(checks) == 1 + len(set().union(
+      *[page_backends(p) for p in PAGES_WITH_PYTHON]))
+  for result in checks:
+    assert not result["ok"] and "from_presett" in result["output"]
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_PYTHON, ids=rel)
@@ -178,13 +223,13 @@ def test_python_examples_run(page, ran_examples):
     assert re.match(r"no-run:\s*\S", reason), (
         f"{rel(page)}: a ```python no-run block must say why "
         f"(```python no-run: <reason>), got {reason!r}")
-  if not blocks:
-    return
-  result = ran_examples[rel(page)]
-  assert result["ok"], (
-      f"{rel(page)}: its python examples failed (blocks run in order, in one "
-      f"namespace; the last '--- block' line says which):\n"
-      f"{result['output']}")
+  backends = ([DEFAULT_BACKEND] if blocks else []) + page_backends(page)
+  for backend in backends:
+    result = ran_examples[rel(page), backend]
+    assert result["ok"], (
+        f"{rel(page)}: its python examples for the {backend} backend failed "
+        f"(blocks run in order, in one namespace; the last '--- block' line "
+        f"says which):\n{result['output']}")
 
 
 # ---------------------------------------------------------------- commands
@@ -324,5 +369,10 @@ def test_python_block_extraction_honours_no_run(tmp_path):
                   "    --run_dir=/tmp/x   # a comment\n```\n")
   blocks, skipped = python_blocks(str(page))
   assert blocks == ["x = 1\n"] and skipped == ["no-run: needs /data"]
+  assert page_backends(str(page)) == []
   assert commands(str(page)) == [
       ["python", "-m", "mtssl_tf.train", "--steps=1", "--run_dir=/tmp/x"]]
+  page.write_text("```python\nx = 1\n```\n```python backend=jax\ny = 2\n```\n")
+  assert python_blocks(str(page)) == (["x = 1\n"], [])
+  assert python_blocks(str(page), "jax") == (["y = 2\n"], [])
+  assert page_backends(str(page)) == ["jax"]

@@ -66,6 +66,19 @@ def test_unknown_task_in_call_lists_the_model_tasks(batches):
     MultiTaskModel(trunk=TRUNK, tasks={"jigsaw": {}})
 
 
+def test_call_without_a_task_points_to_features(batches):
+  model = MultiTaskModel(trunk=TRUNK, tasks={"colorization":
+                                             TASKS["colorization"]})
+  images = batches["colorization"][0]
+  with pytest.raises(ValueError,
+                     match=r"task=<one of colorization>.*model\.features"):
+    model(images)
+  # What the message points to: the deepest unit's map of the images.
+  np.testing.assert_allclose(
+      model.features(images),
+      model.trunk(images)[model.trunk.unit_names[-1]], atol=1e-6)
+
+
 def test_sublayers_reach_every_weight_and_every_head_batch_norm():
   from mtssl_tf.utils.layers import sublayers
   model = MultiTaskModel(trunk=TRUNK, tasks=TASKS, mixer={"l1": 1e-3})

@@ -206,3 +206,47 @@ def test_zero_init_residual_starts_every_unit_as_its_shortcut():
   old = {k: v for k, v in TrunkConfig(depth=14, width=0.25).to_dict().items()
          if k != "zero_init_residual"}
   assert Trunk.from_config(old).config.zero_init_residual is False
+
+
+def test_features_model_is_one_output_of_the_trunk(tmp_path):
+  trunk = Trunk(depth=26, width=0.25)
+  _randomize_bn(trunk)
+  images = np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype("f4")
+  units = trunk(images)
+  deepest = trunk.features_model()
+  assert deepest.name == "trunk_conv4_block2_out"
+  np.testing.assert_allclose(deepest(images), units["conv4_block2_out"],
+                             atol=1e-5)
+  np.testing.assert_allclose(trunk.features_model("conv4_block1_out")(images),
+                             units["conv4_block1_out"], atol=1e-5)
+  with pytest.raises(ValueError, match=r"output='conv5_block1_out' is not an "
+                     r"output of this trunk; its outputs: pool1_pool"):
+    trunk.features_model("conv5_block1_out")
+  # Transfer learning: it sits in a Sequential, fitting it moves the trunk's
+  # own weights, and the classifier reloads as a plain Keras model.
+  classifier = keras.Sequential([
+      keras.Input((32, 32, 3)), deepest,
+      keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+  classifier.compile(keras.optimizers.SGD(0.01), keras.losses.
+                     SparseCategoricalCrossentropy(from_logits=True))
+  kernel = trunk.get_layer("conv4_block2_3_conv").kernel
+  before = kernel.numpy().copy()
+  classifier.fit(images, np.array([0, 2]), epochs=1, verbose=0)
+  assert np.max(np.abs(kernel.numpy() - before)) > 0
+  path = str(tmp_path / "classifier.keras")
+  classifier.save(path)
+  reloaded = keras.saving.load_model(path)
+  np.testing.assert_allclose(reloaded(images), classifier(images), atol=1e-5)
+
+
+def test_from_preset_with_an_output_gives_the_single_output_model():
+  trunk = Trunk.from_preset("rp")
+  images = np.random.default_rng(6).uniform(0, 255, (1, 32, 32, 3)).astype("f4")
+  expected = trunk(images)
+  block3 = Trunk.from_preset("rp", output="block3")
+  assert isinstance(block3, keras.Model) and not isinstance(block3, Trunk)
+  np.testing.assert_allclose(block3(images), expected[trunk.unit_names[-1]],
+                             atol=1e-5)
+  np.testing.assert_allclose(
+      Trunk.from_preset("rp", output="conv3_block4_out")(images),
+      expected["conv3_block4_out"], atol=1e-5)

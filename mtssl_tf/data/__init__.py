@@ -8,17 +8,38 @@ and per-task ``tf.data`` pipelines.
 
 TensorFlow Datasets is imported only when a ``"tfds"`` source is made.
 """
-from mtssl_tf.data.pipeline import (per_replica_batch, task_dataset,
-                                    task_min_image_size)
-from mtssl_tf.data.sources import (IMAGE_EXTENSIONS, KINDS, SkipCounter,
-                                   Source, decode_image, limit_image_size,
-                                   list_image_files, make_source)
-from mtssl_tf.data.offline import (OfflineDataError, describe_offline,
-                                   offline_image_files, offline_images,
-                                   offline_videos)
+import importlib
 
-__all__ = ["IMAGE_EXTENSIONS", "KINDS", "OfflineDataError", "SkipCounter",
-           "Source", "decode_image", "describe_offline", "limit_image_size",
-           "list_image_files", "make_source", "offline_image_files",
-           "offline_images", "offline_videos", "per_replica_batch",
-           "task_dataset", "task_min_image_size"]
+# Name -> submodule. The submodules load when a name is first read (PEP 562),
+# so that ``mtssl_tf.data.offline`` (the zoo's list of offline packages)
+# imports without TensorFlow; the pipelines and sources need it.
+_EXPORTS = {
+    "per_replica_batch": "pipeline", "task_dataset": "pipeline",
+    "task_min_image_size": "pipeline",
+    "IMAGE_EXTENSIONS": "sources", "KINDS": "sources",
+    "SkipCounter": "sources", "Source": "sources",
+    "decode_image": "sources", "limit_image_size": "sources",
+    "list_image_files": "sources", "make_source": "sources",
+    "OfflineDataError": "offline", "describe_offline": "offline",
+    "offline_image_files": "offline", "offline_images": "offline",
+    "offline_videos": "offline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'mtssl_tf.data' has no attribute {name!r}")
+  try:
+    module = importlib.import_module(f"mtssl_tf.data.{_EXPORTS[name]}")
+  except ModuleNotFoundError as e:
+    if e.name != "tensorflow":
+      raise
+    from mtssl_tf.utils.lazy_tf import missing_tensorflow  # pylint: disable=g-import-not-at-top
+    raise missing_tensorflow(f"mtssl_tf.data.{name}") from e
+  return getattr(module, name)
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

@@ -18,7 +18,7 @@ from typing import ClassVar, Iterator, Optional, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 from mtssl_tf.layers.unit_mixer import UnitMixer
 from mtssl_tf.models.trunk import Trunk

@@ -98,6 +98,13 @@ class MultiTaskModel(keras.Model):
     return dict(self.task_objects)
 
   def _check_task(self, task: Optional[str]) -> None:
+    if task is None:
+      raise ValueError(
+          f"model(inputs) needs task=<one of {', '.join(self.task_names)}>: "
+          "it runs that task's head on the task's inputs. For features of "
+          "images use model.features(images) (the deepest block-3 unit; "
+          "task=<name> gives that task's lasso mix), or "
+          "model.trunk.features_model() for a single-output Keras model")
     if task not in self.task_objects:
       raise ValueError(
           f"task {task!r} is not in this model; its tasks: "

@@ -20,11 +20,15 @@ The builder takes the Keras module (``keras`` or ``tf_keras``) as an argument,
 so the same code builds the Keras 3 trunk and the ``tf_keras`` backbone of the
 Model Garden detection bridge.
 
+It is Keras 3 code only (``keras.ops``), so it runs under the TensorFlow,
+JAX and PyTorch backends alike.
+
 Example:
   >>> import mtssl_tf
   >>> trunk = mtssl_tf.models.Trunk(depth=26, width=0.25)
   >>> outputs = trunk(images)            # images: float32 RGB in [0, 255]
   >>> outputs["conv4_block2_out"].shape  # [N, H/16, W/16, 256]
+  >>> trunk.features_model()(images)     # one output: the deepest unit
 """
 from __future__ import annotations
 
@@ -353,22 +357,76 @@ class Trunk(keras.Model):
   def from_config(cls, config, custom_objects=None):
     return cls(**constructor_kwargs(config))
 
+  def features_model(self, output: Optional[str] = None,
+                     name: Optional[str] = None) -> keras.Model:
+    """A single-output view of the trunk, for transfer learning.
+
+    A functional ``keras.Model`` from the trunk's images to one of its
+    named outputs (keras-hub's ``pyramid_outputs`` pattern). It shares the
+    trunk's layers: fitting it fine-tunes the trunk's weights, and
+    ``trunk.trainable = False`` freezes it. It saves and reloads as a plain
+    Keras model (no ``import mtssl_tf`` needed) and fits in a
+    ``keras.Sequential``.
+
+    Args:
+      output: one of :meth:`TrunkConfig.output_names` (``pool1_pool``, the
+        last unit of blocks 1 and 2, any block-3 unit); None: the deepest
+        block-3 unit, the map the task heads read when there is no lasso.
+      name: the model's name (default ``<trunk name>_<output>``).
+
+    Returns:
+      A model mapping images [N, H, W, 3] (RGB in [0, 255], float; unlike
+      the trunk itself it does not convert grey, RGBA or a missing batch
+      axis) to the map [N, h, w, C] (h = H / 16 for block-3 units).
+
+    Example:
+      >>> features = Trunk.from_preset("rp_col").features_model()
+      >>> classifier = keras.Sequential([
+      ...     keras.Input((64, 64, 3)), features,
+      ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    """
+    names = self.config.output_names()
+    output = names[-1] if output is None else output
+    if output not in names:
+      raise ValueError(
+          f"output={output!r} is not an output of this trunk; its outputs: "
+          f"{', '.join(names)}")
+    return keras.Model(self.input, self.get_layer(output).output,
+                       name=name or f"{self.name}_{output}")
+
   @classmethod
-  def from_preset(cls, name: str, **kwargs) -> "Trunk":
+  def from_preset(cls, name: str, output: Optional[str] = None,
+                  **kwargs) -> keras.Model:
     """A model-zoo preset's trunk, weights sha256-checked (keras-hub's
     ``from_preset`` convention).
 
     The same as :func:`mtssl_tf.model_zoo.load_trunk`: a built-in preset's
     trunk, or a registered trunk-only preset such as a converted authors'
     checkpoint; keyword arguments (``weights``, ``weights_dir``,
-    ``sha256``) are passed on.
+    ``sha256``) are passed on. The zoo's presets were trained on 32-64 px
+    inputs (relative-position patches of 32 px, colorization and motion
+    crops of 64 px, exemplar crops of 48 px, from photos at most 160 px on
+    a side): features are most meaningful on images of that scale, with
+    sides that are multiples of 16.
+
+    Args:
+      name: a preset name (``mtssl_tf.model_zoo.list_presets()``).
+      output: None: the :class:`Trunk` (a dict of named outputs); an output
+        name, or ``"block3"`` for the deepest block-3 unit: the
+        single-output model of :meth:`features_model`.
+      **kwargs: passed to :func:`mtssl_tf.model_zoo.load_trunk`.
 
     Example:
       >>> trunk = Trunk.from_preset("rp_col")
       >>> trunk(images)["conv4_block2_out"]
+      >>> features = Trunk.from_preset("rp_col", output="block3")
+      >>> features(images).shape    # [N, H/16, W/16, C]
     """
     from mtssl_tf import model_zoo  # pylint: disable=g-import-not-at-top
-    return model_zoo.load_trunk(name, **kwargs)
+    trunk = model_zoo.load_trunk(name, **kwargs)
+    if output is None:
+      return trunk
+    return trunk.features_model(None if output == "block3" else output)
 
 
 def constructor_kwargs(config) -> dict:

@@ -22,7 +22,7 @@ dropping, so that both tasks feed the trunk the same kind of image.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 # Linear sRGB -> XYZ (sRGB primaries, D65), the values scikit-image uses.
 _XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],

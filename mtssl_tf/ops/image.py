@@ -15,9 +15,7 @@ applies these documented rules:
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
-_FLOAT_DTYPES = (tf.float16, tf.float32, tf.float64, tf.bfloat16)
+from mtssl_tf.utils.lazy_tf import tf
 
 
 def ensure_rgb(image: tf.Tensor, name: str = "image") -> tf.Tensor:
@@ -34,7 +32,7 @@ def ensure_rgb(image: tf.Tensor, name: str = "image") -> tf.Tensor:
   image = tf.convert_to_tensor(image)
   if image.dtype == tf.uint8:
     image = tf.cast(image, tf.float32)
-  elif image.dtype in _FLOAT_DTYPES:
+  elif image.dtype in (tf.float16, tf.float32, tf.float64, tf.bfloat16):
     image = tf.cast(image, tf.float32)
   else:
     raise TypeError(

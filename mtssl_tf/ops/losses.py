@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 
 def pairwise_distances(anchors: tf.Tensor, embeddings: tf.Tensor,

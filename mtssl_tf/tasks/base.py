@@ -47,7 +47,7 @@ from typing import (Any, Callable, ClassVar, Dict, List, Optional, Sequence,
                     Tuple)
 
 import keras
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 
 # One held-out batch: (inputs, targets) as NumPy structures.
@@ -111,7 +111,7 @@ class Task(abc.ABC):
     """
 
   @abc.abstractmethod
-  def trunk_images(self, inputs: Any) -> tf.Tensor:
+  def trunk_images(self, inputs: Any) -> Any:
     """Batched inputs -> the images [N', H, W, 3] that go through the trunk."""
 
   @abc.abstractmethod
@@ -249,3 +249,11 @@ class Task(abc.ABC):
   def __repr__(self) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
     return f"{type(self).__name__}({args})"
+
+
+def merge_leading_axes(inputs):
+  """[B, K, ...] -> [B * K, ...], row-major (item ``k`` of example ``b`` at
+  row ``b * K + k``). Keras ops, so that a task's ``trunk_images`` runs under
+  any Keras backend; the trailing sizes may be dynamic (TensorFlow graphs)."""
+  shape = keras.ops.shape(inputs)
+  return keras.ops.reshape(inputs, (-1,) + tuple(shape[2:]))

@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 from mtssl_tf.tasks import colorization_prior as prior_lib
 from mtssl_tf.ops import color
@@ -112,9 +112,8 @@ def nearest_bin(ab: tf.Tensor, bins: Any = None) -> tf.Tensor:
   return tf.argmin(d2, axis=-1, output_type=tf.int32)
 
 
-def decode_annealed_mean(logits: tf.Tensor, bins: Any = None,
-                         temperature: float = DEFAULT_TEMPERATURE
-                         ) -> tf.Tensor:
+def decode_annealed_mean(logits: Any, bins: Any = None,
+                         temperature: float = DEFAULT_TEMPERATURE) -> Any:
   """The annealed mean of the predicted ab distribution (Zhang et al. Eq. 5).
 
   ``f_T(z) = exp(log z / T) / sum exp(log z / T)``, which for
@@ -131,13 +130,16 @@ def decode_annealed_mean(logits: tf.Tensor, bins: Any = None,
   """
   if temperature <= 0:
     raise ValueError(f"temperature must be > 0, got {temperature}.")
-  bins = _bins_tensor(bins)
-  logits = tf.cast(tf.convert_to_tensor(logits), tf.float32)
-  if logits.shape.rank is None or logits.shape[-1] != bins.shape[0]:
+  # Keras ops only: the decode runs under any Keras backend, as the head.
+  bins = (prior_lib.load_ab_bins_313() if bins is None
+          else prior_lib.check_bins(bins))
+  logits = keras.ops.cast(keras.ops.convert_to_tensor(logits), "float32")
+  if len(logits.shape) < 1 or logits.shape[-1] != bins.shape[0]:
     raise ValueError(f"logits must have shape [..., {bins.shape[0]}] (one per "
-                     f"bin), got {logits.shape}.")
-  probs = tf.nn.softmax(logits / temperature, axis=-1)
-  return tf.tensordot(probs, bins, axes=[[-1], [0]])
+                     f"bin), got {tuple(logits.shape)}.")
+  probs = keras.ops.softmax(logits / temperature, axis=-1)
+  return keras.ops.tensordot(probs, keras.ops.convert_to_tensor(bins),
+                             axes=[[-1], [0]])
 
 
 def colorize(l_image: tf.Tensor, logits: tf.Tensor, bins: Any = None,
@@ -200,7 +202,7 @@ class ColorizationHead(keras.layers.Layer):
 
   Example:
     >>> head = ColorizationHead(hidden_channels=64)
-    >>> logits = head(tf.zeros([2, 4, 4, 32]))   # [2, 4, 4, 313]
+    >>> logits = head(np.zeros([2, 4, 4, 32], np.float32))  # [2, 4, 4, 313]
   """
 
   def __init__(self, num_bins: int = 313, hidden_channels: int = 256,
@@ -467,7 +469,7 @@ class Colorization(Task):
     ab = color.rgb_to_lab(image)[..., 1:]
     return tf.reduce_any(tf.abs(ab) > self.grey_threshold)
 
-  def trunk_images(self, inputs: tf.Tensor) -> tf.Tensor:
+  def trunk_images(self, inputs: Any) -> Any:
     return inputs
 
   # -- model ------------------------------------------------------------------
@@ -692,7 +694,7 @@ class Colorization(Task):
 
   # -- looking at predictions -------------------------------------------------
 
-  def decode(self, logits: tf.Tensor) -> tf.Tensor:
+  def decode(self, logits: Any) -> Any:
     """Annealed-mean ab [..., 2] of logits [..., Q]."""
     return decode_annealed_mean(logits, self.bins, self.temperature)
 

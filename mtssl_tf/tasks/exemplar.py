@@ -36,12 +36,12 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 from mtssl_tf.ops import losses
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks import heldout_metrics
-from mtssl_tf.tasks.base import Task
+from mtssl_tf.tasks.base import Task, merge_leading_axes
 
 # ITU-R 601 luma, the weights of tf.image.rgb_to_grayscale.
 _LUMA = (0.2989, 0.5870, 0.1140)
@@ -141,8 +141,8 @@ class ExemplarHead(keras.layers.Layer):
 
   Example:
     >>> head = ExemplarHead(embedding_dim=16)
-    >>> head(tf.zeros([4, 2, 2, 8])).shape
-    TensorShape([4, 16])
+    >>> head(np.zeros([4, 2, 2, 8], np.float32)).shape
+    (4, 16)
   """
 
   def __init__(self, embedding_dim: int = 1000, **kwargs):
@@ -372,14 +372,13 @@ class Exemplar(Task):
     return self.augment(example["image"], seed), example_id(
         example, seed, self.id_key)
 
-  def trunk_images(self, inputs: tf.Tensor) -> tf.Tensor:
+  def trunk_images(self, inputs: Any) -> Any:
     """Views [B, K, S, S, 3] -> [B * K, S, S, 3] (image-major order)."""
-    inputs = tf.convert_to_tensor(inputs)
-    if inputs.shape.rank != 5:
+    inputs = keras.ops.convert_to_tensor(inputs)
+    if len(inputs.shape) != 5:
       raise ValueError(f"Exemplar inputs must be [B, K, S, S, 3], got shape "
-                       f"{inputs.shape}.")
-    shape = tf.shape(inputs)
-    return tf.reshape(inputs, tf.concat([[-1], shape[2:]], axis=0))
+                       f"{tuple(inputs.shape)}.")
+    return merge_leading_axes(inputs)
 
   def build_head(self) -> keras.layers.Layer:
     return ExemplarHead(embedding_dim=self.embedding_dim, name="exemplar_head")

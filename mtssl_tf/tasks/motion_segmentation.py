@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks import heldout_metrics
@@ -56,7 +56,7 @@ class MotionSegmentationHead(keras.layers.Layer):
 
   Example:
     >>> head = MotionSegmentationHead(output_size=16, hidden_channels=32)
-    >>> logits = head(tf.zeros([2, 4, 4, 64]))   # [2, 16, 16, 2]
+    >>> logits = head(np.zeros([2, 4, 4, 64], np.float32))  # [2, 16, 16, 2]
   """
 
   def __init__(self, output_size: Optional[int] = 56,
@@ -332,7 +332,7 @@ class MotionSegmentation(Task):
       return tf.constant(True)
     return tf.reduce_any(tf.convert_to_tensor(example["mask"]) > 0)
 
-  def trunk_images(self, inputs: tf.Tensor) -> tf.Tensor:
+  def trunk_images(self, inputs: Any) -> Any:
     return inputs
 
   def build_head(self) -> MotionSegmentationHead:

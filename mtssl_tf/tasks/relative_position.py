@@ -25,11 +25,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
+from mtssl_tf.utils.lazy_tf import tf
 
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks import heldout_metrics
-from mtssl_tf.tasks.base import Task
+from mtssl_tf.tasks.base import Task, merge_leading_axes
 
 COLOR_MODES = ("drop", "harmonize", "none")
 POOLINGS = ("mean", "flatten")
@@ -377,18 +377,18 @@ class RelativePosition(Task):
         [2, self.patch_size, self.patch_size, 3])
     return patches, label
 
-  def trunk_images(self, inputs: tf.Tensor) -> tf.Tensor:
+  def trunk_images(self, inputs: Any) -> Any:
     """[B, 2, P, P, 3] -> [2B, P, P, 3], example-major.
 
     Row ``2i`` is example ``i``'s centre patch and row ``2i + 1`` its
     neighbour, so the head regroups pairs with a plain reshape.
     """
-    inputs = tf.convert_to_tensor(inputs)
-    if inputs.shape.rank != 5 or inputs.shape[1] != 2:
+    inputs = keras.ops.convert_to_tensor(inputs)
+    if len(inputs.shape) != 5 or inputs.shape[1] != 2:
       raise ValueError(
           f"relative position inputs must be [B, 2, P, P, 3], got "
-          f"{inputs.shape}")
-    return tf.reshape(inputs, tf.concat([[-1], tf.shape(inputs)[2:]], 0))
+          f"{tuple(inputs.shape)}")
+    return merge_leading_axes(inputs)
 
   def build_head(self) -> "RelativePositionHead":
     return RelativePositionHead(embedding_units=self.embedding_units,
@@ -454,8 +454,8 @@ class RelativePositionHead(keras.layers.Layer):
 
   Example:
     >>> head = RelativePositionHead(embedding_units=64, hidden_units=[64])
-    >>> head(tf.zeros([4, 2, 2, 32])).shape
-    TensorShape([2, 8])
+    >>> head(np.zeros([4, 2, 2, 32], np.float32)).shape
+    (2, 8)
 
   Args:
     embedding_units: width of the per-patch embedding.
