@@ -205,7 +205,8 @@ def _single_task(config, task: str):
   params = dict(config.task_params.get(task, {}))
   return dataclasses.replace(config, tasks=(task,),
                              task_params={task: params},
-                             task_batch_sizes=_batch_sizes(config, task))
+                             task_batch_sizes=_batch_sizes(config, task),
+                             task_weights=None)
 
 
 def _batch_sizes(config, task: str):
