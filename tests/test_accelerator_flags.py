@@ -131,6 +131,7 @@ def test_the_trained_runs_cover_every_pair_of_accepted_flag_values():
   assert pairs(TRAINED) == pairs(accepted)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision,jit,update,steps_per_loop", TRAINED)
 def test_a_covering_set_of_combinations_trains_all_four_tasks(
     tmp_path, strategy, datasets, precision, jit, update, steps_per_loop):
