@@ -316,13 +316,13 @@ def test_a_resumed_run_continues_the_schedule(tmp_path, mirrored):
   full.train()
 
   first = make("split")
-  after_step = first._after_step
+  on_step = first.history_log.on_step
 
   def killed_after_5(step, *args):
-    after_step(step, *args)
+    on_step(step, *args)
     if step == 5:
       raise _Killed()
-  first._after_step = killed_after_5
+  first.history_log.on_step = killed_after_5
   with pytest.raises(_Killed):
     first.train()
   assert sorted(glob.glob(str(tmp_path / "split/checkpoints/ckpt-*.index"))

@@ -1,9 +1,9 @@
 """Every task head trains under Keras's mixed-precision policies with XLA.
 
-The trainer builds the model under the run's dtype policy and reads the
-heads' outputs in float32 for the losses. Each head must keep one precision
-per op in its backward pass: XLA refuses a graph where a bfloat16 value
-meets a float32 one ("Seen floating point types of different precisions").
+The trainer builds the model under the run's dtype policy; every head
+computes in the policy's compute dtype and returns float32 outputs, which
+the losses read. Each head must keep one precision per op in its backward
+pass: XLA refuses a graph where a bfloat16 value meets a float32 one ("Seen floating point types of different precisions").
 """
 from __future__ import annotations
 
@@ -52,3 +52,30 @@ def test_head_gradients_compile_with_xla_under_mixed_policy(task_name, policy):
     # Variables stay float32 under a mixed policy; so do their gradients.
     assert variable.dtype == tf.float32, variable.path
     assert np.all(np.isfinite(gradient.numpy())), variable.path
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16",
+                                    "mixed_float16"])
+@pytest.mark.parametrize("task_name", sorted(harness.TASK_PARAMS))
+def test_heads_compute_in_the_policy_dtype_and_return_float32(task_name,
+                                                              policy):
+  """One rule for every head: its layers compute in the policy's compute
+  dtype, its outputs are float32 (Keras's mixed-precision guide keeps a
+  model's outputs in float32), and its symbolic output says so."""
+  task = tasks_lib.get_task(task_name, **harness.TASK_PARAMS[task_name])
+  keras.config.set_dtype_policy(policy)
+  head = task.build_head()
+  keras.config.set_dtype_policy("float32")
+  compute = keras.DTypePolicy(policy).compute_dtype
+  features = tf.cast(tf.random.stateless_normal(FEATURE_SHAPE, seed=[1, 2]),
+                     compute)
+  outputs = head(features, training=False)
+  symbolic = head.compute_output_spec(
+      keras.KerasTensor(FEATURE_SHAPE, dtype=compute))
+  for real, spec in zip(tf.nest.flatten(outputs), tf.nest.flatten(symbolic)):
+    assert real.dtype == tf.float32 and spec.dtype == "float32"
+    assert tuple(real.shape) == tuple(spec.shape)
+  computing = [l for l in head._flatten_layers(include_self=False)
+               if l.weights]
+  assert computing and all(l.compute_dtype == compute for l in computing), [
+      (l.name, l.compute_dtype) for l in computing]

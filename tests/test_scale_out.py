@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -114,8 +115,8 @@ def test_steps_per_loop_same_run_fewer_host_reads_exact_resume(
                           steps_per_loop=3),
                   strategy=mirrored(("/cpu:0",)),
                   datasets=_datasets(NAMES, 4), log=_quiet)
-  loop_fn = first._loop_fn
-  first._loop_fn = lambda plan: calls.append(plan) or loop_fn(plan)
+  loop_fn = first.loop.function
+  first.loop.function = lambda plan: calls.append(plan) or loop_fn(plan)
   first.train()
   assert [len(p) for p in calls] == [3, 1]
   assert [t for p in calls for t, _ in p] == list(NAMES) * 2
@@ -128,7 +129,7 @@ def test_steps_per_loop_same_run_fewer_host_reads_exact_resume(
   second.train()
   assert any("resumed from" in l and "step 4" in l for l in lines)
   assert int(second.task_steps["colorization"].numpy()) == 3
-  assert [len(p) for p in second._loop_fns] == [2]
+  assert [len(p) for p in second.loop._functions] == [2]
   ckpts = sorted(os.path.basename(c) for c in glob.glob(
       str(tmp_path / "k3/run/checkpoints/ckpt-*.index")))
   assert ckpts == ["ckpt-4.index", "ckpt-6.index"]
@@ -166,7 +167,6 @@ def test_mixed_bfloat16_tracks_float32_for_50_steps(tmp_path, mirrored):
   every step within 25%. Relative position's per-step losses at batch 4
   swing by ~+-20% from step to step, and bfloat16 rounding moves its
   trajectory within that swing after the first update."""
-  import keras
   losses = {}
   for policy in ("float32", "mixed_bfloat16"):
     # Uniform colorization prior: the 1% bound is for the unweighted loss;
@@ -242,6 +242,53 @@ def test_mixed_float16_loss_scale_adapts_and_skips_overflowing_steps(
   after = trainable()
   assert all(np.isfinite(w).all() for w in after)
   assert sum(not np.array_equal(a, b) for a, b in zip(before, after)) > 20
+
+
+def test_loss_scale_optimizer_applies_every_step_updates_on_two_replicas(
+    tmp_path, mirrored):
+  """update=every_step under float16 at the step level (the config accepts
+  mixed_float16 with update=cycle only): both replicas take the same
+  skip-or-apply decision, and an applied update matches one replica's."""
+  from mtssl_tf.models.build import build_model
+  from mtssl_tf.training.step import TaskUpdates, dtype_policy, make_optimizer
+  from mtssl_tf.training.worker_input import WorkerInput
+  names = ("relative_position",)
+  # Synchronised batch norm (the harness's trunk): 2 replicas then see the
+  # statistics of the whole batch, as 1 does.
+  cfg = _config(tmp_path, names, update="every_step")
+  batch = next(iter(_datasets(names, 4)[names[0]]))
+  results = []
+  for devices in (("/cpu:0", "/cpu:1"), ("/cpu:0",)):
+    strategy = mirrored(devices)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+      with dtype_policy("mixed_float16"):
+        model = build_model(cfg)
+      optimizer = make_optimizer(cfg.optimizer, "mixed_float16",
+                                 loss_scale_growth_interval=2)
+      updates = TaskUpdates(model, {names[0]: optimizer}, cfg, strategy)
+    feed = WorkerInput(cfg, strategy, {names[0]: _datasets(names, 4)[
+        names[0]]})
+    step = tf.function(lambda b: updates.run_replicas(
+        names[0], *feed.distribute(feed.split_global(names[0], b))))
+    before = [np.array(v) for v in updates.variables]
+    optimizer.dynamic_scale.assign(2.0 ** 40)  # float16 gradients overflow
+    step(batch)
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 39
+    assert int(optimizer.iterations.numpy()) == 0
+    for a, v in zip(before, updates.variables):
+      np.testing.assert_array_equal(a, np.array(v))
+    optimizer.dynamic_scale.assign(4.0)
+    step(batch)
+    assert int(optimizer.iterations.numpy()) == 1
+    results.append([np.array(v) for v in updates.variables])
+  moved = 0
+  for two, one, b in zip(*results, before):
+    assert np.isfinite(two).all()
+    # float16 compute: the replicas' halves round differently.
+    np.testing.assert_allclose(two, one, atol=2e-3, rtol=2e-2)
+    moved += int(not np.array_equal(one, b))
+  assert moved > len(before) // 2
 
 
 def test_contradicting_precision_and_xla_flags_are_refused(tmp_path):

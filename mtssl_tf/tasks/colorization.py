@@ -249,10 +249,17 @@ class ColorizationHead(keras.layers.Layer):
     if self.hidden_channels:
       x = self.conv_hidden(x)
       x = keras.ops.relu(self.norm_hidden(x, training=training))
-    return self.classifier(x)
+    # Float32 logits under any dtype policy, as every head returns (the
+    # layers before compute in the policy's dtype).
+    return keras.ops.cast(self.classifier(x), "float32")
 
   def compute_output_shape(self, input_shape):
     return tuple(input_shape[:-1]) + (self.num_bins,)
+
+  def compute_output_spec(self, features, training=None):
+    # Float32 outputs under any dtype policy (see call).
+    return keras.KerasTensor(self.compute_output_shape(features.shape),
+                             dtype="float32")
 
   @property
   def bins(self) -> np.ndarray:

@@ -103,13 +103,13 @@ class MotionSegmentationHead(keras.layers.Layer):
     x = keras.ops.relu(self.norm_in(features, training=training))
     for conv, norm in zip(self.convs, self.norms):
       x = keras.ops.relu(norm(conv(x), training=training))
-    logits = self.classifier(x)
+    # Float32 logits under any dtype policy, as every head returns (the
+    # layers before compute in the policy's dtype). Before the resize:
+    # bilinear resizing computes in float32 whatever it is given, and an
+    # explicit cast keeps the backward pass in one precision per op (XLA
+    # refuses a bfloat16/float32 mix).
+    logits = keras.ops.cast(self.classifier(x), "float32")
     if self.output_size is not None:
-      # Bilinear resizing computes in float32 whatever it is given; an
-      # explicit cast keeps the backward pass in one precision per op
-      # under a mixed policy (XLA refuses a bfloat16/float32 mix). The
-      # loss reads the logits in float32 anyway.
-      logits = keras.ops.cast(logits, "float32")
       logits = keras.ops.image.resize(
           logits, (self.output_size, self.output_size),
           interpolation="bilinear")
@@ -119,6 +119,11 @@ class MotionSegmentationHead(keras.layers.Layer):
     if self.output_size is None:
       return tuple(input_shape[:-1]) + (NUM_CLASSES,)
     return (input_shape[0], self.output_size, self.output_size, NUM_CLASSES)
+
+  def compute_output_spec(self, features, training=None):
+    # Float32 outputs under any dtype policy (see call).
+    return keras.KerasTensor(self.compute_output_shape(features.shape),
+                             dtype="float32")
 
   def get_config(self):
     config = super().get_config()

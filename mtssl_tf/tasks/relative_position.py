@@ -561,11 +561,18 @@ class RelativePositionHead(keras.layers.Layer):
       x = layer(x)
       if self.fc_norm:
         x = keras.ops.relu(self.norm_hidden[i](x, training=training))
-    return self.logits(x)
+    # Float32 logits under any dtype policy, as every head returns (the
+    # layers before compute in the policy's dtype).
+    return keras.ops.cast(self.logits(x), "float32")
 
   def compute_output_shape(self, input_shape):
     batch = input_shape[0]
     return (None if batch is None else batch // 2, self.num_classes)
+
+  def compute_output_spec(self, features, training=None):
+    # Float32 outputs under any dtype policy (see call).
+    return keras.KerasTensor(self.compute_output_shape(features.shape),
+                             dtype="float32")
 
   def get_config(self):
     config = super().get_config()

@@ -15,8 +15,8 @@ A run's checkpoint (``<run_dir>/checkpoints/ckpt-<step>``) is a
   the name of the model variable it belongs to, so the optimizer's state
   does not depend on the order of the tasks either;
 * ``accumulators/<model variable path>``, ``step``, ``task_steps/<task>``,
-  ``data/<task>`` (the input iterators), ``skips/<task>`` and the loss-scale
-  state (``mixed_float16``).
+  ``data/<task>`` (the input iterators), ``skips/<task>``; the loss-scale
+  state (``mixed_float16``) is ``optimizer/loss_scale/...``.
 
 Because every task's weights are found by its name, a checkpoint restores
 into a model built with the tasks in any order (export, evaluation and the
@@ -40,6 +40,7 @@ import os
 import shutil
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+import keras
 import tensorflow as tf
 
 from mtssl_tf.models.build import build_model
@@ -150,9 +151,18 @@ def optimizer_variables(model, optimizer) -> Dict[str, Any]:
   that depends on what the process built before, so the slot is filed
   under the model variable's stable name instead.
 
+  A Keras ``LossScaleOptimizer`` (``mixed_float16``) is filed as its inner
+  optimizer plus ``loss_scale/dynamic_scale`` and ``loss_scale/step_counter``
+  (good updates since the scale last changed).
+
   Raises:
     ValueError: two optimizer variables would get the same name.
   """
+  if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    named = optimizer_variables(model, optimizer.inner_optimizer)
+    named["loss_scale/dynamic_scale"] = optimizer.dynamic_scale
+    named["loss_scale/step_counter"] = optimizer.step_counter
+    return named
   prefixes = sorted(((v.path.replace("/", "_") + "_", name)
                      for name, v in model_variables(model).items()),
                     key=lambda p: -len(p[0]))
