@@ -345,14 +345,6 @@ class TrainConfig:
     if self.devices and self.strategy in ("tpu", "multi_worker_mirrored"):
       raise ConfigError(f"devices cannot be listed for strategy="
                         f"{self.strategy} (contradicting flags)")
-    if self.mixed_precision == "mixed_float16" and self.update != "cycle":
-      # Loss scaling skips a whole update when a gradient overflows; the
-      # trainer implements that on the cycle accumulators only.
-      raise ConfigError(
-          "mixed_precision=mixed_float16 needs update=cycle (loss scaling is "
-          "implemented on the cycle's gradient accumulators; contradicting "
-          f"flags: update={self.update}); use mixed_bfloat16, which needs no "
-          "loss scaling")
     if self.jit_compile and self.data.deterministic:
       # --deterministic turns on TF op determinism, and XLA has no
       # deterministic kernel for the stem's max-pool gradient.
