@@ -20,14 +20,14 @@ import tensorflow as tf
 
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
 from mtssl_tf import model_zoo
-from mtssl_tf.model_zoo import store
+from tools.zoo import float16
 
 
 def measure(label, model, make_twin, folder, images):
   p16 = os.path.join(folder, "m16.weights.h5")
   p32 = os.path.join(folder, "m32.weights.h5")
-  r16 = store.write_weights(model, p16)
-  store.write_weights(model, p32, "float32")
+  r16 = float16.write_weights(model, p16)
+  float16.write_weights(model, p32, "float32")
   twin = make_twin()
   twin.load_weights(p16)
   ref = model.trunk(images)

@@ -127,7 +127,7 @@ def report_command(plan: Sequence[StudyRun], seeds: Sequence[int],
   rows = {}
   for run in plan:
     rows.setdefault(run.label, []).append(run.run_dir)
-  return [python, "-m", "mtssl_tf.report",
+  return [python, "-m", "tools.report",
           "--runs=" + ",".join(f"{label}={'+'.join(dirs)}"
                                for label, dirs in rows.items()),
           "--random_seeds=" + ",".join(str(s) for s in seeds),
