@@ -17,7 +17,7 @@ import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
 from tools import zoo as zoo_tools
-from tools.zoo.command import main as tools_main
+from tools.zoo.zoo_cli import main as tools_main
 
 from harness import h5_named_arrays
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 import mtssl_tf
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
-from tools.zoo.command import main as tools_main
+from tools.zoo.zoo_cli import main as tools_main
 
 SIZE = 32
 

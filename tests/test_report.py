@@ -16,7 +16,7 @@ from mtssl_tf.config import TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
 from tools import report as reporting
-from tools.report import command as report
+from tools.report import report_cli as report
 
 DASH = "\u2014"
 
@@ -355,8 +355,8 @@ LIBRARY = ("mtssl_tf/evaluation/driver.py", "mtssl_tf/evaluation/cache.py",
            "mtssl_tf/reporting/tables.py", "mtssl_tf/reporting/analysis.py",
            "mtssl_tf/reporting/results.py", "tools/report/__init__.py",
            "tools/report/document.py", "tools/report/collect.py")
-ENTRY_POINTS = ("mtssl_tf.evaluate", "tools.report.command", "mtssl_tf.train",
-                "mtssl_tf.export")
+ENTRY_POINTS = ("mtssl_tf.evaluate", "tools.report.report_cli",
+                "mtssl_tf.train", "mtssl_tf.export")
 
 
 def test_layering_of_the_evaluation_and_report_modules():
@@ -378,7 +378,7 @@ def test_layering_of_the_evaluation_and_report_modules():
     if "/evaluation/" in relative:  # the zoo sits above evaluation
       assert not any(m.startswith("mtssl_tf.model_zoo") or m.startswith(
           "mtssl_tf.reporting") for m in imported), relative
-  for name in ("mtssl_tf/evaluate.py", "tools/report/command.py"):
+  for name in ("mtssl_tf/evaluate.py", "tools/report/report_cli.py"):
     with open(os.path.join(REPO, name)) as f:
       assert len(f.read().splitlines()) < 100, name
 

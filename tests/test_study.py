@@ -15,7 +15,7 @@ from mtssl_tf.config import ConfigError, TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
 from tools import report as reporting
-from tools.report import command as report
+from tools.report import report_cli as report
 from tools.report import study_plan as study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -284,6 +284,16 @@ def test_study_plan_and_dry_run(tmp_path, monkeypatch):
   assert study.run_study((0,), root=root, log=lambda s: None,
                          call=lambda c: calls.append(c) or 3) == 3
   assert len(calls) == 1
+
+
+def test_study_refuses_to_run_outside_the_repository_root(tmp_path,
+                                                        monkeypatch):
+  monkeypatch.chdir(REPO)
+  study.check_working_folder()
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(ValueError, match="configs/study_rp.cfg, .*"
+                     "run the study from the repository root"):
+    study.check_working_folder()
 
 
 def test_make_study_runs_the_runner_with_the_seeds():

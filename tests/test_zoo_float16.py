@@ -129,7 +129,7 @@ def test_float16_file_loads_float32_weights_rounded(tiny_files):
   # Features within 1% of their largest magnitude: each weight moves by at
   # most 2**-11 = 4.9e-4 of itself, and to first order the relative errors
   # of the ~15 layers on the way add up to at most ~7e-3 (measured: 4.7e-4
-  # on the demo-scale four-task network, 2.1e-3 on a trained depth-26 run,
+  # on the study-scale four-task network, 2.1e-3 on a trained depth-26 run,
   # BENCHMARKS.md "Float16 zoo weights files").
   assert_features_close(model, loaded, seed=2)
   # The float32 file loads exactly.

@@ -1,4 +1,4 @@
-"""``model_zoo build NAME --from_run=RUN_DIR``: a finished
+"""``python -m tools.zoo build NAME --from_run=RUN_DIR``: a finished
 run of a preset's recipe becomes the preset without retraining. One tiny
 run (rp_col, 2 steps, seed 1, without deterministic ops, another model
 name: what the study's runs differ in) is imported; its weights must equal
@@ -18,7 +18,7 @@ from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
 from mtssl_tf.training import checkpoints
 from tools import zoo as zoo_tools
-from tools.zoo.command import main as tools_main
+from tools.zoo.zoo_cli import main as tools_main
 
 from harness import assert_features_close, h5_named_arrays
 

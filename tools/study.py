@@ -29,6 +29,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     seeds = study.parse_seeds(FLAGS.seeds)
+    study.check_working_folder()
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

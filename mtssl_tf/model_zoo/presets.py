@@ -152,10 +152,10 @@ class Preset:
     paper_results: the paper's numbers for this row (ImageNet Recall@5,
       VOC07 mAP, NYU % pixels below 1.25), keyed by table.
     description: one line for listings.
-    weights_url: where the weights file lives when it is not shipped in
-      the package (``http(s)://``, ``file://``): ``load`` fetches it with
+    weights_url: where the weights file lives when it is not in the zoo
+      folder (``http(s)://``, ``file://``): ``load`` fetches it with
       ``keras.utils.get_file`` into the cache
-      (:mod:`mtssl_tf.model_zoo.download`). ``None``: package data only.
+      (:mod:`mtssl_tf.model_zoo.download`). ``None``: the zoo folder only.
     weights_sha256: the sha256 of that file (required with ``weights_url``).
 
   Example:

@@ -12,7 +12,7 @@ Split by job:
   metadata layout;
 * :mod:`~tools.report.collect`: which checkpoints fill which rows, and
   the report itself (:func:`make_report`);
-* :mod:`~tools.report.command`: the command's flags.
+* :mod:`~tools.report.report_cli`: the command's flags.
 
 The tables, the analysis and the evaluate command's outputs are the
 installed package's (:mod:`mtssl_tf.reporting`, re-exported here). The

@@ -1,5 +1,5 @@
-"""``python -m tools.report``: see :mod:`tools.report.command`."""
-from tools.report.command import run
+"""``python -m tools.report``: see :mod:`tools.report.report_cli`."""
+from tools.report.report_cli import run
 
 if __name__ == "__main__":
   run()

@@ -137,6 +137,17 @@ def report_command(plan: Sequence[StudyRun], seeds: Sequence[int],
           f"--preamble={PREAMBLE}", f"--alpha_plot={ALPHA_PLOT}"]
 
 
+def check_working_folder(configs: str = "configs") -> None:
+  """``ValueError`` unless the study's flagfiles and preamble are reachable
+  from the working folder (the repository root)."""
+  missing = [p for p in [os.path.join(configs, f"{n}.cfg")
+                         for _, n, _ in STUDY_ROWS] + [PREAMBLE]
+             if not os.path.isfile(p)]
+  if missing:
+    raise ValueError(f"{', '.join(missing)} not found from {os.getcwd()}: "
+                     "run the study from the repository root")
+
+
 def run_study(seeds: Sequence[int] = DEFAULT_SEEDS, *,
               root: str = os.path.join("runs", "study"),
               output: str = "RESULTS.md", dry_run: bool = False,
@@ -177,5 +188,5 @@ def run_study(seeds: Sequence[int] = DEFAULT_SEEDS, *,
   return 0 if dry_run else call(command)
 
 __all__ = ["ALPHA_PLOT", "DEFAULT_SEEDS", "PREAMBLE", "STUDY_ROWS",
-           "StudyRun", "flag_value", "parse_seeds", "report_command",
-           "run_study", "study_plan"]
+           "StudyRun", "check_working_folder", "flag_value", "parse_seeds",
+           "report_command", "run_study", "study_plan"]

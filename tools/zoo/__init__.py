@@ -12,7 +12,7 @@ weights as float16 where that is safe, registering ``.keras`` files.
 * :mod:`~tools.zoo.float16`: :func:`write_weights`,
   :func:`float16_refusal`;
 * :mod:`~tools.zoo.register`: :func:`register`;
-* :mod:`~tools.zoo.command`: ``python -m tools.zoo build|register``.
+* :mod:`~tools.zoo.zoo_cli`: ``python -m tools.zoo build|register``.
 """
 from tools.zoo.builder import (FROM_RUN_ALLOWED, build_preset, build_presets,
                                from_run_differences, read_pretext_metrics)

@@ -1,7 +1,7 @@
-"""``python -m tools.zoo``: see :mod:`tools.zoo.command`."""
+"""``python -m tools.zoo``: see :mod:`tools.zoo.zoo_cli`."""
 import sys
 
-from tools.zoo.command import main
+from tools.zoo.zoo_cli import main
 
 if __name__ == "__main__":
   sys.exit(main())
