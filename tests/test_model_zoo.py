@@ -332,6 +332,33 @@ def test_missing_weights_say_how_to_build_them(tmp_path, copied_preset):
     model_zoo.load(name, weights_dir=folder)
 
 
+def test_without_a_zoo_folder_presets_load_from_their_file(
+    tmp_path, copied_preset, monkeypatch):
+  # An installed wheel: no checkout beside the package, no MTSSL_TF_ZOO_DIR.
+  from mtssl_tf.model_zoo import listing, store
+  monkeypatch.setattr(store, "CHECKOUT_ZOO_DIR", str(tmp_path / "absent"))
+  monkeypatch.delenv(model_zoo.ZOO_DIR_ENV, raising=False)
+  assert model_zoo.default_folder() is None
+  assert not model_zoo.is_built("rp") and model_zoo.list_registered() == []
+  with pytest.raises(model_zoo.NoZooFolderError,
+                     match=r"ships no weights.*weights_dir=.*sha256="):
+    model_zoo.load("rp")
+  assert "no zoo folder here" in listing.table()
+  assert listing.describe("rp").endswith(listing.NO_FOLDER)
+  # The weights file by path with its sha256: the study recipe's
+  # architecture with the file's weights, as loaded from a zoo folder.
+  name, folder = copied_preset
+  sha256 = model_zoo.load_metadata(name, folder)["sha256"]
+  path = os.path.join(folder, f"{name}.weights.h5")
+  by_path = model_zoo.load(name, weights=path, sha256=sha256)
+  monkeypatch.setenv(model_zoo.ZOO_DIR_ENV, folder)
+  by_folder = model_zoo.load(name)
+  assert sorted(_fingerprint(v.numpy()) for v in by_path.weights) == sorted(
+      _fingerprint(v.numpy()) for v in by_folder.weights)
+  with pytest.raises(model_zoo.WeightsIntegrityError, match="a" * 64):
+    model_zoo.load(name, weights=path, sha256="a" * 64)
+
+
 def test_metadata_of_another_preset_is_refused(copied_preset):
   name, folder = copied_preset
   meta = json.load(open(os.path.join(folder, f"{name}.json")))

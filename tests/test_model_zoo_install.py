@@ -94,10 +94,10 @@ def _copy_checkout(dest):
 
 def _env(**extra):
   env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
-             TF_CPP_MIN_LOG_LEVEL="2", **extra)
+             TF_CPP_MIN_LOG_LEVEL="2")
   for name in ("PYTHONPATH", "MTSSL_TF_ZOO_DIR", "MTSSL_TF_CACHE_DIR"):
     env.pop(name, None)
-  return env
+  return dict(env, **extra)
 
 
 @pytest.fixture(scope="module")

@@ -119,13 +119,10 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
     name: a preset name (:func:`list_presets`) or a registered preset
       (:func:`list_registered`).
     weights: ``True``: the preset's weights from the zoo folder (else its
-      registry ``weights_url``, fetched and cached); ``False``: the
-      architecture only (fresh weights); a URL or a path: a
-      ``.weights.h5`` file of the preset's architecture (a URL needs
-      ``sha256``; a ``file://`` URL is copied into the cache). Without the
-      preset's metadata (no zoo folder, as in an installed wheel) the
-      architecture is the preset's study-scale recipe. Float16 arrays in
-      the file load into the model's float32 variables.
+      registry ``weights_url``, fetched and cached); ``False``: fresh
+      weights; a URL (with ``sha256``; fetched into the cache) or a path
+      of a ``.weights.h5`` file. Without the preset's metadata (no zoo
+      folder, as in a wheel) the architecture is its study-scale recipe.
     weights_dir: the zoo folder of ``<name>.weights.h5`` and
       ``<name>.json`` (default: ``$MTSSL_TF_ZOO_DIR``, else the
       checkout's ``model_zoo/``).
@@ -161,24 +158,18 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
     raise ValueError(f"weights={weights!r} must be True, False, a URL or "
                      "a path")
   get_preset(name)
-  if weights is not True and not _has_metadata(name, weights_dir):
-    # No zoo folder here (an installed wheel) or the preset is not built:
-    # the architecture from the preset's study-scale recipe, which is what
-    # the zoo's files were trained with.
-    model = build_preset_model(name, tiny=False)
-    if own_file:
-      model.load_weights(_own_weights_file(name, weights, sha256))
-    return model
-  meta = load_metadata(name, weights_dir)
-  model = make_model(_model_kwargs(meta))
-  if weights is False:
-    return model
-  # A float16 zoo file has Keras's layout: Keras reads each array by its
-  # layer's path and assigns it to the float32 variable, which converts
-  # float16 exactly; the model stays float32 and the sha256 check ran on
-  # the file as stored.
-  model.load_weights(_own_weights_file(name, weights, sha256) if own_file
-                     else _zoo_weights_file(name, meta, weights_dir))
+  # Without metadata (no zoo folder, as in a wheel, or not built): the
+  # architecture of the preset's study-scale recipe, which made the files.
+  with_meta = weights is True or _has_metadata(name, weights_dir)
+  meta = load_metadata(name, weights_dir) if with_meta else None
+  model = (make_model(_model_kwargs(meta)) if with_meta
+           else build_preset_model(name, tiny=False))
+  # Float16 arrays of a zoo file load into the float32 variables (Keras
+  # assigns each by its layer's path; the sha256 was checked on the file).
+  if own_file:
+    model.load_weights(_own_weights_file(name, weights, sha256))
+  elif weights is True:
+    model.load_weights(_zoo_weights_file(name, meta, weights_dir))
   return model
 
 
