@@ -5,7 +5,7 @@
 #   make test   - set up .venv, run the whole test suite
 #   make study  - the CPU-scale study with seeds (configs/study_*.cfg): train
 #                 what is missing under runs/study, write RESULTS.md
-#                 (SEEDS ?= 0 1 2; python -m mtssl_tf.study --dry_run lists
+#                 (SEEDS ?= 0 1 2; python -m tools.study --dry_run lists
 #                 the commands)
 # `make venv` installs the pinned stack and fetches the few data files that
 # no installable package carries (python -m mtssl_tf.fetch_data, into
@@ -46,7 +46,7 @@ demo: venv
 # runs/study/report.
 SEEDS ?= 0 1 2
 study: venv
-	$(PY) -m mtssl_tf.study --seeds="$(SEEDS)" --output=RESULTS.md
+	$(PY) -m tools.study --seeds="$(SEEDS)" --output=RESULTS.md
 
 test: venv
 	@# Two pytest workers (pytest-xdist), each file's tests in one worker (its

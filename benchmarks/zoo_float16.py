@@ -6,28 +6,33 @@ the zoo's (study) scale and for a trained run.
 Usage (BENCHMARKS.md "Float16 zoo weights files"):
   python benchmarks/zoo_float16.py [--run_dir=runs/demo]
 
-The demo-scale architecture has fresh weights (its conv ranges are those
+The study-scale architecture has fresh weights (its conv ranges are those
 of an initialised network); ``--run_dir`` adds a trained run's model (its
 batch-norm moving statistics and trained biases are what the rule must
 catch). Nothing is written outside a temporary folder.
 """
 import argparse
 import os
+import sys
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-import mtssl_tf  # noqa: F401  (registers the Keras classes)
-from mtssl_tf import model_zoo
-from mtssl_tf.model_zoo import store
+# tools/ (the zoo's float16 writer) is beside the package, not installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import mtssl_tf  # noqa: E402,F401  (registers the Keras classes)
+from mtssl_tf import model_zoo  # noqa: E402
+from tools.zoo import float16  # noqa: E402
 
 
 def measure(label, model, make_twin, folder, images):
   p16 = os.path.join(folder, "m16.weights.h5")
   p32 = os.path.join(folder, "m32.weights.h5")
-  r16 = store.write_weights(model, p16)
-  store.write_weights(model, p32, "float32")
+  r16 = float16.write_weights(model, p16)
+  float16.write_weights(model, p32, "float32")
   twin = make_twin()
   twin.load_weights(p16)
   ref = model.trunk(images)
@@ -58,7 +63,7 @@ def main():
   print("|---|---:|---:|---:|---:|---|---:|")
   with tempfile.TemporaryDirectory() as folder:
     make = lambda: model_zoo.build_preset_model(args.preset, tiny=False)
-    measure(f"{args.preset}, demo scale, fresh weights", make(), make,
+    measure(f"{args.preset}, study scale, fresh weights", make(), make,
             folder, images)
     if args.run_dir:
       from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top

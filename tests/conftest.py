@@ -5,9 +5,15 @@ devices, so that tests can run ``MirroredStrategy(["/cpu:0", "/cpu:1"])`` and
 compare 2 replicas against 1 on the same global batch.
 """
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# tools/ (the maintainer tooling beside the package, not installed) is
+# imported from the repository root.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

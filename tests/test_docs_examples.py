@@ -12,13 +12,14 @@ page's blocks of one backend run together in a process of their own with
 ``KERAS_BACKEND`` set, as a reader would run them (the backend's package is
 part of the test extra, so a missing one fails).
 
-Every `python -m mtssl_tf.X ...` command in the other fences (```bash,
-```shell, plain ```) has its flags parsed by the real entry point, which
-then stops before doing any work: a renamed or removed flag, a flagfile that
-is not there, or a value of the wrong type fails here. `make X` lines must
-name a Makefile target. Research records (docs/records/) are not checked:
-they describe past runs. A failing example, a misspelt flag and a missing
-flagfile are fed through the same checks to show that they are caught.
+Every `python -m mtssl_tf.X ...` or `python -m tools.X ...` command in the
+other fences (```bash, ```shell, plain ```) has its flags parsed by the real
+entry point, which then stops before doing any work: a renamed or removed
+flag, a flagfile that is not there, or a value of the wrong type fails here.
+`make X` lines must name a Makefile target. Research records
+(docs/records/) are not checked: they describe past runs. A failing example,
+a misspelt flag and a missing flagfile are fed through the same checks to
+show that they are caught.
 """
 from __future__ import annotations
 
@@ -236,7 +237,8 @@ def test_python_examples_run(page, ran_examples):
 
 
 def commands(path):
-  """The `python -m mtssl_tf.X` and `make X` lines of a page's non-python
+  """The `python -m mtssl_tf.X`, `python -m tools.X` (maintainer tooling,
+  run from the repository root) and `make X` lines of a page's non-python
   fences, continuation lines joined, as token lists."""
   found = []
   for language, _, body in fences(path):
@@ -248,7 +250,8 @@ def commands(path):
       if line.startswith("$ "):
         line = line[2:]
       for part in re.split(r"\s*&&\s*", line):
-        if part.startswith("python -m mtssl_tf") or part.startswith("make "):
+        if part.startswith(("python -m mtssl_tf", "python -m tools.",
+                            "make ")):
           # "[--flag=value]" is usage notation for an optional flag: the
           # flag inside is checked; "..." stands for more arguments.
           tokens = [re.sub(r"^\[(--[^\]]+)\]$", r"\1", t)

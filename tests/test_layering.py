@@ -32,8 +32,6 @@ ENTRY_POINTS = frozenset({
     "mtssl_tf.fetch_data",
     "mtssl_tf.make_motion_masks",
     "mtssl_tf.model_zoo.__main__",
-    "mtssl_tf.report",
-    "mtssl_tf.study",
     "mtssl_tf.train",
 })
 MAX_ENTRY_POINT_LINES = 100
@@ -211,6 +209,22 @@ def test_no_module_imports_an_entry_point(graph):
   assert not bad, (
       "these modules import an entry point (move what they need into the "
       "library): " + "; ".join(f"{a} imports {b}" for a, b in bad))
+
+
+def test_the_package_imports_nothing_from_tools():
+  # tools/ (zoo builder, study, report) sits beside the package and is not
+  # installed: an import of it would fail in a wheel.
+  bad = []
+  for module, path in module_files().items():
+    with open(path, encoding="utf-8") as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+               else [node.module or ""] if isinstance(node, ast.ImportFrom)
+               and not node.level else [])
+      bad += [(module, n) for n in names
+              if n == "tools" or n.startswith("tools.")]
+  assert not bad, f"installed modules importing tools/: {bad}"
 
 
 def test_absl_flags_only_in_cli_and_entry_points():

@@ -1,5 +1,5 @@
 """Model zoo (model-zoo issue, item 2): the preset registry, tests generated
-from it (each preset builds at a tiny size; its paper and demo recipes
+from it (each preset builds at a tiny size; its paper and study recipes
 validate), the committed weights (sha256 and parameter count match their
 metadata), tampered weights refused, the build command end to end, and the
 ``.keras`` round trip."""
@@ -16,6 +16,8 @@ import tensorflow as tf
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
+from tools import zoo as zoo_tools
+from tools.zoo.zoo_cli import main as tools_main
 
 from harness import h5_named_arrays
 
@@ -131,9 +133,9 @@ def test_every_preset_builds_at_a_tiny_size(name):
 
 
 @pytest.mark.parametrize("name", model_zoo.list_presets())
-def test_paper_and_demo_recipes_validate(name):
+def test_paper_and_study_recipes_validate(name):
   tasks, harmonize, lasso, _ = EXPECTED[name]
-  for scale, depth, width in (("paper", 101, 1.0), ("demo", 50, 0.5)):
+  for scale, depth, width in (("paper", 101, 1.0), ("study", 50, 0.5)):
     config = model_zoo.preset_config(name, scale)
     assert config.tasks == tasks and config.lasso == lasso, scale
     assert (config.trunk.depth, config.trunk.width) == (depth, width), scale
@@ -145,8 +147,8 @@ def test_paper_and_demo_recipes_validate(name):
   assert paper.data.source == "tfds"
   # TF-Slim's resnet_arg_scope pools with 'SAME': the paper's network.
   assert paper.trunk.pool_padding == "same"
-  demo = model_zoo.preset_config(name, "demo")
-  assert demo.data.source == "offline" and demo.data.deterministic
+  study = model_zoo.preset_config(name, "study")
+  assert study.data.source == "offline" and study.data.deterministic
 
 
 @pytest.mark.parametrize("name", model_zoo.list_presets())
@@ -182,7 +184,7 @@ def test_presets_need_no_working_directory(tmp_path, monkeypatch):
 def test_bad_scale_and_bad_extra_flag_are_clear_errors():
   from mtssl_tf.config import ConfigError
   with pytest.raises(ValueError, match="unknown scale 'huge'; known scales: "
-                     "paper, demo, tiny"):
+                     "paper, study, tiny"):
     model_zoo.get_preset("rp").train_flags("huge")
   with pytest.raises(ConfigError, match="no_such_flag"):
     model_zoo.preset_config("rp", "tiny", ["--no_such_flag=1"])
@@ -194,13 +196,13 @@ STUDY_ROWS = {"rp": "rp", "rp_h": "rp_h", "rp_col": "rp_col",
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_ROWS))
-def test_demo_recipe_is_the_study_rows_config(name):
-  # The zoo follows the CPU-scale study: a preset's demo
+def test_study_recipe_is_the_study_rows_config(name):
+  # The zoo follows the CPU-scale study: a preset's study
   # config is its study row's, parsed as `python -m mtssl_tf.train
   # --flagfile=configs/study_<row>.cfg --run_dir=X` parses it, but for the
   # model name and deterministic ops (reproducible committed files).
   from mtssl_tf import options
-  zoo = model_zoo.get_preset(name).config("demo", run_dir="/x/run")
+  zoo = model_zoo.get_preset(name).config("study", run_dir="/x/run")
   study = options.parse_args(
       [f"--flagfile=configs/study_{STUDY_ROWS[name]}.cfg", "--run_dir=/x/run"],
       root=os.path.join(REPO, "mtssl_tf")).config
@@ -231,8 +233,8 @@ def test_read_pretext_metrics_merges_the_runs_file(tmp_path):
              "exemplar": {"top1": 0.5, "chance": 0.0625, "images": 16,
                           "step": 1200}}
   (tmp_path / "pretext_metrics.json").write_text(json.dumps(metrics))
-  assert model_zoo.read_pretext_metrics(str(tmp_path)) == metrics
-  assert model_zoo.read_pretext_metrics(str(tmp_path / "none")) == {}
+  assert zoo_tools.read_pretext_metrics(str(tmp_path)) == metrics
+  assert zoo_tools.read_pretext_metrics(str(tmp_path / "none")) == {}
   from mtssl_tf.model_zoo import listing
   assert listing.pretext_summary(metrics) == (
       "RP 0.312 (0.125) Ex 0.500 (0.062)")
@@ -245,7 +247,7 @@ def test_read_pretext_metrics_merges_the_runs_file(tmp_path):
   assert listing.probe_summary({}) == "-"
   (tmp_path / "pretext_metrics.json").write_text("[1, 2]")
   with pytest.raises(ValueError, match="expected"):
-    model_zoo.read_pretext_metrics(str(tmp_path))
+    zoo_tools.read_pretext_metrics(str(tmp_path))
 
 
 # -- committed weights ----------------------------------------------------------
@@ -279,13 +281,13 @@ def test_committed_preset_loads_with_matching_hash_and_params(name):
   train = meta["train_config"]
   assert meta["model"]["trunk"] == train["trunk"]
   assert (meta["steps"], meta["seed"]) == (train["steps"], train["seed"])
-  assert meta["data"]["images"] and meta["scale"] == "demo"
+  assert meta["data"]["images"] and meta["scale"] == "study"
   preset = model_zoo.get_preset(name)
   if model_zoo.up_to_date(name):
-    # Built by today's recipe: the registry's demo config is what it holds.
-    demo = model_zoo.preset_config(name, "demo")
-    assert meta["model"]["trunk"] == dict(demo.trunk.to_dict())
-    assert meta["steps"] == demo.steps
+    # Built by today's recipe: the registry's study config is what it holds.
+    study = model_zoo.preset_config(name, "study")
+    assert meta["model"]["trunk"] == dict(study.trunk.to_dict())
+    assert meta["steps"] == study.steps
     assert set(meta["pretext_metrics"]) == set(preset.tasks)
   assert meta["paper_recipe"]["flags"] == list(
       model_zoo.get_preset(name).paper_flags)
@@ -296,7 +298,7 @@ def copied_preset(tmp_path):
   """The smallest committed preset, copied to a private folder."""
   name = "rp"
   for filename in (f"{name}.weights.h5", f"{name}.json"):
-    shutil.copy(os.path.join(model_zoo.WEIGHTS_DIR, filename), tmp_path)
+    shutil.copy(os.path.join(model_zoo.CHECKOUT_ZOO_DIR, filename), tmp_path)
   return name, str(tmp_path)
 
 
@@ -321,13 +323,40 @@ def test_tampered_weights_are_refused(copied_preset):
 
 def test_missing_weights_say_how_to_build_them(tmp_path, copied_preset):
   with pytest.raises(FileNotFoundError,
-                     match="python -m mtssl_tf.model_zoo build rp_ex"):
+                     match="python -m tools.zoo build rp_ex"):
     model_zoo.load("rp_ex", weights_dir=str(tmp_path))
   name, folder = copied_preset
   os.remove(os.path.join(folder, f"{name}.weights.h5"))
   with pytest.raises(FileNotFoundError,
-                     match=f"python -m mtssl_tf.model_zoo build {name}"):
+                     match=f"python -m tools.zoo build {name}"):
     model_zoo.load(name, weights_dir=folder)
+
+
+def test_without_a_zoo_folder_presets_load_from_their_file(
+    tmp_path, copied_preset, monkeypatch):
+  # An installed wheel: no checkout beside the package, no MTSSL_TF_ZOO_DIR.
+  from mtssl_tf.model_zoo import listing, store
+  monkeypatch.setattr(store, "CHECKOUT_ZOO_DIR", str(tmp_path / "absent"))
+  monkeypatch.delenv(model_zoo.ZOO_DIR_ENV, raising=False)
+  assert model_zoo.default_folder() is None
+  assert not model_zoo.is_built("rp") and model_zoo.list_registered() == []
+  with pytest.raises(model_zoo.NoZooFolderError,
+                     match=r"ships no weights.*weights_dir=.*sha256="):
+    model_zoo.load("rp")
+  assert "no zoo folder here" in listing.table()
+  assert listing.describe("rp").endswith(listing.NO_FOLDER)
+  # The weights file by path with its sha256: the study recipe's
+  # architecture with the file's weights, as loaded from a zoo folder.
+  name, folder = copied_preset
+  sha256 = model_zoo.load_metadata(name, folder)["sha256"]
+  path = os.path.join(folder, f"{name}.weights.h5")
+  by_path = model_zoo.load(name, weights=path, sha256=sha256)
+  monkeypatch.setenv(model_zoo.ZOO_DIR_ENV, folder)
+  by_folder = model_zoo.load(name)
+  assert sorted(_fingerprint(v.numpy()) for v in by_path.weights) == sorted(
+      _fingerprint(v.numpy()) for v in by_folder.weights)
+  with pytest.raises(model_zoo.WeightsIntegrityError, match="a" * 64):
+    model_zoo.load(name, weights=path, sha256="a" * 64)
 
 
 def test_metadata_of_another_preset_is_refused(copied_preset):
@@ -393,13 +422,13 @@ TINY_BUILD_FLAGS = ["--train_flag=--strategy=one_device",
 
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
-  """``python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2`` into a
+  """``python -m tools.zoo build rp_h --tiny --steps=2`` into a
   temporary weights folder (training in this process; one device, so that
   no second MirroredStrategy shares the test process's collective keys),
   the run kept in a work folder beside it."""
   folder = str(tmp_path_factory.mktemp("zoo_weights"))
   work = str(tmp_path_factory.mktemp("zoo_runs"))
-  code = zoo_main(["build", "rp_h", "--tiny", "--steps=2", *TINY_BUILD_FLAGS,
+  code = tools_main(["build", "rp_h", "--tiny", "--steps=2", *TINY_BUILD_FLAGS,
                    f"--weights_dir={folder}", f"--work_dir={work}"])
   assert code == 0
   return folder, work
@@ -430,7 +459,7 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   assert "--harmonize" in meta["train_flags"]
   assert "--steps=2" in meta["train_flags"]
   assert meta["build_command"] == (
-      "python -m mtssl_tf.model_zoo build rp_h --tiny --steps=2 "
+      "python -m tools.zoo build rp_h --tiny --steps=2 "
       + " ".join(TINY_BUILD_FLAGS))
   assert meta["train_config"]["strategy"] == "one_device"
   assert meta["data"]["source"] == "offline" and meta["data"]["images"]
@@ -459,9 +488,9 @@ def test_build_command_writes_weights_and_metadata(tiny_build, capsys):
   assert f"RP {rp['accuracy']:.3f} (0.125)" in row
   assert zoo_main(["show", "rp_h", f"--weights_dir={folder}"]) == 0
   shown = capsys.readouterr().out
-  # Built by the tiny recipe, not today's demo one.
-  assert ("built by today's demo recipe: no (rebuild: python -m "
-          "mtssl_tf.model_zoo build rp_h --resume)") in shown
+  # Built by the tiny recipe, not today's study one.
+  assert ("built by today's study recipe: no (rebuild: python -m "
+          "tools.zoo build rp_h --resume)") in shown
   line = [l for l in shown.splitlines() if "8-way accuracy" in l][0]
   assert f"{rp['accuracy']:.3f}" in line and "0.125" in line
 
@@ -473,7 +502,7 @@ def test_build_resume_skips_what_this_recipe_already_built(tiny_build,
   before = open(os.path.join(folder, "rp_h.weights.h5"), "rb").read()
   meta_before = open(os.path.join(folder, "rp_h.json")).read()
   capsys.readouterr()
-  assert zoo_main(["build", "rp_h", "--tiny", "--steps=2", "--resume",
+  assert tools_main(["build", "rp_h", "--tiny", "--steps=2", "--resume",
                    *TINY_BUILD_FLAGS, f"--weights_dir={folder}",
                    f"--work_dir={work}"]) == 0
   out = capsys.readouterr().out
@@ -484,7 +513,7 @@ def test_build_resume_skips_what_this_recipe_already_built(tiny_build,
   extra = [f.split("=", 1)[1] for f in TINY_BUILD_FLAGS]
   assert model_zoo.up_to_date("rp_h", tiny=True, steps=2, weights_dir=folder,
                               extra_flags=extra)
-  # Another recipe (more steps, the demo scale, other flags) is not, nor
+  # Another recipe (more steps, the study scale, other flags) is not, nor
   # float32 storage.
   assert not model_zoo.up_to_date("rp_h", tiny=True, steps=2,
                                   weights_dir=folder, extra_flags=extra,
@@ -517,10 +546,10 @@ def test_export_command_writes_a_keras_file_load_model_opens(tiny_build,
 
 
 def test_command_errors_name_the_problem(capsys):
-  assert zoo_main(["build", "rp", "nope"]) == 2
+  assert tools_main(["build", "rp", "nope"]) == 2
   err = capsys.readouterr().err
   assert "unknown model-zoo preset 'nope'" in err and "rp_col_ex_ms" in err
-  assert zoo_main(["build"]) == 2
+  assert tools_main(["build"]) == 2
   assert "--all" in capsys.readouterr().err
   assert zoo_main(["export", "rp", "--output=x.h5"]) == 2
   assert "must end with .keras" in capsys.readouterr().err

@@ -1,25 +1,38 @@
-"""The model zoo from an installed wheel, inside a host absl program.
-
-One subprocess, run from a folder outside the repository with only the
-installed wheel on its path, is an absl program that defines its OWN
-``--seed`` and ``--steps`` flags, imports ``mtssl_tf`` and
-``mtssl_tf.model_zoo``, lists the presets, builds one at tiny scale in its
-own process (no ``configs/`` folder in reach but the package's), saves it as
-``.keras`` and loads it back. Two tests read its report: the install and
-zoo round trip, and the absl host's flags left alone.
+"""The wheel is the library: built from a copy of the checkout, it holds the
+package and its configs, no weights and no maintainer tooling; installed
+into a fresh virtual environment outside the checkout (the pinned
+dependencies reached through a ``.pth`` line, the checkout not at all), it
+runs what the README tells a pip user: list the presets, load one from a
+path and from a ``file://`` URL with its sha256, extract features, train the
+smoke recipe for a few steps, export the run and evaluate it with the demo
+protocol.
 """
+import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the package imports, directly or through an extra the README names
+# (samples: the offline photos the smoke recipe trains on and the digits
+# the demo protocol's probe reads).
+DEPENDENCIES = ("tensorflow", "keras", "h5py", "tensorflow_datasets", "cv2",
+                "absl", "matplotlib", "numpy", "skimage", "sklearn",
+                "skvideo")
+MAX_WHEEL_BYTES = 2 * 1024 * 1024
+PRESET = "rp"
 
-HOST_PROGRAM = textwrap.dedent('''
+# An absl program of the pip user's own (its own --seed and --steps flags):
+# the zoo from the installed package, weights by path and by file:// URL.
+USER_PROGRAM = textwrap.dedent('''
     import json
     import os
     import sys
@@ -34,37 +47,29 @@ HOST_PROGRAM = textwrap.dedent('''
 
     def main(argv):
       import numpy as np
-      import keras
       import mtssl_tf
       from mtssl_tf import model_zoo
-      out = {"file": mtssl_tf.__file__, "cwd": os.getcwd()}
-      out["presets"] = model_zoo.list_presets()
-      preset = model_zoo.get_preset("rp")
-      config = preset.config("tiny", run_dir="unused")
-      out["config_seed_steps"] = [config.seed, config.steps]
-      weights = os.path.join(os.getcwd(), "weights")
-      meta = model_zoo.build_preset("rp", tiny=True, steps=2,
-                                    weights_dir=weights,
-                                    overrides={"strategy": "one_device"},
-                                    log=lambda s: None)
-      out["meta"] = {k: meta[k] for k in ("steps", "seed", "scale", "sha256",
-                                          "params", "final_losses")}
-      out["weights_files"] = sorted(os.listdir(weights))
-      model = model_zoo.load("rp", weights_dir=weights)
-      path = os.path.join(os.getcwd(), "rp_tiny.keras")
-      model.save(path)
-      loaded = keras.models.load_model(path)
-      images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
-      images = images.astype("float32")
-      out["max_abs_diff"] = float(np.max(np.abs(
-          loaded.features(images).numpy() - model.features(images).numpy())))
-      out["loaded_depth"] = loaded.trunk.config.depth
+      zoo, name, sha256 = argv[1], argv[2], argv[3]
+      out = {"file": mtssl_tf.__file__, "sys_path": sys.path,
+             "presets": model_zoo.list_presets()}
+      try:
+        model_zoo.load(name)
+      except FileNotFoundError as e:
+        out["no_folder_error"] = str(e)
+      weights = os.path.join(zoo, name + ".weights.h5")
+      by_url = model_zoo.load(name, weights="file://" + weights,
+                              sha256=sha256)
+      by_folder = mtssl_tf.Trunk.from_preset(name, weights_dir=zoo)
+      images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3))
+      last = by_folder.unit_names[-1]
+      a = by_url.trunk(images.astype("float32"))[last].numpy()
+      b = by_folder(images.astype("float32"))[last].numpy()
+      np.save("features.npy", np.stack([a, b]))
+      out["cached"] = sorted(os.listdir(os.environ["MTSSL_TF_CACHE_DIR"]))
       out["host_flags"] = [FLAGS.seed, FLAGS.steps]
-      # No library module defines absl flags: none of train's are here.
       out["train_flags_defined"] = sorted(
           n for n in ("depth", "task_param", "lasso", "batch_size")
           if n in FLAGS)
-      out["cli_imported"] = "mtssl_tf.cli.flags" in sys.modules
       print("REPORT " + json.dumps(out))
 
 
@@ -73,85 +78,169 @@ HOST_PROGRAM = textwrap.dedent('''
 ''')
 
 
-def _copy_sources(dest):
-  """The files a wheel is built from, so that the build's scratch folders
-  (build/, *.egg-info) land in ``dest``, not in the checkout."""
+def _copy_checkout(dest):
+  """The files a wheel is built from, with tools/ and model_zoo/ beside the
+  package as in the checkout (so that a packaging rule that picked them up
+  would show), and the build's scratch folders kept out of the checkout."""
   for name in ("setup.cfg", "pyproject.toml", "README.md"):
     shutil.copy(os.path.join(REPO, name), dest)
   ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
   # symlinks=True keeps mtssl_tf/configs a link to ../configs, as in the
   # checkout: the wheel must hold the real files.
-  shutil.copytree(os.path.join(REPO, "mtssl_tf"),
-                  os.path.join(dest, "mtssl_tf"), symlinks=True,
-                  ignore=ignore)
-  shutil.copytree(os.path.join(REPO, "configs"), os.path.join(dest, "configs"))
+  for folder in ("mtssl_tf", "configs", "tools", "model_zoo"):
+    shutil.copytree(os.path.join(REPO, folder), os.path.join(dest, folder),
+                    symlinks=True, ignore=ignore)
+
+
+def _env(**extra):
+  env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  for name in ("PYTHONPATH", "MTSSL_TF_ZOO_DIR", "MTSSL_TF_CACHE_DIR"):
+    env.pop(name, None)
+  return dict(env, **extra)
 
 
 @pytest.fixture(scope="module")
-def host_report(tmp_path_factory):
+def wheel(tmp_path_factory):
   base = tmp_path_factory.mktemp("wheel")
-  src, dist, site, work = (base / n for n in ("src", "dist", "site", "work"))
-  for folder in (src, dist, work):
-    folder.mkdir()
-  _copy_sources(str(src))
-  env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
-             TF_CPP_MIN_LOG_LEVEL="2")
-  env.pop("PYTHONPATH", None)
-  pip = [sys.executable, "-m", "pip"]
-  out = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation",
-                              "-w", str(dist), str(src)],
-                       capture_output=True, text=True, env=env, timeout=300)
+  src, dist = base / "src", base / "dist"
+  src.mkdir()
+  _copy_checkout(str(src))
+  out = subprocess.run(
+      [sys.executable, "-m", "pip", "wheel", "--no-deps",
+       "--no-build-isolation", "-w", str(dist), str(src)],
+      capture_output=True, text=True, env=_env(), timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   wheels = os.listdir(dist)
   assert len(wheels) == 1 and wheels[0].endswith(".whl"), wheels
-  out = subprocess.run(pip + ["install", "--no-deps", "--target", str(site),
-                              str(dist / wheels[0])],
-                       capture_output=True, text=True, env=env, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  configs = site / "mtssl_tf" / "configs"
-  assert configs.is_dir() and not configs.is_symlink()
-  assert (configs / "base_cpu.cfg").is_file()
-  (work / "host.py").write_text(HOST_PROGRAM)
+  return str(dist / wheels[0])
+
+
+def test_wheel_holds_the_library_and_no_weights_or_tools(wheel):
+  assert os.path.getsize(wheel) < MAX_WHEEL_BYTES
+  with zipfile.ZipFile(wheel) as z:
+    names = z.namelist()
+  tops = {n.split("/")[0] for n in names}
+  assert tops == {"mtssl_tf", "mtssl_tf-0.1.0.dist-info"}, tops
+  heavy = [n for n in names if n.endswith((".h5", ".keras"))]
+  assert not heavy, heavy
+  configs = {n.rsplit("/", 1)[1] for n in names
+             if n.startswith("mtssl_tf/configs/")}
+  assert configs == set(os.listdir(os.path.join(REPO, "configs")))
+  assert "mtssl_tf/model_zoo/presets.py" in names
+  resources = os.listdir(os.path.join(REPO, "mtssl_tf", "resources"))
+  assert resources and all(f"mtssl_tf/resources/{r}" in names
+                           for r in resources if not r.endswith(".py"))
+
+
+def _dependency_folders():
+  """The folders the pinned dependencies are installed in (found without
+  importing them), none of them inside the checkout."""
+  folders = set()
+  for name in DEPENDENCIES:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin, name
+    folders.add(os.path.dirname(os.path.dirname(spec.origin)))
+  assert not any(f == REPO or f.startswith(REPO + os.sep) for f in folders)
+  return sorted(folders)
+
+
+@pytest.fixture(scope="module")
+def pip_user(wheel, tmp_path_factory):
+  """A fresh venv with the wheel installed and a work folder beside it."""
+  base = tmp_path_factory.mktemp("user")
+  venv, work = base / "venv", base / "work"
+  work.mkdir()
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                 check=True, timeout=120)
+  python = str(venv / "bin" / "python")
+  site = subprocess.run(
+      [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+      capture_output=True, text=True, check=True).stdout.strip()
+  # Plain folder lines: their own .pth files (an editable install of the
+  # checkout among them) are not processed.
+  with open(os.path.join(site, "dependencies.pth"), "w") as f:
+    f.write("\n".join(_dependency_folders()) + "\n")
   out = subprocess.run(
-      [sys.executable, "host.py", "--seed=123", "--steps=456"], cwd=str(work),
-      capture_output=True, text=True, timeout=600,
-      env=dict(env, PYTHONPATH=str(site)))
+      [sys.executable, "-m", "pip", "--python", python, "install",
+       "--no-deps", "--no-index", wheel],
+      capture_output=True, text=True, env=_env(), timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  zoo = work / "zoo"
+  zoo.mkdir()
+  for ext in (".weights.h5", ".json"):
+    shutil.copy(os.path.join(REPO, "model_zoo", PRESET + ext), zoo)
+  env = _env(MTSSL_TF_CACHE_DIR=str(base / "cache"),
+             KERAS_HOME=str(base / "keras"))
+  return python, site, str(work), env
+
+
+def _run(pip_user, *args, timeout=600):
+  python, _, work, env = pip_user
+  out = subprocess.run([python, *args], cwd=work, capture_output=True,
+                       text=True, env=env, timeout=timeout)
   assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-  line = [l for l in out.stdout.splitlines() if l.startswith("REPORT ")]
-  assert line, (out.stdout + out.stderr)[-4000:]
-  return json.loads(line[-1][len("REPORT "):]), str(site), str(work)
+  return out.stdout
 
 
 @pytest.mark.slow
-def test_wheel_outside_the_repo_lists_builds_saves_and_loads(host_report):
-  report, site, work = host_report
-  # The installed copy ran, from a folder outside the checkout.
+def test_pip_user_lists_and_loads_presets_from_a_path_and_a_url(pip_user):
+  python, site, work, _ = pip_user
+  listed = _run(pip_user, "-m", "mtssl_tf.model_zoo", "list")
+  assert "no zoo folder here" in listed
+  rows = [line.split()[0] for line in listed.splitlines()[1:10]]
+  assert rows[:3] == ["rp", "rp_h", "rp_col"] and len(rows) == 9
+  with open(os.path.join(work, "zoo", PRESET + ".json")) as f:
+    sha256 = json.load(f)["sha256"]
+  weights = os.path.join(work, "zoo", PRESET + ".weights.h5")
+  with open(weights, "rb") as f:
+    assert hashlib.sha256(f.read()).hexdigest() == sha256
+  with open(os.path.join(work, "user.py"), "w") as f:
+    f.write(USER_PROGRAM)
+  stdout = _run(pip_user, "user.py", os.path.join(work, "zoo"), PRESET,
+                sha256, "--seed=123", "--steps=456")
+  report = json.loads([line for line in stdout.splitlines()
+                       if line.startswith("REPORT ")][-1][len("REPORT "):])
+  # The installed copy ran, and nothing of the checkout was importable.
   assert report["file"].startswith(site + os.sep)
-  assert not report["file"].startswith(REPO + os.sep)
-  assert not os.path.realpath(report["cwd"]).startswith(REPO + os.sep)
-  assert report["cwd"] == work
+  assert not any(p == REPO or p.startswith(REPO + os.sep)
+                 for p in report["sys_path"])
   assert report["presets"][:3] == ["rp", "rp_h", "rp_col"]
-  assert len(report["presets"]) == 9
-  meta = report["meta"]
-  assert (meta["scale"], meta["steps"], meta["seed"]) == ("tiny", 2, 0)
-  assert report["weights_files"] == ["rp.json", "rp.weights.h5"]
-  assert meta["final_losses"]["relative_position"] > 0
-  assert report["loaded_depth"] == 14
-  assert report["max_abs_diff"] < 1e-5
+  # Without a zoo folder, load says where weights come from.
+  message = report["no_folder_error"]
+  assert "ships no weights" in message and "weights_dir" in message
+  assert "sha256" in message
+  # The file:// URL went through the sha256-checked cache.
+  assert report["cached"] == [f"{PRESET}-{sha256[:12]}.weights.h5"]
+  by_url, by_folder = np.load(os.path.join(work, "features.npy"))
+  assert by_url.shape[-1] == 512 and np.abs(by_folder).max() > 0
+  np.testing.assert_allclose(by_url, by_folder, rtol=1e-5,
+                             atol=1e-5 * np.abs(by_folder).max())
+  # The library defines no absl flags of its own in the user's program.
+  assert report["host_flags"] == [123, 456]
+  assert report["train_flags_defined"] == []
 
 
 @pytest.mark.slow
-def test_absl_host_keeps_its_own_seed_and_steps_flags(host_report):
-  report, _, _ = host_report
-  # No DuplicateFlagError (the run finished), the host's values are intact
-  # and the preset took its recipe's values, not the host's.
-  assert report["host_flags"] == [123, 456]
-  # (The recipe's values as this process, with no host flags, parses them:
-  # the demo flagfile's seed 0 and steps.)
-  from mtssl_tf import model_zoo
-  recipe = model_zoo.get_preset("rp").config("tiny", run_dir="unused")
-  assert report["config_seed_steps"] == [recipe.seed, recipe.steps]
-  assert recipe.seed == 0 and recipe.steps not in (123, 456)
-  assert (report["meta"]["seed"], report["meta"]["steps"]) == (0, 2)
-  assert report["train_flags_defined"] == []
-  assert not report["cli_imported"]
+def test_pip_user_trains_exports_and_evaluates(pip_user):
+  _, site, work, _ = pip_user
+  smoke = os.path.join(site, "mtssl_tf", "configs", "smoke.cfg")
+  run_dir = os.path.join(work, "runs", "smoke")
+  out = _run(pip_user, "-m", "mtssl_tf.train", f"--flagfile={smoke}",
+             f"--run_dir={run_dir}", "--steps=2")
+  assert os.path.exists(os.path.join(run_dir, "config.json")), out
+  with open(os.path.join(run_dir, "config.json")) as f:
+    assert json.load(f)["steps"] == 2
+  exports = os.path.join(work, "exports")
+  out = _run(pip_user, "-m", "mtssl_tf.export", f"--run_dir={run_dir}",
+             f"--export_dir={exports}")
+  assert os.path.isfile(os.path.join(exports, "smoke.keras")), out
+  assert os.path.isfile(os.path.join(exports, "smoke", "1",
+                                     "saved_model.pb")), out
+  results = os.path.join(work, "eval", "results.json")
+  _run(pip_user, "-m", "mtssl_tf.evaluate", f"--checkpoint={run_dir}",
+       "--evaluators=linear_probe", "--eval_param=linear_probe.image_size=32",
+       "--eval_param=linear_probe.steps=5", f"--output={results}")
+  with open(results) as f:
+    metrics = json.dumps(json.load(f))
+  assert "top1" in metrics

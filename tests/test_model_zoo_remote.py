@@ -22,6 +22,7 @@ import tensorflow as tf
 import mtssl_tf
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
+from tools.zoo.zoo_cli import main as tools_main
 
 SIZE = 32
 
@@ -214,7 +215,7 @@ def test_register_url_and_path_then_from_preset(server, cache, tmp_path,
   model.save(str(tmp_path / "tiny.keras"))
   data = (tmp_path / "tiny.keras").read_bytes()
   url = server.add("/authors/tiny.keras", data)
-  assert zoo_main(["register", "tiny_mt", f"--weights={url}",
+  assert tools_main(["register", "tiny_mt", f"--weights={url}",
                    f"--sha256={_sha(data)}", f"--weights_dir={zoo}"]) == 0
   entry = json.load(open(os.path.join(zoo, "tiny_mt.json")))
   assert (entry["kind"], entry["sha256"], entry["weights_url"]) == (
@@ -223,7 +224,7 @@ def test_register_url_and_path_then_from_preset(server, cache, tmp_path,
   # Without --sha256 the hash of what was downloaded is recorded (and the
   # user told to compare it with the publisher's).
   capsys.readouterr()
-  assert zoo_main(["register", "tiny_tofu", f"--weights={url}",
+  assert tools_main(["register", "tiny_tofu", f"--weights={url}",
                    f"--weights_dir={zoo}"]) == 0
   assert "compare it with the publisher's" in capsys.readouterr().out
   assert json.load(open(os.path.join(zoo, "tiny_tofu.json")))["sha256"] == (
@@ -233,7 +234,7 @@ def test_register_url_and_path_then_from_preset(server, cache, tmp_path,
   keras.utils.set_random_seed(1)
   trunk = mtssl_tf.Trunk(depth=14, width=0.25)
   trunk.save(str(tmp_path / "converted.keras"))
-  assert zoo_main(["register", "authors_trunk",
+  assert tools_main(["register", "authors_trunk",
                    f"--weights={tmp_path / 'converted.keras'}",
                    f"--weights_dir={zoo}"]) == 0
   assert sorted(os.listdir(zoo)) == ["authors_trunk.json",
@@ -289,7 +290,7 @@ def test_register_refuses_bad_input(tmp_path, capsys):
        "a" * 64),
   ]
   for argv, message in cases:
-    assert zoo_main(argv + [f"--weights_dir={zoo}"]) == 2, argv
+    assert tools_main(argv + [f"--weights_dir={zoo}"]) == 2, argv
     assert message in capsys.readouterr().err, argv
   assert not os.path.exists(zoo) or os.listdir(zoo) == []
 
@@ -299,7 +300,7 @@ def test_from_preset_runs_the_same_checks_as_load(tmp_path):
                 model_zoo.load("rp"))
   _same_weights(mtssl_tf.Trunk.from_preset("rp"), model_zoo.load("rp").trunk)
   for filename in ("rp.weights.h5", "rp.json"):
-    shutil.copy(os.path.join(model_zoo.WEIGHTS_DIR, filename), tmp_path)
+    shutil.copy(os.path.join(model_zoo.CHECKOUT_ZOO_DIR, filename), tmp_path)
   path = tmp_path / "rp.weights.h5"
   data = bytearray(path.read_bytes())
   data[len(data) // 2] ^= 1

@@ -1,5 +1,5 @@
 """The paper's numbers have one source, and presets and the report read it."""
-from mtssl_tf import reporting
+from tools import report as reporting
 from mtssl_tf.evaluation import paper_tables
 from mtssl_tf.model_zoo import presets
 

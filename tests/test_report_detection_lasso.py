@@ -3,8 +3,8 @@ the eval-lasso rows run the detection evaluator too, with eval_lasso=True.
 The trunk loading and the evaluator are stand-ins (the detector itself is
 tested in test_detection.py); what is checked is the report's wiring."""
 from mtssl_tf import evaluation
-from mtssl_tf import reporting
-from mtssl_tf.reporting import build
+from tools import report as reporting
+from tools.report import collect as build
 from mtssl_tf.models.trunk import Trunk
 
 

@@ -11,12 +11,12 @@ import pytest
 from absl import flags
 
 import harness
-from mtssl_tf import report
-from mtssl_tf import reporting
 from mtssl_tf.config import ConfigError, TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
-from mtssl_tf.reporting import study
+from tools import report as reporting
+from tools.report import report_cli as report
+from tools.report import study_plan as study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PM = "\u00b1"
@@ -279,11 +279,21 @@ def test_study_plan_and_dry_run(tmp_path, monkeypatch):
   assert [c[3] for c in calls[:-1]] == [
       f"--flagfile=configs/study_{n}.cfg" for n in
       ("rp", "rp_h", "4task", "4task_lasso")]
-  assert calls[-1][2] == "mtssl_tf.report"
+  assert calls[-1][2] == "tools.report"
   calls.clear()
   assert study.run_study((0,), root=root, log=lambda s: None,
                          call=lambda c: calls.append(c) or 3) == 3
   assert len(calls) == 1
+
+
+def test_study_refuses_to_run_outside_the_repository_root(tmp_path,
+                                                        monkeypatch):
+  monkeypatch.chdir(REPO)
+  study.check_working_folder()
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(ValueError, match="configs/study_rp.cfg, .*"
+                     "run the study from the repository root"):
+    study.check_working_folder()
 
 
 def test_make_study_runs_the_runner_with_the_seeds():
@@ -293,7 +303,7 @@ def test_make_study_runs_the_runner_with_the_seeds():
       ["make", "-n", "--no-print-directory", "study", "SEEDS=4 5", "PY=py"],
       cwd=REPO, capture_output=True, text=True, check=True)
   assert out.stdout.splitlines()[-1] == (
-      'py -m mtssl_tf.study --seeds="4 5" --output=RESULTS.md')
+      'py -m tools.study --seeds="4 5" --output=RESULTS.md')
 
 
 # -- the command end to end ---------------------------------------------------------------

@@ -58,8 +58,8 @@ def test_every_config_parses_and_validates(path, monkeypatch):
 def test_expected_configs_exist():
   names = {os.path.basename(p) for p in TRAIN_CONFIGS}
   assert {"paper_rp.cfg", "paper_rp_col.cfg", "paper_4task.cfg",
-          "paper_4task_lasso.cfg", "demo.cfg", "depth26_rp.cfg",
-          "depth26_rp_col.cfg", "depth26_4task.cfg", "smoke.cfg"} <= names
+          "paper_4task_lasso.cfg", "demo.cfg", "study_rp.cfg",
+          "study_rp_col.cfg", "study_4task.cfg", "smoke.cfg"} <= names
 
 
 def test_flags_written_to_the_run_folder_reparse_to_the_same_config(

@@ -13,7 +13,8 @@ import pytest
 
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
 from mtssl_tf import model_zoo
-from mtssl_tf.model_zoo import store
+from tools import zoo as zoo_tools
+from tools.zoo import float16
 
 from harness import assert_features_close, h5_named_arrays
 
@@ -26,32 +27,32 @@ def _rounded(a):
 def test_float16_rule():
   rng = np.random.default_rng(0)
   weights = rng.normal(0, 0.05, 1000).astype(np.float32)
-  assert store.float16_refusal(weights) is None
+  assert float16.float16_refusal(weights) is None
   # What the rule promises for what it accepts: three significant digits
   # on every value of at least 1% of the largest magnitude.
   big = np.abs(weights) >= 0.01 * np.abs(weights).max()
   assert np.max(np.abs(_rounded(weights) - weights)[big]
                 / np.abs(weights[big])) <= 1e-3
-  assert store.float16_refusal(np.zeros(4, np.float32)) is None
+  assert float16.float16_refusal(np.zeros(4, np.float32)) is None
   # A stem's batch-norm moving variance of 1.2e4 (as in a trained run) fits;
   # one value over 6e4 does not (float16 overflows above 65504).
   variance = np.full(8, 1.2e4, np.float32)
-  assert store.float16_refusal(variance) is None
+  assert float16.float16_refusal(variance) is None
   variance[3] = 7e4
   with np.errstate(over="ignore"):
     assert np.isinf(np.float16(7e4))
-  assert "max |x| 7e+04 > 60000" in store.float16_refusal(variance)
+  assert "max |x| 7e+04 > 60000" in float16.float16_refusal(variance)
   # An array living in float16's subnormal range loses its digits (here
   # values of 1e-8 would flush to zero) and stays float32 ...
   tiny = rng.normal(0, 1e-8, 16).astype(np.float32)
   assert np.all(_rounded(tiny) == 0)
-  assert "subnormal" in store.float16_refusal(tiny)
+  assert "subnormal" in float16.float16_refusal(tiny)
   # ... but values that small beside values of order 1 do not matter.
   mixed = np.concatenate([weights, tiny])
-  assert store.float16_refusal(mixed) is None
-  assert "non-finite" in store.float16_refusal(
+  assert float16.float16_refusal(mixed) is None
+  assert "non-finite" in float16.float16_refusal(
       np.array([1.0, np.nan], np.float32))
-  assert "not float32" in store.float16_refusal(np.ones(3, np.int64))
+  assert "not float32" in float16.float16_refusal(np.ones(3, np.int64))
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,8 @@ def tiny_files(tmp_path_factory):
   beta.assign(rng.normal(0, 1e-8, beta.shape).astype(np.float32))
   folder = tmp_path_factory.mktemp("f16")
   p16, p32 = str(folder / "m16.weights.h5"), str(folder / "m32.weights.h5")
-  record16 = store.write_weights(model, p16)
-  record32 = store.write_weights(model, p32, "float32")
+  record16 = float16.write_weights(model, p16)
+  record32 = float16.write_weights(model, p32, "float32")
   return model, (variance, beta), p16, p32, record16, record32
 
 
@@ -128,7 +129,7 @@ def test_float16_file_loads_float32_weights_rounded(tiny_files):
   # Features within 1% of their largest magnitude: each weight moves by at
   # most 2**-11 = 4.9e-4 of itself, and to first order the relative errors
   # of the ~15 layers on the way add up to at most ~7e-3 (measured: 4.7e-4
-  # on the demo-scale four-task network, 2.1e-3 on a trained depth-26 run,
+  # on the study-scale four-task network, 2.1e-3 on a trained depth-26 run,
   # BENCHMARKS.md "Float16 zoo weights files").
   assert_features_close(model, loaded, seed=2)
   # The float32 file loads exactly.
@@ -141,7 +142,7 @@ def test_float16_file_loads_float32_weights_rounded(tiny_files):
 def test_bad_weights_dtype_is_refused(tmp_path):
   model = model_zoo.build_preset_model("rp", tiny=True)
   with pytest.raises(ValueError, match="weights_dtype='bfloat16'"):
-    store.write_weights(model, str(tmp_path / "x.weights.h5"), "bfloat16")
+    float16.write_weights(model, str(tmp_path / "x.weights.h5"), "bfloat16")
   with pytest.raises(ValueError, match="expected one of float16, float32"):
-    model_zoo.build_preset("rp", tiny=True, weights_dtype="half",
+    zoo_tools.build_preset("rp", tiny=True, weights_dtype="half",
                            weights_dir=str(tmp_path))

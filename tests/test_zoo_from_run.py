@@ -1,4 +1,4 @@
-"""``model_zoo build NAME --from_run=RUN_DIR``: a finished
+"""``python -m tools.zoo build NAME --from_run=RUN_DIR``: a finished
 run of a preset's recipe becomes the preset without retraining. One tiny
 run (rp_col, 2 steps, seed 1, without deterministic ops, another model
 name: what the study's runs differ in) is imported; its weights must equal
@@ -17,6 +17,8 @@ import mtssl_tf  # noqa: F401  (registers the Keras classes)
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
 from mtssl_tf.training import checkpoints
+from tools import zoo as zoo_tools
+from tools.zoo.zoo_cli import main as tools_main
 
 from harness import assert_features_close, h5_named_arrays
 
@@ -59,7 +61,7 @@ def _float32_arrays(path):
 
 def _build(run_dir, weights_dir, **kwargs):
   kwargs.setdefault("overrides", {"seed": 1})
-  return model_zoo.build_preset(
+  return zoo_tools.build_preset(
       NAME, tiny=True, steps=STEPS, weights_dir=str(weights_dir),
       extra_flags=RECIPE_FLAGS, from_run=run_dir, log=lambda s: None,
       **kwargs)
@@ -135,7 +137,7 @@ def test_metadata_records_the_run(finished_run, imported):
       "plots": [False, True]}
   assert "does not reproduce these weights" in record["note"]
   assert meta["build_command"] == (
-      f"python -m mtssl_tf.model_zoo build {NAME} --tiny --steps={STEPS} "
+      f"python -m tools.zoo build {NAME} --tiny --steps={STEPS} "
       + " ".join(f"--train_flag={f}" for f in RECIPE_FLAGS)
       + f" --from_run={finished_run}")
   assert "--seed=1" in meta["train_flags"]
@@ -158,7 +160,7 @@ def test_weights_dtype_float32_imports_exactly(finished_run, imported,
   # for all but the arrays kept float32).
   meta16, folder16 = imported
   folder = str(tmp_path / "zoo")
-  assert zoo_main(["build", NAME, "--tiny", f"--steps={STEPS}",
+  assert tools_main(["build", NAME, "--tiny", f"--steps={STEPS}",
                    *[f"--train_flag={f}" for f in RECIPE_FLAGS + ["--seed=1"]],
                    f"--weights_dir={folder}", f"--from_run={finished_run}",
                    "--weights_dtype=float32"]) == 0
@@ -239,13 +241,13 @@ def test_the_command_imports_and_refuses(finished_run, tmp_path, capsys):
   flags = [f"--train_flag={f}" for f in RECIPE_FLAGS + ["--seed=1"]]
   args = ["build", NAME, "--tiny", f"--steps={STEPS}", *flags,
           f"--weights_dir={folder}"]
-  assert zoo_main(args + [f"--from_run={finished_run}"]) == 0
+  assert tools_main(args + [f"--from_run={finished_run}"]) == 0
   assert "importing" in capsys.readouterr().out
   meta = model_zoo.load_metadata(NAME, folder)
   assert meta["from_run"]["run_dir"] == finished_run
   assert meta["pretext_metrics"]
   # `--resume` with the same recipe: already built, nothing rewritten.
-  assert zoo_main(args + ["--resume", f"--from_run={finished_run}"]) == 0
+  assert tools_main(args + ["--resume", f"--from_run={finished_run}"]) == 0
   assert "already built by this recipe, skipped" in capsys.readouterr().out
   # `show` says it was imported, and from where.
   assert zoo_main(["show", NAME, f"--weights_dir={folder}"]) == 0
@@ -259,7 +261,7 @@ def test_the_command_imports_and_refuses(finished_run, tmp_path, capsys):
       ([a for a in args if a != "--tiny"] + [f"--from_run={finished_run}"],
        "add --tiny"),
   ):
-    assert zoo_main(bad) == 2, bad
+    assert tools_main(bad) == 2, bad
     assert words in capsys.readouterr().err, bad
 
 
@@ -271,15 +273,15 @@ STUDY_ROWS = {"rp": "rp", "rp_h": "rp_h", "rp_col": "rp_col",
 @pytest.mark.parametrize("name", sorted(STUDY_ROWS))
 def test_the_study_rows_seed_0_runs_are_importable(name):
   # What `python -m mtssl_tf.study` trains into runs/study/<row>/s<seed>
-  # (reporting.study: the row's flagfile, --seed, --run_dir), compared as
+  # (tools.report.study_plan: the row's flagfile, --seed, --run_dir), compared as
   # an import compares it: only what the zoo's recipe changes differs at
   # seed 0; seed 1 is refused unless the build asks for it.
   from mtssl_tf import options
-  from mtssl_tf.model_zoo.build import from_run_differences
+  from tools.zoo.builder import from_run_differences
   root = os.path.join(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))), "mtssl_tf")
   preset = model_zoo.get_preset(name).config(
-      "demo", run_dir="/abs/runs/study/x/s0").to_dict()
+      "study", run_dir="/abs/runs/study/x/s0").to_dict()
   for seed in (0, 1):
     study = options.parse_args(
         [f"--flagfile=configs/study_{STUDY_ROWS[name]}.cfg",

@@ -1,7 +1,7 @@
 """The evaluation cache: one JSON file per evaluated (checkpoint, eval lasso).
 
 Both commands (``python -m mtssl_tf.evaluate --work_dir=...`` and
-``python -m mtssl_tf.report``) read and write it through
+``python -m tools.report``) read and write it through
 :func:`mtssl_tf.evaluation.driver.evaluate_checkpoints`, so an evaluation one
 command made is found by the other. An entry is keyed by what decides the
 numbers: the checkpoint's source and content stamp (a run's latest

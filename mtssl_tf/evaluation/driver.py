@@ -1,7 +1,7 @@
 """Evaluating checkpoints: the one driver behind ``evaluate`` and ``report``.
 
 ``python -m mtssl_tf.evaluate`` (one checkpoint and its random baseline) and
-``python -m mtssl_tf.report`` (the paper's tables over many checkpoints) both
+``python -m tools.report`` (the paper's tables over many checkpoints) both
 evaluate through :func:`evaluate_checkpoints`, so the same checkpoint,
 parameters and seed give the same numbers from either command:
 
@@ -199,7 +199,7 @@ def load_checkpoint_trunk(checkpoint: Checkpoint,
   if checkpoint.kind == "run":
     return checkpoints.load_trunk(checkpoint.source, trunk)
   raise ValueError(f"row {checkpoint.label}: a {checkpoint.kind} checkpoint "
-                   "needs a loader (mtssl_tf.reporting.load_trunk loads "
+                   "needs a loader (tools.report.load_trunk loads "
                    "model-zoo presets)")
 
 

@@ -1,6 +1,6 @@
 """The one evaluation runner: a trunk, evaluators by name, their parameters.
 
-``python -m mtssl_tf.evaluate`` and ``python -m mtssl_tf.report`` both run
+``python -m mtssl_tf.evaluate`` and ``python -m tools.report`` both run
 their evaluations through :func:`mtssl_tf.evaluation.driver.
 evaluate_checkpoints`, which loads each trunk and calls
 :func:`evaluate_trunk`: every evaluator starts from the same seed whatever

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from mtssl_tf.model_zoo.build import build_command, up_to_date
 from mtssl_tf.model_zoo.presets import get_preset, list_presets
+from mtssl_tf.model_zoo.provenance import build_command, up_to_date
 from mtssl_tf.model_zoo.registry import list_registered, registered_metadata
-from mtssl_tf.model_zoo.store import is_built, load_metadata
+from mtssl_tf.model_zoo.store import (default_folder, is_built,
+                                      load_metadata)
 from mtssl_tf.tasks import ABBREVIATIONS
 
 
@@ -17,6 +18,12 @@ from mtssl_tf.tasks import ABBREVIATIONS
 _HEADLINE = (("relative_position", "accuracy"),
              ("colorization", "top5_accuracy"), ("exemplar", "top1"),
              ("motion_segmentation", "iou"))
+
+
+# What list and show say where no zoo folder is known (an installed wheel).
+NO_FOLDER = ("no zoo folder here (the installed package ships no weights): "
+             "--weights_dir=<checkout>/model_zoo or $MTSSL_TF_ZOO_DIR, or "
+             "model_zoo.load(name, weights=<URL or path>, sha256=<hex>)")
 
 
 def pretext_summary(metrics) -> str:
@@ -32,7 +39,7 @@ def pretext_summary(metrics) -> str:
 
 def probe_summary(evaluations) -> str:
   """The linear probe's top-1 from a preset's ``evaluations`` (written by
-  ``python -m mtssl_tf.report --presets=...``): ``0.912 (digits)``; ``-``
+  ``python -m tools.report --presets=...``): ``0.912 (digits)``; ``-``
   before it is measured."""
   parts = []
   for key, value in sorted((evaluations or {}).items()):
@@ -89,8 +96,10 @@ def table(weights_dir: Optional[str] = None) -> str:
                  pretext_summary(meta.get("pretext_metrics")),
                  probe_summary(meta.get("evaluations"))))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+  text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
                    for row in rows)
+  return text + ("\n" + NO_FOLDER if weights_dir is None
+                 and default_folder() is None else "")
 
 
 def describe(name: str, weights_dir: Optional[str] = None) -> str:
@@ -104,9 +113,9 @@ def describe(name: str, weights_dir: Optional[str] = None) -> str:
   lines = [
       f"{preset.name}: {preset.display_name} ({preset.description})",
       "overrides:   " + json.dumps(preset.overrides),
-      "demo build:  " + build_command(name),
-      "demo flags:  python -m mtssl_tf.train "
-      + " ".join(preset.train_flags("demo")),
+      "study build: " + build_command(name),
+      "study flags: python -m mtssl_tf.train "
+      + " ".join(preset.train_flags("study")),
       "paper recipe: python -m mtssl_tf.train " + " ".join(
           preset.paper_flags),
       "paper results: " + json.dumps(
@@ -122,7 +131,7 @@ def describe(name: str, weights_dir: Optional[str] = None) -> str:
     # The recipe decides, whichever dtype the file was asked to store.
     current = up_to_date(name, weights_dir=weights_dir, weights_dtype=(
         meta.get("weights_storage") or {}).get("requested", "float32"))
-    lines.append("built by today's demo recipe: " + (
+    lines.append("built by today's study recipe: " + (
         "yes" if current else
         f"no (rebuild: {build_command(name)} --resume)"))
     imported = meta.get("from_run")
@@ -135,5 +144,6 @@ def describe(name: str, weights_dir: Optional[str] = None) -> str:
     lines.append(pretext_table(meta.get("pretext_metrics")))
     lines.append(json.dumps({k: meta.get(k) for k in keys}, indent=2))
   else:
-    lines.append("not built")
+    lines.append(NO_FOLDER if weights_dir is None and default_folder() is None
+                 else "not built")
   return "\n".join(lines)

@@ -11,8 +11,9 @@ from mtssl_tf.model_zoo.download import (WeightsIntegrityError, check_sha256,
                                          fetch, is_url)
 from mtssl_tf.model_zoo.presets import get_preset
 from mtssl_tf.model_zoo.registry import load_registered, registered_metadata
-from mtssl_tf.model_zoo.store import (build_hint, checked_file, folder,
-                                      load_metadata, metadata_path)
+from mtssl_tf.model_zoo.store import (build_hint, checked_file,
+                                      default_folder, folder, load_metadata,
+                                      metadata_path)
 
 
 def make_model(model_kwargs: Mapping[str, Any]):
@@ -47,41 +48,48 @@ def build_preset_model(name: str, tiny: bool = True,
   Args:
     name: preset name.
     tiny: a depth-14, width-0.25 trunk with small heads (tests); ``False``
-      gives the demo size the committed weights have.
+      gives the study size the committed weights have.
     extra_flags: more training flags, e.g. ``["--depth=26"]``.
     overrides: typed config overrides by flag name, e.g. ``{"depth": 26}``.
 
   Returns:
     A :class:`~mtssl_tf.models.multitask.MultiTaskModel` (a Keras model).
   """
-  config = get_preset(name).config("tiny" if tiny else "demo",
+  config = get_preset(name).config("tiny" if tiny else "study",
                                    list(extra_flags), dict(overrides or {}))
   return make_model(config.model_kwargs())
 
 
-def _weights_file(name: str, meta: Mapping[str, Any], weights,
-                  sha256: Optional[str], weights_dir: Optional[str]) -> str:
-  """The local, sha256-checked weights file of a built-in preset."""
-  preset = get_preset(name)
-  if isinstance(weights, (str, os.PathLike)):
-    weights = os.fspath(weights)
-    if is_url(weights):
-      if sha256 is None:
-        raise ValueError(f"load({name!r}, weights={weights!r}) needs "
-                         "sha256=<hex digest of the file>: downloaded "
-                         "weights are always checked")
-      return fetch(weights, sha256, stem=name)
+def _own_weights_file(name: str, weights: str,
+                      sha256: Optional[str]) -> str:
+  """The caller's weights file for preset ``name``: a URL fetched into the
+  cache (``sha256`` required) or a local path (checked when ``sha256`` is
+  given)."""
+  weights = os.fspath(weights)
+  if is_url(weights):
     if sha256 is None:
-      if not os.path.exists(weights):
-        raise FileNotFoundError(f"weights file {weights} does not exist")
-      return weights  # the caller's own file: checked only when asked
-    return checked_file(weights, check_sha256(sha256, weights), name,
-                          "sha256=")
+      raise ValueError(f"load({name!r}, weights={weights!r}) needs "
+                       "sha256=<hex digest of the file>: downloaded "
+                       "weights are always checked")
+    return fetch(weights, sha256, stem=name)
+  if sha256 is None:
+    if not os.path.exists(weights):
+      raise FileNotFoundError(f"weights file {weights} does not exist")
+    return weights  # the caller's own file: checked only when asked
+  return checked_file(weights, check_sha256(sha256, weights), name,
+                      "sha256=")
+
+
+def _zoo_weights_file(name: str, meta: Mapping[str, Any],
+                      weights_dir: Optional[str]) -> str:
+  """The zoo folder's sha256-checked weights file of a built-in preset,
+  else its registry ``weights_url`` fetched into the cache."""
+  preset = get_preset(name)
   path = os.path.join(folder(weights_dir), preset.weights_filename)
   if os.path.exists(path):
     try:
       return checked_file(path, meta["sha256"], name,
-                            f"the metadata {metadata_path(name, weights_dir)}")
+                          f"the metadata {metadata_path(name, weights_dir)}")
     except WeightsIntegrityError as e:
       raise WeightsIntegrityError(f"{e}; {build_hint(name)}") from None
   if preset.weights_url:
@@ -97,6 +105,12 @@ def _weights_file(name: str, meta: Mapping[str, Any], weights,
       f"{build_hint(name)}")
 
 
+def _has_metadata(name: str, weights_dir: Optional[str]) -> bool:
+  if weights_dir is None and default_folder() is None:
+    return False
+  return os.path.exists(metadata_path(name, weights_dir))
+
+
 def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
          sha256: Optional[str] = None):
   """The preset's model, with its weights checked and loaded.
@@ -104,14 +118,14 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
   Args:
     name: a preset name (:func:`list_presets`) or a registered preset
       (:func:`list_registered`).
-    weights: ``True``: the preset's weights (the package's file, else its
-      registry ``weights_url``, fetched and cached); ``False``: the
-      architecture only (fresh weights); a URL or a path: a
-      ``.weights.h5`` file of the preset's architecture (a URL needs
-      ``sha256``). Float16 arrays in the file (a zoo build's default)
-      load into the model's float32 variables.
-    weights_dir: folder of ``<name>.weights.h5`` and ``<name>.json``
-      (default: the package's ``weights/``).
+    weights: ``True``: the preset's weights from the zoo folder (else its
+      registry ``weights_url``, fetched and cached); ``False``: fresh
+      weights; a URL (with ``sha256``; fetched into the cache) or a path
+      of a ``.weights.h5`` file. Without the preset's metadata (no zoo
+      folder, as in a wheel) the architecture is its study-scale recipe.
+    weights_dir: the zoo folder of ``<name>.weights.h5`` and
+      ``<name>.json`` (default: ``$MTSSL_TF_ZOO_DIR``, else the
+      checkout's ``model_zoo/``).
     sha256: expected sha256 of ``weights`` when it is a URL or a path.
 
   Returns:
@@ -122,8 +136,8 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
   Raises:
     ValueError: unknown name (the message lists the known ones); a
       trunk-only registered preset (use :func:`load_trunk`).
-    FileNotFoundError: the preset is not built (the message gives the build
-      command).
+    FileNotFoundError: the preset is not built, or no zoo folder is known
+      (the message says where weights come from).
     WeightsIntegrityError: the weights file's sha256 differs from the
       expected one (a ``ValueError`` naming the file and both hashes).
     WeightsDownloadError: a weights URL could not be fetched.
@@ -139,24 +153,23 @@ def load(name: str, *, weights=True, weights_dir: Optional[str] = None,
           f"it with model_zoo.load_trunk({name!r}) or "
           f"mtssl_tf.Trunk.from_preset({name!r})")
     return load_registered(registered, weights, weights_dir)
-  preset = get_preset(name)
-  if weights is False and not os.path.exists(metadata_path(name,
-                                                           weights_dir)):
-    return build_preset_model(name, tiny=False)
-  meta = load_metadata(name, weights_dir)
-  model = make_model(_model_kwargs(meta))
-  if weights is False:
-    return model
-  if weights is not True and not isinstance(weights, (str, os.PathLike)):
+  own_file = isinstance(weights, (str, os.PathLike))
+  if weights is not True and weights is not False and not own_file:
     raise ValueError(f"weights={weights!r} must be True, False, a URL or "
                      "a path")
-  # A float16 zoo file (store.write_weights) has Keras's layout: Keras
-  # reads each array by its layer's path and assigns it to the float32
-  # variable, which converts float16 exactly; the model stays float32 and
-  # the sha256 check above ran on the file as stored. Float32 files load
-  # as they always did.
-  model.load_weights(_weights_file(preset.name, meta, weights, sha256,
-                                   weights_dir))
+  get_preset(name)
+  # Without metadata (no zoo folder, as in a wheel, or not built): the
+  # architecture of the preset's study-scale recipe, which made the files.
+  with_meta = weights is True or _has_metadata(name, weights_dir)
+  meta = load_metadata(name, weights_dir) if with_meta else None
+  model = (make_model(_model_kwargs(meta)) if with_meta
+           else build_preset_model(name, tiny=False))
+  # Float16 arrays of a zoo file load into the float32 variables (Keras
+  # assigns each by its layer's path; the sha256 was checked on the file).
+  if own_file:
+    model.load_weights(_own_weights_file(name, weights, sha256))
+  elif weights is True:
+    model.load_weights(_zoo_weights_file(name, meta, weights_dir))
   return model
 
 

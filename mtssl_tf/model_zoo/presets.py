@@ -12,13 +12,13 @@ its paper numbers (from :mod:`mtssl_tf.evaluation.paper_tables`) and one
 
 * ``"paper"``: the paper's setting (ResNet-101 v2, ImageNet, RMSProp), the
   recipe a user with GPUs runs (``configs/paper_*.cfg`` plus overrides);
-* ``"demo"``: what ``python -m mtssl_tf.model_zoo build NAME`` trains on
-  the offline sample set; its weights are committed. It is the CPU-scale
-  study's recipe (``configs/study_common.cfg``: depth 50, width 0.5, Adam,
+* ``"study"``: what ``python -m tools.zoo build NAME`` trains on the
+  offline sample set; its weights are committed to the repository's
+  ``model_zoo/``. It is the CPU-scale study's recipe (``configs/study_common.cfg``: depth 50, width 0.5, Adam,
   batch 16, 1,200 steps, held-out metrics) with deterministic ops, so a
   preset that is also a study row (rp, rp_h, rp_col, rp_col_ex_ms,
   rp_col_ex_ms_lasso) has exactly that row's config;
-* ``"tiny"``: the demo recipe shrunk to the sizes of ``configs/tiny.cfg``
+* ``"tiny"``: the study recipe shrunk to the sizes of ``configs/tiny.cfg``
   (a depth-14 trunk and small heads), for tests.
 
 A recipe is a flagfile of the package's ``configs/`` folder (the
@@ -47,20 +47,20 @@ from mtssl_tf.tasks import ABBREVIATIONS
 
 RP, COL, EX, MS = ("relative_position", "colorization", "exemplar",
                    "motion_segmentation")
-SCALES = ("paper", "demo", "tiny")
+SCALES = ("paper", "study", "tiny")
 # The package folder: recipes name flagfiles as "configs/X.cfg" relative to
 # it (mtssl_tf/configs is the repository's configs/, package data in a
 # wheel), so nested --flagfile=configs/Y.cfg lines resolve the same way.
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS_DIR = os.path.join(PACKAGE_DIR, "configs")
 
-# The zoo follows the CPU-scale study: the "demo" scale
-# is configs/study_common.cfg, the recipe of the study's rows.
-DEMO_FLAGFILE = "configs/study_common.cfg"
+# The zoo follows the CPU-scale study: the "study" scale is
+# configs/study_common.cfg, the recipe of the study's rows.
+STUDY_FLAGFILE = "configs/study_common.cfg"
 # Deterministic ops make a rebuild on the same machine and stack reproduce
 # the committed file bit for bit (the study's runs leave them off: the only
 # difference from a study row besides model_name).
-ZOO_DEMO: Mapping[str, Any] = types.MappingProxyType({"deterministic": True})
+ZOO_STUDY: Mapping[str, Any] = types.MappingProxyType({"deterministic": True})
 # Tiny: the sizes of configs/tiny.cfg (depth-14 trunk, 32 px inputs, small
 # heads; smoke.cfg and the tests use them too), with short-run settings.
 TINY: Mapping[str, Any] = types.MappingProxyType({
@@ -73,7 +73,7 @@ TINY: Mapping[str, Any] = types.MappingProxyType({
     # covers them.
     "pretext_eval_every": 0,
     # Only what pip installs: the tests build tiny presets where the set-up
-    # step has not fetched OpenCV's samples (the demo recipe names them, and
+    # step has not fetched OpenCV's samples (the study recipe names them, and
     # a named package that is missing is an error).
     "offline_packages": offline.PIP_PACKAGES,
 })
@@ -137,17 +137,17 @@ class Preset:
     paper_results: the paper's numbers for this row (ImageNet Recall@5,
       VOC07 mAP, NYU % pixels below 1.25), keyed by table.
     description: one line for listings.
-    weights_url: where the weights file lives when it is not shipped in
-      the package (``http(s)://``, ``file://``): ``load`` fetches it with
+    weights_url: where the weights file lives when it is not in the zoo
+      folder (``http(s)://``, ``file://``): ``load`` fetches it with
       ``keras.utils.get_file`` into the cache
-      (:mod:`mtssl_tf.model_zoo.download`). ``None``: package data only.
+      (:mod:`mtssl_tf.model_zoo.download`). ``None``: the zoo folder only.
     weights_sha256: the sha256 of that file (required with ``weights_url``).
 
   Example:
     >>> preset = get_preset("rp_col")
     >>> preset.overrides
     {'tasks': ('relative_position', 'colorization')}
-    >>> preset.recipe("demo").flagfile
+    >>> preset.recipe("study").flagfile
     'configs/study_common.cfg'
   """
   name: str
@@ -205,9 +205,9 @@ class Preset:
       out.update(LASSO)
     return out
 
-  def recipe(self, scale: str = "demo") -> Recipe:
+  def recipe(self, scale: str = "study") -> Recipe:
     """The :class:`Recipe` that trains this preset at ``scale`` (one of
-    :data:`SCALES`); demo and tiny leave ``run_dir`` to the caller."""
+    :data:`SCALES`); study and tiny leave ``run_dir`` to the caller."""
     if scale not in SCALES:
       raise ValueError(f"unknown scale {scale!r}; known scales: "
                        f"{', '.join(SCALES)}")
@@ -215,7 +215,7 @@ class Preset:
       if self.paper is None:
         raise ValueError(f"preset {self.name!r} has no paper recipe")
       return self.paper
-    overrides = dict(ZOO_DEMO, **self.overrides,
+    overrides = dict(ZOO_STUDY, **self.overrides,
                      model_name=f"zoo_{self.name}")
     if scale == "tiny":
       task_params = {t: dict(p) for t, p in overrides.get(
@@ -224,9 +224,9 @@ class Preset:
       for t, p in TINY["task_param"].items():
         task_params.setdefault(t, {}).update(p)
       overrides["task_param"] = task_params
-    return Recipe(DEMO_FLAGFILE, overrides)
+    return Recipe(STUDY_FLAGFILE, overrides)
 
-  def train_flags(self, scale: str = "demo") -> Tuple[str, ...]:
+  def train_flags(self, scale: str = "study") -> Tuple[str, ...]:
     """The recipe at ``scale`` as ``python -m mtssl_tf.train`` arguments
     (from the repository root)."""
     return self.recipe(scale).argv()
@@ -236,7 +236,7 @@ class Preset:
     """The paper recipe as ``python -m mtssl_tf.train`` arguments."""
     return self.train_flags("paper")
 
-  def parse(self, scale: str = "demo", *sources: Any,
+  def parse(self, scale: str = "study", *sources: Any,
             run_dir: Optional[str] = None, warn=None
             ) -> options_lib.ParsedArgs:
     """The options and config of this preset at ``scale``; ``sources``
@@ -248,7 +248,7 @@ class Preset:
       extra.append({"run_dir": f"runs/zoo/{self.name}"})
     return self.recipe(scale).parse(*extra, warn=warn)
 
-  def config(self, scale: str = "demo", *sources: Any,
+  def config(self, scale: str = "study", *sources: Any,
              run_dir: Optional[str] = None, warn=None):
     """The validated :class:`~mtssl_tf.config.TrainConfig` of this preset
     at ``scale`` (see :meth:`parse`)."""
@@ -350,7 +350,7 @@ def parse_train_flags(argv: Sequence[str]):
   return parsed.config, parsed.text
 
 
-def preset_config(name: str, scale: str = "demo",
+def preset_config(name: str, scale: str = "study",
                   extra_flags: Sequence[str] = (),
                   overrides: Optional[Mapping[str, Any]] = None):
   """The validated :class:`~mtssl_tf.config.TrainConfig` of a preset at

@@ -1,4 +1,5 @@
-"""Reporting: the paper's Tables 2-4 with our numbers beside the paper's.
+"""Result tables: our numbers beside the paper's, the evaluate command's
+table and JSON, and the closing summary of ``make demo``.
 
 Split by job:
 
@@ -7,47 +8,18 @@ Split by job:
 * :mod:`~mtssl_tf.reporting.analysis`: the analysis generated from the
   numbers (random baseline, margins against twice the std, the paper's
   orderings);
-* :mod:`~mtssl_tf.reporting.seeds`: several runs per row (the ``--runs``
-  syntax, mean and sample std);
-* :mod:`~mtssl_tf.reporting.pretext`: the held-out pretext metrics table;
-* :mod:`~mtssl_tf.reporting.study`: the CPU-scale study's runs and
-  commands (``python -m mtssl_tf.study``, ``make study``);
-* :mod:`~mtssl_tf.reporting.document`: the report document and the zoo's
-  metadata layout;
 * :mod:`~mtssl_tf.reporting.results`: the evaluate command's table and JSON;
-* :mod:`~mtssl_tf.reporting.build`: which checkpoints fill which rows, and
-  the report itself (:func:`make_report`).
+* :mod:`~mtssl_tf.reporting.demo_summary`: the demo's closing summary
+  (``python -m mtssl_tf.demo_summary``).
 
-The evaluations themselves run through the one driver shared with
-``python -m mtssl_tf.evaluate``
-(:func:`mtssl_tf.evaluation.driver.evaluate_checkpoints`); the paper's
-numbers live in :mod:`mtssl_tf.evaluation.paper_tables`. The command is
-``python -m mtssl_tf.report`` (docs/report.md).
-
->>> from mtssl_tf import reporting
->>> config = reporting.ReportConfig(runs=["RP=runs/demo_rp"],
-...                                 evaluators=["linear_probe"])
->>> print(reporting.make_report(config))
+The report over many checkpoints (RESULTS.md) is maintainer tooling outside
+the package: ``python -m tools.report`` in a checkout (docs/report.md).
 """
-from mtssl_tf.evaluation.driver import Checkpoint
-from mtssl_tf.evaluation.paper_tables import PAPER_TABLES, PaperRow, PaperTable
-from mtssl_tf.evaluation.protocols import DEMO_EVAL_PARAMS
 from mtssl_tf.reporting.analysis import (COLUMN_SHORT, SEED_CLAIM_ROWS,
                                          PairOrder, RandomComparison,
                                          SeedClaim, analysis_markdown,
                                          ordering_analysis, probe_vs_random,
                                          seed_claims)
-from mtssl_tf.reporting.build import (DEFAULT_RANDOM_TRUNK, EvaluationFailed,
-                                      ReportConfig, evaluate_all,
-                                      evaluation_pairs, load_trunk,
-                                      make_report, parse_entries)
-from mtssl_tf.reporting.pretext import (PRETEXT_METRICS, pretext_rows,
-                                        pretext_table, read_pretext_metrics)
-from mtssl_tf.reporting.seeds import (RowRuns, aggregate,
-                                      check_same_architecture,
-                                      parse_run_rows, random_row)
-from mtssl_tf.reporting.document import (build_report, protocol_name,
-                                         zoo_evaluations)
 from mtssl_tf.reporting.results import (PAPER_COLUMN_TITLES, metrics_table,
                                         results_markdown, write_results,
                                         write_text)
@@ -60,17 +32,11 @@ from mtssl_tf.reporting.tables import (COLUMN_TITLES, COLUMNS, KNOWN_LABELS,
                                        rows_table, table_rows)
 
 __all__ = [
-    "COLUMN_SHORT", "COLUMN_TITLES", "COLUMNS", "Checkpoint",
-    "DEFAULT_RANDOM_TRUNK", "DEMO_EVAL_PARAMS", "EvaluationFailed",
-    "KNOWN_LABELS", "MISSING", "NOISE_POINTS", "ORDER_METRIC", "OUR_METRICS",
-    "PAPER_COLUMN_TITLES", "PAPER_TABLES", "PRESET_LABELS", "PRETEXT_METRICS",
-    "PairOrder", "PaperRow", "PaperTable", "RANDOM_LABEL", "RandomComparison",
-    "ReportConfig", "Results", "RowRuns", "SEED_CLAIM_ROWS", "Samples",
-    "SeedClaim", "aggregate", "analysis_markdown", "build_report",
-    "canonical_label", "cell", "check_same_architecture", "evaluate_all",
-    "evaluation_pairs", "load_trunk", "make_report", "markdown_table",
-    "mean_std", "metrics_table", "ordering_analysis", "our_value",
-    "paper_row", "parse_entries", "parse_run_rows", "pretext_rows",
-    "pretext_table", "probe_vs_random", "protocol_name", "random_row",
-    "read_pretext_metrics", "results_markdown", "rows_table", "seed_claims",
-    "table_rows", "write_results", "write_text", "zoo_evaluations"]
+    "COLUMN_SHORT", "COLUMN_TITLES", "COLUMNS", "KNOWN_LABELS", "MISSING",
+    "NOISE_POINTS", "ORDER_METRIC", "OUR_METRICS", "PAPER_COLUMN_TITLES",
+    "PRESET_LABELS", "PairOrder", "RANDOM_LABEL", "RandomComparison",
+    "Results", "SEED_CLAIM_ROWS", "Samples", "SeedClaim", "analysis_markdown",
+    "canonical_label", "cell", "markdown_table", "mean_std", "metrics_table",
+    "ordering_analysis", "our_value", "paper_row", "probe_vs_random",
+    "results_markdown", "rows_table", "seed_claims", "table_rows",
+    "write_results", "write_text"]

@@ -1,12 +1,12 @@
-"""Building presets: trains a preset at demo (or tiny) scale in this
+"""Building presets: trains a preset at study (or tiny) scale in this
 process with :class:`~mtssl_tf.training.trainer.Trainer` and writes its
-weights and metadata (``python -m mtssl_tf.model_zoo build NAME``), or
-imports a finished run of the preset's recipe, such as a study row's
-seed-0 run (``build NAME --from_run=RUN_DIR``).
+weights and metadata into a zoo folder (``python -m tools.zoo build
+NAME``; by default the checkout's ``model_zoo/``), or imports a finished
+run of the preset's recipe, such as a study row's seed-0 run (``build NAME
+--from_run=RUN_DIR``).
 
 No subprocess, no working-directory change, no absl: the recipe is parsed
-by :func:`mtssl_tf.options.parse_args` from the package's ``configs/``, so
-an installed wheel builds presets as a checkout does.
+by :func:`mtssl_tf.options.parse_args` from the package's ``configs/``.
 """
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
 from mtssl_tf.model_zoo.download import sha256_file
 from mtssl_tf.model_zoo.load import make_model
 from mtssl_tf.model_zoo.presets import PACKAGE_DIR, get_preset
+from mtssl_tf.model_zoo.provenance import (build_command, planned_flags,
+                                           up_to_date)
 from mtssl_tf.model_zoo.store import (DEFAULT_WEIGHTS_DTYPE,
                                       METADATA_VERSION, RUN_DIR_PLACEHOLDER,
                                       WEIGHTS_DTYPES, folder, is_built,
                                       load_metadata, weights_path,
-                                      write_json, write_weights)
+                                      write_json)
+from tools.zoo.float16 import write_weights
 
 
 def _version(distribution: str) -> Optional[str]:
@@ -104,14 +107,6 @@ def read_pretext_metrics(run_dir: str) -> Dict[str, Any]:
   return pretext_eval.read_json(run_dir) or {}
 
 
-def recipe_record(meta: Mapping[str, Any]) -> Dict[str, Any]:
-  """What decides a preset's weights, as its metadata records it: the
-  preset flags (recipe and extra flags) and the scale. Two builds with the
-  same record trained the same config."""
-  return {"scale": meta.get("scale"),
-          "preset_flags": list(meta.get("preset_flags") or [])}
-
-
 def repo_root() -> Optional[str]:
   """The git checkout holding the package (``None`` for an installed
   wheel): only to record the source commit in the metadata."""
@@ -128,22 +123,6 @@ def _source_commit(root: str) -> Optional[str]:
   if out.returncode != 0:
     return None
   return out.stdout.strip() or None
-
-
-def build_command(name: str, steps: Optional[int] = None,
-                  tiny: bool = False, extra_flags: Sequence[str] = (),
-                  from_run: Optional[str] = None) -> str:
-  """The command line that (re)builds a preset's weights (``from_run``:
-  that imports them from a run folder)."""
-  parts = ["python -m mtssl_tf.model_zoo build", name]
-  if tiny:
-    parts.append("--tiny")
-  if steps is not None:
-    parts.append(f"--steps={steps}")
-  parts += [f"--train_flag={f}" for f in extra_flags]
-  if from_run is not None:
-    parts.append(f"--from_run={from_run}")
-  return " ".join(parts)
 
 
 @contextlib.contextmanager
@@ -182,7 +161,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
                  from_run: Optional[str] = None,
                  weights_dtype: str = DEFAULT_WEIGHTS_DTYPE,
                  log: Callable[[str], None] = print) -> Dict[str, Any]:
-  """Trains a preset at demo (or tiny) scale, or imports a finished run of
+  """Trains a preset at study (or tiny) scale, or imports a finished run of
   its recipe, and writes its weights and metadata.
 
   Training runs in this process with
@@ -198,10 +177,10 @@ def build_preset(name: str, *, steps: Optional[int] = None,
 
   Args:
     name: preset name.
-    steps: training steps (default: the demo config's).
+    steps: training steps (default: the study config's).
     tiny: the tiny architecture (tests, quick checks).
     weights_dir: where ``<name>.weights.h5`` and ``<name>.json`` go
-      (default: the package's ``weights/``).
+      (default: the checkout's ``model_zoo/``).
     work_dir: folder of the training run (``<work_dir>/<name>``), kept;
       re-running with the same folder resumes. Default: a temporary folder,
       removed afterwards. Not with ``from_run``.
@@ -215,7 +194,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
       root to keep machine paths out of the metadata).
     weights_dtype: ``"float16"`` (default): the weights file holds each
       float32 array as float16 when that loses nothing that matters
-      (:func:`mtssl_tf.model_zoo.store.float16_refusal`; the others stay
+      (:func:`tools.zoo.float16.float16_refusal`; the others stay
       float32, listed in the metadata), about half the bytes;
       ``"float32"``: every array as trained.
     log: receives progress lines.
@@ -244,7 +223,7 @@ def build_preset(name: str, *, steps: Optional[int] = None,
                        overrides=overrides, weights_dtype=weights_dtype,
                        log=log)
   preset = get_preset(name)
-  scale = "tiny" if tiny else "demo"
+  scale = "tiny" if tiny else "study"
   temporary = work_dir is None
   base = tempfile.mkdtemp(prefix=f"zoo_{name}_") if temporary else work_dir
   run_dir = os.path.abspath(os.path.join(base, name))
@@ -343,7 +322,6 @@ def _resolved_preset_config(preset, scale, extra_flags, overrides, run,
       parsed.config, log=lambda s: None, write=cached)
 
 
-
 def _import_run(name: str, from_run: str, *, steps: Optional[int],
                 tiny: bool, weights_dir: Optional[str],
                 extra_flags: Sequence[str],
@@ -356,7 +334,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
 
   from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
   preset = get_preset(name)
-  scale = "tiny" if tiny else "demo"
+  scale = "tiny" if tiny else "study"
   run_dir = os.path.abspath(from_run)
   if not os.path.isdir(run_dir):
     raise FileNotFoundError(
@@ -448,7 +426,7 @@ def _scale_hint(preset, scale, run_config, refused, extra_flags, overrides,
   trunk = lambda diffs: any(d[0].startswith("trunk.") for d in diffs)
   if not trunk(refused):
     return ""
-  other = "demo" if scale == "tiny" else "tiny"
+  other = "study" if scale == "tiny" else "tiny"
   try:
     _, config = _resolved_preset_config(preset, other, extra_flags,
                                         overrides, run, run_dir, log)
@@ -457,7 +435,7 @@ def _scale_hint(preset, scale, run_config, refused, extra_flags, overrides,
   if trunk(from_run_differences(run_config, config.to_dict())["refused"]):
     return ""
   return ("\nThe run's trunk is the preset's " + other + " recipe's: "
-          + ("drop --tiny (tiny=False)" if other == "demo"
+          + ("drop --tiny (tiny=False)" if other == "study"
              else "add --tiny (tiny=True)") + ".")
 
 
@@ -475,7 +453,7 @@ def _write_preset(name: str, scale: str, model, config, *, out_dir: str,
                   extra: Optional[Mapping[str, Any]] = None
                   ) -> Dict[str, Any]:
   """Writes ``model``'s weights (float16 where that is safe, or float32:
-  :func:`mtssl_tf.model_zoo.store.write_weights`) and the preset's
+  :func:`tools.zoo.float16.write_weights`) and the preset's
   metadata into ``out_dir`` (a trained build and an imported run alike);
   ``extra`` keys are added to (or replace) the metadata's."""
   preset = get_preset(name)
@@ -555,66 +533,6 @@ def _write_preset(name: str, scale: str, model, config, *, out_dir: str,
       + (f": {len(kept)} array(s) kept float32" if kept else "")
       + f", {meta['params']:,} parameters, sha256 {digest[:12]}...)")
   return meta
-
-
-def planned_flags(name: str, scale: str, extra_flags: Sequence[str] = (),
-                  overrides: Optional[Mapping[str, Any]] = None,
-                  run: Optional[Mapping[str, Any]] = None) -> list:
-  """The flags a build of ``name`` records as ``preset_flags``: the
-  preset's recipe at ``scale``, the extra flags and typed overrides, and
-  the run folder's placeholder."""
-  return list(get_preset(name).train_flags(scale)) + list(extra_flags) + [
-      line for line in options_text(overrides, run) if line] + [
-          f"--run_dir={RUN_DIR_PLACEHOLDER}"]
-
-
-def options_text(*mappings: Optional[Mapping[str, Any]]) -> list:
-  """Typed overrides as argv strings (for the metadata's record)."""
-  from mtssl_tf.model_zoo.presets import Recipe  # pylint: disable=g-import-not-at-top
-  merged: Dict[str, Any] = {}
-  for m in mappings:
-    merged.update(m or {})
-  return list(Recipe("", merged).argv()[1:])
-
-
-def up_to_date(name: str, *, tiny: bool = False,
-               steps: Optional[int] = None,
-               weights_dir: Optional[str] = None,
-               extra_flags: Sequence[str] = (),
-               overrides: Optional[Mapping[str, Any]] = None,
-               weights_dtype: str = DEFAULT_WEIGHTS_DTYPE) -> bool:
-  """Whether ``name``'s weights in ``weights_dir`` were built by this
-  recipe: both files exist, the weights match the recorded sha256 and the
-  metadata records the same scale and preset flags as a build with these
-  arguments would (a build into a temporary run folder, as
-  :func:`build_preset` makes one without ``work_dir``, records
-  ``--noplots`` too), and its weights file stores the arrays as
-  ``weights_dtype`` asks (a file from before float16 storage records no
-  request: float32).
-
-  The rule is the recipe, not how the weights were made: a preset imported
-  from a run (``build_preset(..., from_run=...)``, which refuses a run
-  whose config differs from the recipe's but for
-  :data:`FROM_RUN_ALLOWED`) records the same preset flags as a trained
-  build of that recipe and is up to date for it; its metadata's
-  ``from_run`` says it was imported."""
-  if not is_built(name, weights_dir):
-    return False
-  try:
-    meta = load_metadata(name, weights_dir)
-  except ValueError:
-    return False
-  if sha256_file(weights_path(name, weights_dir)) != meta["sha256"]:
-    return False
-  scale = "tiny" if tiny else "demo"
-  run: Dict[str, Any] = {} if steps is None else {"steps": steps}
-  recorded = recipe_record(meta)
-  candidates = [planned_flags(name, scale, extra_flags, overrides, run),
-                planned_flags(name, scale, extra_flags, overrides,
-                              dict(run, plots=False))]
-  stored = (meta.get("weights_storage") or {}).get("requested", "float32")
-  return (recorded["scale"] == scale and recorded["preset_flags"] in candidates
-          and stored == weights_dtype)
 
 
 def build_presets(names: Sequence[str], *, every: bool = False,

@@ -1,19 +1,20 @@
 """The CPU-scale study with seeds (``make study``).
 
-    python -m mtssl_tf.study                   # train what is missing, report
-    python -m mtssl_tf.study --dry_run         # print the commands only
-    python -m mtssl_tf.study --seeds="0 1 2 3" --output=RESULTS.md
+    python -m tools.study                   # train what is missing, report
+    python -m tools.study --dry_run         # print the commands only
+    python -m tools.study --seeds="0 1 2 3" --output=RESULTS.md
 
 Trains ``configs/study_*.cfg`` into ``runs/study/<row>/s<seed>`` (RP+Col
 and the four-task row with every seed, the others with the first), skipping
-finished runs, then runs ``python -m mtssl_tf.report`` over them into
-``--output``. Library: :mod:`mtssl_tf.reporting.study`; docs/report.md.
+finished runs, then runs ``python -m tools.report`` over them into
+``--output``. Run from the repository root (maintainer tooling, not
+installed). Library: :mod:`tools.report.study_plan`; docs/report.md.
 """
 import sys
 
 from absl import app, flags
 
-from mtssl_tf.reporting import study
+from tools.report import study_plan as study
 
 flags.DEFINE_string("seeds", "0 1 2", "Training seeds (and the random "
                     "row's trunk init seeds), separated by spaces or commas.")
@@ -28,6 +29,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     seeds = study.parse_seeds(FLAGS.seeds)
+    study.check_working_folder()
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,16 +1,16 @@
 """The paper's Tables 2, 3 and 4, measured on our checkpoints: the report.
 
-    python -m mtssl_tf.report \\
+    python -m tools.report \\
         --runs=RP=runs/demo_rp,RP+Col=runs/demo_rp_col,RP+Col+Ex+MS=runs/demo_4task \\
         --output=RESULTS.md
-    python -m mtssl_tf.report --presets=rp,rp_col,rp_col_ex_ms --output=RESULTS.md
+    python -m tools.report --presets=rp,rp_col,rp_col_ex_ms --output=RESULTS.md
 
 Evaluates every checkpoint (rows named by the paper's labels: ``RP``,
 ``RP/H``, ``RP+Col+Ex+MS/Lasso``, ...; several runs of a row give mean +-
 std) and random-initialised trunks of the same architecture through the
 driver of ``python -m mtssl_tf.evaluate``; prints the tables with the
 paper's number beside ours, then an analysis generated from the numbers.
-Evaluations are cached in ``--work_dir``. Library: :mod:`mtssl_tf.reporting`;
+Evaluations are cached in ``--work_dir``. Library: :mod:`tools.report`;
 docs/report.md. Exit status 1 when an evaluation failed (the others are
 written), 2 for bad flags or a checkpoint that cannot be loaded.
 """
@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags
 
-from mtssl_tf import reporting
+from tools import report as reporting
 from mtssl_tf.evaluation import protocols
 
 
@@ -61,14 +61,14 @@ def define_report_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def run_report(fv: flags.FlagValues = flags.FLAGS, log=print) -> str:
-  """Parsed flags -> :class:`~mtssl_tf.reporting.ReportConfig` -> the
-  report (:func:`~mtssl_tf.reporting.make_report`); returns the Markdown."""
+  """Parsed flags -> :class:`~tools.report.ReportConfig` -> the
+  report (:func:`~tools.report.make_report`); returns the Markdown."""
   config = reporting.ReportConfig(
       **{name: fv[name].value for name in (
           "runs", "presets", "random", "random_seeds", "evaluators",
           "eval_param", "protocol", "tables", "seed", "work_dir", "output",
           "json_output", "preamble", "alpha_plot")},
-      command="python -m mtssl_tf.report " + " ".join(
+      command="python -m tools.report " + " ".join(
           shlex.quote(a) for a in sys.argv[1:]))
   return reporting.make_report(config, log=log)
 
@@ -93,7 +93,3 @@ def main(argv):
 def run():
   define_report_flags()
   app.run(main)
-
-
-if __name__ == "__main__":
-  run()

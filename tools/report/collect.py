@@ -5,7 +5,7 @@ Checkpoints are named by the paper row they fill (``RP``, ``RP+Col``,
 ``RP/H``, ``RP+Col+Ex+MS/Lasso``, ...): training run folders as
 ``LABEL=RUN_DIR`` (several runs of one row, differing in their training
 seed, as ``LABEL=RUN1+RUN2`` or a glob; each cell then shows mean +- std,
-:mod:`~mtssl_tf.reporting.seeds`), model-zoo presets as ``NAME`` or
+:mod:`~tools.report.seeds`), model-zoo presets as ``NAME`` or
 ``LABEL=NAME``. Table
 4's rows are (pre-trained without / with lasso) x (eval lasso off / on), so
 ``RP+Col+Ex+MS`` and ``RP+Col+Ex+MS/Lasso`` are evaluated a second time
@@ -26,9 +26,9 @@ from mtssl_tf.evaluation import driver
 from mtssl_tf.evaluation.driver import Checkpoint, ConfigError
 from mtssl_tf.evaluation.paper_tables import PAPER_TABLES
 from mtssl_tf.models.trunk import TrunkConfig
-from mtssl_tf.reporting import seeds
-from mtssl_tf.reporting.document import build_report, zoo_evaluations
-from mtssl_tf.reporting.pretext import read_pretext_metrics
+from tools.report import seeds
+from tools.report.document import build_report, zoo_evaluations
+from tools.report.pretext import read_pretext_metrics
 from mtssl_tf.reporting.results import write_text
 from mtssl_tf.reporting.tables import (KNOWN_LABELS, PRESET_LABELS,
                                        RANDOM_LABEL, canonical_label,
@@ -136,7 +136,7 @@ class ReportConfig:
   Attributes:
     runs: ``LABEL=RUN_DIR`` entries (a run folder or a ``.keras`` file);
       several runs of one row as ``LABEL=RUN1+RUN2`` or a glob
-      (:func:`~mtssl_tf.reporting.seeds.parse_run_rows`).
+      (:func:`~tools.report.seeds.parse_run_rows`).
     presets: ``NAME`` or ``LABEL=NAME`` entries of model-zoo presets.
     random: add the random-initialised trunk (the baseline row).
     random_seeds: the random row's trunk init seeds, one trunk each (empty:

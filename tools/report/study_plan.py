@@ -127,7 +127,7 @@ def report_command(plan: Sequence[StudyRun], seeds: Sequence[int],
   rows = {}
   for run in plan:
     rows.setdefault(run.label, []).append(run.run_dir)
-  return [python, "-m", "mtssl_tf.report",
+  return [python, "-m", "tools.report",
           "--runs=" + ",".join(f"{label}={'+'.join(dirs)}"
                                for label, dirs in rows.items()),
           "--random_seeds=" + ",".join(str(s) for s in seeds),
@@ -135,6 +135,17 @@ def report_command(plan: Sequence[StudyRun], seeds: Sequence[int],
           f"--output={output}",
           f"--json_output={os.path.join(root, 'results.json')}",
           f"--preamble={PREAMBLE}", f"--alpha_plot={ALPHA_PLOT}"]
+
+
+def check_working_folder(configs: str = "configs") -> None:
+  """``ValueError`` unless the study's flagfiles and preamble are reachable
+  from the working folder (the repository root)."""
+  missing = [p for p in [os.path.join(configs, f"{n}.cfg")
+                         for _, n, _ in STUDY_ROWS] + [PREAMBLE]
+             if not os.path.isfile(p)]
+  if missing:
+    raise ValueError(f"{', '.join(missing)} not found from {os.getcwd()}: "
+                     "run the study from the repository root")
 
 
 def run_study(seeds: Sequence[int] = DEFAULT_SEEDS, *,
@@ -177,5 +188,5 @@ def run_study(seeds: Sequence[int] = DEFAULT_SEEDS, *,
   return 0 if dry_run else call(command)
 
 __all__ = ["ALPHA_PLOT", "DEFAULT_SEEDS", "PREAMBLE", "STUDY_ROWS",
-           "StudyRun", "flag_value", "parse_seeds", "report_command",
-           "run_study", "study_plan"]
+           "StudyRun", "check_working_folder", "flag_value", "parse_seeds",
+           "report_command", "run_study", "study_plan"]

@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from mtssl_tf.evaluation.driver import Checkpoint
 from mtssl_tf.reporting.analysis import analysis_markdown
-from mtssl_tf.reporting.pretext import RunMetrics, pretext_table
+from tools.report.pretext import RunMetrics, pretext_table
 from mtssl_tf.reporting.results import PAPER_COLUMN_TITLES
 from mtssl_tf.reporting.tables import (COLUMN_TITLES, MISSING, Results,
                                        Samples, markdown_table)
