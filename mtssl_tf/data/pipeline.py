@@ -159,18 +159,7 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
     A ``tf.data.Dataset`` of ``(inputs, targets)`` batches of ``batch_size``
     (per replica with ``input_context``).
   """
-  if isinstance(source, Source):
-    dataset = source.dataset
-    counter = source.counter if counter is None else counter
-    # A Source counts what it reads; a plain dataset is counted here.
-    count_read = False
-  elif isinstance(source, tf.data.Dataset):
-    dataset = source
-    counter = SkipCounter() if counter is None else counter
-    count_read = True
-  else:
-    raise TypeError(f"source must be a Source or a tf.data.Dataset, got "
-                    f"{type(source).__name__}")
+  dataset, counter, count_read = _input_stream(source, counter)
   if not hasattr(task, "preprocess"):
     raise TypeError(f"task must have a preprocess(example, seed) method, got "
                     f"{type(task).__name__}")
@@ -180,17 +169,8 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
   need = task_min_image_size(task) if min_image_size is None else int(
       min_image_size)
   if input_context is not None:
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
-    pipeline = input_context.input_pipeline_id
-    if input_context.num_input_pipelines > 1:
-      if isinstance(seed, int) or getattr(seed, "shape", None) == ():
-        # Pipeline 0 keeps the one-pipeline stream ([seed, 0] == seed).
-        seed = [int(seed), pipeline]
-      else:
-        raise ValueError("with several input pipelines the seed must be an "
-                         "int (the pipeline id is folded in as its 2nd half)")
-      if count_read:
-        dataset = dataset.shard(input_context.num_input_pipelines, pipeline)
+    dataset, seed, batch_size = _one_pipeline(
+        dataset, seed, batch_size, input_context, shard=count_read)
   base_seed = _base_seed(seed, task)
   shuffle_seed = int(tf.random.experimental.stateless_fold_in(
       base_seed, 1).numpy()[0] & 0x7FFFFFFF)
@@ -209,7 +189,74 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
   if shuffle_buffer and shuffle_buffer > 1:
     dataset = dataset.shuffle(int(shuffle_buffer), seed=shuffle_seed,
                               reshuffle_each_iteration=True)
-  dataset = dataset.enumerate()
+  dataset = _preprocessed(
+      dataset.enumerate(), task, counter, need=need, base_seed=base_seed,
+      count_read=count_read, check=repeat, skip_errors=skip_errors,
+      num_parallel_calls=num_parallel_calls,
+      map_deterministic=map_deterministic)
+  if repeat:
+    # repeat() ends at once when a pass yields nothing (every file refused
+    # at decoding): fail as the guard does rather than end the stream.
+    dataset = dataset.concatenate(_ran_dry(dataset.element_spec, counter))
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                          num_parallel_calls=num_parallel_calls,
+                          deterministic=map_deterministic)
+  if prefetch:
+    dataset = dataset.prefetch(prefetch)
+  options = tf.data.Options()
+  options.deterministic = bool(deterministic)
+  return dataset.with_options(options)
+
+
+def _input_stream(source, counter: Optional[SkipCounter]):
+  """``(dataset, counter, count_read)`` of a task_dataset ``source``.
+
+  ``count_read``: whether the pipeline counts the examples it reads (a plain
+  dataset) or the source already does (a :class:`Source`).
+  """
+  if isinstance(source, Source):
+    return (source.dataset,
+            source.counter if counter is None else counter, False)
+  if isinstance(source, tf.data.Dataset):
+    return source, SkipCounter() if counter is None else counter, True
+  raise TypeError(f"source must be a Source or a tf.data.Dataset, got "
+                  f"{type(source).__name__}")
+
+
+def _one_pipeline(dataset: tf.data.Dataset, seed, batch_size: int,
+                  input_context: tf.distribute.InputContext, *, shard: bool):
+  """``(dataset, seed, batch_size)`` of one input pipeline of several.
+
+  The batch becomes the per-replica one; with several pipelines the
+  pipeline id is folded into the seed and, when ``shard``, the dataset is
+  split record by record.
+  """
+  batch_size = input_context.get_per_replica_batch_size(batch_size)
+  pipeline = input_context.input_pipeline_id
+  if input_context.num_input_pipelines > 1:
+    if isinstance(seed, int) or getattr(seed, "shape", None) == ():
+      # Pipeline 0 keeps the one-pipeline stream ([seed, 0] == seed).
+      seed = [int(seed), pipeline]
+    else:
+      raise ValueError("with several input pipelines the seed must be an "
+                       "int (the pipeline id is folded in as its 2nd half)")
+    if shard:
+      dataset = dataset.shard(input_context.num_input_pipelines, pipeline)
+  return dataset, seed, batch_size
+
+
+def _preprocessed(indexed: tf.data.Dataset, task: Any, counter: SkipCounter,
+                  *, need: int, base_seed: tf.Tensor, count_read: bool,
+                  check: bool, skip_errors: bool, num_parallel_calls,
+                  map_deterministic) -> tf.data.Dataset:
+  """``task.preprocess`` outputs of the ``(index, example)`` pairs that pass.
+
+  Filters undersized images, runs ``preprocess`` with the example's seed
+  ``fold_in(base_seed, index)`` (errors skipped as ``failed`` when
+  ``skip_errors``) and, when ``check`` (a repeating stream), passes each
+  result through ``counter.deliver`` with the task's ``usable`` verdict (the
+  guard's last stage); every skip is counted in ``counter``.
+  """
   usable_of = getattr(task, "usable", None)
 
   def item(example):
@@ -221,9 +268,9 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
     small = tf.minimum(shape[0], shape[1]) < need
     return counter.keep(tf.where(small, UNDERSIZED, OK),
                         count_read=count_read, item=item(example),
-                        check=repeat)
+                        check=check)
 
-  dataset = dataset.filter(size_ok)
+  dataset = indexed.filter(size_ok)
 
   def preprocess(index, example):
     element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
@@ -240,7 +287,7 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
                       map_deterministic, error_status=FAILED, tag=tag)
     dataset = dataset.filter(
         lambda out, status, found: counter.keep(
-            status, count_read=False, item=found, check=repeat))
+            status, count_read=False, item=found, check=check))
     dataset = dataset.map(lambda out, status, found: (out, found))
   else:
     dataset = dataset.map(
@@ -249,21 +296,9 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
         num_parallel_calls=num_parallel_calls,
         deterministic=map_deterministic)
 
-  if repeat:
+  if check:
     dataset = dataset.filter(lambda out, found: counter.deliver(out[1], found))
-  dataset = dataset.map(lambda out, found: out[0])
-  if repeat:
-    # repeat() ends at once when a pass yields nothing (every file refused
-    # at decoding): fail as the guard does rather than end the stream.
-    dataset = dataset.concatenate(_ran_dry(dataset.element_spec, counter))
-  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
-                          num_parallel_calls=num_parallel_calls,
-                          deterministic=map_deterministic)
-  if prefetch:
-    dataset = dataset.prefetch(prefetch)
-  options = tf.data.Options()
-  options.deterministic = bool(deterministic)
-  return dataset.with_options(options)
+  return dataset.map(lambda out, found: out[0])
 
 
 def _ran_dry(spec, counter: SkipCounter) -> tf.data.Dataset:
