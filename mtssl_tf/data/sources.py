@@ -319,37 +319,15 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
     names = [name for name, _ in photos] + [f.source for f in frames]
     order, per_source, num_sources = _balanced_order(
         [names[i] for i in ids])
-  # Photos and frames are decoded once (frames cached per process) into one
-  # flat buffer; the dataset shuffles indices and slices images out of it.
-  # Shuffling indices rather than images keeps shuffle buffers (and the
-  # trainer's checkpointed iterator state) small: a few hundred frames are
-  # tens of MB, and decoding them again on every pass made the input
-  # pipelines slower than the trainer (benchmarks/train_step.py).
-  sizes = np.array([im.size for im in images], np.int64)
-  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-  shapes = np.array([im.shape for im in images], np.int64)
-  buffer = tf.constant(np.concatenate([im.reshape(-1) for im in images]))
-  offsets, sizes, shapes = (tf.constant(offsets), tf.constant(sizes),
-                            tf.constant(shapes))
-  ids = tf.constant(ids, tf.int64)
+  load = _flat_image_loader(images, ids)
   dataset = tf.data.Dataset.from_tensor_slices(order)
   if shuffle:
     dataset = dataset.shuffle(len(order), seed=seed,
                               reshuffle_each_iteration=True)
   if repeats > 1:
     dataset = dataset.repeat(repeats)
-
-  def load(index):
-    flat = buffer[offsets[index]:offsets[index] + sizes[index]]
-    image = tf.reshape(flat, shapes[index])
-    image.set_shape([None, None, 3])
-    return {"image": image, "id": ids[index]}, tf.constant(OK)
-
   dataset = _finish(dataset.map(load), counter, min_size, None)
-  video_names = sorted({f.source for f in frames})
-  description = (f"{len(photos)} offline photos and {len(frames)} frames of "
-                 f"{len(video_names)} video{'s' * (len(video_names) != 1)} "
-                 f"(every {stride}), split {split}"
+  description = (_offline_description(photos, frames, stride, split)
                  + _shard_note(num_shards, shard_index))
   if repeats > 1:
     description += f", repeated {repeats} times"
@@ -357,6 +335,43 @@ def _offline_source(counter, *, repeats: int = 1, packages=None,
     description += (f", balanced by source: {per_source} draws of each of "
                     f"{num_sources} photos and videos a pass")
   return Source(dataset, counter, "offline", description, len(order))
+
+
+def _flat_image_loader(images: Sequence[np.ndarray], ids: Sequence[int]
+                       ) -> Callable[[tf.Tensor], Any]:
+  """``load(index) -> ({"image", "id"}, OK)`` over ``images`` held in one
+  flat constant buffer.
+
+  Photos and frames are decoded once (frames cached per process) into one
+  flat buffer; the dataset shuffles indices and slices images out of it.
+  Shuffling indices rather than images keeps shuffle buffers (and the
+  trainer's checkpointed iterator state) small: a few hundred frames are
+  tens of MB, and decoding them again on every pass made the input
+  pipelines slower than the trainer (benchmarks/train_step.py).
+  """
+  sizes = np.array([im.size for im in images], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+  shapes = np.array([im.shape for im in images], np.int64)
+  buffer = tf.constant(np.concatenate([im.reshape(-1) for im in images]))
+  offsets, sizes, shapes = (tf.constant(offsets), tf.constant(sizes),
+                            tf.constant(shapes))
+  ids = tf.constant(ids, tf.int64)
+
+  def load(index):
+    flat = buffer[offsets[index]:offsets[index] + sizes[index]]
+    image = tf.reshape(flat, shapes[index])
+    image.set_shape([None, None, 3])
+    return {"image": image, "id": ids[index]}, tf.constant(OK)
+
+  return load
+
+
+def _offline_description(photos, frames, stride: int, split: str) -> str:
+  """What an offline source holds: photos, frames, videos, stride, split."""
+  video_names = sorted({f.source for f in frames})
+  return (f"{len(photos)} offline photos and {len(frames)} frames of "
+          f"{len(video_names)} video{'s' * (len(video_names) != 1)} "
+          f"(every {stride}), split {split}")
 
 
 def _balanced_order(names: Sequence[str]) -> Tuple[np.ndarray, int, int]:
