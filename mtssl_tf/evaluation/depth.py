@@ -545,7 +545,6 @@ class DepthEvaluator(Evaluator):
                            input_channels=backbone.output_channels)
     optimizer = keras.optimizers.SGD(self.learning_rate,
                                      momentum=self.momentum)
-    loss_fn = self.loss_fn
 
     def predict(images, size, training):
       depth = decoder(backbone(images, training=training), training=training)
@@ -558,6 +557,21 @@ class DepthEvaluator(Evaluator):
     predict(tf.zeros([1] + list(self.input_size) + [3]), self.input_size,
             False)
     variables = (backbone.trainable_variables + decoder.trainable_variables)
+    self._fit(train_ds, predict, backbone, variables, optimizer, log)
+    self.last_alpha = (backbone.mixer.alphas()["depth"]
+                       if backbone.mixer is not None else None)
+    metrics = self._test(test_ds, predict, log)
+    for name in METRIC_NAMES:
+      yield f"depth/{name}", metrics[name]
+
+  def _fit(self, train_ds: tf.data.Dataset, predict, backbone: EvalBackbone,
+           variables, optimizer, log) -> None:
+    """Trains ``variables`` for ``self.steps`` steps of ``train_ds``.
+
+    ``backbone``'s losses (lasso, regularisers) join the depth loss; they
+    are read inside the tape, where Keras computes them.
+    """
+    loss_fn = self.loss_fn
 
     @tf.function
     def train_step(images, depth):
@@ -578,8 +592,9 @@ class DepthEvaluator(Evaluator):
             f"depth evaluation: the training loss is {loss.numpy()} at step "
             f"{step}; lower learning_rate={self.learning_rate}")
       progress.update(step + 1, f"loss {loss.numpy():.4f}")
-    self.last_alpha = (backbone.mixer.alphas()["depth"]
-                       if backbone.mixer is not None else None)
+
+  def _test(self, test_ds: tf.data.Dataset, predict, log) -> Dict[str, float]:
+    """Depth metrics of ``predict`` over the whole of ``test_ds``."""
 
     @tf.function
     def eval_step(images, depth):
@@ -596,5 +611,4 @@ class DepthEvaluator(Evaluator):
     metrics = finalize_depth_metrics(totals)
     log(f"depth: {int(totals['count'])} valid test pixels; "
         + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    for name in METRIC_NAMES:
-      yield f"depth/{name}", metrics[name]
+    return metrics
