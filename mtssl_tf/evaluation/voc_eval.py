@@ -113,7 +113,26 @@ def evaluate_class(detections: Sequence[Mapping],
                    ground_truths: Sequence[Mapping], class_id: int,
                    iou_threshold: float = 0.5) -> ClassResult:
   """Devkit matching for one class; see the module docstring."""
-  gt_boxes, gt_difficult, detected = [], [], []
+  gt_boxes, gt_difficult, npos = _class_ground_truth(ground_truths, class_id)
+  image_ids, boxes, scores = _class_detections(detections, class_id)
+  order = np.argsort(-scores, kind="stable")
+  tp, fp = _match(order, image_ids, boxes, gt_boxes, gt_difficult,
+                  iou_threshold)
+  ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+  recall = ctp / npos if npos else np.full(len(order), np.nan)
+  denom = ctp + cfp
+  # An ignored detection before any TP/FP leaves 0/0: precision 0 there, it
+  # cannot raise the interpolated maximum above a real value.
+  precision = np.divide(ctp, denom, out=np.zeros_like(ctp), where=denom > 0)
+  ap = voc07_ap(recall, precision) if npos else float("nan")
+  return ClassResult(tp=tp, fp=fp, scores=scores[order], npos=npos,
+                     recall=recall, precision=precision, ap=ap)
+
+
+def _class_ground_truth(ground_truths: Sequence[Mapping], class_id: int):
+  """Per image, the boxes and difficult flags of ``class_id``, and the
+  number of its non-difficult objects (the devkit's ``npos``)."""
+  gt_boxes, gt_difficult = [], []
   npos = 0
   for i, gt in enumerate(ground_truths):
     where = f"ground truth of image {i}"
@@ -128,9 +147,13 @@ def evaluate_class(detections: Sequence[Mapping],
     keep = classes == class_id
     gt_boxes.append(boxes[keep])
     gt_difficult.append(difficult[keep])
-    detected.append(np.zeros(int(keep.sum()), bool))
     npos += int((~difficult[keep]).sum())
+  return gt_boxes, gt_difficult, npos
 
+
+def _class_detections(detections: Sequence[Mapping], class_id: int):
+  """``(image_ids, boxes, scores)`` of every detection of ``class_id``,
+  flattened over the images."""
   image_ids, boxes, scores = [], [], []
   for i, det in enumerate(detections):
     where = f"detections of image {i}"
@@ -147,8 +170,17 @@ def evaluate_class(detections: Sequence[Mapping],
   image_ids = np.concatenate(image_ids) if image_ids else np.zeros(0, int)
   boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
   scores = np.concatenate(scores) if scores else np.zeros(0)
+  return image_ids, boxes, scores
 
-  order = np.argsort(-scores, kind="stable")
+
+def _match(order: np.ndarray, image_ids: np.ndarray, boxes: np.ndarray,
+           gt_boxes: List[np.ndarray], gt_difficult: List[np.ndarray],
+           iou_threshold: float):
+  """``(tp, fp)`` flags of the detections in ``order`` (best score first):
+  each takes the ground-truth box it overlaps most, a TP the first time that
+  box is matched at ``iou_threshold``, an FP after; matches of difficult
+  boxes are neither."""
+  detected = [np.zeros(len(g), bool) for g in gt_boxes]
   tp = np.zeros(len(order))
   fp = np.zeros(len(order))
   for k, d in enumerate(order):
@@ -168,15 +200,7 @@ def evaluate_class(detections: Sequence[Mapping],
         fp[k] = 1
     else:
       fp[k] = 1
-  ctp, cfp = np.cumsum(tp), np.cumsum(fp)
-  recall = ctp / npos if npos else np.full(len(order), np.nan)
-  denom = ctp + cfp
-  # An ignored detection before any TP/FP leaves 0/0: precision 0 there, it
-  # cannot raise the interpolated maximum above a real value.
-  precision = np.divide(ctp, denom, out=np.zeros_like(ctp), where=denom > 0)
-  ap = voc07_ap(recall, precision) if npos else float("nan")
-  return ClassResult(tp=tp, fp=fp, scores=scores[order], npos=npos,
-                     recall=recall, precision=precision, ap=ap)
+  return tp, fp
 
 
 def voc07_map(detections: Sequence[Mapping], ground_truths: Sequence[Mapping],
