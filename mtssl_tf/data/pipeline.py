@@ -334,8 +334,6 @@ __all__ = ["per_replica_batch", "task_dataset", "task_min_image_size"]
 # ---------------------------------------------------------------------------
 # The trainer's entry point.
 
-MOTION_TASK = "motion_segmentation"
-
 
 class TrainingData(dict):
   """task name -> dataset of global batches, plus the sources' skip counts."""
@@ -372,6 +370,13 @@ def offline_motion_records(cache_dir: str, packages=None, log=print,
       motion.MotionMaskConfig(max_side=160), every=3, log=log)
 
 
+def _reads_motion_masks(name: str) -> bool:
+  """Whether task ``name`` reads motion-mask records
+  (``Task.reads_motion_masks``) rather than images."""
+  from mtssl_tf import tasks as tasks_lib
+  return tasks_lib.get_task_class(name).reads_motion_masks
+
+
 def _open_source(config, name, log, input_context=None, counter=None):
   """The source of task ``name``; with ``input_context``, only that input
   pipeline's shard of the files (or records) is opened."""
@@ -388,13 +393,14 @@ def _open_source(config, name, log, input_context=None, counter=None):
                  shard_index=input_context.input_pipeline_id)
     # Each pipeline shuffles its own files in its own order.
     seed = config.seed + 7919 * input_context.input_pipeline_id
-  if name == MOTION_TASK and not data.motion_records \
+  motion = _reads_motion_masks(name)
+  if motion and not data.motion_records \
       and data.source == "tfds":
     return make_source("tfds_motion", name=data.motion_tfds_name,
                        data_dir=data.data_dir, split="train", shuffle=True,
                        seed=seed, image_size_limit=data.image_size_limit,
                        counter=counter, **shard)
-  if name == MOTION_TASK:
+  if motion:
     records = data.motion_records or offline_motion_records(
         os.path.join(config.run_dir, "motion_masks"), packages, log)
     return make_source("motion", path=records, shuffle=True, seed=seed,

@@ -214,6 +214,10 @@ class Task(abc.ABC):
   # images); False: passes repeat over the held-out images, drawing new
   # crops and pairs, until the requested number of examples.
   one_pass_heldout: ClassVar[bool] = False
+  # True: the task reads frames with motion masks (``example["mask"]``), so
+  # the data layer opens a source of motion-mask records for it (training
+  # and held out) instead of images.
+  reads_motion_masks: ClassVar[bool] = False
 
   def heldout_scores(self, batches: Sequence[HeldoutBatch],
                      outputs: Sequence[Any]) -> Dict[str, float]:

@@ -208,6 +208,7 @@ class MotionSegmentation(Task):
   """
 
   name = "motion_segmentation"
+  reads_motion_masks = True
 
   def __init__(self, crop_size: int = 224, output_size: Optional[int] = 56,
                hidden_channels: int = 256, num_hidden_layers: int = 1,

@@ -56,7 +56,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from mtssl_tf import tasks as tasks_lib
-from mtssl_tf.tasks.relative_position import CHANCE as RP_CHANCE
 
 # Held-out video frames for evaluation: every 10th frame (every 2nd would
 # give near-duplicate queries and inflate N for retrieval).
@@ -288,7 +287,7 @@ def heldout_sources(config, log: Callable[[str], None] = print
       notes.append(f"{name}: the task defines no held-out metric "
                    "(Task.headline_metric, Task.heldout_scores)")
       continue
-    if name == pipeline.MOTION_TASK:
+    if tasks_lib.get_task_class(name).reads_motion_masks:
       records = config.heldout_motion_records
       if not records and data.source == "offline":
         records = pipeline.offline_motion_records(
@@ -353,7 +352,7 @@ def from_config(config, model, log: Callable[[str], None] = print
   return PretextEvaluator(model, heldout, description)
 
 
-__all__ = ["EVAL_FRAME_STRIDE", "JSON_NAME", "PretextEvaluator", "RP_CHANCE",
+__all__ = ["EVAL_FRAME_STRIDE", "JSON_NAME", "PretextEvaluator",
            "format_line", "format_table", "from_config",
            "has_heldout_metric", "headline", "heldout_sources",
            "materialize", "read_json", "write_json"]
