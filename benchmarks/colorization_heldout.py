@@ -33,7 +33,7 @@ import tensorflow as tf
 from mtssl_tf.data.sources import make_source
 from mtssl_tf.tasks import colorization, heldout_metrics
 from mtssl_tf.training import pretext_eval
-from mtssl_tf.training.checkpoints import load_run_model, read_run_config
+from mtssl_tf.training.run_checkpoints import load_run_model, read_run_config
 
 TEMPERATURES = (1.0, 0.6, colorization.DEFAULT_TEMPERATURE, 0.2, 0.05)
 

@@ -4,15 +4,15 @@
     python benchmarks/serving.py --depth=26 --width=0.25 --repeats=3  # quick
 
 Builds a MultiTaskModel (one task, random weights; the trunk is what is
-timed), exports it with :func:`mtssl_tf.serving.export.export_model` into a
-temporary folder, and times feature extraction of uint8 224x224 batches
+timed), exports it with :func:`mtssl_tf.serving.model_export.export_model`
+into a temporary folder, and times feature extraction of uint8 224x224 batches
 (1 and 32 by default) through
 
 * (a) the loaded SavedModel's ``serving_default`` signature (what TF Serving
   runs), and
 * (b) the Keras model inside a ``tf.function`` with the same preprocessing
-  (:meth:`mtssl_tf.serving.export.FeatureExtractor.features`: resize, trunk, pooling,
-  mixes),
+  (:meth:`mtssl_tf.serving.model_export.FeatureExtractor.features`: resize,
+  trunk, pooling, mixes),
 
 in the same process, alternating (a) and (b) so that load from other
 processes hits both alike. The first calls (tracing, warm-up) are not timed;
@@ -61,7 +61,7 @@ def main(argv):
   import numpy as np
   import tensorflow as tf
 
-  from mtssl_tf.serving import export
+  from mtssl_tf.serving import model_export
   from mtssl_tf.models.multitask import MultiTaskModel
 
   batch_sizes = [int(b) for b in FLAGS.batch_sizes]
@@ -73,14 +73,14 @@ def main(argv):
   export_dir = tempfile.mkdtemp(prefix="mtssl_bench_")
   try:
     start = time.perf_counter()
-    paths = export.export_model(model, export_dir, "bench", 1,
-                                image_size=FLAGS.image_size)
+    paths = model_export.export_model(model, export_dir, "bench", 1,
+                                      image_size=FLAGS.image_size)
     export_s = time.perf_counter() - start
     start = time.perf_counter()
     loaded = tf.saved_model.load(paths["saved_model"])
     load_s = time.perf_counter() - start
     signature = loaded.signatures["serving_default"]
-    extractor = export.FeatureExtractor(model, FLAGS.image_size)
+    extractor = model_export.FeatureExtractor(model, FLAGS.image_size)
     keras_fn = tf.function(extractor.features)
     paths_under_test = {
         "SavedModel serving_default": lambda x: signature(images=x),

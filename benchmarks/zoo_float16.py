@@ -66,10 +66,10 @@ def main():
     measure(f"{args.preset}, study scale, fresh weights", make(), make,
             folder, images)
     if args.run_dir:
-      from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
-      run = checkpoints.load_run_model(args.run_dir)
-      config = checkpoints.read_run_config(args.run_dir)
-      make_run = lambda: checkpoints.load_run_model(args.run_dir)
+      from mtssl_tf.training import run_checkpoints  # pylint: disable=g-import-not-at-top
+      run = run_checkpoints.load_run_model(args.run_dir)
+      config = run_checkpoints.read_run_config(args.run_dir)
+      make_run = lambda: run_checkpoints.load_run_model(args.run_dir)
       measure(f"{args.run_dir} (trained, depth {config['trunk']['depth']})",
               run, make_run, folder, images)
 

@@ -6,7 +6,7 @@ Command::
         --output=prior.npz [--derive_bins] [--grey_mask=image]
 
 The work is :func:`mtssl_tf.data.color_statistics.write_prior_file`; the
-bins, prior and weights are :mod:`mtssl_tf.tasks.colorization_prior`.
+bins, prior and weights are :mod:`mtssl_tf.tasks.colorization_bins`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from mtssl_tf.data.color_statistics import write_prior_file
-from mtssl_tf.tasks.colorization_prior import GREY_MASK_MODES, GRID_STEP
+from mtssl_tf.tasks.colorization_bins import GREY_MASK_MODES, GRID_STEP
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -4,7 +4,7 @@
 
 The held-out pretext table (each metric beside its chance level) and the
 downstream table (trained vs random init), each with one line on what it
-means at this scale (:mod:`mtssl_tf.reporting.demo_summary`). Exits 1 when
+means at this scale (:mod:`mtssl_tf.reporting.demo_tables`). Exits 1 when
 the run folder lacks either output.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from mtssl_tf.reporting import demo_summary as summary_lib
+from mtssl_tf.reporting import demo_tables as summary_lib
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -10,7 +10,7 @@ folder of a ``--run_dir`` given on the command line, else by the flagfile's
 
 The run's model is rebuilt from its ``config.json`` and its latest
 checkpoint restored by task name (docs/checkpoints.md). What is written is
-described in :mod:`mtssl_tf.serving.export`, the library this command
+described in :mod:`mtssl_tf.serving.model_export`, the library this command
 calls.
 """
 from __future__ import annotations
@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import sys
 
-# The library moved to mtssl_tf.serving.export; old imports keep working.
-from mtssl_tf.serving.export import (DEFAULT_IMAGE_SIZE,  # noqa: F401
-                                     FeatureExtractor, export_model,
-                                     load_run_model)
+# The library is mtssl_tf.serving.model_export; these names are re-exported
+# so that `from mtssl_tf.export import export_model` works too.
+from mtssl_tf.serving.model_export import (DEFAULT_IMAGE_SIZE,  # noqa: F401
+                                           FeatureExtractor, export_model,
+                                           load_run_model)
 
 
 def main(argv):

@@ -63,7 +63,7 @@ TASK_MODULES = {
     "mtssl_tf/tasks/motion_segmentation.py": (
         "MotionSegmentationHead", "MotionSegmentation.trunk_images",
         "MotionSegmentation.build_head"),
-    "mtssl_tf/tasks/base.py": ("merge_leading_axes",),
+    "mtssl_tf/tasks/task.py": ("merge_leading_axes",),
 }
 
 

@@ -1,4 +1,4 @@
-"""Run checkpoints keyed by name (mtssl_tf.training.checkpoints): a run's
+"""Run checkpoints keyed by name (mtssl_tf.training.run_checkpoints): a run's
 checkpoint restores into a model built with its tasks in another order,
 task mismatches are named, a checkpoint in another layout is refused, and
 the zoo's weight files are keyed by task name too."""
@@ -14,7 +14,7 @@ from mtssl_tf import model_zoo
 from mtssl_tf.config import OptimizerConfig, TrainConfig
 from mtssl_tf.models.build import build_model
 from mtssl_tf.models.trunk import TrunkConfig
-from mtssl_tf.training import checkpoints
+from mtssl_tf.training import run_checkpoints
 from mtssl_tf.training.trainer import Trainer
 
 from harness import TASK_PARAMS
@@ -90,7 +90,7 @@ def mirrored_module():
 def test_checkpoint_layout_is_named(trained_run):
   run_dir, trainer = trained_run
   path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-  keys = set(checkpoints.checkpoint_keys(path))
+  keys = set(run_checkpoints.checkpoint_keys(path))
   for task in NAMES:
     assert f"model/mixer/{task}" in keys
     assert f"task_steps/{task}" in keys
@@ -102,7 +102,7 @@ def test_checkpoint_layout_is_named(trained_run):
   assert "optimizer/mixer/colorization/momentum" in keys
   assert "accumulators/heads/colorization/classifier/kernel" in keys
   assert not any(k.startswith("model_weights") for k in keys)
-  assert checkpoints.checkpoint_tasks(path) == {
+  assert run_checkpoints.checkpoint_tasks(path) == {
       "heads": sorted(NAMES), "mixer": sorted(NAMES)}
 
 
@@ -114,10 +114,10 @@ def test_restore_into_another_task_order_gives_each_task_its_weights(
   reordered = build_model(config, task_order=NAMES[::-1])
   assert reordered.task_names == list(NAMES[::-1])
   path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-  checkpoints.restore_model(reordered, path)
+  run_checkpoints.restore_model(reordered, path)
   _assert_same_per_task(trainer.model, reordered)
   # The run-folder loader (export, evaluation, the zoo's build) likewise.
-  loaded = checkpoints.load_run_model(run_dir, task_order=NAMES[::-1])
+  loaded = run_checkpoints.load_run_model(run_dir, task_order=NAMES[::-1])
   _assert_same_per_task(trainer.model, loaded)
   # The rows are distinct, so a swap could not pass unnoticed.
   rows = [v.numpy() for v in trainer.model.mixer.rows.values()]
@@ -130,19 +130,19 @@ def test_missing_and_extra_tasks_are_named(trained_run):
   cfg = lambda names, lasso=True: _config(run_dir, names, lasso=lasso,
                                           trunk=TRUNK_2_UNITS)
   fewer = build_model(cfg(("relative_position",)))
-  with pytest.raises(checkpoints.CheckpointTasksError,
+  with pytest.raises(run_checkpoints.CheckpointTasksError,
                      match=r"head for task\(s\) colorization that the model "
                            r"does not have"):
-    checkpoints.restore_model(fewer, path)
+    run_checkpoints.restore_model(fewer, path)
   more = build_model(cfg(("exemplar",) + NAMES))
-  with pytest.raises(checkpoints.CheckpointTasksError,
+  with pytest.raises(run_checkpoints.CheckpointTasksError,
                      match=r"no head for task\(s\) exemplar; no mixer row "
                            r"for task\(s\) exemplar"):
-    checkpoints.restore_model(more, path)
+    run_checkpoints.restore_model(more, path)
   no_lasso = build_model(cfg(NAMES, lasso=False))
-  with pytest.raises(checkpoints.CheckpointTasksError,
+  with pytest.raises(run_checkpoints.CheckpointTasksError,
                      match="model has no mixer"):
-    checkpoints.restore_model(no_lasso, path)
+    run_checkpoints.restore_model(no_lasso, path)
 
 
 def test_checkpoint_without_the_named_layout_is_refused(tmp_path, mirrored):
@@ -159,9 +159,9 @@ def test_checkpoint_without_the_named_layout_is_refused(tmp_path, mirrored):
       tf.train.Checkpoint(model_weights=list(first.model.weights)),
       str(tmp_path / "checkpoints"), max_to_keep=1).save(checkpoint_number=2)
   match = r"holds no model keyed by name.*start a new run folder"
-  with pytest.raises(checkpoints.CheckpointTasksError, match=match):
-    checkpoints.load_run_model(str(tmp_path))
-  with pytest.raises(checkpoints.CheckpointTasksError, match=match):
+  with pytest.raises(run_checkpoints.CheckpointTasksError, match=match):
+    run_checkpoints.load_run_model(str(tmp_path))
+  with pytest.raises(run_checkpoints.CheckpointTasksError, match=match):
     make().restore()
 
 

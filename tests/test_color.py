@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from skimage import color as skcolor
 
-from mtssl_tf.tasks import colorization_prior as prior_lib
+from mtssl_tf.tasks import colorization_bins as prior_lib
 from mtssl_tf.ops import color
 
 

@@ -12,7 +12,7 @@ from skimage import data as skdata
 
 import harness
 from mtssl_tf import colorization_prior as prior_cli
-from mtssl_tf.tasks import colorization_prior as prior_lib
+from mtssl_tf.tasks import colorization_bins as prior_lib
 from mtssl_tf.ops import color
 from mtssl_tf.tasks import colorization as col
 

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from mtssl_tf import colorization_prior as prior_cli
-from mtssl_tf.tasks import colorization_prior as prior_lib
-from mtssl_tf.training.colorization_prior import resolve_training_prior
+from mtssl_tf.tasks import colorization_bins as prior_lib
+from mtssl_tf.training.auto_prior import resolve_training_prior
 from mtssl_tf import model_zoo
 from mtssl_tf.config import DataConfig, OptimizerConfig, TrainConfig
 from mtssl_tf.models.trunk import TrunkConfig

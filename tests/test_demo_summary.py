@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mtssl_tf import demo_summary as entry_point
-from mtssl_tf.reporting import demo_summary
+from mtssl_tf.reporting import demo_tables
 
 PRETEXT = {
     "relative_position": {"accuracy": 0.267578125, "chance": 0.125,
@@ -36,7 +36,7 @@ def run_dir(tmp_path):
 
 
 def test_summary_has_both_tables_and_what_they_mean(run_dir):
-  text = demo_summary.demo_summary(str(run_dir))
+  text = demo_tables.demo_summary(str(run_dir))
   lines = text.splitlines()
   # The held-out pretext table: each metric beside its chance level.
   assert "held-out pretext metrics at step 2000:" in text

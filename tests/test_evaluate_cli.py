@@ -18,7 +18,7 @@ from mtssl_tf.cli import flags as mt_flags
 from mtssl_tf import evaluate
 from mtssl_tf import evaluation
 from mtssl_tf.config import ConfigError, TrainConfig
-from mtssl_tf.evaluation import checkpoints
+from mtssl_tf.evaluation import trunk_sources
 from mtssl_tf.evaluation import driver
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
@@ -48,7 +48,7 @@ def _make_run(run_dir, trunk: TrunkConfig, saved_trunk: TrunkConfig = None):
   kwargs = config.model_kwargs()
   kwargs["trunk"] = (saved_trunk or trunk).to_dict()
   model = MultiTaskModel(**kwargs)
-  from mtssl_tf.training.checkpoints import save_model
+  from mtssl_tf.training.run_checkpoints import save_model
   save_model(model, os.path.join(run_dir, "checkpoints", "ckpt"))
   return model
 
@@ -125,40 +125,40 @@ def test_eval_lasso_with_last_stride_2_is_a_clear_error(tmp_path):
 def test_missing_checkpoint_path_is_named(tmp_path):
   missing = str(tmp_path / "no_such_run")
   with pytest.raises(FileNotFoundError, match="no_such_run.*does not exist"):
-    checkpoints.load_trunk(missing)
+    trunk_sources.load_trunk(missing)
   config = driver.EvalConfig(checkpoint=missing)
   with pytest.raises(FileNotFoundError, match="no_such_run"):
     driver.run_evaluation(config, log=lambda s: None)
   # A folder that is not a run.
   with pytest.raises(FileNotFoundError, match="config.json"):
-    checkpoints.load_trunk(str(tmp_path))
+    trunk_sources.load_trunk(str(tmp_path))
 
 
 def test_keras_file_round_trip_and_wrong_architecture(tmp_path):
   trunk = mtssl_tf.Trunk(**TINY.to_dict())
   path = str(tmp_path / "trunk.keras")
   trunk.save(path)
-  loaded = checkpoints.load_trunk(path)
+  loaded = trunk_sources.load_trunk(path)
   assert loaded.config == TINY
   for a, b in zip(trunk.get_weights(), loaded.get_weights()):
     np.testing.assert_array_equal(a, b)
-  assert checkpoints.load_trunk(path, TINY).config == TINY
+  assert trunk_sources.load_trunk(path, TINY).config == TINY
   with pytest.raises(ValueError, match=r"wrong architecture.*trunk\.keras.*"
                      r"depth: 14 \(checkpoint\) != 26 \(requested\)"):
-    checkpoints.load_trunk(path, TrunkConfig(depth=26, width=0.25))
+    trunk_sources.load_trunk(path, TrunkConfig(depth=26, width=0.25))
   # Training-only fields do not make a different network.
-  checkpoints.load_trunk(path, TrunkConfig(depth=14, width=0.25,
-                                           bn_momentum=0.9, sync_bn=True))
+  trunk_sources.load_trunk(path, TrunkConfig(depth=14, width=0.25,
+                                             bn_momentum=0.9, sync_bn=True))
   bad = tmp_path / "corrupt.keras"
   bad.write_bytes(b"not a zip file")
   with pytest.raises(ValueError, match="corrupt.keras"):
-    checkpoints.load_trunk(str(bad))
+    trunk_sources.load_trunk(str(bad))
 
 
 def test_run_folder_loads_the_trained_trunk_and_rejects_a_mismatch(tmp_path):
   run = tmp_path / "run"
   model = _make_run(str(run), TINY)
-  trunk = checkpoints.load_trunk(str(run))
+  trunk = trunk_sources.load_trunk(str(run))
   assert trunk.config == TINY
   for a, b in zip(model.trunk.get_weights(), trunk.get_weights()):
     np.testing.assert_array_equal(a, b)
@@ -166,10 +166,10 @@ def test_run_folder_loads_the_trained_trunk_and_rejects_a_mismatch(tmp_path):
   other = tmp_path / "edited"
   _make_run(str(other), TrunkConfig(depth=14, width=0.5), saved_trunk=TINY)
   with pytest.raises(ValueError, match=r"wrong architecture.*edited"):
-    checkpoints.load_trunk(str(other))
+    trunk_sources.load_trunk(str(other))
   # A requested architecture that differs from the run's.
   with pytest.raises(ValueError, match=r"wrong architecture.*width: 0\.25"):
-    checkpoints.load_trunk(str(run), TrunkConfig(depth=14, width=0.5))
+    trunk_sources.load_trunk(str(run), TrunkConfig(depth=14, width=0.5))
 
 
 def test_random_trunk_is_seeded_by_the_config():
@@ -198,11 +198,11 @@ def test_random_trunk_after_a_zero_init_run_has_the_standard_init():
   zero = TrunkConfig(depth=14, width=0.25, zero_init_residual=True)
   assert all(not np.any(w) for w in _branch_ends(
       mtssl_tf.Trunk(**zero.to_dict())))
-  random_trunk = checkpoints.load_trunk(checkpoints.RANDOM, zero)
+  random_trunk = trunk_sources.load_trunk(trunk_sources.RANDOM, zero)
   assert random_trunk.config == TrunkConfig(depth=14, width=0.25)
   ends = _branch_ends(random_trunk)
   assert ends and all(np.std(w) > 0 for w in ends)
-  assert checkpoints.random_architecture(TINY) is TINY
+  assert trunk_sources.random_architecture(TINY) is TINY
 
 
 def test_report_random_row_takes_the_checkpoint_architecture_with_standard_init():

@@ -15,11 +15,11 @@ import pytest
 import tensorflow as tf
 
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
-from mtssl_tf.serving import export
+from mtssl_tf.serving import model_export
 from mtssl_tf.config import TrainConfig
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
-from mtssl_tf.training.checkpoints import save_model
+from mtssl_tf.training.run_checkpoints import save_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRUNK = {"depth": 26, "width": 0.25}
@@ -83,8 +83,8 @@ def _images(rng, n, h, w):
 def exported(request, tmp_path_factory):
   model = _make_model(request.param)
   export_dir = str(tmp_path_factory.mktemp("export"))
-  paths = export.export_model(model, export_dir, "mtssl_demo", version=1,
-                              image_size=IMAGE_SIZE)
+  paths = model_export.export_model(model, export_dir, "mtssl_demo", version=1,
+                                    image_size=IMAGE_SIZE)
   return model, paths, tf.saved_model.load(paths["saved_model"])
 
 
@@ -191,7 +191,8 @@ def test_saved_model_cli_lists_the_signature(exported):
 
 def test_keras_file_reloads_in_a_fresh_process(tmp_path):
   model = _make_model(MIXER, seed=3)
-  paths = export.export_model(model, str(tmp_path), "m", image_size=IMAGE_SIZE)
+  paths = model_export.export_model(model, str(tmp_path), "m",
+                                    image_size=IMAGE_SIZE)
   rng = np.random.default_rng(7)
   inputs = {
       "colorization": rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
@@ -249,8 +250,8 @@ def _interrupting_save(real_save):
 
 def test_interrupted_export_leaves_no_half_model(tmp_path, monkeypatch):
   export_dir = str(tmp_path)
-  good = export.export_model(_make_model(None, seed=1), export_dir, "m",
-                             version=1, image_size=IMAGE_SIZE)
+  good = model_export.export_model(_make_model(None, seed=1), export_dir, "m",
+                                   version=1, image_size=IMAGE_SIZE)
   all_digest = _tree_digest(export_dir)
   saved_digest = _tree_digest(good["saved_model"])
   with open(good["keras"], "rb") as f:
@@ -260,13 +261,13 @@ def test_interrupted_export_leaves_no_half_model(tmp_path, monkeypatch):
                       _interrupting_save(tf.saved_model.save))
   # A new version: no version folder appears.
   with pytest.raises(_Interrupted):
-    export.export_model(other, export_dir, "m", version=2,
-                        image_size=IMAGE_SIZE)
+    model_export.export_model(other, export_dir, "m", version=2,
+                              image_size=IMAGE_SIZE)
   assert sorted(os.listdir(os.path.join(export_dir, "m"))) == ["1"]
   # The same version: the good export survives byte for byte.
   with pytest.raises(_Interrupted):
-    export.export_model(other, export_dir, "m", version=1,
-                        image_size=IMAGE_SIZE)
+    model_export.export_model(other, export_dir, "m", version=1,
+                              image_size=IMAGE_SIZE)
   assert sorted(os.listdir(export_dir)) == ["m", "m.keras"]
   assert sorted(os.listdir(os.path.join(export_dir, "m"))) == ["1"]
   assert _tree_digest(good["saved_model"]) == saved_digest
@@ -281,8 +282,8 @@ def test_interrupted_export_leaves_no_half_model(tmp_path, monkeypatch):
 
 def test_failed_rename_puts_the_old_version_back(tmp_path, monkeypatch):
   export_dir = str(tmp_path)
-  good = export.export_model(_make_model(None, seed=1), export_dir, "m",
-                             version=1, image_size=IMAGE_SIZE)
+  good = model_export.export_model(_make_model(None, seed=1), export_dir, "m",
+                                   version=1, image_size=IMAGE_SIZE)
   saved_digest = _tree_digest(good["saved_model"])
   real_rename = os.rename
 
@@ -293,8 +294,8 @@ def test_failed_rename_puts_the_old_version_back(tmp_path, monkeypatch):
 
   monkeypatch.setattr(os, "rename", rename)
   with pytest.raises(OSError, match="disk pulled"):
-    export.export_model(_make_model(None, seed=2), export_dir, "m",
-                        version=1, image_size=IMAGE_SIZE)
+    model_export.export_model(_make_model(None, seed=2), export_dir, "m",
+                              version=1, image_size=IMAGE_SIZE)
   assert sorted(os.listdir(os.path.join(export_dir, "m"))) == ["1"]
   assert _tree_digest(good["saved_model"]) == saved_digest
 
@@ -302,9 +303,9 @@ def test_failed_rename_puts_the_old_version_back(tmp_path, monkeypatch):
 def test_export_rejects_bad_names(tmp_path):
   model = _make_model(None)
   with pytest.raises(ValueError, match="version"):
-    export.export_model(model, str(tmp_path), "m", version=0)
+    model_export.export_model(model, str(tmp_path), "m", version=0)
   with pytest.raises(ValueError, match="model_name"):
-    export.export_model(model, str(tmp_path), "a/b")
+    model_export.export_model(model, str(tmp_path), "a/b")
   assert os.listdir(tmp_path) == []
 
 
@@ -364,7 +365,7 @@ def test_export_command_reports_a_missing_run(tmp_path):
 
 def test_load_run_model_restores_the_checkpoint(tmp_path):
   model = _write_run(tmp_path, lasso=False)
-  restored = export.load_run_model(str(tmp_path))
+  restored = model_export.load_run_model(str(tmp_path))
   assert restored.mixer is None
   assert restored.task_names == list(TASKS)
   for a, b in zip(model.weights, restored.weights):

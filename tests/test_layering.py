@@ -144,6 +144,18 @@ def absl_flags_users(root: str = REPO) -> Set[str]:
   return users
 
 
+def shared_file_names(root: str = REPO) -> Dict[str, List[str]]:
+  """File name -> the modules that share it, for names used more than once
+  (``__init__.py`` and ``__main__.py`` aside)."""
+  by_name: Dict[str, List[str]] = {}
+  for module, path in module_files(root).items():
+    name = os.path.basename(path)
+    if name not in ("__init__.py", "__main__.py"):
+      by_name.setdefault(name, []).append(module)
+  return {name: sorted(modules) for name, modules in by_name.items()
+          if len(modules) > 1}
+
+
 def layer_of(module: str) -> Optional[int]:
   """The layer index of ``module`` (longest matching prefix), or None."""
   best, best_len = None, -1
@@ -259,6 +271,16 @@ def test_no_upward_imports(graph):
                   f"{layer_of(b)})" for a, b in bad))
 
 
+def test_module_file_names_are_unique():
+  # A file name says the module's job; two modules of one name (a
+  # traceback's "checkpoints.py", an editor tab's "base.py") leave the
+  # reader to guess which package is meant.
+  shared = shared_file_names()
+  assert not shared, (
+      "module file names used more than once under mtssl_tf/ (name each "
+      f"after its job): {shared}")
+
+
 def test_allow_lists_are_current(graph):
   """An exception that matches nothing any more must be deleted."""
   upward = upward_imports(graph)
@@ -285,6 +307,7 @@ def test_the_checks_see_violations(tmp_path):
   (pkg / "ops" / "bad.py").write_text(
       "def f():\n  from ..tasks import thing\n")
   (pkg / "tasks" / "thing.py").write_text("")
+  (pkg / "data" / "thing.py").write_text("")
   # data importing the train entry point, and absl flags.
   (pkg / "data" / "reader.py").write_text(
       "from mtssl_tf import train\nfrom absl import flags\n")
@@ -296,6 +319,8 @@ def test_the_checks_see_violations(tmp_path):
   assert entry_point_imports(graph) == [("mtssl_tf.data.reader",
                                          "mtssl_tf.train")]
   assert absl_flags_users(str(tmp_path)) == {"mtssl_tf.data.reader"}
+  assert shared_file_names(str(tmp_path)) == {
+      "thing.py": ["mtssl_tf.data.thing", "mtssl_tf.tasks.thing"]}
   assert layer_of("mtssl_tf.models.multitask") == 2
   assert layer_of("mtssl_tf.models.trunk") == 1
   assert layer_of("mtssl_tf") == 2 and layer_of("mtssl_tf.new_module") is None

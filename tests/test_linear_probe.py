@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 import harness
 import mtssl_tf
 from mtssl_tf.evaluation import get_evaluator
-from mtssl_tf.evaluation.base import EvalBackbone
+from mtssl_tf.evaluation.interface import EvalBackbone
 from mtssl_tf.evaluation.linear_probe import (
     LabelledData, LinearProbe, adaptive_average_pool, load_digits_data,
     load_fashion_mnist_data, load_tfds_data, preprocess_image, top_k_accuracy)

@@ -14,10 +14,10 @@ from mtssl_tf.data.color_statistics import (PriorSampleError,
                                             min_prior_pixels,
                                             write_prior_file)
 from mtssl_tf.models.trunk import TrunkConfig
-from mtssl_tf.tasks.colorization_prior import (AUTO_PRIOR_FILE,
-                                               MIN_PRIOR_COLOUR_IMAGES,
-                                               load_prior)
-from mtssl_tf.training.colorization_prior import resolve_training_prior
+from mtssl_tf.tasks.colorization_bins import (AUTO_PRIOR_FILE,
+                                              MIN_PRIOR_COLOUR_IMAGES,
+                                              load_prior)
+from mtssl_tf.training.auto_prior import resolve_training_prior
 import harness
 
 BINS = 313

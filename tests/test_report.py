@@ -210,7 +210,7 @@ def _make_run(run_dir):
   with open(os.path.join(run_dir, "config.json"), "w") as f:
     f.write(config.to_json())
   model = MultiTaskModel(**config.model_kwargs())
-  from mtssl_tf.training.checkpoints import save_model
+  from mtssl_tf.training.run_checkpoints import save_model
   save_model(model, os.path.join(run_dir, "checkpoints", "ckpt"))
   return model
 

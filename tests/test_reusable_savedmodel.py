@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
-from mtssl_tf.serving import export
+from mtssl_tf.serving import model_export
 from mtssl_tf.models.multitask import MultiTaskModel
 
 SIZE = 32
@@ -37,8 +37,8 @@ def exported(tmp_path_factory):
   # shows how they are exported (regularization_losses).
   model.trunk.get_layer("conv1_conv").kernel.regularizer = (
       keras.regularizers.L2(REG))
-  paths = export.export_model(model, str(tmp_path_factory.mktemp("hub")),
-                              "tiny", image_size=SIZE)
+  paths = model_export.export_model(model, str(tmp_path_factory.mktemp("hub")),
+                                    "tiny", image_size=SIZE)
   return model, paths["saved_model"]
 
 

@@ -28,7 +28,7 @@ import pytest
 import tensorflow as tf
 
 from mtssl_tf.serving import client as serving_client
-from mtssl_tf.serving import export
+from mtssl_tf.serving import model_export
 from mtssl_tf.models.multitask import MultiTaskModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,8 +46,9 @@ def loaded(tmp_path_factory):
   keras.utils.set_random_seed(0)
   model = MultiTaskModel(trunk={"depth": 26, "width": 0.25}, tasks=TASKS,
                          mixer={"l1": 1e-3, "init": "uniform"})
-  paths = export.export_model(model, str(tmp_path_factory.mktemp("export")),
-                              MODEL_NAME, version=1, image_size=32)
+  export_dir = str(tmp_path_factory.mktemp("export"))
+  paths = model_export.export_model(model, export_dir,
+                                    MODEL_NAME, version=1, image_size=32)
   return tf.saved_model.load(paths["saved_model"])
 
 

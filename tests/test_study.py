@@ -324,7 +324,7 @@ def _trained_run(run_dir, seed):
           "relative_position")},
       trunk=TrunkConfig(depth=14, width=0.25))
   model = MultiTaskModel(**config.model_kwargs())
-  from mtssl_tf.training.checkpoints import save_model
+  from mtssl_tf.training.run_checkpoints import save_model
   save_model(model, os.path.join(path, "checkpoints", "ckpt"))
   return path
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf.models import Trunk, TrunkConfig, build_trunk
 from mtssl_tf.models.multitask import MultiTaskModel
-from mtssl_tf.serving import export
+from mtssl_tf.serving import model_export
 
 from harness import TRUNK, tiny_params
 
@@ -43,8 +43,9 @@ def exported(tmp_path_factory):
   keras.utils.set_random_seed(0)
   model = MultiTaskModel(trunk=TRUNK,
                          tasks={"colorization": tiny_params("colorization")})
-  paths = export.export_model(model, str(tmp_path_factory.mktemp("export")),
-                              "m", image_size=SIZE)
+  export_dir = str(tmp_path_factory.mktemp("export"))
+  paths = model_export.export_model(model, export_dir,
+                                    "m", image_size=SIZE)
   return model, paths
 
 

@@ -27,8 +27,8 @@ from tensorflow.python.ops import gen_io_ops
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
 from mtssl_tf import tasks as tasks_lib
 from mtssl_tf.models.multitask import MultiTaskModel
-from mtssl_tf.serving import export
-from mtssl_tf.training import checkpoints as ckpt_lib
+from mtssl_tf.serving import model_export
+from mtssl_tf.training import run_checkpoints as ckpt_lib
 from mtssl_tf.training.trainer import Trainer
 import harness
 
@@ -328,13 +328,13 @@ def test_full_disk_writing_the_keras_file_keeps_the_previous_export(
     raise OSError(errno.ENOSPC, NO_SPACE, filepath)
 
   monkeypatch.setattr(MultiTaskModel, "save", save)
-  with pytest.raises(export.ExportWriteError,
+  with pytest.raises(model_export.ExportWriteError,
                      match=r"export failed while writing the Keras file .*"
                            + re.escape(f"for {paths['keras']}): the disk is "
                                        "full") + r".*No space left on device"
                            r".*m\.keras is the previous export, unchanged; "
                            r".*m/1 is the previous export, unchanged") as info:
-    export.export_model(model, export_dir, "m", image_size=IMAGE_SIZE)
+    model_export.export_model(model, export_dir, "m", image_size=IMAGE_SIZE)
   assert info.value.errno == errno.ENOSPC
   _check_kept(paths, digests)
 
@@ -355,24 +355,25 @@ def test_full_disk_writing_the_saved_model_keeps_the_previous_export(
 
   # Tracing the serving functions is not what fails here; skipping it keeps
   # the test fast.
-  monkeypatch.setattr(export.FeatureExtractor, "trace_reusable",
+  monkeypatch.setattr(model_export.FeatureExtractor, "trace_reusable",
                       lambda self: None)
   monkeypatch.setattr(tf.saved_model, "save", save)
   # The same version: the previous one is kept, nothing half written.
-  with pytest.raises(export.ExportWriteError,
+  with pytest.raises(model_export.ExportWriteError,
                      match=r"while writing the SavedModel .*"
                            + re.escape(f"for {export_dir}/m/1): the disk is "
                                        "full (ResourceExhaustedError: ")
                            + r".*m/1 is the previous export, unchanged"):
-    export.export_model(model, export_dir, "m", image_size=IMAGE_SIZE)
+    model_export.export_model(model, export_dir, "m", image_size=IMAGE_SIZE)
   _check_kept(paths, digests)
   # A new version leaves no version folder; a first export (a new model
   # name) leaves no empty model folder.
-  with pytest.raises(export.ExportWriteError, match=r"m/2 was not written"):
-    export.export_model(model, export_dir, "m", version=2,
-                        image_size=IMAGE_SIZE)
-  with pytest.raises(export.ExportWriteError, match="the disk is full"):
-    export.export_model(model, export_dir, "other", image_size=IMAGE_SIZE)
+  with pytest.raises(model_export.ExportWriteError,
+                     match=r"m/2 was not written"):
+    model_export.export_model(model, export_dir, "m", version=2,
+                              image_size=IMAGE_SIZE)
+  with pytest.raises(model_export.ExportWriteError, match="the disk is full"):
+    model_export.export_model(model, export_dir, "other", image_size=IMAGE_SIZE)
   _check_kept(paths, digests)
 
 
@@ -380,8 +381,8 @@ def test_real_full_disk_during_an_export(model, small_disk):
   export_dir = os.path.join(small_disk, "export")
   paths, digests = _previous_export(export_dir)
   _fill(os.path.join(small_disk, "filler"))
-  with pytest.raises(export.ExportWriteError,
+  with pytest.raises(model_export.ExportWriteError,
                      match=r"export failed while writing the Keras file .*"
                            r"the disk is full .*No space left on device"):
-    export.export_model(model, export_dir, "m", image_size=IMAGE_SIZE)
+    model_export.export_model(model, export_dir, "m", image_size=IMAGE_SIZE)
   _check_kept(paths, digests)

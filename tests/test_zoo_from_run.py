@@ -16,7 +16,7 @@ import tensorflow as tf
 import mtssl_tf  # noqa: F401  (registers the Keras classes)
 from mtssl_tf import model_zoo
 from mtssl_tf.model_zoo.__main__ import main as zoo_main
-from mtssl_tf.training import checkpoints
+from mtssl_tf.training import run_checkpoints
 from tools import zoo as zoo_tools
 from tools.zoo.zoo_cli import main as tools_main
 
@@ -81,7 +81,7 @@ def test_imported_weights_equal_the_runs_checkpoint(finished_run, imported):
                                                    "checkpoints"))
   assert latest.endswith(f"ckpt-{STEPS}")
   stored = dict(tf.train.list_variables(latest))
-  named = checkpoints.model_variables(model)
+  named = run_checkpoints.model_variables(model)
   # The import writes float16 (the default): every weight of the loaded
   # preset is the value the checkpoint file holds under its name (not
   # load_run_model, which the import itself uses) rounded through float16,
@@ -174,7 +174,7 @@ def test_weights_dtype_float32_imports_exactly(finished_run, imported,
   model = model_zoo.load(NAME, weights_dir=folder)
   latest = tf.train.latest_checkpoint(os.path.join(finished_run,
                                                    "checkpoints"))
-  for name, variable in checkpoints.model_variables(model).items():
+  for name, variable in run_checkpoints.model_variables(model).items():
     np.testing.assert_array_equal(
         variable.numpy(), tf.train.load_variable(
             latest, f"model/{name}/.ATTRIBUTES/VARIABLE_VALUE"),

@@ -83,14 +83,14 @@ def row_sources(rows: str, row_flags: Sequence[str], seeds: Sequence[int]
 
 def load_trunk(source: str, trunk_config, seed: int):
   import keras  # pylint: disable=g-import-not-at-top
-  from mtssl_tf.evaluation import checkpoints  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.evaluation import trunk_sources  # pylint: disable=g-import-not-at-top
   from mtssl_tf.models.trunk import Trunk  # pylint: disable=g-import-not-at-top
   if source == "random":
     keras.utils.set_random_seed(seed)
-    return checkpoints.load_trunk("random", trunk_config)
+    return trunk_sources.load_trunk("random", trunk_config)
   if source.startswith("zoo:"):
     return Trunk.from_preset(source[4:])
-  return checkpoints.load_trunk(source)
+  return trunk_sources.load_trunk(source)
 
 
 # -- cells --------------------------------------------------------------------

@@ -2,7 +2,7 @@
 from image files (``python -m mtssl_tf.colorization_prior``) or from a
 run's training source.
 
-The statistics themselves are :mod:`mtssl_tf.tasks.colorization_prior`;
+The statistics themselves are :mod:`mtssl_tf.tasks.colorization_bins`;
 this module finds and decodes the images.
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from mtssl_tf.data.skips import NoUsableDataError
-from mtssl_tf.tasks.colorization_prior import (GRID_STEP,
-                                               MIN_PRIOR_COLOUR_IMAGES,
-                                               MIN_PRIOR_PIXELS_PER_BIN,
-                                               AbHistogram, ab_histogram,
-                                               bin_counts, derive_bins,
-                                               load_ab_bins_313, save_prior,
-                                               smooth_prior)
+from mtssl_tf.tasks.colorization_bins import (GRID_STEP,
+                                              MIN_PRIOR_COLOUR_IMAGES,
+                                              MIN_PRIOR_PIXELS_PER_BIN,
+                                              AbHistogram, ab_histogram,
+                                              bin_counts, derive_bins,
+                                              load_ab_bins_313, save_prior,
+                                              smooth_prior)
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -159,7 +159,7 @@ def write_prior_file(images: str, output: str, derive: bool = False,
   Args:
     images: a folder (searched recursively) or a glob of images.
     output: the ``.npz`` to write (see
-      :func:`mtssl_tf.tasks.colorization_prior.save_prior`).
+      :func:`mtssl_tf.tasks.colorization_bins.save_prior`).
     derive: fit the bins to the images (grid cells of ``grid_step`` with at
       least ``min_count`` pixels) instead of Zhang et al.'s 313.
     sigma: Gaussian smoothing of the prior, in ab units.

@@ -2,7 +2,7 @@
 
 Doersch & Zisserman (ICCV 2017) measure a pre-trained trunk three ways: a
 frozen linear probe on ImageNet, PASCAL VOC detection and NYU depth. Each is
-an :class:`~mtssl_tf.evaluation.base.Evaluator` whose ``run(trunk, ...)``
+an :class:`~mtssl_tf.evaluation.interface.Evaluator` whose ``run(trunk, ...)``
 yields ``(metric, value)`` pairs.
 
 >>> from mtssl_tf import evaluation
@@ -20,7 +20,7 @@ import importlib
 import inspect
 from typing import Any, Dict, List, Tuple
 
-from mtssl_tf.evaluation.base import Evaluator
+from mtssl_tf.evaluation.interface import Evaluator
 
 # name -> (module, class), in the order of the paper's tables.
 _REGISTRY: Dict[str, Tuple[str, str]] = {

@@ -39,8 +39,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.evaluation.base import (EvalBackbone, Evaluator,
-                                      check_not_empty, clone_trunk)
+from mtssl_tf.evaluation.interface import (EvalBackbone, Evaluator,
+                                           check_not_empty, clone_trunk)
 from mtssl_tf.models.trunk import Trunk
 from mtssl_tf.utils.progress import Progress
 

@@ -15,7 +15,7 @@ parameters and seed give the same numbers from either command:
 * **the random baseline** has the architecture of the first other
   checkpoint (the same network, untrained, with the standard initialisation
   even when the checkpoint was trained from zero-init residual branches:
-  :func:`~mtssl_tf.evaluation.checkpoints.random_architecture`), whatever
+  :func:`~mtssl_tf.evaluation.trunk_sources.random_architecture`), whatever
   order rows are given;
 * **eval lasso** needs a trunk whose block-3 units can be mixed; anything
   else is a ``ValueError`` naming the checkpoint;
@@ -46,7 +46,7 @@ from mtssl_tf.models.trunk import TrunkConfig
 ConfigError = config_lib.ConfigError
 RANDOM_LABEL = "Random init"
 # Where a row's trunk comes from: a training run folder or a .keras file
-# (anything checkpoints.load_trunk reads), a model-zoo preset (loaded by a
+# (anything trunk_sources.load_trunk reads), a model-zoo preset (loaded by a
 # caller that may import the zoo, see evaluate_checkpoints' ``load``), or a
 # random initialisation.
 KINDS = ("run", "preset", "random")
@@ -193,11 +193,11 @@ def load_checkpoint_trunk(checkpoint: Checkpoint,
       callers pass a loader that knows presets), a wrong architecture.
     FileNotFoundError: a missing checkpoint.
   """
-  from mtssl_tf.evaluation import checkpoints  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.evaluation import trunk_sources  # pylint: disable=g-import-not-at-top
   if checkpoint.kind == "random":
-    return checkpoints.load_trunk(checkpoints.RANDOM, trunk)
+    return trunk_sources.load_trunk(trunk_sources.RANDOM, trunk)
   if checkpoint.kind == "run":
-    return checkpoints.load_trunk(checkpoint.source, trunk)
+    return trunk_sources.load_trunk(checkpoint.source, trunk)
   raise ValueError(f"row {checkpoint.label}: a {checkpoint.kind} checkpoint "
                    "needs a loader (tools.report.load_trunk loads "
                    "model-zoo presets)")
@@ -244,7 +244,7 @@ def evaluate_checkpoints(
   """
   import keras  # pylint: disable=g-import-not-at-top
 
-  from mtssl_tf.evaluation import checkpoints  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.evaluation import trunk_sources  # pylint: disable=g-import-not-at-top
   from mtssl_tf.evaluation import runner  # pylint: disable=g-import-not-at-top
   names = list(evaluators)
   params = {n: dict(params.get(n, {})) for n in names}
@@ -260,7 +260,7 @@ def evaluate_checkpoints(
     if is_random:
       # The standard initialisation even after a zero-init run (and so in
       # the cache key).
-      architecture = checkpoints.random_architecture(architecture)
+      architecture = trunk_sources.random_architecture(architecture)
     what = f"{checkpoint.label}{' + eval lasso' if eval_lasso else ''}"
     init_seed = (seed if checkpoint.init_seed is None
                  else checkpoint.init_seed)
@@ -285,7 +285,7 @@ def evaluate_checkpoints(
     if not is_random and random_config is None:
       random_config = model.config
     if eval_lasso:
-      checkpoints.check_eval_lasso(
+      trunk_sources.check_eval_lasso(
           model, "the random trunk" if is_random
           else f"checkpoint {checkpoint.source!r}")
     log(f"evaluating {what} ({checkpoint.kind} {checkpoint.source}, depth "

@@ -66,7 +66,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.evaluation.base import EvalBackbone, Evaluator, check_not_empty
+from mtssl_tf.evaluation.interface import (EvalBackbone, Evaluator,
+                                           check_not_empty)
 from mtssl_tf.models.trunk import Trunk
 from mtssl_tf.ops.image import ensure_rgb
 from mtssl_tf.utils.progress import Progress
@@ -332,8 +333,8 @@ class LinearProbe(Evaluator):
     seed: the data split and shuffling seed.
 
   Attributes (after ``run``): ``backbone`` (the
-  :class:`~mtssl_tf.evaluation.base.EvalBackbone`, whose ``mixer`` holds the
-  eval-lasso row) and ``classifier`` (the dense layer).
+  :class:`~mtssl_tf.evaluation.interface.EvalBackbone`, whose ``mixer``
+  holds the eval-lasso row) and ``classifier`` (the dense layer).
   """
 
   name = "linear_probe"

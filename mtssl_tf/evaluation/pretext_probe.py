@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtssl_tf import tasks as tasks_lib
-from mtssl_tf.evaluation.base import EvalBackbone, Evaluator
+from mtssl_tf.evaluation.interface import EvalBackbone, Evaluator
 from mtssl_tf.models.trunk import Trunk
 from mtssl_tf.utils.progress import Progress
 

@@ -9,7 +9,7 @@ Split by job:
   numbers (random baseline, margins against twice the std, the paper's
   orderings);
 * :mod:`~mtssl_tf.reporting.results`: the evaluate command's table and JSON;
-* :mod:`~mtssl_tf.reporting.demo_summary`: the demo's closing summary
+* :mod:`~mtssl_tf.reporting.demo_tables`: the demo's closing summary
   (``python -m mtssl_tf.demo_summary``).
 
 The report over many checkpoints (RESULTS.md) is maintainer tooling outside

@@ -1,8 +1,8 @@
 """Client helpers for the exported feature extractor under TF Serving.
 
-The SavedModel that :mod:`mtssl_tf.serving.export` writes has one signature,
-``serving_default``: input ``images`` (uint8 [N, H, W, 3], any H and W; the
-model resizes and normalises inside), outputs ``pooled`` [N, C],
+The SavedModel that :mod:`mtssl_tf.serving.model_export` writes has one
+signature, ``serving_default``: input ``images`` (uint8 [N, H, W, 3], any H
+and W; the model resizes and normalises inside), outputs ``pooled`` [N, C],
 ``block3`` [N, h, w, C] and, for a model with the UnitMixer (the paper's
 lasso, Doersch & Zisserman, ICCV 2017, Sec. 4), ``mixed_<task>``
 [N, h, w, C] per task.

@@ -5,7 +5,7 @@
 
 Modules are imported on first use so that ``import mtssl_tf`` stays cheap.
 
-Adding a task: subclass :class:`Task` (see ``tasks/base.py`` for the
+Adding a task: subclass :class:`Task` (see ``tasks/task.py`` for the
 interface and the data flow), give it a unique ``name``, register its head
 with ``keras.saving.register_keras_serializable`` so that ``.keras`` files
 reload, and register the task::
@@ -20,7 +20,7 @@ reload, and register the task::
 From then on ``get_task("rotation")``, :class:`~mtssl_tf.config.TrainConfig`
 (``tasks=("relative_position", "rotation")``), the multi-task model and the
 trainer accept it like the paper's four; with a ``headline_metric`` and
-``heldout_scores`` (see ``tasks/base.py``) the held-out pretext evaluation
+``heldout_scores`` (see ``tasks/task.py``) the held-out pretext evaluation
 scores it too. The task's own tests need only its
 specific maths: ``tests/harness.py`` holds the generic checks, which
 ``tests/test_task_contract.py`` runs over every registered task
@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Dict, Optional, Tuple, Union
 
-from mtssl_tf.tasks.base import PrepareContext, Task
+from mtssl_tf.tasks.task import PrepareContext, Task
 
 # name -> (module, class) of the package's tasks, imported on first use, or
 # the class itself for a task registered with register_task. The order is

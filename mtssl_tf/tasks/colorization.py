@@ -29,11 +29,11 @@ import keras
 import numpy as np
 from mtssl_tf.utils.lazy_tf import tf
 
-from mtssl_tf.tasks import colorization_prior as prior_lib
+from mtssl_tf.tasks import colorization_bins as prior_lib
 from mtssl_tf.ops import color
 from mtssl_tf.ops.image import check_min_size, ensure_rgb, limit_image_size
 from mtssl_tf.tasks import heldout_metrics
-from mtssl_tf.tasks.base import PrepareContext, Task
+from mtssl_tf.tasks.task import PrepareContext, Task
 
 # Zhang et al.'s annealed-mean temperature: between the mean (T=1, dull
 # colours) and the mode (T->0, vivid but patchy).
@@ -563,9 +563,9 @@ class Colorization(Task):
     of the training set. A run that gives no prior (no ``prior`` parameter,
     None or ``"auto"``) gets the prior of its own training images: the first
     call computes it from a bounded, seeded sample of the run's data source
-    (:data:`~mtssl_tf.tasks.colorization_prior.AUTO_PRIOR_MAX_IMAGES`
+    (:data:`~mtssl_tf.tasks.colorization_bins.AUTO_PRIOR_MAX_IMAGES`
     images, shorter side downscaled to
-    :data:`~mtssl_tf.tasks.colorization_prior.AUTO_PRIOR_MAX_SIDE`, grey
+    :data:`~mtssl_tf.tasks.colorization_bins.AUTO_PRIOR_MAX_SIDE`, grey
     images left out as the task does) with the code of ``python -m
     mtssl_tf.colorization_prior``, and caches it in
     ``<run_dir>/colorization_prior.npz``; later calls (a resumed run) read
@@ -573,7 +573,7 @@ class Colorization(Task):
     ``"uniform"``, a file or values) is used as it is. A sample with fewer
     than ``MIN_PRIOR_COLOUR_IMAGES`` colour images or
     ``MIN_PRIOR_PIXELS_PER_BIN`` colour pixels per bin
-    (:mod:`mtssl_tf.tasks.colorization_prior`) is refused before anything
+    (:mod:`mtssl_tf.tasks.colorization_bins`) is refused before anything
     is written: a prior from a picture or two would only describe them.
 
     Returns:

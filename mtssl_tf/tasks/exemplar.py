@@ -41,7 +41,7 @@ from mtssl_tf.utils.lazy_tf import tf
 from mtssl_tf.ops import losses
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks import heldout_metrics
-from mtssl_tf.tasks.base import Task, merge_leading_axes
+from mtssl_tf.tasks.task import Task, merge_leading_axes
 
 # ITU-R 601 luma, the weights of tf.image.rgb_to_grayscale.
 _LUMA = (0.2989, 0.5870, 0.1140)

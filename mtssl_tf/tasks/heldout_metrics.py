@@ -1,7 +1,7 @@
 """NumPy metrics of the tasks' held-out pretext evaluation.
 
 Each task scores its own head in ``Task.heldout_scores`` (see
-``tasks/base.py``) with these functions; :mod:`mtssl_tf.training.pretext_eval`
+``tasks/task.py``) with these functions; :mod:`mtssl_tf.training.pretext_eval`
 runs the evaluation and re-exports them. Definitions (the baselines are in
 the module doc of :mod:`mtssl_tf.training.pretext_eval`):
 

@@ -28,7 +28,7 @@ from mtssl_tf.utils.lazy_tf import tf
 
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks import heldout_metrics
-from mtssl_tf.tasks.base import Task
+from mtssl_tf.tasks.task import Task
 
 # Output stride of the trunk's block 3: heads see [N, ceil(S/16), ceil(S/16)].
 FEATURE_STRIDE = 16

@@ -29,7 +29,7 @@ from mtssl_tf.utils.lazy_tf import tf
 
 from mtssl_tf.ops.image import check_min_size, ensure_rgb
 from mtssl_tf.tasks import heldout_metrics
-from mtssl_tf.tasks.base import Task, merge_leading_axes
+from mtssl_tf.tasks.task import Task, merge_leading_axes
 
 COLOR_MODES = ("drop", "harmonize", "none")
 POOLINGS = ("mean", "flatten")

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.training import checkpoints as ckpt_lib
+from mtssl_tf.training import run_checkpoints as ckpt_lib
 from mtssl_tf.training import pretext_eval as pretext_eval_lib
 from mtssl_tf.utils.progress import format_duration
 

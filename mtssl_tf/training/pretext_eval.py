@@ -4,7 +4,7 @@ Training losses are measured on the batches being trained on; they cannot
 tell learning from memorising a few dozen images. This module measures every
 task on images (and videos) that training never sees, each beside the score
 of a trivial prediction. Each task owns its metric (``Task.headline_metric``,
-``Task.heldout_scores``, its log and table rows: see ``tasks/base.py``); a
+``Task.heldout_scores``, its log and table rows: see ``tasks/task.py``); a
 task that defines none is left out, with one line in the log. The paper's
 four tasks:
 

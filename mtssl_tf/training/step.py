@@ -41,7 +41,7 @@ from typing import Callable, Dict, List, Optional
 import keras
 import tensorflow as tf
 
-from mtssl_tf.training import checkpoints as ckpt_lib
+from mtssl_tf.training import run_checkpoints as ckpt_lib
 from mtssl_tf.training import regularization
 
 

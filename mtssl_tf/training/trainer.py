@@ -14,7 +14,7 @@ Checkpoints: ``tf.train.CheckpointManager`` saves the model, optimizer(s)
 (with the loss scale under ``mixed_float16``), step counters, gradient
 accumulators and the input iterators, so re-running the same command
 resumes exactly where the last checkpoint was written; every object is
-keyed by name (see :mod:`mtssl_tf.training.checkpoints` and
+keyed by name (see :mod:`mtssl_tf.training.run_checkpoints` and
 docs/checkpoints.md), and the optimizers are built over the variables in a
 task-order-independent order.
 
@@ -47,7 +47,7 @@ from mtssl_tf.config import ConfigError, TrainConfig, check_resume
 from mtssl_tf.data import color_statistics
 from mtssl_tf.models.build import build_model
 from mtssl_tf.training import callbacks as callbacks_lib
-from mtssl_tf.training import checkpoints as ckpt_lib
+from mtssl_tf.training import run_checkpoints as ckpt_lib
 from mtssl_tf.training import data_report, pretext_eval, schedules
 from mtssl_tf.training.distribute import is_chief, make_strategy
 from mtssl_tf.training.loop import Loop, NonFiniteLossError
@@ -206,7 +206,7 @@ class Trainer:
 
   def _checkpoint_items(self) -> Dict[str, Any]:
     """The run checkpoint's objects, every one keyed by name (the layout is
-    described in :mod:`mtssl_tf.training.checkpoints`)."""
+    described in :mod:`mtssl_tf.training.run_checkpoints`)."""
     names = {id(v): n for n, v in ckpt_lib.model_variables(self.model).items()}
     items = {
         ckpt_lib.MODEL: ckpt_lib.model_trackable(self.model),

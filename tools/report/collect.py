@@ -84,10 +84,10 @@ def load_trunk(checkpoint: Checkpoint, trunk: Optional[TrunkConfig] = None):
   if checkpoint.kind != "preset":
     return driver.load_checkpoint_trunk(checkpoint, trunk)
   from mtssl_tf import model_zoo  # pylint: disable=g-import-not-at-top
-  from mtssl_tf.evaluation import checkpoints  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.evaluation import trunk_sources  # pylint: disable=g-import-not-at-top
   model = model_zoo.load(checkpoint.source).trunk
   diffs = ([] if trunk is None
-           else checkpoints.trunk_config_differences(model.config, trunk))
+           else trunk_sources.trunk_config_differences(model.config, trunk))
   if diffs:
     raise ValueError(f"wrong architecture: preset {checkpoint.source!r} "
                      f"differs from the requested trunk: {'; '.join(diffs)}")

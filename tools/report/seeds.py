@@ -144,7 +144,7 @@ def check_same_architecture(row: RowRuns) -> None:
   """
   if len(row.members) < 2:
     return
-  from mtssl_tf.evaluation import checkpoints  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.evaluation import trunk_sources  # pylint: disable=g-import-not-at-top
   from mtssl_tf.models.trunk import TrunkConfig  # pylint: disable=g-import-not-at-top
   first, first_run = None, None
   for member in row.members:
@@ -159,7 +159,7 @@ def check_same_architecture(row: RowRuns) -> None:
     if first is None:
       first, first_run = member, run
       continue
-    diffs = checkpoints.trunk_config_differences(
+    diffs = trunk_sources.trunk_config_differences(
         TrunkConfig(**run["trunk"]), TrunkConfig(**first_run["trunk"]))
     diffs = [d.replace("(checkpoint)", f"({member.source})").replace(
         "(requested)", f"({first.source})") for d in diffs]

@@ -142,9 +142,9 @@ def _restored_op_determinism():
 def _copy_by_name(source, target) -> None:
   """Copies every weight of ``source`` into ``target`` by its checkpoint
   name (trunk layer, task head, mixer row), never by position."""
-  from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
-  src = checkpoints.model_variables(source)
-  dst = checkpoints.model_variables(target)
+  from mtssl_tf.training import run_checkpoints  # pylint: disable=g-import-not-at-top
+  src = run_checkpoints.model_variables(source)
+  dst = run_checkpoints.model_variables(target)
   if set(src) != set(dst):
     raise ValueError(
         "the trained model and the plain model differ in weights: "
@@ -313,12 +313,12 @@ def _resolved_preset_config(preset, scale, extra_flags, overrides, run,
   the run's cached ``colorization_prior.npz`` when there is one, else
   computed from the same seeded sample of the training images (nothing is
   written into the run folder)."""
-  from mtssl_tf.tasks.colorization_prior import AUTO_PRIOR_FILE  # pylint: disable=g-import-not-at-top
-  from mtssl_tf.training import colorization_prior  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.tasks.colorization_bins import AUTO_PRIOR_FILE  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.training import auto_prior  # pylint: disable=g-import-not-at-top
   parsed = preset.parse(scale, list(extra_flags), dict(overrides or {}), run,
                         run_dir=run_dir, warn=log)
   cached = os.path.exists(os.path.join(run_dir, AUTO_PRIOR_FILE))
-  return parsed, colorization_prior.resolve_training_prior(
+  return parsed, auto_prior.resolve_training_prior(
       parsed.config, log=lambda s: None, write=cached)
 
 
@@ -332,14 +332,14 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
   preset's recipe, copies its weights by name and writes the preset."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from mtssl_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
+  from mtssl_tf.training import run_checkpoints  # pylint: disable=g-import-not-at-top
   preset = get_preset(name)
   scale = "tiny" if tiny else "study"
   run_dir = os.path.abspath(from_run)
   if not os.path.isdir(run_dir):
     raise FileNotFoundError(
         f"from_run: run folder {from_run!r} does not exist")
-  run_config = checkpoints.read_run_config(run_dir)
+  run_config = run_checkpoints.read_run_config(run_dir)
   run = _run_options(steps)
   _, config = _resolved_preset_config(
       preset, scale, extra_flags, overrides, run, run_dir, log)
@@ -362,7 +362,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
     raise FileNotFoundError(
         f"run {from_run} has no checkpoint under {ckpt_dir}: it has not "
         "trained yet")
-  reached = checkpoints.checkpoint_step(latest)
+  reached = run_checkpoints.checkpoint_step(latest)
   if reached != config.steps:
     raise ValueError(
         f"run {from_run} is not finished: its latest checkpoint "
@@ -374,7 +374,7 @@ def _import_run(name: str, from_run: str, *, steps: Optional[int],
   os.makedirs(out_dir, exist_ok=True)
   log(f"[{name}] importing {preset.display_name} ({scale}, step {reached}) "
       f"from {from_run}")
-  trained = checkpoints.load_run_model(run_dir, latest)
+  trained = run_checkpoints.load_run_model(run_dir, latest)
   model = make_model(config.model_kwargs())
   _copy_by_name(trained, model)
   del trained

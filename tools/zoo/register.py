@@ -127,10 +127,11 @@ def register(name: str, weights: str, *, sha256: Optional[str] = None,
   """Registers a ``.keras`` file as preset ``name``, with its sha256.
 
   The file is a whole :class:`~mtssl_tf.models.multitask.MultiTaskModel`
-  (``python -m mtssl_tf.model_zoo export``, ``mtssl_tf.serving.export``) or a
-  :class:`~mtssl_tf.models.Trunk` (``python -m mtssl_tf.convert_slim``
-  writes the authors' checkpoint as one). A URL stays a URL (fetched and
-  cached by :func:`mtssl_tf.model_zoo.load`); a local file is copied into
+  (``python -m mtssl_tf.model_zoo export``,
+  ``mtssl_tf.serving.model_export``) or a :class:`~mtssl_tf.models.Trunk`
+  (``python -m mtssl_tf.convert_slim`` writes the authors' checkpoint as
+  one). A URL stays a URL (fetched and cached by
+  :func:`mtssl_tf.model_zoo.load`); a local file is copied into
   ``weights_dir`` as ``<name>.keras``.
 
   Args:

@@ -56,8 +56,9 @@ from mtssl_tf.evaluation.detection.boxes import (make_anchors,
                                                  pixel_to_voc_boxes,
                                                  resize_and_pad,
                                                  voc_to_pixel_boxes)
-from mtssl_tf.evaluation.detection.config import (EVAL_TASK, DetectorConfig,
-                                                  feature_level)
+from mtssl_tf.evaluation.detection.detector_config import (EVAL_TASK,
+                                                           DetectorConfig,
+                                                           feature_level)
 from mtssl_tf.evaluation.detection.evaluator import DetectionEvaluator
 from mtssl_tf.evaluation.detection.model import FasterRCNN
 from mtssl_tf.evaluation.detection.training import fine_tune

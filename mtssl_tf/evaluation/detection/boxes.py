@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.evaluation.detection.config import DetectorConfig
+from mtssl_tf.evaluation.detection.detector_config import DetectorConfig
 from mtssl_tf.models.trunk import SLIM_MEAN_RGB
 from mtssl_tf.ops.image import ensure_rgb
 

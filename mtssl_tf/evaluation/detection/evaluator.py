@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from mtssl_tf.evaluation import voc_data
-from mtssl_tf.evaluation.base import Evaluator, check_not_empty
-from mtssl_tf.evaluation.detection.config import DetectorConfig
+from mtssl_tf.evaluation.interface import Evaluator, check_not_empty
+from mtssl_tf.evaluation.detection.detector_config import DetectorConfig
 from mtssl_tf.evaluation.detection.model import FasterRCNN
 from mtssl_tf.evaluation.voc_eval import VocResult, per_class_ap, voc07_map
 from mtssl_tf.models.trunk import Trunk

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from mtssl_tf.evaluation.detection.config import EVAL_TASK
+from mtssl_tf.evaluation.detection.detector_config import EVAL_TASK
 
 
 def _tf_keras():

@@ -9,8 +9,8 @@ import tensorflow as tf
 from mtssl_tf.evaluation.detection.boxes import (_pad, make_anchors,
                                                  pixel_to_voc_boxes,
                                                  resize_and_pad)
-from mtssl_tf.evaluation.detection.config import (DetectorConfig,
-                                                  feature_level)
+from mtssl_tf.evaluation.detection.detector_config import (DetectorConfig,
+                                                           feature_level)
 from mtssl_tf.evaluation.detection.mixer import (_eval_unit_mixer_class,
                                                  _tf_keras)
 from mtssl_tf.evaluation.detection.training import fine_tune

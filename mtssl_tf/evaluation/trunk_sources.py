@@ -5,7 +5,7 @@ The paper's tables compare pre-trained trunks with a random-initialised one
 
 * a **training run folder** (``python -m mtssl_tf.train``): the multi-task
   model is rebuilt from ``config.json`` and its latest checkpoint restored
-  by task name (:func:`mtssl_tf.training.checkpoints.load_run_model`); its
+  by task name (:func:`mtssl_tf.training.run_checkpoints.load_run_model`); its
   trunk is returned;
 * a **``.keras`` file** holding a :class:`~mtssl_tf.MultiTaskModel` (as
   ``python -m mtssl_tf.export`` writes) or a bare :class:`~mtssl_tf.Trunk`;
@@ -29,7 +29,7 @@ import tensorflow as tf
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import Trunk, TrunkConfig
-from mtssl_tf.training import checkpoints as run_checkpoints
+from mtssl_tf.training import run_checkpoints
 
 RANDOM = "random"
 # Fields that only matter while training (batch-norm statistics updates and

@@ -2,7 +2,7 @@
 
 The command ``python -m mtssl_tf.export`` (:mod:`mtssl_tf.export`) calls
 :func:`export_model` on a run's model (:func:`load_run_model`, re-exported
-from :mod:`mtssl_tf.training.checkpoints`). It writes, atomically (into a
+from :mod:`mtssl_tf.training.run_checkpoints`). It writes, atomically (into a
 temporary folder, then renamed):
 
 * ``<export_dir>/<model_name>.keras``: the whole multi-task model (trunk,
@@ -37,8 +37,8 @@ import tensorflow as tf
 
 from mtssl_tf.models.multitask import MultiTaskModel
 # The one way to load a run's checkpoint; re-exported because exporting a run starts with it.
-from mtssl_tf.training.checkpoints import load_run_model  # noqa: F401
-from mtssl_tf.training.checkpoints import is_disk_full
+from mtssl_tf.training.run_checkpoints import load_run_model  # noqa: F401
+from mtssl_tf.training.run_checkpoints import is_disk_full
 
 DEFAULT_IMAGE_SIZE = 224
 
