@@ -135,13 +135,15 @@ def test_wheel_holds_the_library_and_no_weights_or_tools(wheel):
 
 def _dependency_folders():
   """The folders the pinned dependencies are installed in (found without
-  importing them), none of them inside the checkout."""
+  importing them); none of them holds the checkout's package (a checkout's
+  own .venv may hold them: its editable install is a .pth hook, which a
+  plain folder line does not run)."""
   folders = set()
   for name in DEPENDENCIES:
     spec = importlib.util.find_spec(name)
     assert spec is not None and spec.origin, name
     folders.add(os.path.dirname(os.path.dirname(spec.origin)))
-  assert not any(f == REPO or f.startswith(REPO + os.sep) for f in folders)
+  assert not any(os.path.isdir(os.path.join(f, "mtssl_tf")) for f in folders)
   return sorted(folders)
 
 
