@@ -1,0 +1,54 @@
+"""The transfer matrix's table and plain reading (tools/transfer_matrix.py),
+on cached cells with known numbers: mean ± sample std over seeds, the chance
+row, "beats random init" at twice the larger std, the best row per column."""
+import statistics
+
+import pytest
+from absl import app
+
+from tools import transfer_matrix as tm
+
+
+def _cells(tmp_path, values):
+  """``values``: {row: {column: [per-seed headline]}} -> a filled cache."""
+  cells = tm.Cells(str(tmp_path))
+  for row, columns in values.items():
+    for column, per_seed in columns.items():
+      for seed, value in enumerate(per_seed):
+        scores = ({"linear_probe/top1": value} if column == tm.DIGITS else
+                  {"accuracy": value, "chance": 0.125})
+        cells.put(row, seed, column, scores)
+  return cells
+
+
+def test_table_and_reading_from_cached_cells(tmp_path):
+  rp = "relative_position"
+  values = {tm.RANDOM_ROW: {rp: [0.15, 0.17, 0.16], tm.DIGITS: [0.80, 0.82, 0.81]},
+            "RP": {rp: [0.30, 0.32, 0.31], tm.DIGITS: [0.79, 0.83, 0.81]}}
+  cells = _cells(tmp_path, values)
+  rows = [(tm.RANDOM_ROW, {0: "random", 1: "random", 2: "random"}),
+          ("RP", {0: "r0", 1: "r1", 2: "r2"})]
+  columns = [rp, tm.DIGITS]
+  lines, stats = tm.table(cells, rows, columns)
+  mean, std, n = stats["RP"][rp]
+  assert n == 3
+  assert mean == pytest.approx(statistics.fmean(values["RP"][rp]))
+  assert std == pytest.approx(statistics.stdev(values["RP"][rp]))
+  assert lines[2] == "| random init | 0.160 ± 0.010 | 0.810 ± 0.010 |"
+  assert lines[3] == "| RP | 0.310 ± 0.010 | 0.810 ± 0.020 |"
+  assert lines[-1] == "| chance | 0.125 |  |"
+  reading = tm.reading(stats, rows, columns)
+  # RP: 0.31 - 0.16 > 2 x 0.01 on its own probe; equal means on digits.
+  assert reading[0] == "- RP beats random init in: RP probe accuracy"
+  assert "- best in RP probe accuracy: RP (0.310)" in reading
+
+
+def test_rows_from_flags_and_the_zoo():
+  rows = tm.row_sources("runs", ["RP=runs/study/rp/s{seed}"], [0, 2])
+  assert rows == [(tm.RANDOM_ROW, {0: "random", 2: "random"}),
+                  ("RP", {0: "runs/study/rp/s0", 2: "runs/study/rp/s2"})]
+  zoo = tm.row_sources("zoo", [], [0])
+  assert [name for name, _ in zoo][:2] == [tm.RANDOM_ROW, "RP"]
+  assert zoo[1][1] == {0: "zoo:rp"}
+  with pytest.raises(app.UsageError, match="give NAME=PATH"):
+    tm.row_sources("runs", ["RP"], [0])
