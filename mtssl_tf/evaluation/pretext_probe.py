@@ -195,7 +195,7 @@ class PretextProbe(Evaluator):
         if not math.isfinite(value):
           raise FloatingPointError(
               f"pretext_probe {self.task_name}: the loss became {value} at "
-              "step {i}; lower pretext_probe.learning_rate")
+              f"step {i}; lower pretext_probe.learning_rate")
         progress.update(i, f"loss {value:.4f}")
 
 
