@@ -20,16 +20,20 @@ import harness
 from test_training import _datasets
 
 NAMES = ("relative_position", "colorization")
+# Runs whose property is the rate of the global step, not how tasks share
+# it, train one task.
+ONE = NAMES[:1]
 # One float32 rounding, relative: a float64 rate and its float32 value.
 F32_ULP = float(np.finfo(np.float32).eps)
 
 
-def _params():
-  """Tiny parameters of NAMES with colorization's prior uniform: the "auto"
-  prior is computed from the offline images at every build, work that no
-  rate here depends on."""
-  params = {n: harness.tiny_params(n) for n in NAMES}
-  params["colorization"]["prior"] = "uniform"
+def _params(names=NAMES):
+  """Tiny parameters of ``names`` with colorization's prior uniform: the
+  "auto" prior is computed from the offline images at every build, work
+  that no rate here depends on."""
+  params = {n: harness.tiny_params(n) for n in names}
+  if "colorization" in params:
+    params["colorization"]["prior"] = "uniform"
   return params
 
 
@@ -288,16 +292,16 @@ def test_sgd_applies_the_scheduled_rate(tmp_path, mirrored):
   """One SGD step of a cosine run of one step moves the weights by the
   floor's rate (0.25 * 0.1) times the gradient, not by the base rate."""
   cfg = harness.train_config(
-      tmp_path / "run", NAMES, task_params=_params(), steps=1,
+      tmp_path / "run", ONE, task_params=_params(ONE), steps=1,
       update="every_step", lasso=False,
       optimizer=OptimizerConfig(name="sgd", learning_rate=0.1,
                                 lr_schedule="cosine", lr_min_fraction=0.25))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
-                    datasets=_datasets(NAMES, 4), log=lambda s: None)
-  name = NAMES[0]
+                    datasets=_datasets(ONE, 4), log=lambda s: None)
+  name = ONE[0]
   variables = trainer.variables_of(name)
   w0 = [np.array(v) for v in variables]
-  inputs, targets = next(iter(_datasets(NAMES, 4)[name]))
+  inputs, targets = next(iter(_datasets(ONE, 4)[name]))
   with tf.GradientTape() as tape:
     out = trainer.model(inputs, task=name, training=True)
     loss = tf.reduce_mean(trainer.model.task_objects[name].loss(targets, out))
@@ -322,9 +326,9 @@ def test_a_resumed_run_continues_the_schedule(tmp_path, mirrored):
   opt = OptimizerConfig(name="sgd", learning_rate=0.1, lr_schedule="cosine",
                         lr_warmup_steps=2, lr_min_fraction=0.1)
   make = lambda folder, log=lambda s: None: Trainer(
-      harness.train_config(tmp_path / folder, NAMES, steps=6,
-                           task_params=_params(), optimizer=opt),
-      strategy=mirrored(("/cpu:0",)), datasets=_datasets(NAMES, 4), log=log)
+      harness.train_config(tmp_path / folder, ONE, steps=6,
+                           task_params=_params(ONE), optimizer=opt),
+      strategy=mirrored(("/cpu:0",)), datasets=_datasets(ONE, 4), log=log)
   full = make("full")
   full.train()
 
@@ -365,13 +369,13 @@ def test_a_flat_schedule_trains_bit_for_bit_as_constant(tmp_path, mirrored):
   weights = []
   for schedule, floor in (("constant", 0.0), ("cosine", 1.0)):
     cfg = harness.train_config(
-        tmp_path / schedule, NAMES, task_params=_params(), steps=2,
+        tmp_path / schedule, ONE, task_params=_params(ONE), steps=2,
         update="every_step",
         optimizer=OptimizerConfig(name="sgd", learning_rate=0.1,
                                   lr_schedule=schedule,
                                   lr_min_fraction=floor))
     trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
-                      datasets=_datasets(NAMES, 4), log=lambda s: None)
+                      datasets=_datasets(ONE, 4), log=lambda s: None)
     assert lr_lib.is_scheduled(cfg.optimizer) == (schedule == "cosine")
     trainer.train()
     weights.append([np.array(v) for v in trainer.model.weights])
