@@ -26,6 +26,16 @@ def _quiet(s):
   del s
 
 
+def _uniform_prior(names=NAMES):
+  """Tiny parameters of ``names`` with colorization's prior uniform: the
+  "auto" prior is computed from the offline images at every build, work
+  that tests of the trainer's loops and flags do not look at."""
+  params = {n: dict(TASK_PARAMS[n]) for n in names}
+  if "colorization" in params:
+    params["colorization"]["prior"] = "uniform"
+  return params
+
+
 # -- input per pipeline -------------------------------------------------------
 def test_offline_source_shards_are_disjoint_and_cover_the_set():
   ids = []
@@ -105,14 +115,16 @@ def test_two_workers_read_disjoint_examples_and_update_as_one_on_the_union(
 @pytest.mark.slow
 def test_steps_per_loop_same_run_fewer_host_reads_exact_resume(
     tmp_path, mirrored):
-  one = Trainer(_config(tmp_path / "k1", NAMES, steps=6, checkpoint_every=4),
+  params = _uniform_prior()
+  one = Trainer(_config(tmp_path / "k1", NAMES, steps=6, checkpoint_every=4,
+                        task_params=params),
                 strategy=mirrored(("/cpu:0",)), datasets=_datasets(NAMES, 4),
                 log=_quiet)
   one.train()
   # K=3: loops [0,3) [3,4) (the checkpoint at 4) then, resumed, [4,6).
   calls = []
   first = Trainer(_config(tmp_path / "k3", NAMES, steps=4, checkpoint_every=4,
-                          steps_per_loop=3),
+                          steps_per_loop=3, task_params=params),
                   strategy=mirrored(("/cpu:0",)),
                   datasets=_datasets(NAMES, 4), log=_quiet)
   loop_fn = first.loop.function
@@ -123,7 +135,7 @@ def test_steps_per_loop_same_run_fewer_host_reads_exact_resume(
   assert [a for p in calls for _, a in p] == [False, True] * 2
   lines = []
   second = Trainer(_config(tmp_path / "k3", NAMES, steps=6, checkpoint_every=4,
-                           steps_per_loop=3),
+                           steps_per_loop=3, task_params=params),
                    strategy=mirrored(("/cpu:0",)),
                    datasets=_datasets(NAMES, 4), log=lines.append)
   second.train()
@@ -147,7 +159,7 @@ def test_steps_per_loop_names_the_task_and_step_of_a_non_finite_loss(
   # colorization runs at steps 1, 3, 5, ...; its 3rd batch is step 5,
   # inside the loop [4, 6).
   cfg = _config(tmp_path, NAMES, steps=8, checkpoint_every=4,
-                steps_per_loop=2)
+                steps_per_loop=2, task_params=_uniform_prior())
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(NAMES, 4, poison=("colorization", 2)),
                     log=_quiet)
@@ -160,13 +172,20 @@ def test_steps_per_loop_names_the_task_and_step_of_a_non_finite_loss(
 
 # -- mixed precision ----------------------------------------------------------
 @pytest.mark.slow
-def test_mixed_bfloat16_tracks_float32_for_50_steps(tmp_path, mirrored):
+def test_mixed_bfloat16_tracks_float32(tmp_path, mirrored):
   """Tolerances (docs/training_scale.md): the first step of each task (same
   weights, only the compute precision differs) within 1%; every
   colorization step within 1%; each task's mean loss over the run within 3%;
   every step within 25%. Relative position's per-step losses at batch 4
   swing by ~+-20% from step to step, and bfloat16 rounding moves its
-  trajectory within that swing after the first update."""
+  trajectory within that swing after the first update.
+
+  Ten steps (five updates of each task at lr 0.01) are enough to see the
+  tracking: bfloat16 keeps 8 significand bits, so each rounding moves a
+  value by at most 2^-9 (0.2%) of it; the first step's 1% bound is then the
+  rounding of a whole forward pass, and later steps add only the drift of
+  a few small SGD updates computed from those rounded values, which the
+  same bounds must hold over the run."""
   losses = {}
   for policy in ("float32", "mixed_bfloat16"):
     # Uniform colorization prior: the 1% bound is for the unweighted loss;
@@ -174,9 +193,9 @@ def test_mixed_bfloat16_tracks_float32_for_50_steps(tmp_path, mirrored):
     # rounding of single pixels (measured 1.2% at one step).
     params = {n: dict(TASK_PARAMS[n]) for n in NAMES}
     params["colorization"]["prior"] = "uniform"
-    cfg = _config(tmp_path / policy, NAMES, steps=50, checkpoint_every=50,
-                  log_every=50, summary_every=50, mixed_precision=policy,
-                  steps_per_loop=10, task_params=params,
+    cfg = _config(tmp_path / policy, NAMES, steps=10, checkpoint_every=10,
+                  log_every=10, summary_every=10, mixed_precision=policy,
+                  steps_per_loop=5, task_params=params,
                   optimizer=OptimizerConfig(name="sgd", learning_rate=0.01))
     trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                       datasets=_datasets(NAMES, 4), log=_quiet)
@@ -193,7 +212,7 @@ def test_mixed_bfloat16_tracks_float32_for_50_steps(tmp_path, mirrored):
                       for t in NAMES}
   for task in NAMES:
     a, b = losses["float32"][task], losses["mixed_bfloat16"][task]
-    assert len(b) == 25 and np.isfinite(b).all()
+    assert len(b) == 5 and np.isfinite(b).all()
     rel = np.abs(a - b) / np.abs(a)
     assert rel[0] < 0.01, (task, rel[0])
     assert rel.max() < 0.25, (task, rel.max())
@@ -356,6 +375,7 @@ def test_jit_compile_limits_are_real_and_reported(tmp_path, mirrored):
   assert "ResizeArea" in task.xla_incompatibility(1)
   lines = []
   cfg = _config(tmp_path / "a", NAMES, jit_compile=True,
+                task_params=_uniform_prior(),
                 trunk=TrunkConfig(depth=14, width=0.25, sync_bn=False))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(NAMES, 4), log=lines.append)

@@ -52,14 +52,36 @@ def _weights(trainer):
   return [np.array(v) for v in trainer.model.weights]
 
 
+def _uniform_prior(names):
+  """Tiny parameters of ``names`` with colorization's prior uniform: the
+  "auto" prior is computed from the offline images at every build, work
+  that the trainer's tests here do not look at."""
+  params = {n: dict(TASK_PARAMS[n]) for n in names}
+  if "colorization" in params:
+    params["colorization"]["prior"] = "uniform"
+  return params
+
+
+def _one_cpu():
+  """A one-replica MirroredStrategy for module-scoped runs (the ``mirrored``
+  fixture is per test; conftest.py says why each strategy takes a fresh
+  collective key base)."""
+  tf.distribute.MirroredStrategy._collective_key_base += 1000
+  return tf.distribute.MirroredStrategy(["/cpu:0"])
+
+
 def test_two_replicas_equal_one_replica_on_the_same_global_batch(
     tmp_path, mirrored):
   """Loss scaling, the lasso penalty, cross-replica triplets and
-  synchronised batch norm: 2 replicas and 1 give the same update."""
-  names = ("relative_position", "colorization", "exemplar")
+  synchronised batch norm: 2 replicas and 1 give the same update. Two
+  tasks (a cycle of two steps): exemplar's triplets are the task-specific
+  cross-replica part; the others' losses reach the update the same way as
+  relative position's."""
+  names = ("relative_position", "exemplar")
   results = []
   for devices in (("/cpu:0",), ("/cpu:0", "/cpu:1")):
-    cfg = _config(tmp_path / str(len(devices)), names, steps=3)
+    cfg = _config(tmp_path / str(len(devices)), names, steps=2,
+                  task_params=_uniform_prior(names))
     trainer = Trainer(cfg, strategy=mirrored(devices),
                       datasets=_datasets(names, 4), log=lambda s: None)
     assert trainer.num_replicas == len(devices)
@@ -77,7 +99,8 @@ def test_cycle_update_averages_the_gradients_of_one_cycle(tmp_path,
   """update=cycle applies once per cycle the mean of the cycle's gradients;
   every_step applies each. Checked against a hand-computed SGD step."""
   names = ("relative_position", "colorization")
-  cfg = _config(tmp_path, names, steps=2, lasso=False)
+  cfg = _config(tmp_path, names, steps=2, lasso=False,
+                task_params=_uniform_prior(names))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(names, 4), log=lambda s: None)
   model = trainer.model
@@ -112,6 +135,7 @@ def test_weighted_schedule_repeats_and_follows_weights():
 def test_optimizer_per_task_every_step(tmp_path, mirrored):
   names = ("relative_position", "colorization")
   cfg = _config(tmp_path, names, steps=2, update="every_step",
+                task_params=_uniform_prior(names),
                 optimizer=OptimizerConfig(name="adam", learning_rate=1e-3,
                                           per_task=True))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
@@ -126,7 +150,7 @@ def test_optimizer_per_task_every_step(tmp_path, mirrored):
 def test_non_finite_loss_names_task_and_step_and_keeps_checkpoint(
     tmp_path, mirrored):
   names = ("relative_position", "colorization")
-  cfg = _config(tmp_path, names, steps=8)
+  cfg = _config(tmp_path, names, steps=8, task_params=_uniform_prior(names))
   # colorization runs at steps 1, 3, 5, ...; its 3rd batch is step 5.
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(names, 4, poison=("colorization", 2)),
@@ -148,7 +172,8 @@ def test_non_finite_loss_names_task_and_step_and_keeps_checkpoint(
 def test_progress_lines_summaries_and_run_files(tmp_path, mirrored):
   names = ("relative_position", "colorization")
   lines = []
-  cfg = _config(tmp_path, names, steps=4, plots=True)
+  cfg = _config(tmp_path, names, steps=4, plots=True,
+                task_params=_uniform_prior(names))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(names, 4), log=lines.append)
   out = trainer.train(flags_text="--steps=4\n")
@@ -171,39 +196,54 @@ def test_progress_lines_summaries_and_run_files(tmp_path, mirrored):
   assert len(out["loss_plots"]) == 2 and os.path.exists(out["alpha_plot"])
 
 
-def test_rerun_resumes_from_the_checkpoint(tmp_path, mirrored):
-  names = ("relative_position", "colorization")
-  full = Trainer(_config(tmp_path / "a", names, steps=6),
-                 strategy=mirrored(("/cpu:0",)),
-                 datasets=_datasets(names, 4), log=lambda s: None)
+RESUME_NAMES = ("relative_position", "colorization")
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+  """A run of 6 steps ("a"), and the same run split ("b"): 4 steps, then
+  run again to 6 steps with other log and checkpoint intervals (steps and
+  intervals may change on a resume). The resume tests read these runs."""
+  root = tmp_path_factory.mktemp("resume")
+  names = RESUME_NAMES
+  params = _uniform_prior(names)
+  full = Trainer(_config(root / "a", names, steps=6, task_params=params),
+                 strategy=_one_cpu(), datasets=_datasets(names, 4),
+                 log=lambda s: None)
   full.train()
-  first = Trainer(_config(tmp_path / "b", names, steps=4),
-                  strategy=mirrored(("/cpu:0",)),
-                  datasets=_datasets(names, 4), log=lambda s: None)
+  first = Trainer(_config(root / "b", names, steps=4, task_params=params),
+                  strategy=_one_cpu(), datasets=_datasets(names, 4),
+                  log=lambda s: None)
   first.train()
   lines = []
-  second = Trainer(_config(tmp_path / "b", names, steps=6),
-                   strategy=mirrored(("/cpu:0",)),
-                   datasets=_datasets(names, 4), log=lines.append)
+  second = Trainer(_config(root / "b", names, steps=6, log_every=1,
+                           checkpoint_every=1, task_params=params),
+                   strategy=_one_cpu(), datasets=_datasets(names, 4),
+                   log=lines.append)
   out = second.train()
-  assert any("resumed from" in l and "step 4" in l for l in lines)
+  return {"root": root, "params": params, "full": full, "second": second,
+          "lines": lines, "out": out}
+
+
+def test_rerun_resumes_from_the_checkpoint(resumed):
+  full, second, out = resumed["full"], resumed["second"], resumed["out"]
+  assert any("resumed from" in l and "step 4" in l for l in resumed["lines"])
   assert out["steps_run"] == 2 and int(second.step.numpy()) == 6
   assert int(second.task_steps["colorization"].numpy()) == 3
+  # Bit for bit, though the resumed part ran with other intervals.
   for a, b in zip(_weights(full), _weights(second)):
     np.testing.assert_array_equal(a, b)
 
 
-def test_resume_with_another_config_is_refused_before_building(tmp_path,
-                                                               mirrored):
-  names = ("relative_position", "colorization")
-  Trainer(_config(tmp_path, names, steps=2), strategy=mirrored(("/cpu:0",)),
-          datasets=_datasets(names, 4), log=lambda s: None).train()
+def test_resume_with_another_config_is_refused_before_building(resumed):
+  names = RESUME_NAMES
   # Tasks in another order, another width and batch: refused, each field
   # named old -> new, with the way out; the datasets are never touched.
-  changed = _config(tmp_path, names[::-1], steps=4, batch_size=2,
+  changed = _config(resumed["root"] / "b", names[::-1], steps=4,
+                    batch_size=2, task_params=resumed["params"],
                     trunk=TrunkConfig(depth=14, width=0.5, sync_bn=True))
-  with pytest.raises(ConfigError) as info:
-    Trainer(changed, strategy=mirrored(("/cpu:0",)), datasets=None,
+  with pytest.raises(ConfigError, match="Differences") as info:
+    Trainer(changed, strategy=_one_cpu(), datasets=None,
             log=lambda s: None)
   text = str(info.value)
   assert ("tasks: ['relative_position', 'colorization'] -> "
@@ -211,11 +251,12 @@ def test_resume_with_another_config_is_refused_before_building(tmp_path,
   assert "trunk.width: 0.25 -> 0.5" in text and "batch_size: 4 -> 2" in text
   assert "another --run_dir" in text and "steps" not in text.split(
       "Differences")[1].split("Use another")[0]
-  # Steps and intervals may change: resuming with them works.
-  more = _config(tmp_path, names, steps=4, log_every=1, checkpoint_every=1)
-  out = Trainer(more, strategy=mirrored(("/cpu:0",)),
-                datasets=_datasets(names, 4), log=lambda s: None).train()
-  assert out["steps_run"] == 2
+  # Steps and intervals may change: the fixture's resume ran with steps=6,
+  # log_every=1 and checkpoint_every=1 (its checkpoints at steps 5 and 6).
+  assert resumed["out"]["steps_run"] == 2
+  ckpts = {os.path.basename(c) for c in glob.glob(
+      str(resumed["root"] / "b/run/checkpoints/ckpt-*.index"))}
+  assert {"ckpt-5.index", "ckpt-6.index"} <= ckpts, ckpts
 
 
 def test_resume_differences_lists_nested_fields():
