@@ -3,15 +3,14 @@
 * On the source (``ast``): the trunk, the UnitMixer, the multi-task model and
   the tasks' heads and inference paths call ``keras`` / ``keras.ops``, never
   TensorFlow (data ops, losses, the trainer, export and serving do).
-* Under JAX (a subprocess with ``KERAS_BACKEND=jax``, tests/backend_check.py):
-  every zoo preset loads, and its features of a real photo equal
-  TensorFlow's; ``Trunk.from_preset`` works; a ``.keras`` file exported by
-  TensorFlow loads with ``keras.models.load_model``; a classifier on a
-  preset's trunk fine-tunes with ``fit``, saves and reloads.
-* Without TensorFlow: in a virtual environment holding only keras, jax,
-  NumPy, h5py and what they need (no TensorFlow), the package imports, loads
-  a preset and the exported ``.keras``, and a TensorFlow-only function says
-  what to install.
+* Under JAX and without TensorFlow: one subprocess with
+  ``KERAS_BACKEND=jax`` (tests/backend_check.py) in a virtual environment
+  holding only keras, jax, NumPy, h5py and what they need (no TensorFlow):
+  the package imports; every zoo preset loads, and its features of a real
+  photo equal TensorFlow's; ``Trunk.from_preset`` works; a ``.keras`` file
+  exported by TensorFlow loads with ``keras.models.load_model``; a
+  classifier on a preset's trunk fine-tunes with ``fit``, saves and
+  reloads; a TensorFlow-only function says what to install.
 
 ``jax[cpu]`` is in the test extra (setup.cfg) and requirements.txt.
 """
@@ -124,7 +123,7 @@ def test_the_source_check_finds_tensorflow():
       "from mtssl_tf.utils.lazy_tf import ...", "tf"]
 
 
-# -- the zoo under JAX -----------------------------------------------------------
+# -- TensorFlow's side -----------------------------------------------------------
 
 
 def _require_jax():
@@ -143,7 +142,9 @@ def tensorflow_side(tmp_path_factory):
   features (the same functions of backend_check, run in this process)."""
   import skimage.data  # pylint: disable=g-import-not-at-top
   work = tmp_path_factory.mktemp("backends")
-  photo = skimage.data.astronaut()[None, ::4, ::4]   # a real photo, 128 px
+  # A real photo at 64 px: block 3 (output stride 16) is 4x4, enough for
+  # the features of two backends to show any difference of weights or ops.
+  photo = skimage.data.astronaut()[None, ::8, ::8]
   np.save(work / "photo.npy", photo)
   model_zoo.export_keras("rp_col", str(work / "exported.keras"))
   reference, facts = {}, {}
@@ -172,28 +173,7 @@ def _assert_matches_tensorflow(features, reference, keys):
     assert error <= RELATIVE_TOLERANCE, (key, error)
 
 
-@pytest.mark.slow
-def test_zoo_loads_extracts_and_fine_tunes_under_jax(tensorflow_side):
-  _require_jax()
-  work, reference = tensorflow_side
-  facts, features = _run_check(sys.executable, work, [])
-  assert facts["presets"] == model_zoo.list_presets()
-  assert sorted(features) == sorted(
-      list(reference) + ["fine_tune/logits", "fine_tune/reloaded"])
-  _assert_matches_tensorflow(features, reference, reference)
-  assert facts["from_preset_class"] == "Trunk"
-  assert facts["load_model_class"] == "MultiTaskModel"
-  # Fine-tuning: the loss on the training crops falls and every trunk
-  # kernel moves; the saved classifier reloads with the same outputs.
-  loss_before, loss_after = facts["losses"]
-  assert loss_after < loss_before, facts["losses"]
-  assert facts["trunk_kernels_changed"] == facts["trunk_kernels"] > 0
-  np.testing.assert_allclose(features["fine_tune/reloaded"],
-                             features["fine_tune/logits"], rtol=1e-5,
-                             atol=1e-5)
-
-
-# -- the zoo without TensorFlow -------------------------------------------------
+# -- under JAX, without TensorFlow -----------------------------------------------
 
 # What a JAX user installs to use the zoo.
 NO_TENSORFLOW_STACK = ("keras", "jax", "jaxlib", "numpy", "h5py")
@@ -237,14 +217,43 @@ def _no_tensorflow_venv(root) -> str:
   return os.path.join(root, "bin", "python")
 
 
-def test_zoo_without_tensorflow(tensorflow_side, tmp_path):
+@pytest.fixture(scope="module")
+def jax_side(tensorflow_side, tmp_path_factory):
+  """Every check of backend_check, run once under JAX in the environment
+  without TensorFlow: (facts, features)."""
   _require_jax()
-  work, reference = tensorflow_side
-  python = _no_tensorflow_venv(tmp_path / "venv")
+  work, _ = tensorflow_side
+  python = _no_tensorflow_venv(tmp_path_factory.mktemp("no_tf") / "venv")
   env = {k: v for k, v in os.environ.items()
          if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-  facts, features = _run_check(python, work, ["no_tensorflow", "from_preset",
-                                              "load_model"], env)
+  return _run_check(python, work, ["no_tensorflow", "presets", "from_preset",
+                                   "load_model", "fine_tune"], env)
+
+
+@pytest.mark.slow
+def test_zoo_loads_extracts_and_fine_tunes_under_jax(tensorflow_side,
+                                                     jax_side):
+  _, reference = tensorflow_side
+  facts, features = jax_side
+  assert facts["presets"] == model_zoo.list_presets()
+  assert sorted(features) == sorted(
+      list(reference) + ["fine_tune/logits", "fine_tune/reloaded"])
+  _assert_matches_tensorflow(features, reference, reference)
+  assert facts["from_preset_class"] == "Trunk"
+  assert facts["load_model_class"] == "MultiTaskModel"
+  # Fine-tuning: the loss on the training crops falls and every trunk
+  # kernel moves; the saved classifier reloads with the same outputs.
+  loss_before, loss_after = facts["losses"]
+  assert loss_after < loss_before, facts["losses"]
+  assert facts["trunk_kernels_changed"] == facts["trunk_kernels"] > 0
+  np.testing.assert_allclose(features["fine_tune/reloaded"],
+                             features["fine_tune/logits"], rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_zoo_without_tensorflow(tensorflow_side, jax_side):
+  _, reference = tensorflow_side
+  facts, features = jax_side
   assert facts["tensorflow_found"] is False
   for key in ("tensorflow_error", "data_error"):
     assert re.search(r"needs TensorFlow, which is not installed here: pip "

@@ -3,9 +3,11 @@ process, the SavedModel's ``serving_default`` signature matches the eager
 Keras model, ``saved_model_cli`` lists it, an interrupted export leaves no
 half model, and ``python -m mtssl_tf.export`` exports a training run."""
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -79,13 +81,23 @@ def _images(rng, n, h, w):
   return rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module", params=[None, MIXER], ids=["plain", "lasso"])
-def exported(request, tmp_path_factory):
-  model = _make_model(request.param)
-  export_dir = str(tmp_path_factory.mktemp("export"))
-  paths = model_export.export_model(model, export_dir, "mtssl_demo", version=1,
-                                    image_size=IMAGE_SIZE)
-  return model, paths, tf.saved_model.load(paths["saved_model"])
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+  """One export of a model without and one with the UnitMixer, shared by
+  the tests: kind -> (model, paths, loaded SavedModel)."""
+  found = {}
+  for kind, mixer in (("plain", None), ("lasso", MIXER)):
+    model = _make_model(mixer)
+    export_dir = str(tmp_path_factory.mktemp(f"export_{kind}"))
+    paths = model_export.export_model(model, export_dir, "mtssl_demo",
+                                      version=1, image_size=IMAGE_SIZE)
+    found[kind] = model, paths, tf.saved_model.load(paths["saved_model"])
+  return found
+
+
+@pytest.fixture(params=["plain", "lasso"])
+def exported(request, exports):
+  return exports[request.param]
 
 
 def test_export_writes_tf_serving_layout(exported):
@@ -166,16 +178,47 @@ def test_saved_model_refuses_wrong_dtype_and_shape(exported):
       fn(images=images)
 
 
-def test_saved_model_cli_lists_the_signature(exported):
-  model, paths, _ = exported
-  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+# What the saved_model_cli script runs (TensorFlow's console-script entry
+# point), run on each export in turn in one process: one TensorFlow import.
+_SAVED_MODEL_CLI = """
+import importlib, sys
+module, attr = sys.argv.pop(1).split(":")
+main = getattr(importlib.import_module(module), attr)
+for saved_model in sys.argv[1:]:
+  sys.argv = ["saved_model_cli", "show", "--dir", saved_model, "--tag_set",
+              "serve", "--signature_def", "serving_default"]
+  print("=== " + saved_model, flush=True)
+  try:
+    main()
+  except SystemExit as e:
+    if e.code:
+      raise
+  sys.stdout.flush()
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_listings(exports):
+  """saved_model_cli's listing of each export's signature, by kind."""
+  kinds = sorted(exports)
+  entry_point, = importlib.metadata.entry_points(group="console_scripts",
+                                                 name="saved_model_cli")
   result = subprocess.run(
-      [cli, "show", "--dir", paths["saved_model"], "--tag_set", "serve",
-       "--signature_def", "serving_default"],
-      capture_output=True, text=True, env=_env(), timeout=120)
-  assert result.returncode == 0, result.stderr
-  out = result.stdout
-  listed = {(kind, name): (dtype, shape) for kind, name, dtype, shape in
+      [sys.executable, "-c", _SAVED_MODEL_CLI, entry_point.value]
+      + [exports[k][1]["saved_model"] for k in kinds],
+      capture_output=True, text=True, env=_env(), timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  parts = re.split(r"^=== (.*)$", result.stdout, flags=re.M)[1:]
+  listed = dict(zip(parts[::2], parts[1::2]))
+  assert sorted(listed) == sorted(exports[k][1]["saved_model"] for k in kinds)
+  return {k: listed[exports[k][1]["saved_model"]] for k in kinds}
+
+
+@pytest.mark.parametrize("kind", ["plain", "lasso"])
+def test_saved_model_cli_lists_the_signature(exports, cli_listings, kind):
+  model, _, _ = exports[kind]
+  out = cli_listings[kind]
+  listed = {(io, name): (dtype, shape) for io, name, dtype, shape in
             re.findall(r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+"
                        r"dtype: (\w+)\s+shape: \(([^)]*)\)", out)}
   c = model.trunk.output_channels
@@ -189,10 +232,8 @@ def test_saved_model_cli_lists_the_signature(exported):
   assert "Method name is: tensorflow/serving/predict" in out
 
 
-def test_keras_file_reloads_in_a_fresh_process(tmp_path):
-  model = _make_model(MIXER, seed=3)
-  paths = model_export.export_model(model, str(tmp_path), "m",
-                                    image_size=IMAGE_SIZE)
+def test_keras_file_reloads_in_a_fresh_process(exports, tmp_path):
+  model, paths, _ = exports["lasso"]
   rng = np.random.default_rng(7)
   inputs = {
       "colorization": rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
@@ -239,26 +280,46 @@ class _Interrupted(KeyboardInterrupt):
   pass
 
 
-def _interrupting_save(real_save):
-  """tf.saved_model.save that writes most of the model, then is stopped."""
-  def save(obj, export_dir, signatures=None, **kwargs):
-    real_save(obj, export_dir, signatures=signatures, **kwargs)
-    os.remove(os.path.join(export_dir, "saved_model.pb"))  # half written
-    raise _Interrupted()
-  return save
+def _interrupted_save(obj, export_dir, signatures=None, **kwargs):
+  """tf.saved_model.save stopped half way: part of a SavedModel's files
+  are written (the variables, no saved_model.pb), then Ctrl-C."""
+  del obj, signatures, kwargs
+  os.makedirs(os.path.join(export_dir, "variables"), exist_ok=True)
+  with open(os.path.join(export_dir, "variables", "variables.index"),
+            "wb") as f:
+    f.write(b"half written")
+  raise _Interrupted()
 
 
-def test_interrupted_export_leaves_no_half_model(tmp_path, monkeypatch):
-  export_dir = str(tmp_path)
-  good = model_export.export_model(_make_model(None, seed=1), export_dir, "m",
-                                   version=1, image_size=IMAGE_SIZE)
+def _partial_save(obj, export_dir, signatures=None, **kwargs):
+  """tf.saved_model.save that writes a stand-in file: enough for the export
+  to go on to its renames, which these tests make fail."""
+  del obj, signatures, kwargs
+  with open(os.path.join(export_dir, "saved_model.pb"), "wb") as f:
+    f.write(b"new version")
+
+
+@pytest.fixture
+def good_export(exports, tmp_path):
+  """A copy of the shared plain export in a folder of its own (its version
+  1 folder named ``m``): the previous export that a failed one must keep."""
+  _, paths, _ = exports["plain"]
+  export_dir = tmp_path / "exports"
+  os.makedirs(export_dir / "m")
+  shutil.copy(paths["keras"], export_dir / "m.keras")
+  shutil.copytree(paths["saved_model"], export_dir / "m" / "1")
+  return str(export_dir), {"keras": str(export_dir / "m.keras"),
+                           "saved_model": str(export_dir / "m" / "1")}
+
+
+def test_interrupted_export_leaves_no_half_model(good_export, monkeypatch):
+  export_dir, good = good_export
   all_digest = _tree_digest(export_dir)
   saved_digest = _tree_digest(good["saved_model"])
   with open(good["keras"], "rb") as f:
     keras_bytes = hashlib.sha256(f.read()).hexdigest()
   other = _make_model(None, seed=2)
-  monkeypatch.setattr(tf.saved_model, "save",
-                      _interrupting_save(tf.saved_model.save))
+  monkeypatch.setattr(tf.saved_model, "save", _interrupted_save)
   # A new version: no version folder appears.
   with pytest.raises(_Interrupted):
     model_export.export_model(other, export_dir, "m", version=2,
@@ -275,27 +336,32 @@ def test_interrupted_export_leaves_no_half_model(tmp_path, monkeypatch):
     assert hashlib.sha256(f.read()).hexdigest() == keras_bytes
   # No temporary file or folder is left anywhere either.
   assert _tree_digest(export_dir) == all_digest
+  monkeypatch.undo()
   loaded = tf.saved_model.load(good["saved_model"])
   assert "pooled" in loaded.signatures["serving_default"](
       images=tf.zeros([1, 32, 32, 3], tf.uint8))
 
 
-def test_failed_rename_puts_the_old_version_back(tmp_path, monkeypatch):
-  export_dir = str(tmp_path)
-  good = model_export.export_model(_make_model(None, seed=1), export_dir, "m",
-                                   version=1, image_size=IMAGE_SIZE)
+def test_failed_rename_puts_the_old_version_back(good_export, monkeypatch):
+  export_dir, good = good_export
   saved_digest = _tree_digest(good["saved_model"])
   real_rename = os.rename
+  renamed = []
 
   def rename(src, dst):
     if os.path.basename(src).startswith(".tmp_"):
       raise OSError("disk pulled")
+    renamed.append((src, dst))
     real_rename(src, dst)
 
+  monkeypatch.setattr(tf.saved_model, "save", _partial_save)
   monkeypatch.setattr(os, "rename", rename)
   with pytest.raises(OSError, match="disk pulled"):
     model_export.export_model(_make_model(None, seed=2), export_dir, "m",
                               version=1, image_size=IMAGE_SIZE)
+  # The old version was moved aside, then put back.
+  assert renamed == [(good["saved_model"], good["saved_model"] + ".old"),
+                     (good["saved_model"] + ".old", good["saved_model"])]
   assert sorted(os.listdir(os.path.join(export_dir, "m"))) == ["1"]
   assert _tree_digest(good["saved_model"]) == saved_digest
 

@@ -177,31 +177,111 @@ def pip_user(wheel, tmp_path_factory):
   return python, site, str(work), env
 
 
-def _run(pip_user, *args, timeout=600):
-  python, _, work, env = pip_user
-  out = subprocess.run([python, *args], cwd=work, capture_output=True,
-                       text=True, env=env, timeout=timeout)
-  assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-  return out.stdout
+# Runs the pip user's commands in order, each in a child forked from one
+# interpreter of the user's venv that has imported TensorFlow and Keras (one
+# import instead of one per command; nothing has run yet, so each child
+# starts TensorFlow's runtime itself). A child is a fresh process for its
+# command: it runs ``python -m MODULE ARGS`` or ``python SCRIPT ARGS`` as
+# ``__main__``, with its own absl flags, in the work folder.
+_DRIVER = textwrap.dedent(r"""
+    import json, os, runpy, signal, sys, tempfile, time, traceback
+    import tensorflow, keras                      # imported once, before fork
+    def wait_or_kill(pid, limit=600):
+      deadline = time.monotonic() + limit
+      while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+          return status
+        if time.monotonic() > deadline:
+          os.kill(pid, signal.SIGKILL)
+          return os.waitpid(pid, 0)[1]
+        time.sleep(0.05)
+    results = []
+    for args in json.load(sys.stdin):
+      out = tempfile.TemporaryFile()
+      pid = os.fork()
+      if pid == 0:
+        os.dup2(out.fileno(), 1); os.dup2(out.fileno(), 2)
+        code = 0
+        # sys.path[0] as `python -m` (the working folder) or `python SCRIPT`
+        # (the script's folder) sets it, not this driver's "" (-c).
+        sys.path[0] = (os.getcwd() if args[0] == "-m"
+                       else os.path.dirname(os.path.abspath(args[0])))
+        try:
+          if args[0] == "-m":
+            sys.argv = [args[1]] + args[2:]
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+          else:
+            sys.argv = list(args)
+            runpy.run_path(args[0], run_name="__main__")
+        except SystemExit as e:
+          code = e.code if isinstance(e.code, int) else (0 if e.code is None
+                                                         else 1)
+          if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+        except BaseException:
+          traceback.print_exc()
+          code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)
+      status = wait_or_kill(pid)
+      out.seek(0)
+      results.append({"rc": os.waitstatus_to_exitcode(status),
+                      "output": out.read().decode("utf-8", "replace")})
+    json.dump(results, sys.stdout)
+""")
+
+
+@pytest.fixture(scope="module")
+def pip_runs(pip_user):
+  """What the README tells a pip user to run, in order: list the presets,
+  the user's own program (load from a path and a URL, extract features),
+  train the smoke recipe, export the run, evaluate it. Name -> stdout and
+  stderr of the command; its sha256 and run folder."""
+  python, site, work, env = pip_user
+  with open(os.path.join(work, "zoo", PRESET + ".json")) as f:
+    sha256 = json.load(f)["sha256"]
+  with open(os.path.join(work, "user.py"), "w") as f:
+    f.write(USER_PROGRAM)
+  smoke = os.path.join(site, "mtssl_tf", "configs", "smoke.cfg")
+  run_dir = os.path.join(work, "runs", "smoke")
+  commands = {
+      "list": ["-m", "mtssl_tf.model_zoo", "list"],
+      "user": ["user.py", os.path.join(work, "zoo"), PRESET, sha256,
+               "--seed=123", "--steps=456"],
+      "train": ["-m", "mtssl_tf.train", f"--flagfile={smoke}",
+                f"--run_dir={run_dir}", "--steps=2"],
+      "export": ["-m", "mtssl_tf.export", f"--run_dir={run_dir}",
+                 f"--export_dir={os.path.join(work, 'exports')}"],
+      "evaluate": ["-m", "mtssl_tf.evaluate", f"--checkpoint={run_dir}",
+                   "--evaluators=linear_probe",
+                   "--eval_param=linear_probe.image_size=32",
+                   "--eval_param=linear_probe.steps=5",
+                   f"--output={os.path.join(work, 'eval', 'results.json')}"],
+  }
+  proc = subprocess.run([python, "-c", _DRIVER], cwd=work, env=env,
+                        input=json.dumps(list(commands.values())),
+                        capture_output=True, text=True, timeout=1200)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+  results = dict(zip(commands, json.loads(proc.stdout)))
+  for name, result in results.items():
+    assert result["rc"] == 0, (name, result["output"][-4000:])
+  return {name: r["output"] for name, r in results.items()}, sha256, run_dir
 
 
 @pytest.mark.slow
-def test_pip_user_lists_and_loads_presets_from_a_path_and_a_url(pip_user):
-  python, site, work, _ = pip_user
-  listed = _run(pip_user, "-m", "mtssl_tf.model_zoo", "list")
+def test_pip_user_lists_and_loads_presets_from_a_path_and_a_url(pip_user,
+                                                                pip_runs):
+  _, site, work, _ = pip_user
+  outputs, sha256, _ = pip_runs
+  listed = outputs["list"]
   assert "no zoo folder here" in listed
   rows = [line.split()[0] for line in listed.splitlines()[1:10]]
   assert rows[:3] == ["rp", "rp_h", "rp_col"] and len(rows) == 9
-  with open(os.path.join(work, "zoo", PRESET + ".json")) as f:
-    sha256 = json.load(f)["sha256"]
   weights = os.path.join(work, "zoo", PRESET + ".weights.h5")
   with open(weights, "rb") as f:
     assert hashlib.sha256(f.read()).hexdigest() == sha256
-  with open(os.path.join(work, "user.py"), "w") as f:
-    f.write(USER_PROGRAM)
-  stdout = _run(pip_user, "user.py", os.path.join(work, "zoo"), PRESET,
-                sha256, "--seed=123", "--steps=456")
-  report = json.loads([line for line in stdout.splitlines()
+  report = json.loads([line for line in outputs["user"].splitlines()
                        if line.startswith("REPORT ")][-1][len("REPORT "):])
   # The installed copy ran, and nothing of the checkout was importable.
   assert report["file"].startswith(site + os.sep)
@@ -225,25 +305,16 @@ def test_pip_user_lists_and_loads_presets_from_a_path_and_a_url(pip_user):
 
 
 @pytest.mark.slow
-def test_pip_user_trains_exports_and_evaluates(pip_user):
-  _, site, work, _ = pip_user
-  smoke = os.path.join(site, "mtssl_tf", "configs", "smoke.cfg")
-  run_dir = os.path.join(work, "runs", "smoke")
-  out = _run(pip_user, "-m", "mtssl_tf.train", f"--flagfile={smoke}",
-             f"--run_dir={run_dir}", "--steps=2")
-  assert os.path.exists(os.path.join(run_dir, "config.json")), out
+def test_pip_user_trains_exports_and_evaluates(pip_user, pip_runs):
+  _, _, work, _ = pip_user
+  outputs, _, run_dir = pip_runs
+  assert os.path.exists(os.path.join(run_dir, "config.json")), outputs["train"]
   with open(os.path.join(run_dir, "config.json")) as f:
     assert json.load(f)["steps"] == 2
   exports = os.path.join(work, "exports")
-  out = _run(pip_user, "-m", "mtssl_tf.export", f"--run_dir={run_dir}",
-             f"--export_dir={exports}")
-  assert os.path.isfile(os.path.join(exports, "smoke.keras")), out
+  assert os.path.isfile(os.path.join(exports, "smoke.keras")), outputs["export"]
   assert os.path.isfile(os.path.join(exports, "smoke", "1",
-                                     "saved_model.pb")), out
-  results = os.path.join(work, "eval", "results.json")
-  _run(pip_user, "-m", "mtssl_tf.evaluate", f"--checkpoint={run_dir}",
-       "--evaluators=linear_probe", "--eval_param=linear_probe.image_size=32",
-       "--eval_param=linear_probe.steps=5", f"--output={results}")
-  with open(results) as f:
+                                     "saved_model.pb")), outputs["export"]
+  with open(os.path.join(work, "eval", "results.json")) as f:
     metrics = json.dumps(json.load(f))
   assert "top1" in metrics
