@@ -26,10 +26,20 @@ TRUNK = TrunkConfig(depth=14, width=0.25)
 TRUNK_2_UNITS = TrunkConfig(depth=26, width=0.25)
 
 
+def _params(name):
+  """The tiny parameters; colorization with a given (uniform) prior, so the
+  Trainer does not compute one from the training images: the checkpoint's
+  layout does not depend on the prior's values."""
+  params = dict(TASK_PARAMS[name])
+  if name == "colorization":
+    params["prior"] = "uniform"
+  return params
+
+
 def _config(run_dir, names=NAMES, lasso=True, **kw):
   defaults = dict(
       run_dir=str(run_dir), tasks=tuple(names),
-      task_params={n: TASK_PARAMS[n] for n in names}, trunk=TRUNK,
+      task_params={n: _params(n) for n in names}, trunk=TRUNK,
       lasso=lasso, steps=3, batch_size=4, log_every=100, summary_every=100,
       checkpoint_every=3, plots=False,
       optimizer=OptimizerConfig(name="momentum", learning_rate=0.05))

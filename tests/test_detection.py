@@ -422,15 +422,17 @@ def test_overfit_labelme_voc_images_reaches_map_above_half():
   keras.utils.set_random_seed(0)
   trunk = Trunk(depth=14, width=0.25)
   config = detection.DetectorConfig(
-      image_size=256, anchor_sizes=(32.0, 64.0, 128.0, 256.0),
+      image_size=128, anchor_sizes=(16.0, 32.0, 64.0, 128.0),
       rpn_num_filters=64, head_fc_dims=256, num_sampled_rois=64,
       pre_nms_top_k=1000, num_proposals=300, test_pre_nms_top_k=1000,
       test_num_proposals=100, horizontal_flip=False, head_norm_momentum=0.9)
-  # Train = eval = the 3 images (no ImageSets: every image in both). 80
-  # steps reach mAP 0.99 (measured; 50 steps: 0.79), well above the bound.
+  # Train = eval = the 3 images (no ImageSets: every image in both), at
+  # 128 px (the demo protocol's size). 60 steps reach mAP 0.85, 1.0, 0.94
+  # and 1.0 from seeds 0-3 (measured; 1.0 from seed 0 without oneDNN;
+  # 40 steps: 0.61 from seed 0), well above the bound.
   evaluator = detection.DetectionEvaluator(
-      voc_folder=str(folder), detector=config, steps=80, batch_size=3,
-      learning_rate=0.02, lr_drop_steps=(), weight_decay=0.0, log_every=40)
+      voc_folder=str(folder), detector=config, steps=60, batch_size=3,
+      learning_rate=0.02, lr_drop_steps=(), weight_decay=0.0, log_every=30)
   metrics = dict(evaluator.run(trunk))
   print(metrics)
   # 9 boxes: 6 person, 2 bus, 1 car.

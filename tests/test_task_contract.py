@@ -103,10 +103,25 @@ def test_keras_save_load_round_trip(name, models, tmp_path):
   harness.check_head_save_load_roundtrip(name, tmp_path, model=models(name))
 
 
+@pytest.fixture
+def eager_functions():
+  """tf.functions run eagerly while the test runs: on the tiny model a
+  dozen eager steps cost less than tracing the step twice (once more after
+  the optimizer creates its slots); the losses and gradients are the same
+  ops'."""
+  tf.config.run_functions_eagerly(True)
+  try:
+    yield
+  finally:
+    tf.config.run_functions_eagerly(False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TASKS)
-def test_overfits_a_fixed_batch(name):
-  harness.check_overfits_fixed_batch(name)
+def test_overfits_a_fixed_batch(name, eager_functions):
+  # 12 Adam steps at 3e-2 bring every task's loss below half its start
+  # (colorization, the slowest, to ~0.37 of it; the others below 0.3).
+  harness.check_overfits_fixed_batch(name, steps=12, learning_rate=3e-2)
 
 
 # -- evaluators ----------------------------------------------------------------
