@@ -76,6 +76,16 @@ def tiny_params(name: str, **overrides: Any) -> Dict[str, Any]:
   return params
 
 
+def uniform_prior_params(names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+  """Tiny parameters of ``names`` with colorization's prior uniform: the
+  "auto" prior is computed from the offline images at every build, work
+  that tests of the trainer's loops, flags and layouts do not look at."""
+  params = {n: tiny_params(n) for n in names}
+  if "colorization" in params:
+    params["colorization"]["prior"] = "uniform"
+  return params
+
+
 def tiny_task(name: str, **overrides: Any) -> tasks_lib.Task:
   """Task ``name`` from the registry with tiny parameters."""
   return tasks_lib.get_task(name, **tiny_params(name, **overrides))

@@ -16,6 +16,7 @@ from mtssl_tf.data.pipeline import task_dataset
 from mtssl_tf.data.sources import make_source
 from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training.trainer import NonFiniteLossError, Trainer
+import harness
 from test_training import TASK_PARAMS, _config, _datasets, _weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,14 +27,6 @@ def _quiet(s):
   del s
 
 
-def _uniform_prior(names=NAMES):
-  """Tiny parameters of ``names`` with colorization's prior uniform: the
-  "auto" prior is computed from the offline images at every build, work
-  that tests of the trainer's loops and flags do not look at."""
-  params = {n: dict(TASK_PARAMS[n]) for n in names}
-  if "colorization" in params:
-    params["colorization"]["prior"] = "uniform"
-  return params
 
 
 # -- input per pipeline -------------------------------------------------------
@@ -115,7 +108,7 @@ def test_two_workers_read_disjoint_examples_and_update_as_one_on_the_union(
 @pytest.mark.slow
 def test_steps_per_loop_same_run_fewer_host_reads_exact_resume(
     tmp_path, mirrored):
-  params = _uniform_prior()
+  params = harness.uniform_prior_params(NAMES)
   one = Trainer(_config(tmp_path / "k1", NAMES, steps=6, checkpoint_every=4,
                         task_params=params),
                 strategy=mirrored(("/cpu:0",)), datasets=_datasets(NAMES, 4),
@@ -159,7 +152,8 @@ def test_steps_per_loop_names_the_task_and_step_of_a_non_finite_loss(
   # colorization runs at steps 1, 3, 5, ...; its 3rd batch is step 5,
   # inside the loop [4, 6).
   cfg = _config(tmp_path, NAMES, steps=8, checkpoint_every=4,
-                steps_per_loop=2, task_params=_uniform_prior())
+                steps_per_loop=2,
+                task_params=harness.uniform_prior_params(NAMES))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(NAMES, 4, poison=("colorization", 2)),
                     log=_quiet)
@@ -375,7 +369,7 @@ def test_jit_compile_limits_are_real_and_reported(tmp_path, mirrored):
   assert "ResizeArea" in task.xla_incompatibility(1)
   lines = []
   cfg = _config(tmp_path / "a", NAMES, jit_compile=True,
-                task_params=_uniform_prior(),
+                task_params=harness.uniform_prior_params(NAMES),
                 trunk=TrunkConfig(depth=14, width=0.25, sync_bn=False))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(NAMES, 4), log=lines.append)

@@ -52,14 +52,6 @@ def _weights(trainer):
   return [np.array(v) for v in trainer.model.weights]
 
 
-def _uniform_prior(names):
-  """Tiny parameters of ``names`` with colorization's prior uniform: the
-  "auto" prior is computed from the offline images at every build, work
-  that the trainer's tests here do not look at."""
-  params = {n: dict(TASK_PARAMS[n]) for n in names}
-  if "colorization" in params:
-    params["colorization"]["prior"] = "uniform"
-  return params
 
 
 def _one_cpu():
@@ -81,7 +73,7 @@ def test_two_replicas_equal_one_replica_on_the_same_global_batch(
   results = []
   for devices in (("/cpu:0",), ("/cpu:0", "/cpu:1")):
     cfg = _config(tmp_path / str(len(devices)), names, steps=2,
-                  task_params=_uniform_prior(names))
+                  task_params=harness.uniform_prior_params(names))
     trainer = Trainer(cfg, strategy=mirrored(devices),
                       datasets=_datasets(names, 4), log=lambda s: None)
     assert trainer.num_replicas == len(devices)
@@ -100,7 +92,7 @@ def test_cycle_update_averages_the_gradients_of_one_cycle(tmp_path,
   every_step applies each. Checked against a hand-computed SGD step."""
   names = ("relative_position", "colorization")
   cfg = _config(tmp_path, names, steps=2, lasso=False,
-                task_params=_uniform_prior(names))
+                task_params=harness.uniform_prior_params(names))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(names, 4), log=lambda s: None)
   model = trainer.model
@@ -135,7 +127,7 @@ def test_weighted_schedule_repeats_and_follows_weights():
 def test_optimizer_per_task_every_step(tmp_path, mirrored):
   names = ("relative_position", "colorization")
   cfg = _config(tmp_path, names, steps=2, update="every_step",
-                task_params=_uniform_prior(names),
+                task_params=harness.uniform_prior_params(names),
                 optimizer=OptimizerConfig(name="adam", learning_rate=1e-3,
                                           per_task=True))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
@@ -150,7 +142,8 @@ def test_optimizer_per_task_every_step(tmp_path, mirrored):
 def test_non_finite_loss_names_task_and_step_and_keeps_checkpoint(
     tmp_path, mirrored):
   names = ("relative_position", "colorization")
-  cfg = _config(tmp_path, names, steps=8, task_params=_uniform_prior(names))
+  cfg = _config(tmp_path, names, steps=8,
+                task_params=harness.uniform_prior_params(names))
   # colorization runs at steps 1, 3, 5, ...; its 3rd batch is step 5.
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(names, 4, poison=("colorization", 2)),
@@ -173,7 +166,7 @@ def test_progress_lines_summaries_and_run_files(tmp_path, mirrored):
   names = ("relative_position", "colorization")
   lines = []
   cfg = _config(tmp_path, names, steps=4, plots=True,
-                task_params=_uniform_prior(names))
+                task_params=harness.uniform_prior_params(names))
   trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                     datasets=_datasets(names, 4), log=lines.append)
   out = trainer.train(flags_text="--steps=4\n")
@@ -206,7 +199,7 @@ def resumed(tmp_path_factory):
   intervals may change on a resume). The resume tests read these runs."""
   root = tmp_path_factory.mktemp("resume")
   names = RESUME_NAMES
-  params = _uniform_prior(names)
+  params = harness.uniform_prior_params(names)
   full = Trainer(_config(root / "a", names, steps=6, task_params=params),
                  strategy=_one_cpu(), datasets=_datasets(names, 4),
                  log=lambda s: None)
