@@ -396,7 +396,9 @@ runpy.run_module("mtssl_tf.train", run_name="__main__", alter_sys=True)
 # kill lands between checkpoints 1 and 3 of a 3-step run.
 _RESUME_RUN = ["--flagfile=configs/smoke.cfg",
                "--tasks=relative_position,exemplar", "--steps=3",
-               "--checkpoint_every=1", "--noplots"]
+               "--checkpoint_every=1", "--noplots",
+               # scikit-image's 6 photos: fewer images decoded at start.
+               "--offline_packages=scikit-image"]
 
 
 @pytest.mark.slow
@@ -456,7 +458,9 @@ def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
           "--strategy=multi_worker_mirrored", f"--run_dir={run_dir}",
           # Synchronised BN makes the moving statistics global too; without
           # it each worker keeps the statistics of its own replicas.
-          "--sync_bn", "--noplots"]
+          "--sync_bn", "--noplots",
+          # scikit-image's 6 photos: fewer images decoded at start.
+          "--offline_packages=scikit-image"]
   outputs = run_workers([sys.executable, "-m", "mtssl_tf.train"] + args,
                         cwd=REPO)
   assert "on 2 replica(s)" in outputs[0]
