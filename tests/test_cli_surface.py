@@ -55,7 +55,9 @@ def test_a_recipe_and_a_task_module_train_from_another_folder(
          # The task module's task alone: one task built and traced, and
          # its one step is the step that shows it trains.
          "--tasks=rotation", "--run_dir=my_run",
-         "--steps=1", "--checkpoint_every=1", "--log_every=1"])
+         "--steps=1", "--checkpoint_every=1", "--log_every=1",
+         # scikit-image's 6 photos: fewer images decoded at start.
+         "--offline_packages=scikit-image"])
     code = train.main(argv)
   finally:
     flags.FLAGS.unparse_flags()
