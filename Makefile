@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python 3.11 (see README "Quick start"):
 #   make demo   - set up .venv, pre-train on offline data (configs/demo.cfg),
-#                 export, evaluate (trained and random-init trunks), write
+#                 export, evaluate (linear probe and depth, trained and
+#                 random-init trunks), write
 #                 runs/demo/results.md, print a short summary
 #   make test   - set up .venv, run the whole test suite
 #   make study  - the CPU-scale study with seeds (configs/study_*.cfg): train
@@ -35,7 +36,10 @@ $(DATA_STAMP): $(STAMP) mtssl_tf/data/assets.py mtssl_tf/data/offline.py
 demo: venv
 	$(PY) -m mtssl_tf.train --flagfile=configs/demo.cfg
 	$(PY) -m mtssl_tf.export --flagfile=configs/demo.cfg
-	$(PY) -m mtssl_tf.evaluate --checkpoint=runs/demo
+	@# The linear probe and depth, trained vs random init (detection, the
+	@# third evaluation, adds about a minute per trunk on 2 cores: run
+	@# `python -m mtssl_tf.evaluate --checkpoint=runs/demo` for all three).
+	$(PY) -m mtssl_tf.evaluate --checkpoint=runs/demo --evaluators=linear_probe,depth
 	@# The demo closes on what the run learned: the held-out pretext metrics
 	@# beside chance and the evaluations beside a random-init trunk, each with
 	@# a line on what it means at this scale.

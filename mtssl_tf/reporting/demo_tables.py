@@ -34,7 +34,7 @@ DOWNSTREAM = (
 PRETEXT_MEANING = (
     "Each task is scored on photos and video frames kept out of training: a "
     "value above its chance level means the trunk learned the task beyond "
-    "guessing. This is a CPU-scale demo (a few thousand steps on ~60 offline "
+    "guessing. This is a CPU-scale demo (minutes of training on ~60 offline "
     "photos and clips): expect small margins, not the paper's numbers.")
 DOWNSTREAM_MEANING = (
     "The same evaluations of the pre-trained trunk and of a random-init trunk "
