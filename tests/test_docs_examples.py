@@ -6,7 +6,9 @@ one session would), in a temporary working directory; the examples use the
 zoo's small CPU-scale presets and tiny trunks, so the whole file takes about
 a minute of CPU. A block that cannot run
 here (it needs prepared ImageNet, a live TF Serving, a run folder) says so in
-its fence's info string: ```python no-run: <why>; the reason is required.
+its fence's info string: ```python no-run: <why>; the reason is required,
+and the block must still parse and name only package modules, functions and
+attributes that exist (checked on the installed package without running it).
 A block for another Keras backend says which (```python backend=jax): a
 page's blocks of one backend run together in a process of their own with
 ``KERAS_BACKEND`` set, as a reader would run them (the backend's package is
@@ -231,6 +233,103 @@ def test_python_examples_run(page, ran_examples):
         f"{rel(page)}: its python examples for the {backend} backend failed "
         f"(blocks run in order, in one namespace; the last '--- block' line "
         f"says which):\n{result['output']}")
+
+
+def no_run_blocks(path):
+  """The page's ```python no-run blocks: ``[(first line number, body)]``."""
+  with open(path) as f:
+    text = f.read()
+  out = []
+  for language, info, body in fences(path):
+    if language == "python" and info[len("python"):].strip().startswith(
+        "no-run"):
+      out.append((text[:text.index(body)].count("\n") + 1, body))
+  return out
+
+
+def package_names_missing(source):
+  """The ``mtssl_tf`` names that ``source`` imports or reads and that do
+  not exist: each ``import mtssl_tf...`` / ``from mtssl_tf... import x``,
+  and every attribute chain read from a name so bound (``mtssl_tf.Trunk.
+  from_preset``, ``pipeline.training_datasets``), resolved on the installed
+  package without running the block."""
+  import ast  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  tree = ast.parse(source)
+  bound, missing = {}, []
+
+  def module(name):
+    try:
+      return importlib.import_module(name)
+    except ImportError as e:
+      missing.append(f"import {name}: {e}")
+      return None
+
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        if alias.name.split(".")[0] == "mtssl_tf" and module(alias.name):
+          top = alias.asname or alias.name.split(".")[0]
+          bound[top] = module(alias.name if alias.asname else "mtssl_tf")
+    elif (isinstance(node, ast.ImportFrom) and node.module and
+          node.module.split(".")[0] == "mtssl_tf"):
+      parent = module(node.module)
+      for alias in node.names:
+        if parent is None:
+          continue
+        if hasattr(parent, alias.name):
+          bound[alias.asname or alias.name] = getattr(parent, alias.name)
+        else:
+          sub = module(f"{node.module}.{alias.name}")
+          if sub is not None:
+            bound[alias.asname or alias.name] = sub
+  for node in ast.walk(tree):
+    # The outermost attribute read of each chain: a.b.c, not a.b again.
+    if not isinstance(node, ast.Attribute):
+      continue
+    chain, base = [], node
+    while isinstance(base, ast.Attribute):
+      chain.append(base.attr)
+      base = base.value
+    if not isinstance(base, ast.Name) or base.id not in bound:
+      continue
+    obj, path = bound[base.id], base.id
+    for attr in reversed(chain):
+      if not hasattr(obj, attr):
+        missing.append(f"{path}.{attr}")
+        break
+      obj, path = getattr(obj, attr), f"{path}.{attr}"
+  return sorted(set(missing))
+
+
+NO_RUN_PAGES = [p for p in user_pages() if no_run_blocks(p)]
+
+
+@pytest.mark.parametrize("page", NO_RUN_PAGES, ids=rel)
+def test_no_run_examples_name_what_exists(page):
+  """A block that cannot run here (its data or service is missing) still
+  parses, and every package name it imports or reads exists: a renamed
+  function or module fails here as it would for a reader."""
+  for line, body in no_run_blocks(page):
+    try:
+      missing = package_names_missing(body)
+    except SyntaxError as e:
+      pytest.fail(f"{rel(page)}:{line}: the no-run block does not parse: {e}")
+    assert not missing, (f"{rel(page)}:{line}: the no-run block names what "
+                         f"the package does not have: {missing}")
+
+
+def test_a_renamed_name_in_a_no_run_block_is_caught():
+  good = ("import mtssl_tf\nfrom mtssl_tf.data import pipeline\n"
+          "t = mtssl_tf.Trunk.from_preset('rp')\n"
+          "pipeline.training_datasets\n")
+  assert package_names_missing(good) == []
+  bad = good.replace("from_preset", "from_presett").replace(
+      "training_datasets", "training_dataset")
+  assert package_names_missing(bad) == [
+      "mtssl_tf.Trunk.from_presett", "pipeline.training_dataset"]
+  assert package_names_missing("from mtssl_tf.nope import x\n")[0].startswith(
+      "import mtssl_tf.nope")
 
 
 # ---------------------------------------------------------------- commands
