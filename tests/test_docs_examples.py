@@ -36,6 +36,8 @@ import textwrap
 
 import pytest
 
+import forked_children  # wait_or_kill for the forked children
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```[ \t]*$", re.S | re.M)
@@ -105,30 +107,12 @@ PAGES_WITH_PYTHON = [p for p in user_pages()
                      if any(python_blocks(p)) or page_backends(p)]
 
 
-# Both drivers wait for their forked children with this: a child that
-# neither finishes nor fails in time (a lock held at fork time, say) is
-# killed, so the test fails instead of hanging.
-_WAIT_OR_KILL = textwrap.dedent(r"""
-    import os, signal, time
-    def wait_or_kill(pid, limit=300):
-      deadline = time.monotonic() + limit
-      while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-          return status
-        if time.monotonic() > deadline:
-          os.kill(pid, signal.SIGKILL)
-          return os.waitpid(pid, 0)[1]
-        time.sleep(0.05)
-""")
-
-
 # Runs each page's blocks in a child forked from one interpreter that has
 # already imported TensorFlow and Keras (one import instead of one per page;
 # nothing has run yet, so the child starts TensorFlow's runtime itself). The
 # child is a fresh process for the page: its own working directory, names and
 # registered tasks.
-_PYTHON_DRIVER = _WAIT_OR_KILL + textwrap.dedent(r"""
+_PYTHON_DRIVER = forked_children.WAIT_OR_KILL + textwrap.dedent(r"""
     import json, os, sys, tempfile, traceback
     import importlib
     for module in os.environ["DOCS_PRELOAD"].split(","):   # once, before fork
@@ -152,7 +136,7 @@ _PYTHON_DRIVER = _WAIT_OR_KILL + textwrap.dedent(r"""
           os._exit(1)
         sys.stdout.flush(); sys.stderr.flush()
         os._exit(0)
-      status = wait_or_kill(pid)
+      status = wait_or_kill(pid, 300)
       out.seek(0)
       text = out.read().decode("utf-8", "replace")
       results.append({"ok": os.waitstatus_to_exitcode(status) == 0,
@@ -368,7 +352,7 @@ MAKE_COMMANDS = sorted({c for _, c in ALL_COMMANDS if c[0] == "make"})
 # that has already imported TensorFlow (one import instead of one per
 # command). In the child, the entry point's first full parse of absl flags
 # or of an argparse parser prints a marker and exits: nothing after it runs.
-_DRIVER = _WAIT_OR_KILL + textwrap.dedent(r"""
+_DRIVER = forked_children.WAIT_OR_KILL + textwrap.dedent(r"""
     import argparse, io, json, os, runpy, sys, tempfile
     import tensorflow, keras                      # imported once, before fork
     from absl import flags
@@ -403,7 +387,7 @@ _DRIVER = _WAIT_OR_KILL + textwrap.dedent(r"""
           import traceback; traceback.print_exc(); os._exit(4)
         print("the entry point ended without parsing its flags", flush=True)
         os._exit(6)
-      status = wait_or_kill(pid)
+      status = wait_or_kill(pid, 300)
       out.seek(0)
       text = out.read().decode("utf-8", "replace")
       ok = os.waitstatus_to_exitcode(status) == 0 and MARK in text

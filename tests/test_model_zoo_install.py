@@ -20,6 +20,8 @@ import zipfile
 import numpy as np
 import pytest
 
+import forked_children  # wait_or_kill for the forked children
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the package imports, directly or through an extra the README names
 # (samples: the offline photos the smoke recipe trains on and the digits
@@ -183,19 +185,9 @@ def pip_user(wheel, tmp_path_factory):
 # starts TensorFlow's runtime itself). A child is a fresh process for its
 # command: it runs ``python -m MODULE ARGS`` or ``python SCRIPT ARGS`` as
 # ``__main__``, with its own absl flags, in the work folder.
-_DRIVER = textwrap.dedent(r"""
-    import json, os, runpy, signal, sys, tempfile, time, traceback
+_DRIVER = forked_children.WAIT_OR_KILL + textwrap.dedent(r"""
+    import json, os, runpy, sys, tempfile, traceback
     import tensorflow, keras                      # imported once, before fork
-    def wait_or_kill(pid, limit=600):
-      deadline = time.monotonic() + limit
-      while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-          return status
-        if time.monotonic() > deadline:
-          os.kill(pid, signal.SIGKILL)
-          return os.waitpid(pid, 0)[1]
-        time.sleep(0.05)
     results = []
     for args in json.load(sys.stdin):
       out = tempfile.TemporaryFile()
@@ -224,7 +216,7 @@ _DRIVER = textwrap.dedent(r"""
           code = 1
         sys.stdout.flush(); sys.stderr.flush()
         os._exit(code)
-      status = wait_or_kill(pid)
+      status = wait_or_kill(pid, 600)
       out.seek(0)
       results.append({"rc": os.waitstatus_to_exitcode(status),
                       "output": out.read().decode("utf-8", "replace")})
