@@ -9,6 +9,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Under pytest-xdist each worker (and every process it starts) gets its
+# share of the cores for TensorFlow's intra-op pool instead of a pool as
+# wide as the machine: with 2 workers on 2 cores that measured about 10%
+# less wall and CPU time than both workers' pools competing for every core.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(
+      1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 # tools/ (the maintainer tooling beside the package, not installed) is
 # imported from the repository root.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
