@@ -238,6 +238,37 @@ def test_global_batches_split_across_replicas(two_cpu_devices):
   assert counter.undersized >= 2
 
 
+class BrightTask(CropTask):
+  """Labels an image 1 when its mean is above 100, with a Python ``if`` on a
+  tensor: graph code only through AutoGraph."""
+
+  def preprocess(self, example, seed):
+    crop, _ = super().preprocess(example, seed)
+    if tf.reduce_mean(crop) > 100.0:
+      label = tf.constant(1)
+    else:
+      label = tf.constant(0)
+    return crop, label
+
+
+def test_autograph_converts_a_tasks_python_control_flow_unless_it_opts_out():
+  # Reference: NumPy's mean of the same crops.
+  ds = task_dataset(BrightTask(size=8), sized_dataset(12, 100),
+                    batch_size=4, seed=0, shuffle_buffer=0, repeat=False)
+  crops, labels = zip(*batches(ds, 3))
+  crops, labels = np.concatenate(crops), np.concatenate(labels)
+  np.testing.assert_array_equal(
+      labels, (crops.mean(axis=(1, 2, 3)) > 100).astype(np.int32))
+  assert 0 < labels.sum() < len(labels)  # both branches taken
+
+  class AsWritten(BrightTask):
+    autograph = False  # as the paper's tasks declare (Task.autograph)
+
+  with pytest.raises(TypeError, match="Python `bool`"):
+    task_dataset(AsWritten(size=8), sized_dataset(12, 100), batch_size=4,
+                 seed=0, shuffle_buffer=0, repeat=False)
+
+
 def test_bad_arguments():
   with pytest.raises(TypeError, match="Source or a tf.data.Dataset"):
     task_dataset(CropTask(), [1, 2], batch_size=2, seed=0)

@@ -189,7 +189,11 @@ def task_dataset(task: Any, source: Union[Source, tf.data.Dataset], *,
   if shuffle_buffer and shuffle_buffer > 1:
     dataset = dataset.shuffle(int(shuffle_buffer), seed=shuffle_seed,
                               reshuffle_each_iteration=True)
-  dataset = _preprocessed(
+  preprocessed = _preprocessed
+  if not getattr(task, "autograph", True):
+    # What tf.data traces in here runs as written (Task.autograph).
+    preprocessed = tf.autograph.experimental.do_not_convert(_preprocessed)
+  dataset = preprocessed(
       dataset.enumerate(), task, counter, need=need, base_seed=base_seed,
       count_read=count_read, check=repeat, skip_errors=skip_errors,
       num_parallel_calls=num_parallel_calls,

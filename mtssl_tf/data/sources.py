@@ -39,6 +39,7 @@ raised by :func:`make_source`, before training starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -710,17 +711,22 @@ def make_source(kind: str, *, data_dir: Optional[str] = None,
                 deterministic=deterministic, num_shards=num_shards,
                 shard_index=shard_index)
   if kind == "tfds":
-    return _tfds_source(name, data_dir, split, counter, image_key=image_key,
-                        **common)
-  if kind == "folder":
-    return _folder_source(path, counter, **common)
-  if kind == "motion":
-    return _motion_source(path, counter, **common)
-  if kind == "tfds_motion":
-    return _tfds_motion_source(name, data_dir, split, counter, **common)
-  return _offline_source(counter, repeats=repeats, packages=packages,
-                         split=split, frame_stride=frame_stride,
-                         balance=balance, **common)
+    build = functools.partial(_tfds_source, name, data_dir, split, counter,
+                              image_key=image_key, **common)
+  elif kind == "folder":
+    build = functools.partial(_folder_source, path, counter, **common)
+  elif kind == "motion":
+    build = functools.partial(_motion_source, path, counter, **common)
+  elif kind == "tfds_motion":
+    build = functools.partial(_tfds_motion_source, name, data_dir, split,
+                              counter, **common)
+  else:
+    build = functools.partial(
+        _offline_source, counter, repeats=repeats, packages=packages,
+        split=split, frame_stride=frame_stride, balance=balance, **common)
+  # The sources' tf.data functions are graph code as written (tf.cond, no
+  # Python control flow on tensors): traced without AutoGraph's conversion.
+  return tf.autograph.experimental.do_not_convert(build)()
 
 
 __all__ = ["KINDS", "IMAGE_EXTENSIONS", "OFFLINE_BALANCE", "SkipCounter",

@@ -382,6 +382,7 @@ class Colorization(Task):
   """
 
   name = "colorization"
+  autograph = False  # written with tf.cond; needs no AutoGraph (Task)
 
   def __init__(self, crop_size: int = 224, num_neighbors: int = 5,
                sigma: float = 5.0, gamma: float = 0.5,

@@ -219,6 +219,7 @@ class Exemplar(Task):
   """
 
   name = "exemplar"
+  autograph = False  # written with tf.cond; needs no AutoGraph (Task)
 
   def __init__(self, num_views: int = 8, crop_size: int = 96,
                embedding_dim: int = 1000, margin: float = 0.5,

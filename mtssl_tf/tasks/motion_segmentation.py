@@ -208,6 +208,7 @@ class MotionSegmentation(Task):
   """
 
   name = "motion_segmentation"
+  autograph = False  # written with tf.cond; needs no AutoGraph (Task)
   reads_motion_masks = True
 
   def __init__(self, crop_size: int = 224, output_size: Optional[int] = 56,

@@ -146,6 +146,7 @@ class RelativePosition(Task):
   """
 
   name = "relative_position"
+  autograph = False  # written with tf.cond; needs no AutoGraph (Task)
 
   def __init__(self,
                patch_size: int = 96,

@@ -78,7 +78,8 @@ class Loop:
     fn = self._functions.get(plan)
     if fn is None:
       fn = self._functions[plan] = tf.function(
-          lambda rates: self._steps(plan, rates))
+          lambda rates: self._steps(plan, rates),
+          autograph=self.updates.autograph)
     return fn
 
   def _steps(self, plan: Plan, rates):

@@ -125,6 +125,10 @@ class TaskUpdates:
     self.model, self.optimizers, self.config = model, optimizers, config
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
+    # The traced steps run through AutoGraph only for a task that needs it
+    # (Task.autograph); otherwise tracing runs the Python as written.
+    self.autograph = any(getattr(model.task_objects[t], "autograph", True)
+                         for t in config.tasks)
     with strategy.scope():
       # Sorted by checkpoint name, not by construction (task) order: the
       # optimizer's slots and the accumulators follow this list.
@@ -210,7 +214,7 @@ class TaskUpdates:
       return loss, penalty, grads
 
     if self.compiled(task_name):
-      return tf.function(compute, jit_compile=True)
+      return tf.function(compute, jit_compile=True, autograph=self.autograph)
     return compute
 
   def _make_replica_step(self, task_name: str):

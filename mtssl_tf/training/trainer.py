@@ -304,7 +304,8 @@ class Trainer:
     if fn is None:
       fn = self._step_fns[task] = tf.function(
           lambda b, task=task: self.updates.run_replicas(
-              task, *self.feed.distribute(b)))
+              task, *self.feed.distribute(b)),
+          autograph=self.updates.autograph)
     return fn(self.feed.split_global(task, batch))
 
   def apply_update(self) -> None:
@@ -313,7 +314,8 @@ class Trainer:
     if not self.accumulators:
       return
     if not hasattr(self, "_apply_tf_fn"):
-      self._apply_tf_fn = tf.function(self.updates.apply_cycle)
+      self._apply_tf_fn = tf.function(self.updates.apply_cycle,
+                                      autograph=self.updates.autograph)
     self._apply_tf_fn()
 
   def run_loop(self, step: int):
