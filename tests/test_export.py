@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import keras
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf.serving import model_export
 from mtssl_tf.config import TrainConfig
@@ -179,7 +179,7 @@ def test_saved_model_refuses_wrong_dtype_and_shape(exported):
 
 
 # What the saved_model_cli script runs (TensorFlow's console-script entry
-# point), run on each export in turn in one process: one TensorFlow import.
+# point), run on each export in turn: python SCRIPT ENTRY_POINT DIR...
 _SAVED_MODEL_CLI = """
 import importlib, sys
 module, attr = sys.argv.pop(1).split(":")
@@ -196,22 +196,84 @@ for saved_model in sys.argv[1:]:
   sys.stdout.flush()
 """
 
+# A fresh process that loads the lasso export's .keras file (python SCRIPT
+# KERAS_FILE INPUTS OUTPUTS): ``import mtssl_tf`` registers the classes.
+_RELOAD = """
+import sys
+import numpy as np, keras
+import mtssl_tf
+keras_file, inputs, outputs = sys.argv[1:]
+model = keras.models.load_model(keras_file)
+x = np.load(inputs)
+out = {
+    "colorization": model(x["colorization"], task="colorization"),
+    "relative_position": model(x["relative_position"],
+                               task="relative_position"),
+    "features": model.features(x["features"]),
+    "mixed": model.features(x["features"], task="relative_position"),
+}
+np.savez(outputs, **{k: keras.ops.convert_to_numpy(v) for k, v in out.items()},
+         config=np.array(type(model).__name__ + " " + model.name))
+"""
+
+
+def _reload_inputs():
+  rng = np.random.default_rng(7)
+  return {
+      "colorization": rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
+      "relative_position": rng.uniform(
+          0, 255, (2, 2, 16, 16, 3)).astype(np.float32),
+      "features": rng.uniform(0, 255, (2, 48, 48, 3)).astype(np.float32),
+  }
+
 
 @pytest.fixture(scope="module")
-def cli_listings(exports):
-  """saved_model_cli's listing of each export's signature, by kind."""
+def fresh_processes(exports, tmp_path_factory):
+  """The commands that need a process of their own, each in a child forked
+  from one interpreter that imported TensorFlow (harness.run_forked_commands):
+  saved_model_cli on both exports, the .keras reload, ``python -m
+  mtssl_tf.export`` on a training run and on a folder without one.
+  Name -> {"rc", "output"}, and the work folder, the run's model and the
+  reload's inputs."""
+  work = tmp_path_factory.mktemp("fresh")
   kinds = sorted(exports)
   entry_point, = importlib.metadata.entry_points(group="console_scripts",
                                                  name="saved_model_cli")
-  result = subprocess.run(
-      [sys.executable, "-c", _SAVED_MODEL_CLI, entry_point.value]
-      + [exports[k][1]["saved_model"] for k in kinds],
-      capture_output=True, text=True, env=_env(), timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  parts = re.split(r"^=== (.*)$", result.stdout, flags=re.M)[1:]
+  (work / "saved_model_cli.py").write_text(_SAVED_MODEL_CLI)
+  (work / "reload.py").write_text(_RELOAD)
+  np.savez(work / "inputs.npz", **_reload_inputs())
+  run_dir = work / "run"
+  model = _write_run(run_dir, lasso=True)
+  flagfile = work / "export.cfg"
+  flagfile.write_text("\n".join([
+      f"--run_dir={run_dir}", f"--export_dir={work / 'exports'}",
+      "--model_name=mtssl_demo", "--export_version=3",
+      f"--serving_image_size={IMAGE_SIZE}"]) + "\n")
+  (work / "missing").mkdir()
+  commands = {
+      "cli": [str(work / "saved_model_cli.py"), entry_point.value]
+             + [exports[k][1]["saved_model"] for k in kinds],
+      "reload": [str(work / "reload.py"), exports["lasso"][1]["keras"],
+                 str(work / "inputs.npz"), str(work / "outputs.npz")],
+      "export": ["-m", "mtssl_tf.export", f"--flagfile={flagfile}"],
+      "missing": ["-m", "mtssl_tf.export", f"--run_dir={work / 'missing'}",
+                  "--model_name=m"],
+  }
+  results = harness.run_forked_commands(sys.executable, commands.values(),
+                                        cwd=REPO, env=_env(), timeout=900)
+  return dict(zip(commands, results)), work, model
+
+
+@pytest.fixture(scope="module")
+def cli_listings(exports, fresh_processes):
+  """saved_model_cli's listing of each export's signature, by kind."""
+  result = fresh_processes[0]["cli"]
+  assert result["rc"] == 0, result["output"][-3000:]
+  parts = re.split(r"^=== (.*)$", result["output"], flags=re.M)[1:]
   listed = dict(zip(parts[::2], parts[1::2]))
-  assert sorted(listed) == sorted(exports[k][1]["saved_model"] for k in kinds)
-  return {k: listed[exports[k][1]["saved_model"]] for k in kinds}
+  assert sorted(listed) == sorted(exports[k][1]["saved_model"]
+                                  for k in exports)
+  return {k: listed[exports[k][1]["saved_model"]] for k in exports}
 
 
 @pytest.mark.parametrize("kind", ["plain", "lasso"])
@@ -232,38 +294,13 @@ def test_saved_model_cli_lists_the_signature(exports, cli_listings, kind):
   assert "Method name is: tensorflow/serving/predict" in out
 
 
-def test_keras_file_reloads_in_a_fresh_process(exports, tmp_path):
-  model, paths, _ = exports["lasso"]
-  rng = np.random.default_rng(7)
-  inputs = {
-      "colorization": rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
-      "relative_position": rng.uniform(
-          0, 255, (2, 2, 16, 16, 3)).astype(np.float32),
-      "features": rng.uniform(0, 255, (2, 48, 48, 3)).astype(np.float32),
-  }
-  np.savez(tmp_path / "inputs.npz", **inputs)
-  script = f"""
-import numpy as np, keras
-import mtssl_tf
-model = keras.models.load_model({paths['keras']!r})
-x = np.load({str(tmp_path / 'inputs.npz')!r})
-out = {{
-    "colorization": model(x["colorization"], task="colorization"),
-    "relative_position": model(x["relative_position"],
-                               task="relative_position"),
-    "features": model.features(x["features"]),
-    "mixed": model.features(x["features"], task="relative_position"),
-}}
-np.savez({str(tmp_path / 'outputs.npz')!r},
-         **{{k: keras.ops.convert_to_numpy(v) for k, v in out.items()}},
-         config=np.array(type(model).__name__ + " " + model.name))
-"""
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                          text=True, env=_env(), cwd=str(tmp_path),
-                          timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  got = np.load(tmp_path / "outputs.npz")
+def test_keras_file_reloads_in_a_fresh_process(exports, fresh_processes):
+  model, _, _ = exports["lasso"]
+  results, work, _ = fresh_processes
+  assert results["reload"]["rc"] == 0, results["reload"]["output"][-3000:]
+  got = np.load(work / "outputs.npz")
   assert str(got["config"]) == "MultiTaskModel mtssl"
+  inputs = _reload_inputs()
   want = {
       "colorization": model(inputs["colorization"], task="colorization"),
       "relative_position": model(inputs["relative_position"],
@@ -388,20 +425,12 @@ def _write_run(run_dir, lasso):
   return model
 
 
-def test_export_command_exports_a_training_run(tmp_path):
-  run_dir = tmp_path / "run"
-  model = _write_run(run_dir, lasso=True)
-  flagfile = tmp_path / "export.cfg"
-  flagfile.write_text("\n".join([
-      f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'exports'}",
-      "--model_name=mtssl_demo", "--export_version=3",
-      f"--serving_image_size={IMAGE_SIZE}"]) + "\n")
-  result = subprocess.run(
-      [sys.executable, "-m", "mtssl_tf.export", f"--flagfile={flagfile}"],
-      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  saved = tmp_path / "exports" / "mtssl_demo" / "3"
-  assert f"wrote {saved}" in result.stdout
+def test_export_command_exports_a_training_run(fresh_processes):
+  results, work, model = fresh_processes
+  result = results["export"]
+  assert result["rc"] == 0, result["output"][-3000:]
+  saved = work / "exports" / "mtssl_demo" / "3"
+  assert f"wrote {saved}" in result["output"]
   # The exported weights are the checkpoint's, not a fresh initialisation.
   images = _images(np.random.default_rng(0), 2, 40, 40)
   got = tf.saved_model.load(str(saved)).signatures["serving_default"](
@@ -412,21 +441,18 @@ def test_export_command_exports_a_training_run(tmp_path):
     np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-4,
                                atol=1e-4 * np.abs(value).max(), err_msg=name)
   reloaded = keras.models.load_model(
-      str(tmp_path / "exports" / "mtssl_demo.keras"))
+      str(work / "exports" / "mtssl_demo.keras"))
   x = tf.random.stateless_uniform([1, 32, 32, 3], [1, 2], maxval=255.0)
   np.testing.assert_allclose(
       reloaded.features(x, task="colorization").numpy(),
       model.features(x, task="colorization").numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_export_command_reports_a_missing_run(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "mtssl_tf.export", f"--run_dir={tmp_path}",
-       "--model_name=m"],
-      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
-  assert result.returncode == 2
-  assert "config.json does not exist" in result.stderr
-  assert not os.path.exists(tmp_path / "export")
+def test_export_command_reports_a_missing_run(fresh_processes):
+  results, work, _ = fresh_processes
+  assert results["missing"]["rc"] == 2, results["missing"]["output"][-3000:]
+  assert "config.json does not exist" in results["missing"]["output"]
+  assert os.listdir(work / "missing") == []
 
 
 def test_load_run_model_restores_the_checkpoint(tmp_path):
