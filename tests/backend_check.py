@@ -26,6 +26,16 @@ import numpy as np
 import mtssl_tf
 from mtssl_tf import model_zoo
 
+# The presets whose features are compared with TensorFlow's: a plain one
+# (no UnitMixer: every task's features are the last unit, so its features are
+# the trunk's) holding every task's head, and the lasso one (a UnitMixer mix
+# per task). Every other preset has the plain one's architecture with other
+# weights (tests/test_backends.py checks that on their metadata).
+CHECKED_PRESETS = ("rp_col_ex_ms", "rp_col_ex_ms_lasso")
+# The fine-tuned classifier's trunk: the preset's trunk up to block 1's end
+# (the stem and three residual units: every kind of layer the trunk has;
+# the deeper units repeat them, and their features are compared above).
+FINE_TUNE_OUTPUT = "conv2_block3_out"
 # The crops the classifier fine-tunes on (at the zoo's training scale), the
 # stride between them (a 64 px photo gives 25 crops), their batch (every
 # batch has one shape: one compiled train step) and the epochs.
@@ -36,8 +46,8 @@ EPOCHS = 1
 
 
 def presets(photo, out, facts):
-  """Every preset's model; each task's features of the photo."""
-  for name in model_zoo.list_presets():
+  """The checked presets' models; each task's features of the photo."""
+  for name in CHECKED_PRESETS:
     model = model_zoo.load(name)
     out[f"{name}/trunk"] = keras.ops.convert_to_numpy(model.features(photo))
     for task in model.task_names:
@@ -72,7 +82,7 @@ def fine_tune(work_dir, photo, out, facts):
   # Label: which half of the photo the crop's centre lies in.
   labels = np.array([x + CROP // 2 > w // 2 for _, x in corners], "int32")
   keras.utils.set_random_seed(0)
-  features = mtssl_tf.Trunk.from_preset("rp", output="block3")
+  features = mtssl_tf.Trunk.from_preset("rp", output=FINE_TUNE_OUTPUT)
   classifier = keras.Sequential([
       keras.Input((CROP, CROP, 3)), features,
       keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])

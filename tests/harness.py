@@ -575,3 +575,69 @@ def assert_features_close(reference, other, seed: int = 0,
     ref = reference.features(images, task=task).numpy()
     got = other.features(images, task=task).numpy()
     assert np.max(np.abs(got - ref)) <= tolerance * np.max(np.abs(ref)), task
+
+
+# -- commands in forked children of one interpreter ----------------------------
+
+# Runs commands in order, each in a child forked from one interpreter that
+# has imported TensorFlow and Keras (one import instead of one per command;
+# nothing has run yet, so each child starts TensorFlow's runtime itself). A
+# child is a fresh process for its command: it runs ``python -m MODULE ARGS``
+# or ``python SCRIPT ARGS`` as ``__main__``, with its own absl flags, in the
+# driver's working folder. Reads the commands as JSON on stdin; writes one
+# {"rc", "output"} per command as JSON on stdout.
+def _forked_commands_driver() -> str:
+  import textwrap  # pylint: disable=g-import-not-at-top
+  import forked_children  # pylint: disable=g-import-not-at-top
+  return forked_children.WAIT_OR_KILL + textwrap.dedent(r"""
+    import json, os, runpy, sys, tempfile, traceback
+    import tensorflow, keras                      # imported once, before fork
+    results = []
+    for args in json.load(sys.stdin):
+      out = tempfile.TemporaryFile()
+      pid = os.fork()
+      if pid == 0:
+        os.dup2(out.fileno(), 1); os.dup2(out.fileno(), 2)
+        code = 0
+        # sys.path[0] as `python -m` (the working folder) or `python SCRIPT`
+        # (the script's folder) sets it, not this driver's "" (-c).
+        sys.path[0] = (os.getcwd() if args[0] == "-m"
+                       else os.path.dirname(os.path.abspath(args[0])))
+        try:
+          if args[0] == "-m":
+            sys.argv = [args[1]] + args[2:]
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+          else:
+            sys.argv = list(args)
+            runpy.run_path(args[0], run_name="__main__")
+        except SystemExit as e:
+          code = e.code if isinstance(e.code, int) else (0 if e.code is None
+                                                         else 1)
+          if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+        except BaseException:
+          traceback.print_exc()
+          code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)
+      status = wait_or_kill(pid, 600)
+      out.seek(0)
+      results.append({"rc": os.waitstatus_to_exitcode(status),
+                      "output": out.read().decode("utf-8", "replace")})
+    json.dump(results, sys.stdout)
+  """)
+
+
+def run_forked_commands(python: str, commands: Sequence[Sequence[str]], *,
+                        cwd: str, env: Dict[str, str],
+                        timeout: float = 1200) -> List[Dict[str, Any]]:
+  """Runs ``commands`` (each ``["-m", MODULE, *ARGS]`` or ``[SCRIPT,
+  *ARGS]``) in forked children of one ``python`` that has imported
+  TensorFlow; returns each one's {"rc": exit status, "output": its stdout
+  and stderr}."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run([python, "-c", _forked_commands_driver()], cwd=cwd,
+                        env=env, input=json.dumps([list(c) for c in commands]),
+                        capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+  return json.loads(proc.stdout)

@@ -283,25 +283,6 @@ def test_train_example_labels(tiny):
   assert (scores >= 0).sum() <= SMALL.rpn_batch_size_per_im
 
 
-def test_one_training_step_and_detection(tiny):
-  trunk, det = tiny
-  example = dict(_example(), classes=tf.constant([14]))
-  ds = tf.data.Dataset.from_tensors(example)
-  history = det.fit(det.train_dataset(ds, batch_size=2), steps=2,
-                    learning_rate=1e-3, log=None)
-  assert len(history) == 2 and all(np.isfinite(history))
-  detections, gts = det.detect(ds)
-  assert len(detections) == len(gts) == 1
-  np.testing.assert_allclose(gts[0]["boxes"], [[11, 11, 30, 40]])
-  d = detections[0]
-  assert d["boxes"].shape[1:] == (4,) and len(d["scores"]) == len(d["boxes"])
-  assert ((d["classes"] >= 0) & (d["classes"] < 20)).all()
-  # The backbone was fine-tuned in its tf_keras copy, not in the trunk.
-  images = tf.zeros([1, 64, 64, 3])
-  assert not np.allclose(det.backbone(images)["4"],
-                         trunk(images)[trunk.unit_names[-1]], atol=1e-6)
-
-
 def test_eval_lasso_row_mixes_every_unit():
   """Table 4's eval lasso for detection: the backbone's level is a fresh
   unit-norm row's mix of every block-3 unit (checked against the Keras-3
@@ -395,15 +376,73 @@ def test_labelme_extraction_and_setup_errors(tmp_path, monkeypatch):
       f"labelme-voc-{assets.LABELME_VERSION}")
 
 
-def test_evaluator_with_eval_lasso_trains_the_row_and_reports_map():
+class _RecordingFasterRCNN(detection.FasterRCNN):
+  """The detector the evaluator builds, kept with what its ``fit`` and
+  ``detect`` returned."""
+  built = []
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.built.append(self)
+
+  def fit(self, *args, **kwargs):
+    self.history = super().fit(*args, **kwargs)
+    return self.history
+
+  def detect(self, *args, **kwargs):
+    self.detected = super().detect(*args, **kwargs)
+    return self.detected
+
+
+@pytest.fixture(scope="module")
+def eval_lasso_run():
+  """One evaluator run with the eval lasso (two training steps on a depth-26
+  trunk's two block-3 units, then detection and mAP), shared by the tests
+  of the detector's training and detection and of the evaluator: the
+  trunk, its weights before the run, the evaluator, its metrics and log
+  lines, and the detector it built."""
   keras.utils.set_random_seed(2)
   trunk = Trunk(depth=26, width=0.125)
-  ds = tf.data.Dataset.from_tensors(_example())
+  before = [w.copy() for w in trunk.get_weights()]
+  ds = tf.data.Dataset.from_tensors(dict(_example(),
+                                         classes=tf.constant([14])))
   evaluator = detection.DetectionEvaluator(
-      train_dataset=ds, eval_dataset=ds, detector=SMALL, steps=1,
+      train_dataset=ds, eval_dataset=ds, detector=SMALL, steps=2,
       batch_size=1, learning_rate=1e-2, lr_drop_steps=(), log_every=1)
   lines = []
-  metrics = dict(evaluator.run(trunk, eval_lasso=True, log=lines.append))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(detection.evaluator, "FasterRCNN", _RecordingFasterRCNN)
+    _RecordingFasterRCNN.built.clear()
+    metrics = dict(evaluator.run(trunk, eval_lasso=True, log=lines.append))
+  det, = _RecordingFasterRCNN.built
+  return trunk, before, evaluator, metrics, lines, det
+
+
+def test_one_training_step_and_detection(eval_lasso_run):
+  trunk, before, _, _, _, det = eval_lasso_run
+  history = det.history
+  assert len(history) == 2 and all(np.isfinite(history))
+  detections, gts = det.detected
+  assert len(detections) == len(gts) == 1
+  np.testing.assert_allclose(gts[0]["boxes"], [[11, 11, 30, 40]])
+  d = detections[0]
+  assert d["boxes"].shape[1:] == (4,) and len(d["scores"]) == len(d["boxes"])
+  assert ((d["classes"] >= 0) & (d["classes"] < 20)).all()
+  # The backbone was fine-tuned in its tf_keras copy, not in the trunk: the
+  # trunk's weights are as before, and the backbone's level is not the
+  # trunk's units mixed by the trained row (NumPy).
+  for w, b in zip(trunk.get_weights(), before):
+    np.testing.assert_array_equal(w, b)
+  images = tf.random.stateless_uniform([1, 64, 64, 3], [5, 6], 0, 255)
+  units = trunk(images)
+  mixed = sum(a * np.asarray(units[n], np.float64)
+              for a, n in zip(det.alpha(), trunk.unit_names))
+  assert not np.allclose(det.backbone(images)["4"], mixed, atol=1e-6)
+
+
+def test_evaluator_with_eval_lasso_trains_the_row_and_reports_map(
+    eval_lasso_run):
+  _, _, evaluator, metrics, lines, _ = eval_lasso_run
   assert 0.0 <= metrics["detection/map"] <= 1.0
   alpha = evaluator.last_alpha
   assert alpha.shape == (2,)

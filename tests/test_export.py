@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import keras
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import harness
 import mtssl_tf  # noqa: F401  (registers the Keras classes for load_model)
 from mtssl_tf.serving import model_export
 from mtssl_tf.config import TrainConfig
@@ -24,7 +24,10 @@ from mtssl_tf.models.trunk import TrunkConfig
 from mtssl_tf.training.run_checkpoints import save_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRUNK = {"depth": 26, "width": 0.25}
+# A model with the UnitMixer needs two block-3 units to mix; one without
+# it has the smallest trunk (cheaper to trace and save).
+MIXER_TRUNK = harness.MIXER_TRUNK
+PLAIN_TRUNK = harness.TRUNK
 TASKS = {
     "colorization": {"crop_size": 32, "hidden_channels": 8},
     "relative_position": {"patch_size": 16, "gap": 4, "jitter": 2,
@@ -54,7 +57,8 @@ def _tree_digest(path):
 
 def _make_model(mixer, seed=0):
   keras.utils.set_random_seed(seed)
-  model = MultiTaskModel(trunk=TRUNK, tasks=TASKS, mixer=mixer, name="mtssl")
+  model = MultiTaskModel(trunk=MIXER_TRUNK if mixer else PLAIN_TRUNK,
+                         tasks=TASKS, mixer=mixer, name="mtssl")
   if mixer:
     # Unequal alphas, so each task's mix differs from the others and from
     # the last unit.
@@ -81,16 +85,36 @@ def _images(rng, n, h, w):
   return rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
 
 
+# The version folder of each kind's export: the plain model's is exported
+# here; the lasso one is ``python -m mtssl_tf.export``'s export of a training
+# run (fresh_processes), with --export_version.
+VERSIONS = {"plain": 1, "lasso": 3}
+
+
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-  """One export of a model without and one with the UnitMixer, shared by
+def plain_export(tmp_path_factory):
+  """The model without the UnitMixer, exported: (model, paths)."""
+  model = _make_model(None)
+  export_dir = str(tmp_path_factory.mktemp("export_plain"))
+  paths = model_export.export_model(model, export_dir, "mtssl_demo",
+                                    version=VERSIONS["plain"],
+                                    image_size=IMAGE_SIZE)
+  return model, paths
+
+
+@pytest.fixture(scope="module")
+def exports(plain_export, fresh_processes):
+  """One export of a model without and one with the UnitMixer (the export
+  command's, of a training run whose model is in memory here), shared by
   the tests: kind -> (model, paths, loaded SavedModel)."""
+  results, work, run_model = fresh_processes
+  assert results["export"]["rc"] == 0, results["export"]["output"][-3000:]
+  lasso_paths = {"keras": str(work / "exports" / "mtssl_demo.keras"),
+                 "saved_model": str(work / "exports" / "mtssl_demo"
+                                    / str(VERSIONS["lasso"]))}
   found = {}
-  for kind, mixer in (("plain", None), ("lasso", MIXER)):
-    model = _make_model(mixer)
-    export_dir = str(tmp_path_factory.mktemp(f"export_{kind}"))
-    paths = model_export.export_model(model, export_dir, "mtssl_demo",
-                                      version=1, image_size=IMAGE_SIZE)
+  for kind, (model, paths) in (("plain", plain_export),
+                               ("lasso", (run_model, lasso_paths))):
     found[kind] = model, paths, tf.saved_model.load(paths["saved_model"])
   return found
 
@@ -102,14 +126,16 @@ def exported(request, exports):
 
 def test_export_writes_tf_serving_layout(exported):
   model, paths, _ = exported
+  version = str(VERSIONS["plain" if model.mixer is None else "lasso"])
   export_dir = os.path.dirname(paths["keras"])
   assert paths["keras"] == os.path.join(export_dir, "mtssl_demo.keras")
-  assert paths["saved_model"] == os.path.join(export_dir, "mtssl_demo", "1")
+  assert paths["saved_model"] == os.path.join(export_dir, "mtssl_demo",
+                                              version)
   assert os.path.isfile(os.path.join(paths["saved_model"], "saved_model.pb"))
   assert os.path.isdir(os.path.join(paths["saved_model"], "variables"))
   # Nothing but the two products is left in the export folders.
   assert sorted(os.listdir(export_dir)) == ["mtssl_demo", "mtssl_demo.keras"]
-  assert os.listdir(os.path.join(export_dir, "mtssl_demo")) == ["1"]
+  assert os.listdir(os.path.join(export_dir, "mtssl_demo")) == [version]
 
 
 def test_signature_inputs_and_outputs(exported):
@@ -179,7 +205,7 @@ def test_saved_model_refuses_wrong_dtype_and_shape(exported):
 
 
 # What the saved_model_cli script runs (TensorFlow's console-script entry
-# point), run on each export in turn in one process: one TensorFlow import.
+# point), run on each export in turn: python SCRIPT ENTRY_POINT DIR...
 _SAVED_MODEL_CLI = """
 import importlib, sys
 module, attr = sys.argv.pop(1).split(":")
@@ -196,22 +222,85 @@ for saved_model in sys.argv[1:]:
   sys.stdout.flush()
 """
 
+# A fresh process that loads the lasso export's .keras file (python SCRIPT
+# KERAS_FILE INPUTS OUTPUTS): ``import mtssl_tf`` registers the classes.
+_RELOAD = """
+import sys
+import numpy as np, keras
+import mtssl_tf
+keras_file, inputs, outputs = sys.argv[1:]
+model = keras.models.load_model(keras_file)
+x = np.load(inputs)
+out = {
+    "colorization": model(x["colorization"], task="colorization"),
+    "relative_position": model(x["relative_position"],
+                               task="relative_position"),
+    "features": model.features(x["features"]),
+    "mixed": model.features(x["features"], task="relative_position"),
+}
+np.savez(outputs, **{k: keras.ops.convert_to_numpy(v) for k, v in out.items()},
+         config=np.array(type(model).__name__ + " " + model.name))
+"""
+
+
+def _reload_inputs():
+  rng = np.random.default_rng(7)
+  return {
+      "colorization": rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
+      "relative_position": rng.uniform(
+          0, 255, (2, 2, 16, 16, 3)).astype(np.float32),
+      "features": rng.uniform(0, 255, (2, 48, 48, 3)).astype(np.float32),
+  }
+
 
 @pytest.fixture(scope="module")
-def cli_listings(exports):
-  """saved_model_cli's listing of each export's signature, by kind."""
-  kinds = sorted(exports)
+def fresh_processes(plain_export, tmp_path_factory):
+  """The commands that need a process of their own, in order, each in a
+  child forked from one interpreter that imported TensorFlow
+  (harness.run_forked_commands): ``python -m mtssl_tf.export`` on a training
+  run with the UnitMixer (the lasso export of ``exports``) and on a folder
+  without one, saved_model_cli on both exports, the lasso .keras file's
+  reload. Name -> {"rc", "output"}, the work folder and the run's model."""
+  work = tmp_path_factory.mktemp("fresh")
   entry_point, = importlib.metadata.entry_points(group="console_scripts",
                                                  name="saved_model_cli")
-  result = subprocess.run(
-      [sys.executable, "-c", _SAVED_MODEL_CLI, entry_point.value]
-      + [exports[k][1]["saved_model"] for k in kinds],
-      capture_output=True, text=True, env=_env(), timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  parts = re.split(r"^=== (.*)$", result.stdout, flags=re.M)[1:]
+  (work / "saved_model_cli.py").write_text(_SAVED_MODEL_CLI)
+  (work / "reload.py").write_text(_RELOAD)
+  np.savez(work / "inputs.npz", **_reload_inputs())
+  run_dir = work / "run"
+  model = _write_run(run_dir, lasso=True)
+  flagfile = work / "export.cfg"
+  flagfile.write_text("\n".join([
+      f"--run_dir={run_dir}", f"--export_dir={work / 'exports'}",
+      "--model_name=mtssl_demo", f"--export_version={VERSIONS['lasso']}",
+      f"--serving_image_size={IMAGE_SIZE}"]) + "\n")
+  (work / "missing").mkdir()
+  lasso_export = work / "exports" / "mtssl_demo"
+  commands = {
+      "export": ["-m", "mtssl_tf.export", f"--flagfile={flagfile}"],
+      "missing": ["-m", "mtssl_tf.export", f"--run_dir={work / 'missing'}",
+                  "--model_name=m"],
+      "cli": [str(work / "saved_model_cli.py"), entry_point.value,
+              plain_export[1]["saved_model"],
+              str(lasso_export / str(VERSIONS["lasso"]))],
+      "reload": [str(work / "reload.py"), str(lasso_export) + ".keras",
+                 str(work / "inputs.npz"), str(work / "outputs.npz")],
+  }
+  results = harness.run_forked_commands(sys.executable, commands.values(),
+                                        cwd=REPO, env=_env(), timeout=900)
+  return dict(zip(commands, results)), work, model
+
+
+@pytest.fixture(scope="module")
+def cli_listings(exports, fresh_processes):
+  """saved_model_cli's listing of each export's signature, by kind."""
+  result = fresh_processes[0]["cli"]
+  assert result["rc"] == 0, result["output"][-3000:]
+  parts = re.split(r"^=== (.*)$", result["output"], flags=re.M)[1:]
   listed = dict(zip(parts[::2], parts[1::2]))
-  assert sorted(listed) == sorted(exports[k][1]["saved_model"] for k in kinds)
-  return {k: listed[exports[k][1]["saved_model"]] for k in kinds}
+  assert sorted(listed) == sorted(exports[k][1]["saved_model"]
+                                  for k in exports)
+  return {k: listed[exports[k][1]["saved_model"]] for k in exports}
 
 
 @pytest.mark.parametrize("kind", ["plain", "lasso"])
@@ -232,38 +321,13 @@ def test_saved_model_cli_lists_the_signature(exports, cli_listings, kind):
   assert "Method name is: tensorflow/serving/predict" in out
 
 
-def test_keras_file_reloads_in_a_fresh_process(exports, tmp_path):
-  model, paths, _ = exports["lasso"]
-  rng = np.random.default_rng(7)
-  inputs = {
-      "colorization": rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32),
-      "relative_position": rng.uniform(
-          0, 255, (2, 2, 16, 16, 3)).astype(np.float32),
-      "features": rng.uniform(0, 255, (2, 48, 48, 3)).astype(np.float32),
-  }
-  np.savez(tmp_path / "inputs.npz", **inputs)
-  script = f"""
-import numpy as np, keras
-import mtssl_tf
-model = keras.models.load_model({paths['keras']!r})
-x = np.load({str(tmp_path / 'inputs.npz')!r})
-out = {{
-    "colorization": model(x["colorization"], task="colorization"),
-    "relative_position": model(x["relative_position"],
-                               task="relative_position"),
-    "features": model.features(x["features"]),
-    "mixed": model.features(x["features"], task="relative_position"),
-}}
-np.savez({str(tmp_path / 'outputs.npz')!r},
-         **{{k: keras.ops.convert_to_numpy(v) for k, v in out.items()}},
-         config=np.array(type(model).__name__ + " " + model.name))
-"""
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                          text=True, env=_env(), cwd=str(tmp_path),
-                          timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  got = np.load(tmp_path / "outputs.npz")
+def test_keras_file_reloads_in_a_fresh_process(exports, fresh_processes):
+  model, _, _ = exports["lasso"]
+  results, work, _ = fresh_processes
+  assert results["reload"]["rc"] == 0, results["reload"]["output"][-3000:]
+  got = np.load(work / "outputs.npz")
   assert str(got["config"]) == "MultiTaskModel mtssl"
+  inputs = _reload_inputs()
   want = {
       "colorization": model(inputs["colorization"], task="colorization"),
       "relative_position": model(inputs["relative_position"],
@@ -377,7 +441,9 @@ def test_export_rejects_bad_names(tmp_path):
 
 def _write_run(run_dir, lasso):
   config = TrainConfig(run_dir=str(run_dir), tasks=tuple(TASKS),
-                       task_params=TASKS, trunk=TrunkConfig(**TRUNK),
+                       task_params=TASKS,
+                       trunk=TrunkConfig(**(MIXER_TRUNK if lasso
+                                            else PLAIN_TRUNK)),
                        lasso=lasso, lasso_init="uniform")
   os.makedirs(run_dir, exist_ok=True)
   with open(os.path.join(run_dir, "config.json"), "w") as f:
@@ -388,45 +454,30 @@ def _write_run(run_dir, lasso):
   return model
 
 
-def test_export_command_exports_a_training_run(tmp_path):
-  run_dir = tmp_path / "run"
-  model = _write_run(run_dir, lasso=True)
-  flagfile = tmp_path / "export.cfg"
-  flagfile.write_text("\n".join([
-      f"--run_dir={run_dir}", f"--export_dir={tmp_path / 'exports'}",
-      "--model_name=mtssl_demo", "--export_version=3",
-      f"--serving_image_size={IMAGE_SIZE}"]) + "\n")
-  result = subprocess.run(
-      [sys.executable, "-m", "mtssl_tf.export", f"--flagfile={flagfile}"],
-      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  saved = tmp_path / "exports" / "mtssl_demo" / "3"
-  assert f"wrote {saved}" in result.stdout
-  # The exported weights are the checkpoint's, not a fresh initialisation.
+def test_export_command_exports_a_training_run(exports, fresh_processes):
+  results, work, model = fresh_processes
+  result = results["export"]
+  assert result["rc"] == 0, result["output"][-3000:]
+  saved = work / "exports" / "mtssl_demo" / str(VERSIONS["lasso"])
+  assert f"wrote {saved}" in result["output"]
+  # The exported weights are the checkpoint's, not a fresh initialisation
+  # (the .keras file's: test_keras_file_reloads_in_a_fresh_process).
+  _, paths, loaded = exports["lasso"]
+  assert paths["saved_model"] == str(saved)
   images = _images(np.random.default_rng(0), 2, 40, 40)
-  got = tf.saved_model.load(str(saved)).signatures["serving_default"](
-      images=tf.constant(images))
+  got = loaded.signatures["serving_default"](images=tf.constant(images))
   want = _reference(model, images)
   assert set(got) == set(want)
   for name, value in want.items():
     np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-4,
                                atol=1e-4 * np.abs(value).max(), err_msg=name)
-  reloaded = keras.models.load_model(
-      str(tmp_path / "exports" / "mtssl_demo.keras"))
-  x = tf.random.stateless_uniform([1, 32, 32, 3], [1, 2], maxval=255.0)
-  np.testing.assert_allclose(
-      reloaded.features(x, task="colorization").numpy(),
-      model.features(x, task="colorization").numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_export_command_reports_a_missing_run(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "mtssl_tf.export", f"--run_dir={tmp_path}",
-       "--model_name=m"],
-      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
-  assert result.returncode == 2
-  assert "config.json does not exist" in result.stderr
-  assert not os.path.exists(tmp_path / "export")
+def test_export_command_reports_a_missing_run(fresh_processes):
+  results, work, _ = fresh_processes
+  assert results["missing"]["rc"] == 2, results["missing"]["output"][-3000:]
+  assert "config.json does not exist" in results["missing"]["output"]
+  assert os.listdir(work / "missing") == []
 
 
 def test_load_run_model_restores_the_checkpoint(tmp_path):
@@ -437,4 +488,4 @@ def test_load_run_model_restores_the_checkpoint(tmp_path):
   for a, b in zip(model.weights, restored.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
   with open(tmp_path / "config.json") as f:
-    assert json.load(f)["trunk"]["depth"] == TRUNK["depth"]
+    assert json.load(f)["trunk"]["depth"] == PLAIN_TRUNK["depth"]

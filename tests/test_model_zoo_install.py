@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 
-import forked_children  # wait_or_kill for the forked children
+import harness  # run_forked_commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the package imports, directly or through an extra the README names
@@ -179,51 +179,6 @@ def pip_user(wheel, tmp_path_factory):
   return python, site, str(work), env
 
 
-# Runs the pip user's commands in order, each in a child forked from one
-# interpreter of the user's venv that has imported TensorFlow and Keras (one
-# import instead of one per command; nothing has run yet, so each child
-# starts TensorFlow's runtime itself). A child is a fresh process for its
-# command: it runs ``python -m MODULE ARGS`` or ``python SCRIPT ARGS`` as
-# ``__main__``, with its own absl flags, in the work folder.
-_DRIVER = forked_children.WAIT_OR_KILL + textwrap.dedent(r"""
-    import json, os, runpy, sys, tempfile, traceback
-    import tensorflow, keras                      # imported once, before fork
-    results = []
-    for args in json.load(sys.stdin):
-      out = tempfile.TemporaryFile()
-      pid = os.fork()
-      if pid == 0:
-        os.dup2(out.fileno(), 1); os.dup2(out.fileno(), 2)
-        code = 0
-        # sys.path[0] as `python -m` (the working folder) or `python SCRIPT`
-        # (the script's folder) sets it, not this driver's "" (-c).
-        sys.path[0] = (os.getcwd() if args[0] == "-m"
-                       else os.path.dirname(os.path.abspath(args[0])))
-        try:
-          if args[0] == "-m":
-            sys.argv = [args[1]] + args[2:]
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-          else:
-            sys.argv = list(args)
-            runpy.run_path(args[0], run_name="__main__")
-        except SystemExit as e:
-          code = e.code if isinstance(e.code, int) else (0 if e.code is None
-                                                         else 1)
-          if not isinstance(e.code, (int, type(None))):
-            print(e.code, file=sys.stderr)
-        except BaseException:
-          traceback.print_exc()
-          code = 1
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(code)
-      status = wait_or_kill(pid, 600)
-      out.seek(0)
-      results.append({"rc": os.waitstatus_to_exitcode(status),
-                      "output": out.read().decode("utf-8", "replace")})
-    json.dump(results, sys.stdout)
-""")
-
-
 @pytest.fixture(scope="module")
 def pip_runs(pip_user):
   """What the README tells a pip user to run, in order: list the presets,
@@ -251,11 +206,11 @@ def pip_runs(pip_user):
                    "--eval_param=linear_probe.steps=5",
                    f"--output={os.path.join(work, 'eval', 'results.json')}"],
   }
-  proc = subprocess.run([python, "-c", _DRIVER], cwd=work, env=env,
-                        input=json.dumps(list(commands.values())),
-                        capture_output=True, text=True, timeout=1200)
-  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-  results = dict(zip(commands, json.loads(proc.stdout)))
+  # Each command in a child forked from one interpreter of the user's venv
+  # that has imported TensorFlow and Keras: a fresh process for its
+  # command, with its own absl flags, in the work folder.
+  results = dict(zip(commands, harness.run_forked_commands(
+      python, commands.values(), cwd=work, env=env, timeout=1200)))
   for name, result in results.items():
     assert result["rc"] == 0, (name, result["output"][-4000:])
   return {name: r["output"] for name, r in results.items()}, sha256, run_dir
