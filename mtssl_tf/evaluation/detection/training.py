@@ -42,6 +42,9 @@ def fine_tune(detector, dataset: tf.data.Dataset, steps: int, *,
   variables = model.trainable_variables
   decayed = [v for v in variables if "kernel" in v.name]
   mixer = detector.mixer
+  # Slots made now, not in the step's first call (a tf.function that makes
+  # variables is traced twice).
+  optimizer.build(variables)
 
   @tf.function
   def step(images, labels):
