@@ -557,6 +557,7 @@ class DepthEvaluator(Evaluator):
     predict(tf.zeros([1] + list(self.input_size) + [3]), self.input_size,
             False)
     variables = (backbone.trainable_variables + decoder.trainable_variables)
+    optimizer.build(variables)  # slots before the step is traced
     self._fit(train_ds, predict, backbone, variables, optimizer, log)
     self.last_alpha = (backbone.mixer.alphas()["depth"]
                        if backbone.mixer is not None else None)
