@@ -187,9 +187,12 @@ def test_mixed_bfloat16_tracks_float32(tmp_path, mirrored):
     # rounding of single pixels (measured 1.2% at one step).
     params = {n: dict(TASK_PARAMS[n]) for n in NAMES}
     params["colorization"]["prior"] = "uniform"
+    # Two steps per loop, one cycle: every loop runs the same plan
+    # (relative position, then colorization and the cycle's apply), so each
+    # run traces one loop function.
     cfg = _config(tmp_path / policy, NAMES, steps=10, checkpoint_every=10,
                   log_every=10, summary_every=10, mixed_precision=policy,
-                  steps_per_loop=5, task_params=params,
+                  steps_per_loop=2, task_params=params,
                   optimizer=OptimizerConfig(name="sgd", learning_rate=0.01))
     trainer = Trainer(cfg, strategy=mirrored(("/cpu:0",)),
                       datasets=_datasets(NAMES, 4), log=_quiet)
