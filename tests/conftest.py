@@ -20,8 +20,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 "
 # wide as the machine: with 2 workers on 2 cores that measured about 10%
 # less wall and CPU time than both workers' pools competing for every core.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(
-      1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+  _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+  os.environ.setdefault("TF_NUM_INTRAOP_THREADS",
+                        str(max(1, (os.cpu_count() or 1) // _workers)))
 # tools/ (the maintainer tooling beside the package, not installed) is
 # imported from the repository root.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
