@@ -54,9 +54,10 @@ study: venv
 
 test: venv
 	@# Two pytest workers (pytest-xdist), each file's tests in one worker (its
-	@# module fixtures built once): much of a test's time is single-threaded
-	@# tracing, so 2 cores finish in about 2/3 of the serial time.
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
+	@# module fixtures built once), the longest files first (tests/conftest.py
+	@# LONGEST_FILES): much of a test's time is single-threaded tracing, so 2
+	@# cores finish in about 2/3 of the serial time.
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: venv
 	$(PY) benchmarks/train_step.py

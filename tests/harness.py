@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import keras
@@ -589,8 +590,9 @@ def assert_features_close(reference, other, seed: int = 0,
 def _forked_commands_driver() -> str:
   import textwrap  # pylint: disable=g-import-not-at-top
   import forked_children  # pylint: disable=g-import-not-at-top
-  return forked_children.WAIT_OR_KILL + textwrap.dedent(r"""
-    import json, os, runpy, sys, tempfile, traceback
+  return (forked_children.WAIT_OR_KILL + forked_children.RUN_COMMAND
+          + textwrap.dedent(r"""
+    import json, tempfile
     import tensorflow, keras                      # imported once, before fork
     results = []
     for args in json.load(sys.stdin):
@@ -598,34 +600,13 @@ def _forked_commands_driver() -> str:
       pid = os.fork()
       if pid == 0:
         os.dup2(out.fileno(), 1); os.dup2(out.fileno(), 2)
-        code = 0
-        # sys.path[0] as `python -m` (the working folder) or `python SCRIPT`
-        # (the script's folder) sets it, not this driver's "" (-c).
-        sys.path[0] = (os.getcwd() if args[0] == "-m"
-                       else os.path.dirname(os.path.abspath(args[0])))
-        try:
-          if args[0] == "-m":
-            sys.argv = [args[1]] + args[2:]
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-          else:
-            sys.argv = list(args)
-            runpy.run_path(args[0], run_name="__main__")
-        except SystemExit as e:
-          code = e.code if isinstance(e.code, int) else (0 if e.code is None
-                                                         else 1)
-          if not isinstance(e.code, (int, type(None))):
-            print(e.code, file=sys.stderr)
-        except BaseException:
-          traceback.print_exc()
-          code = 1
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(code)
+        os._exit(run_command(args))
       status = wait_or_kill(pid, 600)
       out.seek(0)
       results.append({"rc": os.waitstatus_to_exitcode(status),
                       "output": out.read().decode("utf-8", "replace")})
     json.dump(results, sys.stdout)
-  """)
+  """))
 
 
 def run_forked_commands(python: str, commands: Sequence[Sequence[str]], *,
@@ -633,9 +614,18 @@ def run_forked_commands(python: str, commands: Sequence[Sequence[str]], *,
                         timeout: float = 1200) -> List[Dict[str, Any]]:
   """Runs ``commands`` (each ``["-m", MODULE, *ARGS]`` or ``[SCRIPT,
   *ARGS]``) in forked children of one ``python`` that has imported
-  TensorFlow; returns each one's {"rc": exit status, "output": its stdout
-  and stderr}."""
+  TensorFlow (this interpreter's: the test process's fork server,
+  tests/fork_server.py); returns each one's {"rc": exit status, "output":
+  its stdout and stderr}."""
   import subprocess  # pylint: disable=g-import-not-at-top
+  if python == sys.executable:
+    import fork_server  # pylint: disable=g-import-not-at-top
+    results = []
+    for command in commands:
+      done = fork_server.run(command, cwd=cwd, env=env, timeout=timeout,
+                             combined=True)
+      results.append({"rc": done.returncode, "output": done.stdout})
+    return results
   proc = subprocess.run([python, "-c", _forked_commands_driver()], cwd=cwd,
                         env=env, input=json.dumps([list(c) for c in commands]),
                         capture_output=True, text=True, timeout=timeout)

@@ -28,6 +28,7 @@ from mtssl_tf.data.image_files import MAX_IMAGE_PIXELS, list_image_files
 from mtssl_tf.data.pipeline import task_dataset
 from mtssl_tf.data.sources import make_source
 import harness
+import fork_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A stuck pipeline fails the test instead of hanging the suite.
@@ -268,11 +269,9 @@ def _train_args(run_dir, folder, *extra):
 
 
 def _train(run_dir, folder, *extra, timeout=600):
-  args = [sys.executable, "-m", "mtssl_tf.train",
-          *_train_args(run_dir, folder, *extra)]
-  return subprocess.run(args, cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  args = ["-m", "mtssl_tf.train", *_train_args(run_dir, folder, *extra)]
+  return fork_server.run(args, cwd=REPO, timeout=timeout,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
 
 
 def test_run_names_bad_files_once_then_stops_without_losing_its_checkpoint(

@@ -5,8 +5,6 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from mtssl_tf.evaluation import trunk_sources
 from mtssl_tf.evaluation import driver
 from mtssl_tf.models.multitask import MultiTaskModel
 from mtssl_tf.models.trunk import TrunkConfig
+import fork_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CFG = os.path.join(ROOT, "configs", "eval_demo.cfg")
@@ -224,9 +223,8 @@ def test_report_random_row_takes_the_checkpoint_architecture_with_standard_init(
 # -- the command ------------------------------------------------------------------
 def _command(args, cwd):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-  return subprocess.run([sys.executable, "-m", "mtssl_tf.evaluate"] + args,
-                        cwd=cwd, env=env, capture_output=True, text=True,
-                        timeout=300)
+  return fork_server.run(["-m", "mtssl_tf.evaluate"] + args, cwd=cwd,
+                         env=env, timeout=300)
 
 
 @pytest.mark.slow

@@ -1,8 +1,6 @@
 """Motion masks from videos (mtssl_tf.motion) and make_motion_masks."""
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -11,6 +9,7 @@ import tensorflow as tf
 
 from mtssl_tf import make_motion_masks
 from mtssl_tf import motion
+import fork_server
 
 
 def _texture(rng, h, w, sigma):
@@ -381,9 +380,8 @@ def test_command_runs_as_module(tmp_path):
   flagfile = tmp_path / "motion.cfg"
   flagfile.write_text(f"--videos={paths['moving']}\n"
                       f"--output_dir={tmp_path}/out\n--max_frames=6\n")
-  result = subprocess.run(
-      [sys.executable, "-m", "mtssl_tf.make_motion_masks",
-       f"--flagfile={flagfile}"], capture_output=True, text=True,
+  result = fork_server.run(
+      ["-m", "mtssl_tf.make_motion_masks", f"--flagfile={flagfile}"],
       timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
   assert result.returncode == 0, result.stderr
   assert "moving.avi: ok, 6 frames read" in result.stdout

@@ -7,8 +7,6 @@ source and the train command's ``--data=tfds`` (in-process) read it. (The
 TFRecord path is covered by tests/test_data_sources.py and test_motion.py.)"""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from mtssl_tf.data import mtssl_motion
 from mtssl_tf.data.sources import make_source
 from mtssl_tf.training.trainer import Trainer
 from test_motion import synthetic_video  # the test helper of the masks
+import fork_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 96
@@ -155,12 +154,11 @@ def test_prepare_command_on_a_flat_folder(tmp_path):
   (tmp_path / "videos").mkdir()
   motion.write_video(str(tmp_path / "videos" / "c.avi"), video)
   data_dir = str(tmp_path / "tfds")
-  command = [sys.executable, "-m", "mtssl_tf.data.mtssl_motion"]
+  command = ["-m", "mtssl_tf.data.mtssl_motion"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  out = subprocess.run(command + [f"--manual_dir={tmp_path / 'videos'}",
-                                  f"--data_dir={data_dir}"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env=env)
+  out = fork_server.run(command + [f"--manual_dir={tmp_path / 'videos'}",
+                                   f"--data_dir={data_dir}"],
+                        cwd=REPO, timeout=300, env=env)
   assert out.returncode == 0, out.stderr[-2000:]
   builder = tfds.builder("mtssl_motion", data_dir=data_dir)
   assert set(builder.info.splits) == {"train"}  # no split folders

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import typing
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+import fork_server
 from ports import run_workers
 from mtssl_tf.cli import flags as mt_flags
 from mtssl_tf import config as config_lib
@@ -331,11 +331,12 @@ def test_batch_that_does_not_divide_fails_before_any_work(mirrored,
     Trainer(config, strategy=mirrored(), datasets={})
 
 
-def _run(args, timeout=600, env=None, **kw):
+def _run(args, timeout=600, env=None):
+  """``python -m mtssl_tf.train ARGS`` in a fresh process (forked from an
+  interpreter that has imported TensorFlow: tests/fork_server.py)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-  return subprocess.run([sys.executable, "-m", "mtssl_tf.train"] + args,
-                        cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout, env=env, **kw)
+  return fork_server.run(["-m", "mtssl_tf.train"] + args, cwd=REPO,
+                         timeout=timeout, env=env)
 
 
 def test_cli_reports_unknown_flags_and_config_errors(monkeypatch, capsys):
@@ -410,24 +411,22 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
   marker = tmp_path / "paused"
   # Killed when about to save ckpt-2: steps 1-2 are in history.jsonl (it is
   # flushed before each save), the last checkpoint is ckpt-1.
-  with open(tmp_path / "killed.log", "w+") as log:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _PAUSED_TRAIN, "2", str(marker)] + common
-        + [f"--run_dir={run_dir}"], cwd=REPO, stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    try:
-      deadline = time.monotonic() + 600  # as _run's timeout
-      while not marker.exists():
-        if proc.poll() is not None:
-          log.seek(0)
-          raise AssertionError("training ended before step 2's checkpoint:\n"
-                               + log.read()[-2000:])
-        assert time.monotonic() < deadline, "no step 2 within 600 s"
-        time.sleep(0.1)
-    finally:
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
+  log = tmp_path / "killed.log"
+  proc = fork_server.popen(
+      ["-c", _PAUSED_TRAIN, "2", str(marker)] + common
+      + [f"--run_dir={run_dir}"], cwd=REPO, stdout=str(log),
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  try:
+    deadline = time.monotonic() + 600  # as _run's timeout
+    while not marker.exists():
+      if proc.poll() is not None:
+        raise AssertionError("training ended before step 2's checkpoint:\n"
+                             + log.read_text()[-2000:])
+      assert time.monotonic() < deadline, "no step 2 within 600 s"
+      time.sleep(0.1)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
   assert proc.returncode == -signal.SIGKILL
   assert sorted(p.name for p in (run_dir / "checkpoints").glob(
       "ckpt-*.index")) == ["ckpt-1.index"]

@@ -1,7 +1,5 @@
 """UnitMixer (the paper's lasso): mixing, constraint, penalty, saving, Fig. 5."""
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -13,6 +11,7 @@ import mtssl_tf
 from mtssl_tf.layers import UnitMixer
 from mtssl_tf.models import Trunk
 from mtssl_tf.utils.plots import alpha_matrix, plot_alphas
+import fork_server
 
 TASKS = ["relative_position", "colorization"]
 
@@ -202,8 +201,9 @@ def test_keras_file_reloads_in_fresh_process(tmp_path):
       for k, v in out.items():
         np.save({str(tmp_path)!r} + '/out_' + k + '.npy', np.asarray(v))
   """)
-  subprocess.run([sys.executable, "-c", script], check=True,
-                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  done = fork_server.run(["-c", script],
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert done.returncode == 0, done.stderr[-2000:]
   for k, v in want.items():
     np.testing.assert_allclose(np.load(tmp_path / f"out_{k}.npy"), v,
                                rtol=1e-5, atol=1e-5, err_msg=k)
