@@ -5,7 +5,8 @@
 #                 runs/demo/results.md, print a short summary
 #   make test   - set up .venv, run the whole test suite
 #   make study  - the CPU-scale study with seeds (configs/study_*.cfg): train
-#                 what is missing under runs/study, write RESULTS.md
+#                 what is missing under runs/study, fill the task-transfer
+#                 matrix, write RESULTS.md
 #                 (SEEDS ?= 0 1 2; python -m tools.study --dry_run lists
 #                 the commands)
 # `make venv` installs the pinned stack and fetches the few data files that

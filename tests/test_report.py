@@ -230,13 +230,21 @@ def test_command_end_to_end_with_a_run_and_random(tmp_path):
   # One evaluator: how each metric fills its cell is checked on known
   # numbers (test_markdown_table_puts_the_paper_beside_ours), and every
   # column of an evaluator that was not run shows a dash here.
+  (tmp_path / "pre.md").write_text("How the runs were made.\n")
+  (tmp_path / "post.md").write_text("## The transfer matrix\n\n| a |\n")
   argv = [f"--runs=RP={run_dir}", "--evaluators=linear_probe",
           f"--work_dir={tmp_path / 'w'}", f"--output={out}",
           f"--json_output={tmp_path / 'm.json'}",
+          f"--preamble={tmp_path / 'pre.md'}",
+          f"--appendix={tmp_path / 'post.md'}",
           "--tables=2,3"] + TINY_PARAMS[:4]
   logs = []
   text = report.run_report(_flags(argv), log=logs.append)
   assert out.read_text() == text
+  # The preamble under the title, the appendix after the analysis.
+  assert text.split("\n")[2] == "How the runs were made."
+  assert text.endswith("\n\n## The transfer matrix\n\n| a |\n")
+  assert text.index("## Analysis") < text.index("## The transfer matrix")
   table2 = text.split("### Table 2")[1].split("### Table 3")[0]
   rows = {line.split("|")[1].strip(): line for line in table2.splitlines()
           if line.startswith("| ")}

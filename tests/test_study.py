@@ -4,6 +4,7 @@ errors, the held-out pretext table from hand-written pretext_metrics.json
 files, the analysis sentences, Figure 5, and the study runner's commands."""
 import json
 import os
+import shlex
 import subprocess
 
 import numpy as np
@@ -240,45 +241,74 @@ def test_study_plan_and_dry_run(tmp_path, monkeypatch):
   assert int(steps) > 0
   root = str(tmp_path / "study")
   plan = study.study_plan((0, 1, 2), root)
-  assert [(r.label, r.seed) for r in plan] == [
-      ("RP", 0), ("RP/H", 0), ("RP+Col", 0), ("RP+Col", 1), ("RP+Col", 2),
-      ("RP+Col+Ex+MS", 0), ("RP+Col+Ex+MS", 1), ("RP+Col+Ex+MS", 2),
-      ("RP+Col+Ex+MS/Lasso", 0)]
+  rows = ["RP", "RP/H", "Col", "Ex", "MS", "RP+Col", "RP+Col+Ex+MS",
+          "RP+Col+Ex+MS/Lasso"]
+  # Seed by seed; RP/H with the first seed only.
+  assert [(r.label, r.seed) for r in plan] == (
+      [(r, 0) for r in rows] + [(r, s) for s in (1, 2) for r in rows
+                                if r != "RP/H"])
+  assert {r.label for r in plan if not r.in_tables} == {"Col", "Ex", "MS"}
+  # Each row's config exists and names its run folder's row.
+  for run in plan:
+    assert os.path.isfile(os.path.join(REPO, run.config)), run.config
+    assert study.flag_value(run.config, "steps") == steps
   # One run finished (final checkpoint + held-out metrics): skipped.
-  done = plan[2]
+  done = plan[5]
+  assert (done.label, done.seed) == ("RP+Col", 0)
   os.makedirs(os.path.join(done.run_dir, "checkpoints"))
   open(os.path.join(done.run_dir, "checkpoints",
                     f"ckpt-{steps}.index"), "w").close()
   open(os.path.join(done.run_dir, "pretext_metrics.json"), "w").close()
   # A run stopped half-way (an earlier checkpoint only) is trained again.
-  half = plan[3]
+  half = plan[12]
+  assert (half.label, half.seed) == ("RP+Col", 1)
   os.makedirs(os.path.join(half.run_dir, "checkpoints"))
   open(os.path.join(half.run_dir, "checkpoints", "ckpt-500.index"),
        "w").close()
   logs, calls = [], []
   assert study.run_study((0, 1, 2), root=root, output="R.md", dry_run=True,
                          log=logs.append, call=calls.append) == 0
-  assert not calls and len(logs) == 10
-  assert logs[2].startswith(f"[3/10] RP+Col seed 0 ({done.run_dir}): "
+  total = len(plan) + 2
+  assert not calls and len(logs) == total
+  assert logs[5].startswith(f"[6/{total}] RP+Col seed 0 ({done.run_dir}): "
                             "complete, skipped")
-  assert logs[3].endswith(
+  assert logs[12].endswith(
       f"-m mtssl_tf.train --flagfile=configs/study_rp_col.cfg --seed=1 "
       f"--run_dir={half.run_dir}")
-  assert "--flagfile=configs/study_4task_lasso.cfg --seed=0" in logs[8]
-  assert logs[9].startswith("[10/10] report (Random init: trunk init seeds "
-                            "0, 1, 2)")
-  runs = (f"--runs=RP={root}/rp/s0,RP/H={root}/rp_h/s0,"
+  assert "--flagfile=configs/study_ms.cfg --seed=2" in logs[len(plan) - 4]
+  # The matrix: every matrix row with every seed, cells cached in the root.
+  matrix = study.matrix_command(plan, (0, 1, 2), root)
+  assert logs[-2] == (f"[{total - 1}/{total}] transfer matrix (cached cells "
+                      f"are kept): {shlex.join(matrix)}")
+  assert matrix[1:] == (
+      ["tools/transfer_matrix.py", "--seeds=0,1,2"]
+      + [f"--row={label}={root}/{name}/s{{seed}}" for label, name in (
+          ("RP", "rp"), ("Col", "col"), ("Ex", "ex"), ("MS", "ms"),
+          ("RP+Col", "rp_col"), ("RP+Col+Ex+MS", "4task"),
+          ("RP+Col+Ex+MS/Lasso", "4task_lasso"))]
+      + [f"--cache={root}/transfer_matrix",
+         f"--output={root}/transfer_matrix.md"])
+  # The report: the tables' rows (not the single-task Col, Ex, MS), the
+  # matrix at the end.
+  assert logs[-1].startswith(f"[{total}/{total}] report (Random init: trunk "
+                             "init seeds 0, 1, 2)")
+  runs = (f"--runs=RP={root}/rp/s0+{root}/rp/s1+{root}/rp/s2,"
+          f"RP/H={root}/rp_h/s0,"
           f"RP+Col={root}/rp_col/s0+{root}/rp_col/s1+{root}/rp_col/s2,")
-  assert runs in logs[9] and "--random_seeds=0,1,2" in logs[9]
-  assert "--preamble=docs/study_preamble.md" in logs[9]
+  assert runs in logs[-1] and "--random_seeds=0,1,2" in logs[-1]
+  assert "=" + root + "/col/" not in logs[-1]
+  assert "--preamble=docs/study_preamble.md" in logs[-1]
+  assert f"--appendix={root}/transfer_matrix.md" in logs[-1]
   assert os.path.isfile(os.path.join(REPO, study.PREAMBLE))
-  # Running: every missing run, then the report; a failure stops it.
+  # Running: every missing run, the matrix, then the report; a failure
+  # stops it.
   calls.clear()
   assert study.run_study((0,), root=root, log=lambda s: None,
                          call=lambda c: calls.append(c) or 0) == 0
-  assert [c[3] for c in calls[:-1]] == [
+  assert [c[3] for c in calls[:-2]] == [
       f"--flagfile=configs/study_{n}.cfg" for n in
-      ("rp", "rp_h", "4task", "4task_lasso")]
+      ("rp", "rp_h", "col", "ex", "ms", "4task", "4task_lasso")]
+  assert calls[-2][1] == "tools/transfer_matrix.py"
   assert calls[-1][2] == "tools.report"
   calls.clear()
   assert study.run_study((0,), root=root, log=lambda s: None,

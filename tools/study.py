@@ -4,10 +4,11 @@
     python -m tools.study --dry_run         # print the commands only
     python -m tools.study --seeds="0 1 2 3" --output=RESULTS.md
 
-Trains ``configs/study_*.cfg`` into ``runs/study/<row>/s<seed>`` (RP+Col
-and the four-task row with every seed, the others with the first), skipping
-finished runs, then runs ``python -m tools.report`` over them into
-``--output``. Run from the repository root (maintainer tooling, not
+Trains ``configs/study_*.cfg`` into ``runs/study/<row>/s<seed>`` (every
+row with every seed but RP/H, seed by seed), skipping finished runs, fills
+the task-transfer matrix (``tools/transfer_matrix.py``, cached cells kept),
+then runs ``python -m tools.report`` over them into ``--output`` with the
+matrix at the end. Run from the repository root (maintainer tooling, not
 installed). Library: :mod:`tools.report.study_plan`; docs/report.md.
 """
 import sys

@@ -35,9 +35,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Row names say the trunk's tasks by their abbreviations (``RP+Col``; a
+# ``/...`` suffix such as ``/Lasso`` is a variant of the same tasks): the
+# reading finds each column's diagonal and the multi-task rows from them.
 ZOO_ROWS = (("RP", "rp"), ("RP+Col", "rp_col"), ("RP+Col+Ex", "rp_col_ex"),
-            ("4 tasks", "rp_col_ex_ms"),
-            ("4 tasks + lasso", "rp_col_ex_ms_lasso"))
+            ("RP+Col+Ex+MS", "rp_col_ex_ms"),
+            ("RP+Col+Ex+MS/Lasso", "rp_col_ex_ms_lasso"))
 PROBES = ("relative_position", "colorization", "exemplar",
           "motion_segmentation")
 DIGITS = "digits"
@@ -103,7 +106,7 @@ class Cells:
     self.folder = folder
 
   def path(self, row: str, seed: int, column: str) -> str:
-    safe = row.replace(" ", "_").replace("+", "p")
+    safe = row.replace(" ", "_").replace("+", "p").replace("/", "_")
     return os.path.join(self.folder, safe, f"s{seed}", f"{column}.json")
 
   def get(self, row: str, seed: int, column: str) -> Optional[Dict]:
@@ -223,9 +226,25 @@ def _cell_text(stat) -> str:
   return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
 
 
+def row_tasks(row: str) -> Optional[frozenset]:
+  """The tasks a row's trunk was trained on, from its name (``"RP+Col/H"``
+  -> relative position and colorization); None for a name that is not
+  task abbreviations (random init)."""
+  from mtssl_tf import tasks  # pylint: disable=g-import-not-at-top
+  by_abbreviation = {a: t for t, a in tasks.ABBREVIATIONS.items()}
+  parts = row.split("/")[0].split("+")
+  if not all(p in by_abbreviation for p in parts):
+    return None
+  return frozenset(by_abbreviation[p] for p in parts)
+
+
 def reading(stats, rows, columns) -> List[str]:
   """The plain reading: where each trunk beats random init by more than
-  twice the larger standard deviation, and the best trunk per column."""
+  twice the larger standard deviation, the best trunk per column, and per
+  column where the rows trained on every probed task stand among the
+  trained rows off the diagonal (the diagonal: the single-task trunk of the
+  column's own task). Near-best: within twice the larger standard deviation
+  of the best."""
   lines = []
   random_stats = stats.get(RANDOM_ROW, {})
   for row, _ in rows[1:]:
@@ -245,6 +264,32 @@ def reading(stats, rows, columns) -> List[str]:
     if ranked:
       lines.append(f"- best in {_column_title(column)}: {ranked[-1][1]} "
                    f"({ranked[-1][0]:.3f})")
+  every_task = frozenset(c for c in columns if c != DIGITS)
+  multi = [r for r, _ in rows if row_tasks(r) is not None
+           and every_task and row_tasks(r) >= every_task]
+  for column in columns:
+    off = sorted(((stats[r][column], r) for r, _ in rows
+                  if row_tasks(r) is not None and column in stats[r]
+                  and row_tasks(r) != frozenset([column])),
+                 key=lambda item: -item[0][0])
+    if not multi or len(off) < 2:
+      continue
+    best, best_row = off[0]
+    order = [r for _, r in off]
+    places = []
+    for row in multi:
+      if row not in order:
+        continue
+      place = order.index(row) + 1
+      got = stats[row][column]
+      near = best[0] - got[0] <= 2 * max(best[1], got[1])
+      places.append(f"{row} {place} of {len(off)} ({got[0]:.3f}"
+                    + ("" if place == 1 else
+                       ", near-best" if near else ", not near the best")
+                    + ")")
+    lines.append(f"- {_column_title(column)}, trained rows off the "
+                 f"diagonal: best {best_row} ({best[0]:.3f}); "
+                 + "; ".join(places))
   return lines
 
 

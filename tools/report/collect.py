@@ -150,6 +150,8 @@ class ReportConfig:
     work_dir: the evaluation cache ('' or None: none).
     output, json_output: Markdown and JSON files to write.
     preamble: a Markdown file placed at the top.
+    appendix: a Markdown file placed at the end (the study's transfer
+      matrix).
     alpha_plot: where the lasso run's Figure 5 PNG is copied (None: next to
       ``output`` as ``<output stem>_alphas.png``).
     command: the command line shown in the document.
@@ -167,6 +169,7 @@ class ReportConfig:
   output: Optional[str] = None
   json_output: Optional[str] = None
   preamble: Optional[str] = None
+  appendix: Optional[str] = None
   alpha_plot: Optional[str] = None
   command: Optional[str] = None
   # Derived in __post_init__.
@@ -313,13 +316,17 @@ def make_report(config: ReportConfig,
       row_of=config.row_of)
   results, samples = seeds.aggregate(config.rows, member_results)
   pretext = _pretext(config)
-  preamble = None
+  preamble = appendix = None
   if config.preamble:
     with open(config.preamble) as f:
       preamble = f.read()
+  if config.appendix:
+    with open(config.appendix) as f:
+      appendix = f.read()
   text = build_report(results, config.checkpoints, config.params,
                       config.evaluators, seed=config.seed,
                       command=config.command, preamble=preamble,
+                      appendix=appendix,
                       tables=config.tables, protocol=config.protocol,
                       samples=samples, pretext=pretext,
                       alpha_plot=_lasso_plot(config))

@@ -45,6 +45,7 @@ def build_report(results: Results, checkpoints: Sequence[Checkpoint],
                  evaluators: Sequence[str], *, seed: int = 0,
                  command: Optional[str] = None,
                  preamble: Optional[str] = None,
+                 appendix: Optional[str] = None,
                  tables: Sequence[int] = (2, 3, 4),
                  protocol: str = "demo",
                  samples: Optional[Samples] = None,
@@ -53,7 +54,8 @@ def build_report(results: Results, checkpoints: Sequence[Checkpoint],
   """The whole Markdown document: commands, protocol, tables, the held-out
   pretext metrics (``pretext``: row label -> each run's
   ``pretext_metrics.json``), Figure 5 (``alpha_plot``: the PNG's link
-  relative to the document, and its source), the analysis.
+  relative to the document, and its source), the analysis, then
+  ``appendix`` (Markdown).
 
   ``results`` holds each row's mean, ``samples`` each run's value (rows of
   several runs show mean +- sample std)."""
@@ -102,6 +104,8 @@ def build_report(results: Results, checkpoints: Sequence[Checkpoint],
               f"(shallow to deep, whiter is larger) at the end of "
               f"pre-training, from `{source}` (the paper's Figure 5).", ""]
   lines.append(analysis_markdown(results, tables, samples))
+  if appendix:
+    lines += ["", appendix.strip()]
   return "\n".join(lines) + "\n"
 
 

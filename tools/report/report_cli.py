@@ -51,6 +51,8 @@ def define_report_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
       (flags.DEFINE_string, "json_output", None, "Write metrics as JSON."),
       (flags.DEFINE_string, "preamble", None, "A Markdown file placed at the "
        "top (e.g. the training commands)."),
+      (flags.DEFINE_string, "appendix", None, "A Markdown file placed at "
+       "the end (the study's task-transfer matrix)."),
       (flags.DEFINE_string, "alpha_plot", None, "Where the lasso run's "
        "Figure 5 PNG is copied (default: <output stem>_alphas.png beside "
        "--output).")]:
@@ -67,7 +69,7 @@ def run_report(fv: flags.FlagValues = flags.FLAGS, log=print) -> str:
       **{name: fv[name].value for name in (
           "runs", "presets", "random", "random_seeds", "evaluators",
           "eval_param", "protocol", "tables", "seed", "work_dir", "output",
-          "json_output", "preamble", "alpha_plot")},
+          "json_output", "preamble", "appendix", "alpha_plot")},
       command="python -m tools.report " + " ".join(
           shlex.quote(a) for a in sys.argv[1:]))
   return reporting.make_report(config, log=log)
