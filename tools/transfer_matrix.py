@@ -37,10 +37,10 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Row names say the trunk's tasks by their abbreviations (``RP+Col``; a
 # ``/...`` suffix such as ``/Lasso`` is a variant of the same tasks): the
-# reading finds each column's diagonal and the multi-task rows from them.
-ZOO_ROWS = (("RP", "rp"), ("RP+Col", "rp_col"), ("RP+Col+Ex", "rp_col_ex"),
-            ("RP+Col+Ex+MS", "rp_col_ex_ms"),
-            ("RP+Col+Ex+MS/Lasso", "rp_col_ex_ms_lasso"))
+# reading finds each column's diagonal and the multi-task rows from them. A
+# zoo preset's row is its label (``Preset.label``, the study's row name).
+ZOO_PRESETS = ("rp", "rp_col", "rp_col_ex", "rp_col_ex_ms",
+               "rp_col_ex_ms_lasso")
 PROBES = ("relative_position", "colorization", "exemplar",
           "motion_segmentation")
 DIGITS = "digits"
@@ -75,7 +75,9 @@ def row_sources(rows: str, row_flags: Sequence[str], seeds: Sequence[int]
   out = [(RANDOM_ROW, {s: "random" for s in seeds})]
   if rows == "zoo":
     # A preset is one trained trunk: the seed of its training run.
-    out += [(name, {0: f"zoo:{preset}"}) for name, preset in ZOO_ROWS]
+    from mtssl_tf import model_zoo  # pylint: disable=g-import-not-at-top
+    out += [(model_zoo.get_preset(name).label, {0: f"zoo:{name}"})
+            for name in ZOO_PRESETS]
     return out
   for entry in row_flags:
     name, sep, path = entry.partition("=")
