@@ -86,3 +86,17 @@ def test_reading_places_the_multi_task_rows_off_the_diagonal(tmp_path):
       "- Col probe top5_accuracy, trained rows off the diagonal: best RP+Col"
       " (0.450); RP+Col 1 of 3 (0.450); RP+Col/Lasso 2 of 3 (0.440, not "
       "near the best)")
+
+
+def test_one_run_per_cell_gives_ranks_without_margins(tmp_path):
+  rp = "relative_position"
+  values = {tm.RANDOM_ROW: {rp: [0.15]}, "RP": {rp: [0.40]},
+            "Col": {rp: [0.30]}, "RP+Col": {rp: [0.29]}}
+  cells = _cells(tmp_path, values)
+  rows = [(r, {0: "x"}) for r in values]
+  _, stats = tm.table(cells, rows, [rp])
+  reading = tm.reading(stats, rows, [rp])
+  assert reading[0].startswith("- One run per cell: no standard deviation")
+  assert not any("beats random init" in line for line in reading)
+  assert reading[-1] == ("- RP probe accuracy, trained rows off the "
+                         "diagonal: best Col (0.300); RP+Col 2 of 2 (0.290)")

@@ -248,8 +248,15 @@ def reading(stats, rows, columns) -> List[str]:
   column's own task). Near-best: within twice the larger standard deviation
   of the best."""
   lines = []
+  # With one run per cell there is no standard deviation to read a margin
+  # against: the ranks are given, "beats" and "near-best" are not.
+  seeded = any(stat[2] > 1 for row in stats.values() for stat in row.values())
+  if not seeded:
+    lines.append("- One run per cell: no standard deviation, so no cell is "
+                 "read as beating random init or as near the best; a few "
+                 "hundredths are within what another seed moves.")
   random_stats = stats.get(RANDOM_ROW, {})
-  for row, _ in rows[1:]:
+  for row, _ in rows[1:] if seeded else ():
     beats = []
     for column in columns:
       got, base = stats[row].get(column), random_stats.get(column)
@@ -286,7 +293,7 @@ def reading(stats, rows, columns) -> List[str]:
       got = stats[row][column]
       near = best[0] - got[0] <= 2 * max(best[1], got[1])
       places.append(f"{row} {place} of {len(off)} ({got[0]:.3f}"
-                    + ("" if place == 1 else
+                    + ("" if place == 1 or not seeded else
                        ", near-best" if near else ", not near the best")
                     + ")")
     lines.append(f"- {_column_title(column)}, trained rows off the "
