@@ -114,7 +114,9 @@ def train_config(run_dir, names: Sequence[str] = ("relative_position",
       # samples are present must not change a test's numbers (with them the
       # prior differs, and 3 SGD steps at lr 0.1 amplified float rounding to
       # 4.5e-4, past the replica tests' 1e-5).
-      data=DataConfig(offline_packages=PIP_OFFLINE_PACKAGES))
+      data=DataConfig(offline_packages=PIP_OFFLINE_PACKAGES,
+                      image_size_limit=_TINY["image_size_limit"],
+                      shuffle_buffer=_TINY["shuffle_buffer"]))
   kwargs.update(overrides)
   return TrainConfig(**kwargs)
 
