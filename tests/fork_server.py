@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,7 +158,6 @@ class ForkedProcess:
       os.kill(self.pid, signal_number)
 
   def kill(self) -> None:
-    import signal  # pylint: disable=g-import-not-at-top
     self.send_signal(signal.SIGKILL)
 
 

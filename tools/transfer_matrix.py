@@ -274,12 +274,12 @@ def reading(stats, rows, columns) -> List[str]:
       lines.append(f"- best in {_column_title(column)}: {ranked[-1][1]} "
                    f"({ranked[-1][0]:.3f})")
   every_task = frozenset(c for c in columns if c != DIGITS)
-  multi = [r for r, _ in rows if row_tasks(r) is not None
-           and every_task and row_tasks(r) >= every_task]
+  trained = {r: row_tasks(r) for r, _ in rows}
+  trained = {r: t for r, t in trained.items() if t is not None}
+  multi = [r for r, t in trained.items() if every_task and t >= every_task]
   for column in columns:
-    off = sorted(((stats[r][column], r) for r, _ in rows
-                  if row_tasks(r) is not None and column in stats[r]
-                  and row_tasks(r) != frozenset([column])),
+    off = sorted(((stats[r][column], r) for r, t in trained.items()
+                  if column in stats[r] and t != frozenset([column])),
                  key=lambda item: -item[0][0])
     if not multi or len(off) < 2:
       continue
